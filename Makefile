@@ -1,0 +1,33 @@
+# The course's entry points. Each target creates the local environment first if it is missing
+# or older than pyproject.toml.  make course | make test | make lab
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: setup course test lab clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@echo ">> creating $(VENV) (first time: a few minutes; TensorFlow and torch are large)"
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --disable-pip-version-check -e ".[all,dev]"
+	@# triton (pulled in by torch) only helps on a CUDA GPU, and with it importing TensorFlow
+	@# before torchvision segfaults: remove it where there is no NVIDIA GPU.
+	@if ! command -v nvidia-smi >/dev/null 2>&1; then \
+		$(BIN)/python -m pip uninstall -y -q triton >/dev/null 2>&1 || true; \
+		echo ">> no NVIDIA GPU: removed triton (see README, Troubleshooting)"; fi
+	@touch $(STAMP)
+
+course: setup
+	$(BIN)/python scripts/run_course.py
+
+test: setup
+	COURSE_MODE=smoke $(BIN)/python -m pytest
+
+lab: setup
+	$(BIN)/jupyter lab notebooks/
+
+clean:
+	rm -rf build .pytest_cache

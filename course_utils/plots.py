@@ -1,0 +1,246 @@
+"""Figures the notebooks share. Every function returns the matplotlib ``Figure`` and gives it a
+title and labelled axes, so a figure shown on a projector or saved to ``build/`` explains itself.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+
+def _plt():
+    """matplotlib.pyplot, imported on first use (headless machines get the Agg backend by default)."""
+    import matplotlib.pyplot as plt  # noqa: PLC0415
+
+    return plt
+
+
+def _label(source: str | None) -> str:
+    """Suffix that marks a figure made from stand-in data."""
+    return " [stand-in data]" if source == "stand-in" else ""
+
+
+def image_grid(images: np.ndarray, labels: Sequence | np.ndarray | None = None, *,
+               class_names: Sequence[str] | None = None, n: int = 16, ncols: int = 8,
+               title: str = "Sample images", source: str | None = None, seed: int | None = 0):
+    """Show up to ``n`` images (uint8 or float, NHWC or NHW) with their class names as captions.
+
+    Multi-label rows are captioned with the names of the positive labels.
+    """
+    plt = _plt()
+    images = np.asarray(images)
+    if images.ndim not in (3, 4):
+        raise ValueError(f"images must be N x H x W (x C); got shape {images.shape}")
+    count = min(n, len(images))
+    if count == 0:
+        raise ValueError("image_grid got no images to show")
+    idx = np.arange(len(images))
+    if seed is not None and len(images) > count:
+        idx = np.random.default_rng(seed).choice(len(images), size=count, replace=False)
+    idx = idx[:count]
+    ncols = max(1, min(ncols, count))
+    nrows = int(np.ceil(count / ncols))
+    fig, axes = plt.subplots(nrows, ncols, figsize=(1.6 * ncols, 1.8 * nrows + 0.4), squeeze=False)
+    for ax in axes.ravel():
+        ax.axis("off")
+    for ax, i in zip(axes.ravel(), idx):
+        img = images[i]
+        if img.ndim == 3 and img.shape[-1] == 1:
+            img = img[..., 0]
+        ax.imshow(img, cmap="gray" if img.ndim == 2 else None)
+        if labels is not None:
+            ax.set_title(_caption(np.asarray(labels)[i], class_names), fontsize=7)
+    fig.suptitle(title + _label(source))
+    fig.supxlabel("images (random sample)", fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def _caption(label, class_names: Sequence[str] | None) -> str:
+    label = np.asarray(label)
+    if label.ndim == 0 or label.size == 1:
+        k = int(label.reshape(-1)[0])
+        return class_names[k] if class_names is not None and k < len(class_names) else str(k)
+    on = np.flatnonzero(label)
+    if class_names is not None:
+        names = [class_names[k] for k in on]
+    else:
+        names = [str(k) for k in on]
+    return ", ".join(names)[:28] or "none"
+
+
+def class_balance(counts: dict[str, int] | Sequence[int], *, title: str = "Class balance",
+                  source: str | None = None, ax=None):
+    """Bar chart of images per class, with each bar's count and share written on it."""
+    plt = _plt()
+    if not isinstance(counts, dict):
+        counts = {str(i): int(c) for i, c in enumerate(counts)}
+    names, values = list(counts), np.array(list(counts.values()), dtype=float)
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(max(4, 0.6 * len(names) + 2), 3.2))
+    else:
+        fig = ax.figure
+    bars = ax.bar(range(len(names)), values, color="tab:blue")
+    total = values.sum() or 1.0
+    for bar, v in zip(bars, values):
+        ax.annotate(f"{int(v)}\n{v / total:.0%}", (bar.get_x() + bar.get_width() / 2, v),
+                    ha="center", va="bottom", fontsize=7)
+    ax.set_xticks(range(len(names)))
+    ax.set_xticklabels(names, rotation=45 if len(names) > 4 else 0, ha="right" if len(names) > 4 else "center")
+    ax.set_xlabel("class")
+    ax.set_ylabel("images")
+    ax.set_ylim(0, values.max() * 1.25 if len(values) else 1)
+    ax.set_title(title + _label(source))
+    fig.tight_layout()
+    return fig
+
+
+# --------------------------------------------------------------------------- training curves, confusion, ROC
+def _as_histories(histories) -> dict:
+    """Normalise the many ways of naming runs into ``{name: History}``."""
+    import os  # noqa: PLC0415
+    from pathlib import Path  # noqa: PLC0415
+
+    from .history import History  # noqa: PLC0415
+    from .runtime import CourseError  # noqa: PLC0415
+
+    def one(item, name):
+        if isinstance(item, History):
+            return item
+        if isinstance(item, (str, os.PathLike)):
+            return History.from_csv(item)
+        if hasattr(item, "history") and isinstance(item.history, dict):  # keras.callbacks.History
+            return History.from_keras(item)
+        raise CourseError(f"training_curves: run {name!r} is a {type(item).__name__}; pass a History, "
+                          "a Keras History, or the path of a history CSV")
+
+    if isinstance(histories, dict):
+        return {str(k): one(v, k) for k, v in histories.items()}
+    if isinstance(histories, (list, tuple)):
+        out = {}
+        for i, item in enumerate(histories, 1):
+            name = Path(item).parent.name or Path(item).stem if isinstance(item, (str, os.PathLike)) else f"run {i}"
+            out[name if name not in out else f"{name} ({i})"] = one(item, name)
+        return out
+    name = Path(histories).parent.name or "run" if isinstance(histories, (str, os.PathLike)) else "run"
+    return {name: one(histories, name)}
+
+
+def training_curves(histories, metrics: Sequence[str] = ("loss", "accuracy"), *,
+                    title: str = "Training curves", source: str | None = None):
+    """Per-epoch curves of one or several runs: training solid, validation dashed, one colour per run.
+
+    ``histories`` is a History, a Keras History, a history CSV path, a list of those, or a dict
+    ``{run name: history}``. One panel per metric; a single legend names the runs and line styles.
+    """
+    plt = _plt()
+    from matplotlib.lines import Line2D  # noqa: PLC0415
+
+    from .runtime import CourseError  # noqa: PLC0415
+
+    runs = _as_histories(histories)
+    if not runs:
+        raise CourseError("training_curves got no runs to plot")
+    metrics = [metrics] if isinstance(metrics, str) else list(metrics)
+    shown = [m for m in metrics if any(m in h or f"val_{m}" in h for h in runs.values())]
+    if not shown:
+        have = sorted({k for h in runs.values() for k in h.metrics})
+        raise CourseError(f"none of the metrics {metrics} is in these histories; they have: {', '.join(have)}")
+    fig, axes = plt.subplots(1, len(shown), figsize=(4.6 * len(shown) + 1.8, 3.4), squeeze=False)
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for ax, metric in zip(axes[0], shown):
+        for i, (name, hist) in enumerate(runs.items()):
+            colour = colours[i % len(colours)]
+            for key, style in ((metric, "-"), (f"val_{metric}", "--")):
+                if key in hist:
+                    ax.plot(hist.epochs, hist[key], style, color=colour, marker="o", ms=3)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(metric)
+        ax.set_title(metric)
+        ax.grid(alpha=0.3)
+    handles = [Line2D([], [], color=colours[i % len(colours)], lw=2, label=name) for i, name in enumerate(runs)]
+    handles += [Line2D([], [], color="k", ls="-", label="training"),
+                Line2D([], [], color="k", ls="--", label="validation")]
+    fig.legend(handles=handles, loc="center right", fontsize=8, frameon=False)
+    fig.suptitle(title + _label(source))
+    fig.tight_layout(rect=(0, 0, 1 - 1.6 / fig.get_figwidth(), 1))
+    return fig
+
+
+def confusion_matrix(y_true, y_pred, class_names: Sequence[str], *, normalize: str | None = None,
+                     title: str = "Confusion matrix", source: str | None = None, ax=None):
+    """Confusion matrix (``sklearn.metrics.confusion_matrix``) with counts or rates in each cell.
+
+    ``normalize`` is sklearn's: ``None`` (counts), ``"true"`` (rows sum to 1: recall on the
+    diagonal), ``"pred"`` (columns: precision) or ``"all"``.
+    """
+    plt = _plt()
+    from sklearn.metrics import ConfusionMatrixDisplay  # noqa: PLC0415
+    from sklearn.metrics import confusion_matrix as sk_confusion_matrix  # noqa: PLC0415
+
+    from .runtime import CourseError  # noqa: PLC0415
+
+    y_true, y_pred = np.asarray(y_true).ravel(), np.asarray(y_pred).ravel()
+    if len(y_true) != len(y_pred):
+        raise CourseError(f"confusion_matrix: {len(y_true)} labels but {len(y_pred)} predictions; "
+                          "predict on every test image (do not drop the last batch)")
+    if normalize not in (None, "true", "pred", "all"):
+        raise CourseError(f"normalize must be None, 'true', 'pred' or 'all', not {normalize!r}")
+    cm = sk_confusion_matrix(y_true, y_pred, labels=list(range(len(class_names))), normalize=normalize)
+    if ax is None:
+        size = max(3.6, 0.7 * len(class_names) + 2.4)
+        fig, ax = plt.subplots(figsize=(size, size * 0.85))
+    else:
+        fig = ax.figure
+    ConfusionMatrixDisplay(cm, display_labels=list(class_names)).plot(
+        ax=ax, cmap="Blues", colorbar=False, values_format=".2f" if normalize else "d",
+        xticks_rotation=45 if len(class_names) > 4 else "horizontal")
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class")
+    suffix = {None: "", "true": " (rows: recall)", "pred": " (columns: precision)", "all": " (share of all)"}
+    ax.set_title(title + suffix[normalize] + _label(source))
+    fig.tight_layout()
+    return fig
+
+
+def roc_curve(y_true, scores, *, name: str = "model", pos_label: int = 1,
+              title: str = "ROC curve", source: str | None = None, ax=None):
+    """ROC curve(s) with the AUC in the legend (``sklearn.metrics.roc_curve`` / ``roc_auc_score``).
+
+    ``scores`` is the score of the positive class per sample, an ``N x 2`` probability array
+    (column ``pos_label`` is used), or a dict ``{name: scores}`` to overlay several models.
+    """
+    plt = _plt()
+    from sklearn.metrics import roc_auc_score  # noqa: PLC0415
+    from sklearn.metrics import roc_curve as sk_roc_curve  # noqa: PLC0415
+
+    from .runtime import CourseError  # noqa: PLC0415
+
+    y_true = np.asarray(y_true).ravel()
+    positive = (y_true == pos_label).astype(int)
+    if positive.min() == positive.max():
+        raise CourseError("roc_curve needs both classes in y_true (the AUC is undefined with one class); "
+                          "use a larger or stratified test set")
+    curves = scores if isinstance(scores, dict) else {name: scores}
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(4.8, 4.4))
+    else:
+        fig = ax.figure
+    for label, s in curves.items():
+        s = np.asarray(s, dtype=float)
+        if s.ndim == 2:
+            s = s[:, pos_label]
+        if len(s) != len(y_true):
+            raise CourseError(f"roc_curve: {len(y_true)} labels but {len(s)} scores for {label!r}")
+        fpr, tpr, _ = sk_roc_curve(positive, s)
+        ax.plot(fpr, tpr, lw=2, label=f"{label} (AUC = {roc_auc_score(positive, s):.3f})")
+    ax.plot([0, 1], [0, 1], ls=":", color="grey", label="chance (AUC = 0.5)")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1.02)
+    ax.set_xlabel("false positive rate (1 - specificity)")
+    ax.set_ylabel("true positive rate (sensitivity)")
+    ax.set_title(title + _label(source))
+    ax.legend(loc="lower right", fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,299 @@
+"""Where are we running, and how big should things be?
+
+One place decides the *mode* (``smoke`` for CI, ``lite`` for a CPU, ``full`` for a GPU),
+the device, and seeding, so that every notebook scales the same way. Nothing here imports
+TensorFlow or torch at import time: frameworks are looked up only when a function needs them.
+"""
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import json
+import os
+import platform
+import random
+import sys
+import warnings
+from pathlib import Path
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+MODES = ("smoke", "lite", "full")
+_TRUTHY = {"1", "true", "yes", "on"}
+
+
+class CourseError(ValueError):
+    """A problem the user can fix; the message says what was wrong and how to fix it."""
+
+
+# --------------------------------------------------------------------------- environment
+def in_colab() -> bool:
+    """True inside Google Colab (the notebook's setup cell installs packages only there)."""
+    return "google.colab" in sys.modules
+
+
+def in_ci() -> bool:
+    """True when the environment variable ``CI`` says we run under continuous integration."""
+    return os.environ.get("CI", "").strip().lower() in _TRUTHY
+
+
+def has_module(name: str) -> bool:
+    """Whether ``name`` can be imported, without importing it."""
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def gpu_available() -> bool:
+    """True if torch or TensorFlow sees a GPU.
+
+    Asks only a framework that is already imported, then torch (cheap and safe to import first),
+    and never imports TensorFlow just to ask: that import costs seconds and, after it, importing
+    torchvision can crash (see :func:`import_tensorflow`).
+    """
+    if "torch" in sys.modules or has_module("torch"):
+        import torch  # noqa: PLC0415
+
+        if torch.cuda.is_available():
+            return True
+    tf = sys.modules.get("tensorflow")
+    if tf is not None:
+        return bool(tf.config.list_physical_devices("GPU"))
+    return False
+
+
+# --------------------------------------------------------------------------- mode
+def get_mode() -> str:
+    """The active mode: ``smoke``, ``lite`` or ``full``.
+
+    ``COURSE_MODE`` wins when set (``auto`` means "decide for me"); otherwise ``CI=true`` means
+    ``smoke``; otherwise ``full`` with a GPU and ``lite`` without.
+    """
+    raw = os.environ.get("COURSE_MODE", "").strip().lower()
+    if raw in MODES:
+        return raw
+    if raw not in ("", "auto"):
+        raise CourseError(
+            f"COURSE_MODE={raw!r} is not a mode. Use one of {', '.join(MODES)} or 'auto' "
+            "(full with a GPU, lite without), e.g. `export COURSE_MODE=lite`."
+        )
+    if not raw and in_ci():
+        return "smoke"
+    return "full" if gpu_available() else "lite"
+
+
+def set_mode(mode: str) -> str:
+    """Set the mode for this process (and the kernels it starts); returns the mode now active."""
+    if mode not in (*MODES, "auto"):
+        raise CourseError(f"mode must be one of {', '.join(MODES)} or 'auto', not {mode!r}")
+    os.environ["COURSE_MODE"] = mode
+    return get_mode()
+
+
+def pick(*, full: T, lite: T, smoke: T, mode: str | None = None) -> T:
+    """Choose a value by mode, e.g. ``epochs = pick(full=25, lite=5, smoke=1)``."""
+    mode = mode or get_mode()
+    if mode not in MODES:
+        raise CourseError(f"mode must be one of {', '.join(MODES)}, not {mode!r}")
+    return {"full": full, "lite": lite, "smoke": smoke}[mode]
+
+
+# --------------------------------------------------------------------------- frameworks
+def import_torch():
+    """Import and return torch (a clear error if it is not installed)."""
+    if not has_module("torch"):
+        raise CourseError("PyTorch is not installed. Run `make setup` (or `pip install torch torchvision`).")
+    return importlib.import_module("torch")
+
+
+def import_tensorflow():
+    """Import TensorFlow safely and return it.
+
+    With the PyPI torch build, ``triton`` is installed, and importing TensorFlow *before*
+    torchvision or timm segfaults (triton's LLVM clashes with TensorFlow's). Importing torch
+    first is safe, so when torch is installed we import it before TensorFlow. The course's
+    local setup also removes triton on machines without a CUDA GPU, where it does nothing.
+    """
+    guard_import_order()
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    if not has_module("tensorflow"):
+        raise CourseError("TensorFlow is not installed. Run `make setup` (or `pip install tensorflow`).")
+    return importlib.import_module("tensorflow")
+
+
+def guard_import_order() -> bool:
+    """Make ``import tensorflow`` then ``import torchvision`` safe; returns True if it acted.
+
+    The segfault needs triton (shipped with PyPI's CUDA torch), so where triton is installed and
+    TensorFlow is not imported yet, torchvision (and timm) are imported first. Where TensorFlow is
+    already imported, importing torchvision could crash, so we only warn.
+    """
+    if not has_module("triton") or not has_module("torchvision"):
+        return False
+    if "tensorflow" in sys.modules:
+        if "torchvision" not in sys.modules:
+            warnings.warn("TensorFlow was imported before course_utils.setup() and triton is installed: "
+                          "importing torchvision or timm now may crash the kernel. Restart the kernel and run "
+                          "the setup cell first (see README, Troubleshooting).", stacklevel=3)
+        return False
+    for name in ("torchvision", "timm"):
+        if has_module(name):
+            importlib.import_module(name)
+    return True
+
+
+def torch_device(prefer: str | None = None) -> str:
+    """``"cuda"`` when a CUDA GPU is visible, else ``"cpu"`` (``prefer`` overrides)."""
+    if prefer:
+        return prefer
+    torch = import_torch()
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def tf_device() -> str:
+    """``"GPU"`` when TensorFlow sees a GPU, else ``"CPU"``."""
+    tf = import_tensorflow()
+    return "GPU" if tf.config.list_physical_devices("GPU") else "CPU"
+
+
+# --------------------------------------------------------------------------- seeding
+def seed_everything(seed: int = 0, *, deterministic: bool = False) -> int:
+    """Seed Python, NumPy and any framework that is already imported (or installed, for torch).
+
+    ``deterministic=True`` also asks torch and TensorFlow for deterministic kernels (slower).
+    Returns the seed so it can be logged.
+    """
+    import numpy as np  # noqa: PLC0415
+
+    random.seed(seed)
+    np.random.seed(seed)
+    os.environ["PYTHONHASHSEED"] = str(seed)
+    if "torch" in sys.modules:
+        torch = sys.modules["torch"]
+        torch.manual_seed(seed)
+        if torch.cuda.is_available():
+            torch.cuda.manual_seed_all(seed)
+        if deterministic:
+            torch.use_deterministic_algorithms(True, warn_only=True)
+            torch.backends.cudnn.benchmark = False
+    if "tensorflow" in sys.modules:
+        tf = sys.modules["tensorflow"]
+        tf.random.set_seed(seed)
+        if deterministic:
+            tf.config.experimental.enable_op_determinism()
+    if "keras" in sys.modules:
+        keras = sys.modules["keras"]
+        if hasattr(keras, "utils") and hasattr(keras.utils, "set_random_seed"):
+            keras.utils.set_random_seed(seed)
+    return seed
+
+
+# --------------------------------------------------------------------------- banner
+def versions() -> dict[str, str]:
+    """Versions of the packages the course uses, read from metadata (nothing is imported)."""
+    from importlib.metadata import PackageNotFoundError, version  # noqa: PLC0415
+
+    out = {"python": platform.python_version()}
+    for pkg in ("numpy", "tensorflow", "keras", "torch", "torchvision", "timm", "medmnist",
+                "tensorflow-datasets", "ipywidgets", "scikit-learn"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            out[pkg] = "-"
+    return out
+
+
+def setup(seed: int = 0, *, data_sources: dict[str, str] | None = None, quiet: bool = False) -> dict[str, Any]:
+    """Seed everything and print one banner: versions, device, mode, where data comes from.
+
+    Returns the same facts as a dict, so a notebook can show or assert them.
+    """
+    mode = get_mode()
+    guard_import_order()
+    seed_everything(seed)
+    gpu = gpu_available()
+    info: dict[str, Any] = {
+        "mode": mode,
+        "device": "GPU" if gpu else "CPU",
+        "colab": in_colab(),
+        "ci": in_ci(),
+        "seed": seed,
+        "versions": versions(),
+        "data_sources": data_sources or {},
+    }
+    if not quiet:
+        v = info["versions"]
+        shown = ", ".join(f"{k} {val}" for k, val in v.items() if val != "-")
+        print(f"course_utils | mode: {mode} | device: {info['device']}"
+              f"{' (Colab)' if info['colab'] else ''} | seed: {seed}")
+        print(f"  versions: {shown}")
+        if mode != "full" and not gpu:
+            print("  no GPU: running the smaller 'lite' settings" if mode == "lite" else
+                  "  smoke mode: tiny sizes, just checking that everything runs")
+        if data_sources:
+            print("  data: " + ", ".join(f"{k} <- {s}" for k, s in data_sources.items()))
+    return info
+
+
+# --------------------------------------------------------------------------- reporting
+def report(name: str, value: Any, *, source: str | None = None, fmt: str = ".3f") -> Any:
+    """Print a headline number and record it for the course summary table.
+
+    ``source`` is the data source behind the number; a stand-in result is labelled as such.
+    When ``COURSE_REPORT`` names a file (the main job sets it), the number is appended there.
+    """
+    if hasattr(value, "item") and getattr(value, "ndim", 1) == 0:  # numpy / torch scalars
+        value = value.item()
+    stand_in = source == "stand-in"
+    shown = format(value, fmt) if isinstance(value, float) else str(value)
+    print(f"{name}: {shown}" + ("  [stand-in data: not a real result]" if stand_in else ""))
+    _record({"kind": "number", "name": name,
+             "value": value if isinstance(value, (int, float, str)) else str(value),
+             "source": source or "", "mode": get_mode()})
+    return value
+
+
+def record_data_source(dataset: str, source: str) -> None:
+    """Note which source a loader used (``tfds``, ``medmnist``, ``folder``, ``stand-in``) for the summary."""
+    _record({"kind": "source", "name": dataset, "source": source})
+
+
+def _record(rec: dict[str, Any]) -> None:
+    """Append one JSON line to the file named by ``COURSE_REPORT`` (set by the main job), if any."""
+    path = os.environ.get("COURSE_REPORT")
+    if not path:
+        return
+    try:
+        with open(path, "a", encoding="utf-8") as fh:
+            fh.write(json.dumps(rec) + "\n")
+    except OSError as exc:  # reporting must never break a lesson
+        warnings.warn(f"could not record {rec.get('name')!r} in {path}: {exc}", stacklevel=3)
+
+
+def cache_dir(sub: str = "", base: str | os.PathLike | None = None) -> Path:
+    """A writable cache folder: ``base``, else ``COURSE_CACHE``, else ``~/.cache/course_utils``.
+
+    Falls back, with a warning, to a temporary folder when the preferred one cannot be written,
+    so a read-only home or a typo never stops a lesson.
+    """
+    import tempfile  # noqa: PLC0415
+
+    if base is None:
+        base = os.environ.get("COURSE_CACHE") or Path.home() / ".cache" / "course_utils"
+    base = Path(base).expanduser()
+    target = base / sub if sub else base
+    try:
+        target.mkdir(parents=True, exist_ok=True)
+        probe = target / ".write_test"
+        probe.write_text("ok")
+        probe.unlink()
+        return target
+    except OSError as exc:
+        fallback = Path(tempfile.gettempdir()) / "course_utils_cache" / sub
+        fallback.mkdir(parents=True, exist_ok=True)
+        warnings.warn(f"cache folder {target} is not writable ({exc.strerror or exc}); "
+                      f"using {fallback} instead. Set COURSE_CACHE to a writable folder to keep the cache.",
+                      stacklevel=2)
+        return fallback

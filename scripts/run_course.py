@@ -1,0 +1,188 @@
+#!/usr/bin/env python
+"""The course's main job: execute every notebook headless and write ``build/``.
+
+For each notebook in ``notebooks/`` (in order) it writes the executed notebook, an HTML page,
+and collects the headline numbers the notebook reported with ``cu.report``. At the end it
+writes ``build/summary.md``, ``build/summary.csv`` and ``build/index.html``: notebook, mode,
+data source, wall time, status, headline numbers. A failing notebook is recorded and the
+others still run; the exit code is non-zero if any failed.
+
+    python scripts/run_course.py                 # auto mode (full with a GPU, lite without)
+    python scripts/run_course.py --mode smoke    # or lite / full
+    python scripts/run_course.py --only 01 03    # a subset, by number prefix
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import html
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--mode", default=os.environ.get("COURSE_MODE", "auto"),
+                   choices=["auto", "smoke", "lite", "full"], help="course mode (default: auto)")
+    p.add_argument("--only", nargs="*", default=None, help="notebook number prefixes to run, e.g. 01 03")
+    p.add_argument("--notebooks", default=str(ROOT / "notebooks"), help="folder of NN_*.ipynb notebooks")
+    p.add_argument("--out", default=str(ROOT / "build"), help="output folder (default: build/)")
+    p.add_argument("--cell-timeout", type=int, default=3600, help="seconds one cell may run")
+    p.add_argument("--no-html", action="store_true", help="skip the HTML pages")
+    return p.parse_args(argv)
+
+
+def resolve_mode(requested: str) -> str:
+    """The mode the notebooks will run in, decided once here and passed to every kernel."""
+    from course_utils import runtime
+
+    if requested != "auto":
+        return requested
+    os.environ.pop("COURSE_MODE", None)
+    return runtime.get_mode()
+
+
+def find_notebooks(folder: Path, only: list[str] | None) -> list[Path]:
+    nbs = sorted(folder.glob("[0-9][0-9]_*.ipynb"))
+    if only:
+        nbs = [nb for nb in nbs if any(nb.name.startswith(prefix) for prefix in only)]
+    if not nbs:
+        raise SystemExit(f"no notebooks matched {only or 'NN_*.ipynb'} in {folder}")
+    return nbs
+
+
+def read_reports(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    rows = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        line = line.strip()
+        if line:
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+    return rows
+
+
+def execute(nb_path: Path, out_dir: Path, mode: str, cell_timeout: int, html_pages: bool) -> dict:
+    """Run one notebook in a fresh kernel; returns its summary row."""
+    import nbformat
+    from nbclient import NotebookClient
+    from nbclient.exceptions import CellExecutionError
+    from tqdm.auto import tqdm
+
+    nb = nbformat.read(nb_path, as_version=4)
+    report_file = out_dir / "reports" / f"{nb_path.stem}.jsonl"
+    report_file.parent.mkdir(parents=True, exist_ok=True)
+    report_file.unlink(missing_ok=True)
+    os.environ["COURSE_MODE"] = mode
+    os.environ["COURSE_REPORT"] = str(report_file)
+    os.environ.setdefault("MPLBACKEND", "Agg")
+
+    n_code = sum(1 for c in nb.cells if c.cell_type == "code")
+    bar = tqdm(total=n_code, desc=nb_path.stem, unit="cell", leave=True)
+    client = NotebookClient(nb, timeout=cell_timeout, kernel_name="python3",
+                            resources={"metadata": {"path": str(nb_path.parent)}},
+                            on_cell_executed=lambda **_: bar.update(1))
+    status, error = "ok", ""
+    start = time.perf_counter()
+    try:
+        client.execute()
+    except CellExecutionError as exc:
+        status = "failed"
+        error = str(exc).strip().splitlines()[-1][:300] if str(exc).strip() else "cell error"
+    except Exception as exc:  # a dead kernel or a timeout must not stop the other notebooks
+        status = "failed"
+        error = f"{type(exc).__name__}: {exc}"[:300]
+    finally:
+        bar.close()
+    wall = time.perf_counter() - start
+
+    executed = out_dir / nb_path.name
+    nbformat.write(nb, executed)
+    if html_pages:
+        from nbconvert import HTMLExporter
+
+        body, _ = HTMLExporter().from_notebook_node(nb)
+        (out_dir / f"{nb_path.stem}.html").write_text(body, encoding="utf-8")
+
+    reports = read_reports(report_file)
+    numbers = [r for r in reports if r.get("kind", "number") == "number"]
+    loaded = {f"{r['name']}: {r['source']}" for r in reports if r.get("kind") == "source"}
+    sources = sorted(loaded or {r["source"] for r in numbers if r.get("source")})
+    return {
+        "notebook": nb_path.stem,
+        "mode": mode,
+        "data_source": ", ".join(sources) or "-",
+        "wall_s": round(wall, 1),
+        "status": status,
+        "error": error,
+        "headline": "; ".join(_fmt(r) for r in numbers),
+    }
+
+
+def _fmt(rec: dict) -> str:
+    value = rec.get("value")
+    shown = f"{value:.3f}" if isinstance(value, float) else str(value)
+    mark = " (stand-in)" if rec.get("source") == "stand-in" else ""
+    return f"{rec.get('name')}={shown}{mark}"
+
+
+def write_summary(rows: list[dict], out_dir: Path) -> None:
+    cols = ["notebook", "mode", "data_source", "wall_s", "status", "headline", "error"]
+    with open(out_dir / "summary.csv", "w", newline="", encoding="utf-8") as fh:
+        w = csv.DictWriter(fh, fieldnames=cols)
+        w.writeheader()
+        w.writerows(rows)
+    md = ["| notebook | mode | data source | wall time (s) | status | headline numbers |",
+          "|---|---|---|---:|---|---|"]
+    for r in rows:
+        status = r["status"] if r["status"] == "ok" else f"**{r['status']}**: {r['error']}"
+        md.append(f"| [{r['notebook']}]({r['notebook']}.html) | {r['mode']} | {r['data_source']} | "
+                  f"{r['wall_s']} | {status} | {r['headline'] or '-'} |")
+    note = ("\nNumbers marked (stand-in) come from generated stand-in data, not the real data set: "
+            "they show the code works, not how well the method does.\n")
+    (out_dir / "summary.md").write_text("# Course run\n\n" + "\n".join(md) + "\n" + note, encoding="utf-8")
+    cells = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(str(r[c]))}</td>" for c in cols[1:]).replace(
+            "<td>", f"<td><a href='{html.escape(r['notebook'])}.html'>{html.escape(r['notebook'])}</a></td><td>", 1)
+        + "</tr>" for r in rows)
+    head = "".join(f"<th>{c}</th>" for c in cols)
+    (out_dir / "index.html").write_text(
+        "<!doctype html><meta charset='utf-8'><title>Course run</title>"
+        "<style>body{font-family:sans-serif}td,th{border:1px solid #ccc;padding:4px}</style>"
+        f"<h1>Course run</h1><table><tr>{head}</tr>{cells}</table><p>{html.escape(note)}</p>",
+        encoding="utf-8")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    mode = resolve_mode(args.mode)
+    out_dir = Path(args.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    notebooks = find_notebooks(Path(args.notebooks), args.only)
+    print(f"Running {len(notebooks)} notebook(s) in {mode} mode -> {out_dir}")
+    rows = []
+    for nb in notebooks:
+        row = execute(nb, out_dir, mode, args.cell_timeout, not args.no_html)
+        rows.append(row)
+        print(f"  {row['notebook']}: {row['status']} in {row['wall_s']} s"
+              + (f" ({row['error']})" if row["error"] else ""))
+        write_summary(rows, out_dir)  # keep a partial summary if a later notebook hangs
+    print((out_dir / "summary.md").read_text(encoding="utf-8"))
+    failed = [r["notebook"] for r in rows if r["status"] != "ok"]
+    if failed:
+        print(f"FAILED: {', '.join(failed)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

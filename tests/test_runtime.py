@@ -1,0 +1,139 @@
+"""course_utils.runtime: mode selection, pick, seeding, banner, reporting, cache fallback."""
+import json
+import os
+import random
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import course_utils as cu
+from course_utils import runtime
+
+
+@pytest.fixture
+def clean_env(monkeypatch):
+    monkeypatch.delenv("COURSE_MODE", raising=False)
+    monkeypatch.delenv("CI", raising=False)
+    monkeypatch.setattr(runtime, "gpu_available", lambda: False)
+    return monkeypatch
+
+
+def test_auto_mode_is_lite_without_gpu_and_full_with_one(clean_env):
+    assert runtime.get_mode() == "lite"
+    clean_env.setattr(runtime, "gpu_available", lambda: True)
+    assert runtime.get_mode() == "full"
+
+
+def test_ci_means_smoke_unless_mode_is_set(clean_env):
+    clean_env.setenv("CI", "true")
+    assert runtime.get_mode() == "smoke"
+    clean_env.setenv("COURSE_MODE", "lite")
+    assert runtime.get_mode() == "lite"
+    clean_env.setenv("COURSE_MODE", "auto")  # explicit auto ignores CI
+    assert runtime.get_mode() == "lite"
+
+
+def test_ci_false_is_not_ci(clean_env):
+    clean_env.setenv("CI", "false")
+    assert not runtime.in_ci()
+    assert runtime.get_mode() == "lite"
+
+
+def test_bad_mode_is_a_clear_error(clean_env):
+    clean_env.setenv("COURSE_MODE", "fast")
+    with pytest.raises(cu.CourseError, match="smoke, lite, full"):
+        runtime.get_mode()
+    with pytest.raises(cu.CourseError):
+        runtime.set_mode("turbo")
+
+
+def test_pick_follows_mode(clean_env):
+    for mode, want in [("smoke", 1), ("lite", 5), ("full", 25)]:
+        clean_env.setenv("COURSE_MODE", mode)
+        assert cu.pick(full=25, lite=5, smoke=1) == want
+    assert cu.pick(full="a", lite="b", smoke="c", mode="full") == "a"
+    with pytest.raises(TypeError):
+        cu.pick(full=1, lite=2)  # every mode must be given
+
+
+def test_set_mode_sets_the_environment(clean_env):
+    assert runtime.set_mode("smoke") == "smoke"
+    assert os.environ["COURSE_MODE"] == "smoke"
+
+
+def test_seed_everything_makes_numpy_python_and_torch_repeatable():
+    torch = pytest.importorskip("torch")
+
+    def draw():
+        return random.random(), np.random.rand(3).tolist(), torch.rand(3).tolist()
+
+    runtime.seed_everything(123)
+    a = draw()
+    runtime.seed_everything(123)
+    b = draw()
+    runtime.seed_everything(124)
+    c = draw()
+    assert a == b
+    assert a != c
+
+
+def test_setup_prints_one_banner_with_mode_and_device(clean_env, capsys):
+    clean_env.setenv("COURSE_MODE", "smoke")
+    info = cu.setup(seed=7, data_sources={"malaria": "stand-in"})
+    out = capsys.readouterr().out
+    assert "mode: smoke" in out and "device: CPU" in out
+    assert "malaria <- stand-in" in out
+    assert info["mode"] == "smoke" and info["seed"] == 7
+    assert info["versions"]["python"].count(".") == 2
+
+
+def test_report_labels_stand_in_numbers_and_records_them(tmp_path, clean_env, capsys):
+    path = tmp_path / "r.jsonl"
+    clean_env.setenv("COURSE_REPORT", str(path))
+    clean_env.setenv("COURSE_MODE", "smoke")
+    cu.report("test accuracy", np.float32(0.5), source="stand-in")
+    cu.report("auc", 0.91, source="tfds")
+    runtime.record_data_source("malaria", "stand-in")
+    out = capsys.readouterr().out
+    assert "test accuracy: 0.500  [stand-in data" in out
+    assert "auc: 0.910\n" in out
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    assert rows[0] == {"kind": "number", "name": "test accuracy", "value": 0.5, "source": "stand-in", "mode": "smoke"}
+    assert rows[1]["source"] == "tfds"
+    assert rows[2] == {"kind": "source", "name": "malaria", "source": "stand-in"}
+
+
+def test_report_never_breaks_a_lesson_when_the_file_cannot_be_written(tmp_path, clean_env):
+    clean_env.setenv("COURSE_REPORT", str(tmp_path / "missing-dir" / "r.jsonl"))
+    with pytest.warns(UserWarning, match="could not record"):
+        assert cu.report("x", 1) == 1
+
+
+def test_cache_dir_falls_back_when_base_is_a_file(tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    with pytest.warns(UserWarning, match="not writable"):
+        got = runtime.cache_dir("stand-ins", base=blocker)
+    assert got.is_dir()
+    (got / "probe").write_text("ok")
+
+
+def test_cache_dir_uses_course_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("COURSE_CACHE", str(tmp_path / "c"))
+    assert runtime.cache_dir("sub") == tmp_path / "c" / "sub"
+
+
+def test_importing_course_utils_imports_neither_tensorflow_nor_torch():
+    code = ("import sys, course_utils as cu; cu.get_mode; cu.History; cu.check; cu.plots; cu.train; "
+            "bad = [m for m in ('tensorflow', 'torch', 'keras') if m in sys.modules]; print(bad); "
+            "sys.exit(1 if bad else 0)")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stdout + res.stderr
+
+
+def test_colab_detection(monkeypatch):
+    assert not runtime.in_colab()
+    monkeypatch.setitem(sys.modules, "google.colab", object())
+    assert runtime.in_colab()
