@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.installed
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml Makefile
 	@echo ">> creating $(VENV) (first time: a few minutes; TensorFlow and torch are large)"
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --disable-pip-version-check -e ".[all,dev]"
@@ -18,6 +18,10 @@ $(STAMP): pyproject.toml
 	@if ! command -v nvidia-smi >/dev/null 2>&1; then \
 		$(BIN)/python -m pip uninstall -y -q triton >/dev/null 2>&1 || true; \
 		echo ">> no NVIDIA GPU: removed triton (see README, Troubleshooting)"; fi
+	@# Colab ships ipywidgets 7.7.1: keep a copy beside the 8.x install so the tests can run the
+	@# widget panels against both (tests/test_widgets_compat.py).
+	$(BIN)/python -m pip install -q --disable-pip-version-check --no-deps --upgrade \
+		--target $(VENV)/compat/ipywidgets7 "ipywidgets==7.7.1" "widgetsnbextension==3.6.10" "ipython_genutils==0.2.0"
 	@touch $(STAMP)
 
 course: setup
