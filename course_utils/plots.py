@@ -96,6 +96,173 @@ def class_balance(counts: dict[str, int] | Sequence[int], *, title: str = "Class
 
 
 # --------------------------------------------------------------------------- training curves, confusion, ROC
+# --------------------------------------------------------------------------- heat maps (course_utils.xai)
+def _display_image(img) -> np.ndarray:
+    """One image as matplotlib shows it: H x W (grey) or H x W x 3, floats scaled into [0, 1]."""
+    img = np.asarray(img)
+    if img.ndim == 3 and img.shape[0] in (1, 3) and img.shape[-1] not in (1, 3):
+        img = img.transpose(1, 2, 0)                                  # C x H x W -> H x W x C
+    if img.ndim == 3 and img.shape[-1] == 1:
+        img = img[..., 0]
+    if img.dtype == np.uint8:
+        return img
+    img = img.astype(np.float64)
+    lo, hi = img.min(), img.max()
+    return img if lo >= 0 and hi <= 1 else (img - lo) / (hi - lo + 1e-8)
+
+
+def heatmap_overlay(images, maps, *, titles: Sequence[str] | None = None, boxes=None, alpha: float = 0.45,
+                    cmap: str = "jet", n: int = 12, ncols: int = 6, title: str = "Heat maps",
+                    source: str | None = None):
+    """Each image with its heat map (``[N, H, W]``, 0 = cold, 1 = hot) laid over it.
+
+    ``boxes``: optional ``(x0, y0, x1, y1)`` per image (``None`` to skip one), drawn in white.
+    """
+    plt = _plt()
+    from matplotlib.patches import Rectangle  # noqa: PLC0415
+
+    images, maps = np.asarray(images), np.asarray(maps)
+    if maps.ndim != 3 or len(maps) != len(images):
+        raise ValueError(f"maps must be [N, H, W] with one map per image; got {maps.shape} for {len(images)} images")
+    count = min(n, len(images))
+    if count == 0:
+        raise ValueError("heatmap_overlay got no images to show")
+    ncols = max(1, min(ncols, count))
+    nrows = int(np.ceil(count / ncols))
+    fig, axes = plt.subplots(nrows, ncols, figsize=(1.9 * ncols + 0.8, 2.0 * nrows + 0.5), squeeze=False)
+    for ax in axes.ravel():
+        ax.axis("off")
+    shown = None
+    for i, ax in zip(range(count), axes.ravel()):
+        img = _display_image(images[i])
+        ax.imshow(img, cmap="gray" if img.ndim == 2 else None)
+        shown = ax.imshow(maps[i], cmap=cmap, alpha=alpha, vmin=0, vmax=1,
+                          extent=(-0.5, img.shape[1] - 0.5, img.shape[0] - 0.5, -0.5))
+        if boxes is not None and boxes[i] is not None:
+            x0, y0, x1, y1 = boxes[i]
+            ax.add_patch(Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0, y1 - y0, fill=False, lw=1.5, ec="white"))
+        if titles is not None:
+            ax.set_title(str(titles[i]), fontsize=7)
+    fig.suptitle(title + _label(source))
+    fig.supxlabel("image pixels (x); heat map: relevance for the explained class", fontsize=8)
+    fig.colorbar(shown, ax=axes.ravel().tolist(), fraction=0.03, pad=0.02, label="relevance (0-1)")
+    return fig
+
+
+def attribution_grid(images, maps_by_method: dict, *, row_titles: Sequence[str] | None = None,
+                     alpha: float = 0.5, cmap: str = "jet", n: int = 4, title: str = "Attribution methods side by side",
+                     source: str | None = None):
+    """Rows: images; columns: the image, then one overlay per method (``{"Grad-CAM": maps, ...}``)."""
+    plt = _plt()
+    images = np.asarray(images)
+    count = min(n, len(images))
+    if count == 0 or not maps_by_method:
+        raise ValueError("attribution_grid needs at least one image and one method")
+    for name, m in maps_by_method.items():
+        if np.asarray(m).ndim != 3 or len(m) < count:
+            raise ValueError(f"maps for {name!r} must be [N, H, W] with one map per image; got {np.shape(m)}")
+    cols = 1 + len(maps_by_method)
+    fig, axes = plt.subplots(count, cols, figsize=(2.0 * cols, 2.0 * count + 0.5), squeeze=False)
+    for r in range(count):
+        img = _display_image(images[r])
+        axes[r, 0].imshow(img, cmap="gray" if img.ndim == 2 else None)
+        axes[r, 0].set_ylabel(row_titles[r] if row_titles is not None else f"image {r}", fontsize=8)
+        for c, (name, m) in enumerate(maps_by_method.items(), start=1):
+            axes[r, c].imshow(img, cmap="gray" if img.ndim == 2 else None)
+            axes[r, c].imshow(np.asarray(m)[r], cmap=cmap, alpha=alpha, vmin=0, vmax=1,
+                              extent=(-0.5, img.shape[1] - 0.5, img.shape[0] - 0.5, -0.5))
+            if r == 0:
+                axes[r, c].set_title(name, fontsize=9)
+        if r == 0:
+            axes[r, 0].set_title("image", fontsize=9)
+    for ax in axes.ravel():
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.suptitle(title + _label(source))
+    fig.supxlabel("columns: attribution method (hot = relevant to the explained class)", fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def deletion_insertion_curves(result, *, title: str = "Deletion and insertion", source: str | None = None):
+    """The mean class-probability curves of :func:`course_utils.xai.deletion_insertion`, map vs random map."""
+    plt = _plt()
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
+    for ax, mode, better in ((axes[0], "deletion", "lower"), (axes[1], "insertion", "higher")):
+        for which, style in (("", "-"), ("_random", "--")):
+            curve = getattr(result, f"{mode}_curve{which}")
+            auc = float(np.mean(getattr(result, f"{mode}{which}")))
+            label = ("heat map" if not which else "random map") + f" (AUC {auc:.3f})"
+            ax.plot(result.fractions, curve, style, label=label)
+        ax.set_xlabel(f"fraction of pixels {'removed' if mode == 'deletion' else 'revealed'} (most relevant first)")
+        ax.set_ylabel("probability of the explained class")
+        ax.set_title(f"{mode} ({better} AUC is better)")
+        ax.set_ylim(-0.02, 1.02)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(title + _label(source))
+    fig.tight_layout()
+    return fig
+
+
+def randomization_curve(result, *, title: str = "Model-randomisation sanity check", source: str | None = None,
+                        ax=None):
+    """Mean (and min-max band of) Spearman correlation with the trained model's maps, per randomisation step."""
+    plt = _plt()
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(max(5, 0.9 * len(result.steps) + 2), 3.4))
+    else:
+        fig = ax.figure
+    steps = np.arange(len(result.steps))
+    ax.plot(steps, result.correlation, "o-", label="mean over images")
+    ax.fill_between(steps, result.per_image.min(axis=1), result.per_image.max(axis=1), alpha=0.2, label="min-max")
+    ax.axhline(0, color="grey", lw=0.8)
+    ax.set_xticks(steps)
+    ax.set_xticklabels(result.steps, rotation=30, ha="right", fontsize=7)
+    ax.set_xlabel("layers re-initialised, from the output down (cumulative)")
+    ax.set_ylabel("Spearman rank correlation\nwith the trained model's maps")
+    ax.set_ylim(-1.05, 1.05)
+    ax.set_title(title + _label(source))
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def learning_curves(table, metric: str = "accuracy", *, x: str = "n_labelled", hue: str = "strategy",
+                    seed_col: str = "seed", title: str = "Active learning: learning curves",
+                    reference: float | None = None, source: str | None = None, ax=None):
+    """Mean ``metric`` against ``x`` per ``hue`` (one line per strategy), with a min-max band over seeds.
+
+    ``table`` is a tidy DataFrame (one row per strategy x seed x round, as ``active.simulate`` returns);
+    ``reference`` draws a dashed line, e.g. the full-data accuracy.
+    """
+    plt = _plt()
+    for col in (metric, x, hue):
+        if col not in table.columns:
+            raise ValueError(f"learning_curves: the table has no column {col!r}; it has {', '.join(table.columns)}")
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(6.4, 4.0))
+    else:
+        fig = ax.figure
+    n_seeds = table[seed_col].nunique() if seed_col in table.columns else 1
+    for name, g in table.groupby(hue, sort=False):
+        stats = g.groupby(x)[metric].agg(["mean", "min", "max"]).sort_index()
+        line, = ax.plot(stats.index, stats["mean"], marker="o", ms=3, label=str(name))
+        if n_seeds > 1:
+            ax.fill_between(stats.index, stats["min"], stats["max"], color=line.get_color(), alpha=0.15)
+    if reference is not None:
+        ax.axhline(reference, color="k", ls="--", lw=1, label=f"all labels ({reference:.3f})")
+    ax.set_xlabel("labelled images" if x == "n_labelled" else x)
+    ax.set_ylabel(f"test {metric}")
+    band = f"\nmean over {n_seeds} seeds, band: min-max" if n_seeds > 1 else ""
+    ax.set_title(title + _label(source) + band, fontsize=10)
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
 def _as_histories(histories) -> dict:
     """Normalise the many ways of naming runs into ``{name: History}``."""
     import os  # noqa: PLC0415

@@ -40,8 +40,10 @@ def main(argv: list[str] | None = None) -> int:
         if path.suffix == ".ipynb":
             nb = json.loads(old)
             for cell in nb["cells"]:
-                src = "".join(cell["source"]) if isinstance(cell["source"], list) else cell["source"]
-                cell["source"] = rewrite(src, repo, ref)
+                if isinstance(cell["source"], list):
+                    cell["source"] = rewrite("".join(cell["source"]), repo, ref).splitlines(keepends=True)
+                else:
+                    cell["source"] = rewrite(cell["source"], repo, ref)
             new = json.dumps(nb, indent=1, ensure_ascii=False) + "\n"
             if json.loads(new) == json.loads(old):
                 continue

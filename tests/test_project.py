@@ -93,3 +93,14 @@ def test_notebook_follows_the_cell_standard(path):
     assert any(re.search(r"^\s*assert ", c.source, flags=re.M) for c in code), "assert what the notebook claims"
     text = json.dumps(nb)
     assert not re.search(r"(/work/|/home/|/root/|/tmp/|[A-Z]:\\\\)", text), "no absolute paths"
+
+
+def test_set_repo_rewrites_badges_and_install_urls():
+    spec = __import__("importlib.util").util.spec_from_file_location("set_repo", ROOT / "scripts" / "set_repo.py")
+    mod = __import__("importlib.util").util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    text = ("[badge](https://colab.research.google.com/github/a/b/blob/main/notebooks/01_x.ipynb)\n"
+            '%pip install -q "course_utils[colab] @ git+https://github.com/a/b@main"')
+    out = mod.rewrite(text, "fork/course", "v1.2")
+    assert "github/fork/course/blob/v1.2/notebooks/01_x.ipynb" in out
+    assert "git+https://github.com/fork/course@v1.2" in out and "a/b" not in out

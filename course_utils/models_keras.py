@@ -1,0 +1,270 @@
+"""Keras models for the course: a small CNN and EfficientNetB0 for transfer learning.
+
+Every model here takes images as float32 in [0, 1] (what ``cu.data.to_tf_dataset`` yields) and
+ends in a float32 softmax over ``n_classes`` (train with integer labels and sparse
+categorical cross-entropy, or one-hot labels and categorical cross-entropy).
+
+On a GPU the layers compute in ``mixed_float16`` (about 2x faster on a T4's tensor cores) while the
+output layer stays float32, so the loss is computed in full precision; on a CPU everything is
+float32 (float16 only slows a CPU down).
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import threading
+import warnings
+from pathlib import Path
+from typing import Any, Sequence
+
+from .runtime import CourseError, import_tensorflow
+
+__all__ = ["small_cnn", "efficientnet_b0", "unfreeze_top", "find_base", "precision_policy",
+           "count_params"]
+
+IMAGENET_HOST = ("storage.googleapis.com", 443)
+EFFNET_B0_NOTOP = "efficientnetb0_notop.h5"
+
+
+def _keras():
+    import_tensorflow()
+    import keras  # noqa: PLC0415
+
+    return keras
+
+
+def precision_policy(mixed: bool | None = None) -> str:
+    """``"mixed_float16"`` when ``mixed`` is True, or when it is None (auto) and TensorFlow sees a GPU."""
+    if mixed is None:
+        tf = import_tensorflow()
+        mixed = bool(tf.config.list_physical_devices("GPU"))
+    return "mixed_float16" if mixed else "float32"
+
+
+@contextlib.contextmanager
+def _policy(name: str):
+    """Build layers under a dtype policy, then restore the previous global policy."""
+    keras = _keras()
+    before = keras.mixed_precision.global_policy().name
+    keras.mixed_precision.set_global_policy(name)
+    try:
+        yield
+    finally:
+        keras.mixed_precision.set_global_policy(before)
+
+
+def _check_shape(input_shape: Sequence[int], n_classes: int, *, min_side: int = 8) -> tuple[int, int, int]:
+    if len(input_shape) != 3 or any(int(s) <= 0 for s in input_shape):
+        raise CourseError(f"input_shape must be (height, width, channels), e.g. (64, 64, 3); got {tuple(input_shape)}")
+    h, w, c = (int(s) for s in input_shape)
+    if min(h, w) < min_side:
+        raise CourseError(f"images of {h}x{w} px are too small for this model: use image_size >= {min_side}")
+    if int(n_classes) < 2:
+        raise CourseError(f"n_classes must be at least 2 (a binary task has 2 classes); got {n_classes}")
+    return h, w, c
+
+
+def count_params(model) -> dict[str, int]:
+    """``{"trainable": ..., "frozen": ...}`` parameter counts (what ``model.summary()`` reports)."""
+    import numpy as np  # noqa: PLC0415
+
+    trainable = int(sum(np.prod(v.shape) for v in model.trainable_weights))
+    frozen = int(sum(np.prod(v.shape) for v in model.non_trainable_weights))
+    return {"trainable": trainable, "frozen": frozen}
+
+
+# --------------------------------------------------------------------------- small CNN
+def small_cnn(input_shape: Sequence[int], n_classes: int, *, filters: Sequence[int] = (16, 32, 64),
+              kernel_size: int = 3, dense: int = 64, dropout: float = 0.3, pooling: str = "flatten",
+              mixed_precision: bool | None = None, name: str = "small_cnn"):
+    """A plain CNN: ``[Conv2D(f, 3, relu, same) -> MaxPool(2)]`` per entry of ``filters``, then
+    Flatten (or global average pooling with ``pooling="gap"``) -> Dense(dense, relu) -> Dropout ->
+    Dense(n_classes, softmax). Input: float32 images in [0, 1]. Returns a compiled-ready Keras model.
+    """
+    keras = _keras()
+    from keras import layers  # noqa: PLC0415
+
+    h, w, c = _check_shape(input_shape, n_classes, min_side=2 ** len(filters))
+    if pooling not in ("flatten", "gap"):
+        raise CourseError(f"pooling must be 'flatten' or 'gap', not {pooling!r}")
+    with _policy(precision_policy(mixed_precision)):
+        inputs = keras.Input(shape=(h, w, c), name="image")
+        x = inputs
+        for i, f in enumerate(filters, 1):
+            x = layers.Conv2D(int(f), kernel_size, padding="same", activation="relu", name=f"conv{i}")(x)
+            x = layers.MaxPooling2D(2, name=f"pool{i}")(x)
+        x = layers.Flatten(name="flatten")(x) if pooling == "flatten" else layers.GlobalAveragePooling2D(name="gap")(x)
+        if dense:
+            x = layers.Dense(int(dense), activation="relu", name="dense")(x)
+        if dropout:
+            x = layers.Dropout(dropout, name="dropout")(x)
+        outputs = layers.Dense(int(n_classes), activation="softmax", dtype="float32", name="probs")(x)
+        return keras.Model(inputs, outputs, name=name)
+
+
+# --------------------------------------------------------------------------- EfficientNetB0
+def _weights_cached() -> bool:
+    home = Path(os.environ.get("KERAS_HOME", Path.home() / ".keras"))
+    return (home / "models" / EFFNET_B0_NOTOP).exists()
+
+
+def _reachable(host: tuple[str, int] = IMAGENET_HOST, timeout: float = 3.0) -> str | None:
+    """None when ``host`` accepts a TCP connection within ``timeout`` s, else the reason it did not.
+
+    Runs in a thread so that a DNS lookup that hangs (some offline networks) cannot stall a lesson.
+    """
+    result: dict[str, str | None] = {"error": "no answer within %.0f s" % timeout}
+
+    def probe():
+        try:
+            with socket.create_connection(host, timeout=timeout):
+                result["error"] = None
+        except OSError as exc:
+            result["error"] = f"{type(exc).__name__}: {exc}"
+
+    t = threading.Thread(target=probe, daemon=True)
+    t.start()
+    t.join(timeout + 0.5)
+    return result["error"]
+
+
+def _imagenet_base(input_shape: tuple[int, int, int]):
+    """EfficientNetB0 without its top, with ImageNet weights (downloads ~16 MB once, then cached)."""
+    keras = _keras()
+    if not _weights_cached():
+        problem = _reachable()
+        if problem:
+            raise OSError(f"cannot reach {IMAGENET_HOST[0]} ({problem})")
+    old = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(30)
+    try:
+        return keras.applications.EfficientNetB0(include_top=False, weights="imagenet", input_shape=input_shape)
+    finally:
+        socket.setdefaulttimeout(old)
+
+
+def _random_base(input_shape: tuple[int, int, int]):
+    return _keras().applications.EfficientNetB0(include_top=False, weights=None, input_shape=input_shape)
+
+
+def _freeze(base, trainable_layers: int | None, freeze_bn: bool) -> int:
+    """Freeze all but the last ``trainable_layers`` layers of ``base`` (None: train all)."""
+    from keras import layers  # noqa: PLC0415
+
+    n_layers = len(base.layers)
+    if trainable_layers is None:
+        trainable_layers = n_layers
+    if not isinstance(trainable_layers, int) or trainable_layers < 0:
+        raise CourseError(f"trainable_layers must be a whole number >= 0 (or None for all); got {trainable_layers!r}")
+    trainable_layers = min(trainable_layers, n_layers)
+    base.trainable = trainable_layers > 0
+    for i, layer in enumerate(base.layers):
+        unfrozen = i >= n_layers - trainable_layers
+        if isinstance(layer, layers.BatchNormalization) and freeze_bn:
+            unfrozen = False
+        layer.trainable = unfrozen
+    return trainable_layers
+
+
+def efficientnet_b0(input_shape: Sequence[int], n_classes: int, *, pretrained: bool = True,
+                    trainable_layers: int | None = 0, head: str = "gap", dropout: float = 0.2,
+                    freeze_bn: bool | None = None, mixed_precision: bool | None = None,
+                    name: str | None = None) -> tuple[Any, dict[str, Any]]:
+    """EfficientNetB0 (``include_top=False``) plus a new classification head. Returns ``(model, info)``.
+
+    * Input: float32 images in **[0, 1]**. Keras' EfficientNet carries its own preprocessing
+      (``Rescaling(1/255)`` and ImageNet normalisation) and so expects **0-255** floats; the model
+      starts with ``Rescaling(255)`` to undo the course pipeline's scaling. Feeding [0, 1] straight
+      into the base would shrink every input 255-fold and waste the pre-trained features.
+    * ``pretrained=True`` asks for ``weights="imagenet"``. When the download fails (offline), the
+      base falls back to random weights with a printed notice and a warning, and
+      ``info["weights"]`` says ``"random (ImageNet download failed: ...)"``; check
+      ``info["pretrained"]`` before calling a result "transfer learning".
+    * ``trainable_layers``: all base layers but the last N are frozen (0: a pure feature extractor;
+      None: train everything). Recompile (``cu.train_keras.fit`` does) after changing it.
+    * ``freeze_bn`` (default: ``pretrained``): BatchNormalization layers stay frozen, in inference
+      mode, even inside the unfrozen top, and the base is called with ``training=False``. This is
+      the standard Keras fine-tuning advice: updating BN statistics on small batches of a new data
+      set destroys what the pre-trained layers learned. Training from scratch lets BN train.
+    * ``head="gap"`` (default): GlobalAveragePooling -> Dropout -> Dense(softmax);
+      ``head="classic"``: Conv2D(64, 3) -> Flatten -> Dense(100, relu, L2) -> Dense(softmax),
+      the older recipe, with many more parameters and more prone to overfit.
+    """
+    keras = _keras()
+    from keras import layers, regularizers  # noqa: PLC0415
+
+    h, w, c = _check_shape(input_shape, n_classes, min_side=32)
+    if c not in (1, 3):
+        raise CourseError(f"EfficientNetB0 takes RGB (3 channels) or grayscale (1, copied to RGB); got {c} channels")
+    if head not in ("gap", "classic"):
+        raise CourseError(f"head must be 'gap' or 'classic', not {head!r}")
+    if freeze_bn is None:
+        freeze_bn = bool(pretrained)
+    policy = precision_policy(mixed_precision)
+    info: dict[str, Any] = {"architecture": "EfficientNetB0", "requested": "imagenet" if pretrained else "random",
+                            "pretrained": False, "weights": "random (pretrained=False)", "head": head,
+                            "freeze_bn": freeze_bn, "dtype_policy": policy, "input_range": "[0, 1]"}
+    with _policy(policy):
+        if pretrained:
+            try:
+                base = _imagenet_base((h, w, 3))
+                info.update(pretrained=True, weights="imagenet")
+            except Exception as exc:  # noqa: BLE001 - any download/IO failure means: no weights
+                reason = " ".join(str(exc).split())[:160]
+                info["weights"] = f"random (ImageNet download failed: {reason})"
+                notice = ("NOTICE: EfficientNetB0 ImageNet weights are not available here "
+                          f"({reason}). The base starts from RANDOM weights, so 'pre-trained' results "
+                          "are NOT transfer learning and comparisons with training from scratch are not meaningful.")
+                print(notice)
+                warnings.warn(notice, stacklevel=2)
+                base = _random_base((h, w, 3))
+        else:
+            base = _random_base((h, w, 3))
+        info["trainable_layers"] = _freeze(base, trainable_layers, freeze_bn)
+        info["base_layers"] = len(base.layers)
+
+        inputs = keras.Input(shape=(h, w, c), name="image")
+        x = inputs
+        if c == 1:
+            x = layers.Concatenate(name="gray_to_rgb")([x, x, x])
+        x = layers.Rescaling(255.0, name="to_0_255")(x)  # EfficientNet rescales 0-255 itself
+        x = base(x, training=False) if freeze_bn else base(x)
+        if head == "gap":
+            x = layers.GlobalAveragePooling2D(name="gap")(x)
+            if dropout:
+                x = layers.Dropout(dropout, name="head_dropout")(x)
+        else:
+            x = layers.Conv2D(64, 3, padding="same", activation="relu", name="head_conv")(x)
+            x = layers.Flatten(name="head_flatten")(x)
+            x = layers.Dense(100, activation="relu", kernel_regularizer=regularizers.l2(1e-3), name="head_dense")(x)
+            if dropout:
+                x = layers.Dropout(dropout, name="head_dropout")(x)
+        outputs = layers.Dense(int(n_classes), activation="softmax", dtype="float32", name="probs")(x)
+        model = keras.Model(inputs, outputs, name=name or f"efficientnet_b0_{head}")
+    info["params"] = count_params(model)
+    return model, info
+
+
+def find_base(model):
+    """The nested backbone (the first sub-model, e.g. ``efficientnetb0``) of a model built here."""
+    keras = _keras()
+    for layer in model.layers:
+        if isinstance(layer, keras.Model):
+            return layer
+    raise CourseError(f"model {model.name!r} has no nested base model; pass the base itself to unfreeze_top")
+
+
+def unfreeze_top(model, n: int | None, *, freeze_bn: bool = True) -> dict[str, int]:
+    """Make the last ``n`` layers of the base trainable (all others frozen; BN frozen unless told).
+
+    ``model`` is a model from :func:`efficientnet_b0` or the base itself. Returns the new parameter
+    counts. Recompile before training again (``cu.train_keras.fit`` compiles on every call) and use a
+    small learning rate (1e-4 or less): large steps wreck the pre-trained features.
+    """
+    keras = _keras()
+    base = model
+    if any(isinstance(layer, keras.Model) for layer in model.layers):
+        base = find_base(model)
+    _freeze(base, n, freeze_bn)
+    return count_params(model)

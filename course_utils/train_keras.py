@@ -1,0 +1,196 @@
+"""A thin wrapper over Keras ``compile`` + ``fit`` that returns the course's :class:`History`,
+keeps a CSV of every run, and an evaluation helper that predicts on *every* test image.
+
+    hist = cu.train_keras.fit(model, train_ds, val_ds, epochs=5, learning_rate=1e-3, run_dir="runs/cnn")
+    result = cu.train_keras.evaluate(model, data.test.images, data.test.labels)
+
+Mixed precision is decided when a model is built (``cu.models_keras`` builds with
+``mixed_float16`` on a GPU only, float32 outputs); ``fit`` records the policy in ``History.meta``.
+"""
+from __future__ import annotations
+
+import sys
+import time
+import warnings
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from .history import History
+from .runtime import CourseError, cache_dir, get_mode, in_ci, import_tensorflow
+
+__all__ = ["fit", "evaluate", "predict", "auto_loss"]
+
+
+def _keras():
+    import_tensorflow()
+    import keras  # noqa: PLC0415
+
+    return keras
+
+
+def auto_loss(model, dataset):
+    """The Keras loss that fits the model's output and the dataset's labels.
+
+    One output unit -> binary cross-entropy; one-hot labels (``[batch, n_classes]``) -> categorical
+    cross-entropy; integer labels -> sparse categorical cross-entropy.
+    """
+    keras = _keras()
+    units = model.output_shape[-1]
+    label_spec = dataset.element_spec[1] if isinstance(dataset.element_spec, tuple) else None
+    if units == 1:
+        return keras.losses.BinaryCrossentropy()
+    if label_spec is not None and label_spec.shape.rank == 2 and label_spec.shape[-1] == units:
+        return keras.losses.CategoricalCrossentropy()
+    return keras.losses.SparseCategoricalCrossentropy()
+
+
+def _verbose(verbose: int | str) -> int:
+    """``"auto"``: a progress bar interactively, one line per epoch in CI logs."""
+    if verbose == "auto":
+        return 2 if in_ci() or not (sys.stdout.isatty() or "ipykernel" in sys.modules) else 1
+    return int(verbose)
+
+
+def fit(model, train_ds, val_ds=None, *, epochs: int, learning_rate: float = 1e-3,
+        run_dir: str | Path | None = None, verbose: int | str = "auto", callbacks: Sequence = (),
+        loss: Any = None, metrics: Sequence[Any] = ("accuracy",), optimizer: str = "adam",
+        class_weight: dict[int, float] | None = None, name: str | None = None,
+        run_eagerly: bool | str = "auto") -> History:
+    """Compile ``model`` and train it on ``train_ds`` (a ``tf.data.Dataset`` of ``(images, labels)``).
+
+    Compiles on every call, so freezing/unfreezing layers between calls takes effect (and the
+    optimizer starts fresh). Writes ``history.csv`` (Keras ``CSVLogger``) into ``run_dir`` (default:
+    a new folder under the course cache). Returns a :class:`History` whose ``meta`` holds the run
+    folder, the CSV path, the learning rate, the dtype policy and the wall time.
+
+    ``run_eagerly="auto"`` runs a large model (> 1M parameters) eagerly in smoke mode only: tracing
+    EfficientNetB0's training graph takes 10-40 s on a CPU, far more than the few steps CI runs.
+    """
+    keras = _keras()
+    if not isinstance(epochs, (int, np.integer)) or epochs < 1:
+        raise CourseError(f"epochs must be a whole number >= 1; got {epochs!r}")
+    if not learning_rate > 0:
+        raise CourseError(f"learning_rate must be positive; got {learning_rate!r}")
+    if learning_rate >= 0.1:
+        warnings.warn(f"learning_rate={learning_rate} is very large for Adam; 1e-3 (scratch) or 1e-4 "
+                      "(fine-tuning) are usual", stacklevel=2)
+    name = name or model.name
+    if run_dir is None:
+        run_dir = cache_dir("runs") / f"{name}-{datetime.now():%Y%m%d-%H%M%S-%f}"
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    csv_path = run_dir / "history.csv"
+
+    optimizers = {"adam": keras.optimizers.Adam, "adamw": keras.optimizers.AdamW, "sgd": keras.optimizers.SGD,
+                  "rmsprop": keras.optimizers.RMSprop}
+    if optimizer.lower() not in optimizers:
+        raise CourseError(f"optimizer must be one of {', '.join(optimizers)}; got {optimizer!r}")
+    opt = optimizers[optimizer.lower()](learning_rate=float(learning_rate))
+    model.compile(optimizer=opt, loss=loss if loss is not None else auto_loss(model, train_ds),
+                  metrics=list(metrics),
+                  run_eagerly=_eager(model, run_eagerly))
+    policy = getattr(model.dtype_policy, "name", str(model.dtype_policy))
+    if policy == "mixed_float16":
+        tf = import_tensorflow()
+        if not tf.config.list_physical_devices("GPU"):
+            warnings.warn("this model computes in mixed_float16 but there is no GPU: float16 is slow on a "
+                          "CPU; build it with mixed_precision=False", stacklevel=2)
+    start = time.perf_counter()
+    keras_hist = model.fit(train_ds, validation_data=val_ds, epochs=int(epochs), verbose=_verbose(verbose),
+                           callbacks=[keras.callbacks.CSVLogger(str(csv_path)), *callbacks],
+                           class_weight=class_weight, shuffle=False)  # tf.data shuffles itself
+    wall = time.perf_counter() - start
+    return History.from_keras(keras_hist, run_dir=str(run_dir), csv=str(csv_path), model=name,
+                              learning_rate=float(learning_rate), epochs=int(epochs),
+                              dtype_policy=policy, wall_s=round(wall, 2))
+
+
+def _eager(model, run_eagerly: bool | str) -> bool:
+    if run_eagerly == "auto":
+        return get_mode() == "smoke" and model.count_params() > 1_000_000
+    return bool(run_eagerly)
+
+
+def _model_size(model) -> tuple[int, int] | None:
+    shape = model.input_shape
+    if isinstance(shape, list):
+        shape = shape[0]
+    if len(shape) == 4 and shape[1] and shape[2]:
+        return int(shape[1]), int(shape[2])
+    return None
+
+
+def predict(model, data, *, batch_size: int = 64) -> tuple[np.ndarray, np.ndarray | None]:
+    """Class probabilities for every sample of ``data``; returns ``(probs, labels or None)``.
+
+    ``data`` is a uint8 (0-255) or float ([0, 1]) image array, or a ``tf.data.Dataset`` of
+    ``(images, labels)`` or images. Arrays are fed in slices of ``batch_size`` including the last,
+    short one, and resized to the model's input size when they differ, so no sample is dropped.
+    """
+    tf = import_tensorflow()
+    if isinstance(data, tf.data.Dataset):
+        probs, labels = [], []
+        for batch in data:
+            x, y = (batch[0], batch[1]) if isinstance(batch, (tuple, list)) else (batch, None)
+            probs.append(np.asarray(model(x, training=False), dtype=np.float64))
+            if y is not None:
+                y = np.asarray(y)
+                labels.append(y.argmax(-1) if y.ndim == 2 and y.shape[-1] > 1 else y.reshape(-1))
+        if not probs:
+            raise CourseError("predict got an empty dataset")
+        return np.concatenate(probs), (np.concatenate(labels) if labels else None)
+    images = np.asarray(data)
+    if images.ndim == 3:
+        images = images[..., None]
+    if images.ndim != 4 or len(images) == 0:
+        raise CourseError(f"predict needs a non-empty N x H x W x C image array; got shape {images.shape}")
+    size = _model_size(model)
+    out = []
+    for start in range(0, len(images), batch_size):
+        x = images[start:start + batch_size]
+        x = x.astype(np.float32) / 255.0 if x.dtype == np.uint8 else x.astype(np.float32)
+        if size is not None and x.shape[1:3] != size:
+            x = tf.image.resize(x, size).numpy()
+        out.append(np.asarray(model(x, training=False), dtype=np.float64))
+    return np.concatenate(out), None
+
+
+def evaluate(model, images, labels=None, *, batch_size: int = 64) -> dict[str, Any]:
+    """Accuracy, ROC AUC and log loss on a whole test set (sklearn metrics), plus the predictions.
+
+    ``images``: an image array (then ``labels`` are required) or a dataset of ``(images, labels)``.
+    Returns ``{"n", "accuracy", "auc", "loss", "y_true", "y_pred", "probs"}``; ``n`` always equals
+    the number of test samples (it is checked), ``auc`` is binary AUC or macro one-vs-rest AUC
+    (NaN when a class is missing from the labels).
+    """
+    from sklearn.metrics import accuracy_score, log_loss, roc_auc_score  # noqa: PLC0415
+
+    probs, ds_labels = predict(model, images, batch_size=batch_size)
+    y_true = np.asarray(labels if labels is not None else ds_labels)
+    if y_true is None or y_true.ndim == 0:
+        raise CourseError("evaluate needs labels: pass them, or a dataset of (images, labels)")
+    if y_true.ndim == 2 and y_true.shape[-1] > 1:
+        y_true = y_true.argmax(-1)
+    y_true = y_true.reshape(-1).astype(np.int64)
+    if len(probs) != len(y_true):
+        raise CourseError(f"{len(probs)} predictions for {len(y_true)} labels: some samples were dropped "
+                          "(a dataset batched with drop_remainder=True?). Evaluate on every test sample.")
+    n_classes = probs.shape[1]
+    y_pred = probs.argmax(1)
+    present = np.unique(y_true)
+    if len(present) < 2:
+        auc = float("nan")
+    elif n_classes == 2:
+        auc = float(roc_auc_score(y_true, probs[:, 1]))
+    elif len(present) == n_classes:
+        auc = float(roc_auc_score(y_true, probs, multi_class="ovr", average="macro"))
+    else:
+        auc = float("nan")
+    p = np.clip(probs, 1e-7, 1.0)
+    p = p / p.sum(1, keepdims=True)
+    return {"n": int(len(y_true)), "accuracy": float(accuracy_score(y_true, y_pred)), "auc": auc,
+            "loss": float(log_loss(y_true, p, labels=list(range(n_classes)))),
+            "y_true": y_true, "y_pred": y_pred, "probs": probs}

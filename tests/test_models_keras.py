@@ -1,0 +1,135 @@
+"""Keras model builders: output shapes, frozen vs trainable parameters, the ImageNet fallback."""
+import time
+
+import numpy as np
+import pytest
+
+import course_utils as cu
+from course_utils import models_keras as mk
+
+keras = pytest.importorskip("keras")
+
+
+def _n(weights):
+    return int(sum(np.prod(w.shape) for w in weights))
+
+
+def test_small_cnn_shapes_and_params():
+    model = mk.small_cnn((32, 32, 3), 2)
+    x = np.random.default_rng(0).random((5, 32, 32, 3)).astype("float32")
+    probs = np.asarray(model(x))
+    assert probs.shape == (5, 2)
+    np.testing.assert_allclose(probs.sum(1), 1.0, rtol=1e-5)
+    # conv: (3*3*in + 1) * out per layer; flatten 4*4*64=1024 -> dense 64 -> 2
+    expected = (27 + 1) * 16 + (144 + 1) * 32 + (288 + 1) * 64 + (1024 + 1) * 64 + (64 + 1) * 2
+    assert model.count_params() == expected
+    assert mk.small_cnn((32, 32, 1), 3, pooling="gap").output_shape == (None, 3)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(input_shape=(32, 32, 3), n_classes=1), "n_classes"),
+    (dict(input_shape=(4, 4, 3), n_classes=2), "too small"),
+    (dict(input_shape=(32, 32), n_classes=2), "height, width, channels"),
+])
+def test_small_cnn_bad_input(kwargs, match):
+    with pytest.raises(cu.CourseError, match=match):
+        mk.small_cnn(**kwargs)
+
+
+def test_efficientnet_offline_falls_back_fast_and_says_so(capsys):
+    start = time.perf_counter()
+    with pytest.warns(UserWarning, match="RANDOM weights"):
+        model, info = mk.efficientnet_b0((32, 32, 3), 2)  # this machine is offline: the real path
+    assert time.perf_counter() - start < 20
+    assert "RANDOM weights" in capsys.readouterr().out
+    assert info["pretrained"] is False and info["requested"] == "imagenet"
+    assert info["weights"].startswith("random (ImageNet download failed:")
+    assert model.output_shape == (None, 2)
+    # frozen base: only the head trains (GAP -> Dropout -> Dense(1280 -> 2))
+    assert mk.count_params(model)["trainable"] == 1280 * 2 + 2 == _n(model.trainable_weights)
+    assert info["params"]["frozen"] > 4_000_000
+
+
+def test_forced_download_failure(monkeypatch):
+    def fail(shape):
+        raise OSError("simulated: no route to host")
+
+    monkeypatch.setattr(mk, "_imagenet_base", fail)
+    with pytest.warns(UserWarning):
+        _, info = mk.efficientnet_b0((32, 32, 3), 3)
+    assert info["weights"] == "random (ImageNet download failed: simulated: no route to host)"
+
+
+def test_weights_available_path(monkeypatch, recwarn):
+    monkeypatch.setattr(mk, "_imagenet_base", mk._random_base)  # pretend the download worked
+    model, info = mk.efficientnet_b0((32, 32, 3), 2)
+    assert info["pretrained"] is True and info["weights"] == "imagenet"
+    assert not [w for w in recwarn if "RANDOM" in str(w.message)]
+
+
+def test_trainable_layers_keep_batchnorm_frozen():
+    model, info = mk.efficientnet_b0((32, 32, 3), 2, pretrained=False, trainable_layers=3, freeze_bn=True)
+    base = mk.find_base(model)
+    assert [l.name for l in base.layers[-3:]] == ["top_conv", "top_bn", "top_activation"]
+    assert base.get_layer("top_conv").trainable and not base.get_layer("top_bn").trainable
+    assert not base.get_layer("block7a_project_conv").trainable
+    head = 1280 * 2 + 2
+    assert mk.count_params(model)["trainable"] == 320 * 1280 + head  # top_conv has no bias
+    # unfreezing with BN trainable adds top_bn's gamma and beta
+    counts = mk.unfreeze_top(model, 3, freeze_bn=False)
+    assert counts["trainable"] == 320 * 1280 + 2 * 1280 + head
+    assert mk.unfreeze_top(model, 0)["trainable"] == head
+    everything = mk.unfreeze_top(model, None)
+    bn_params = sum(_n(l.trainable_weights + l.non_trainable_weights) for l in base.layers
+                    if isinstance(l, keras.layers.BatchNormalization))
+    assert everything["trainable"] > 3_900_000 and everything["frozen"] >= bn_params
+
+
+def test_scratch_model_trains_everything_with_live_batchnorm():
+    model, info = mk.efficientnet_b0((32, 32, 3), 2, pretrained=False, trainable_layers=None)
+    assert info["freeze_bn"] is False and info["weights"] == "random (pretrained=False)"
+    base = mk.find_base(model)
+    assert base.get_layer("top_bn").trainable
+
+
+def test_input_is_rescaled_to_0_255_for_efficientnet():
+    model, _ = mk.efficientnet_b0((32, 32, 3), 2, pretrained=False)
+    scale = model.get_layer("to_0_255")
+    base = mk.find_base(model)
+    own_rescale = [l for l in base.layers if isinstance(l, keras.layers.Rescaling)][0]
+    x = np.random.default_rng(1).random((2, 32, 32, 3)).astype("float32")
+    # the course feeds [0, 1]; Keras' EfficientNet divides by 255 itself: together, the identity
+    np.testing.assert_allclose(np.asarray(scale(x)).max(), x.max() * 255, rtol=1e-5)
+    np.testing.assert_allclose(np.asarray(own_rescale(scale(x))), x, rtol=1e-5, atol=1e-6)
+
+
+def test_heads_and_grayscale():
+    model, _ = mk.efficientnet_b0((32, 32, 1), 4, pretrained=False, head="classic")
+    assert model.output_shape == (None, 4)
+    dense = model.get_layer("head_dense")
+    assert dense.units == 100 and dense.kernel_regularizer is not None
+    assert model.get_layer("head_conv").filters == 64
+    probs = np.asarray(model(np.zeros((2, 32, 32, 1), "float32")))
+    np.testing.assert_allclose(probs.sum(1), 1.0, rtol=1e-5)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(input_shape=(16, 16, 3)), "image_size >= 32"),
+    (dict(input_shape=(32, 32, 4)), "channels"),
+    (dict(input_shape=(32, 32, 3), head="mlp"), "head"),
+    (dict(input_shape=(32, 32, 3), trainable_layers=-1), "trainable_layers"),
+])
+def test_efficientnet_bad_input(kwargs, match):
+    with pytest.raises(cu.CourseError, match=match):
+        mk.efficientnet_b0(n_classes=2, pretrained=False, **kwargs)
+
+
+def test_mixed_precision_only_when_asked_or_on_gpu():
+    assert mk.precision_policy(False) == "float32"
+    assert mk.precision_policy(True) == "mixed_float16"
+    assert mk.precision_policy(None) == ("mixed_float16" if cu.runtime.tf_device() == "GPU" else "float32")
+    model = mk.small_cnn((32, 32, 3), 2, mixed_precision=True)
+    assert model.get_layer("conv1").dtype_policy.name == "mixed_float16"
+    assert model.get_layer("probs").dtype_policy.name == "float32"  # float32 outputs
+    assert model.output.dtype == "float32"
+    assert keras.mixed_precision.global_policy().name == "float32"  # restored after building

@@ -1,0 +1,107 @@
+"""The Keras fit wrapper (History, CSV, learning) and the whole-test-set evaluation helper."""
+import numpy as np
+import pytest
+
+import course_utils as cu
+from course_utils import models_keras as mk
+from course_utils import train_keras as tk
+
+tf = cu.runtime.import_tensorflow()
+
+
+def blobs(n, size=24, seed=0):
+    """Class 1 images carry a bright square at a random place; class 0 is noise only."""
+    rng = np.random.default_rng(seed)
+    y = np.arange(n) % 2
+    x = rng.normal(90, 25, (n, size, size, 3))
+    for i in np.flatnonzero(y):
+        r, c = rng.integers(0, size - 6, 2)
+        x[i, r:r + 6, c:c + 6] += 150
+    return np.clip(x, 0, 255).astype(np.uint8), y.astype(np.int64)
+
+
+def dataset(x, y, batch=16, one_hot=False, drop_remainder=False, shuffle=False):
+    labels = tf.one_hot(y, 2) if one_hot else y
+    ds = tf.data.Dataset.from_tensor_slices((x.astype("float32") / 255.0, labels))
+    if shuffle:
+        ds = ds.shuffle(len(x), seed=0)
+    return ds.batch(batch, drop_remainder=drop_remainder)
+
+
+@pytest.fixture(scope="module")
+def data():
+    return blobs(192), blobs(64, seed=1)
+
+
+def test_fit_learns_and_keeps_a_csv(data, tmp_path):
+    (x, y), (xv, yv) = data
+    cu.seed_everything(0)
+    model = mk.small_cnn(x.shape[1:], 2, filters=(8, 16), dense=32)
+    hist = tk.fit(model, dataset(x, y, shuffle=True), dataset(xv, yv), epochs=6, learning_rate=2e-3,
+                  run_dir=tmp_path / "run", verbose=0)
+    assert isinstance(hist, cu.History)
+    assert set(hist.metrics) >= {"loss", "accuracy", "val_loss", "val_accuracy"}
+    assert hist.n_epochs == 6
+    assert hist["loss"][-1] < 0.9 * hist["loss"][0]
+    assert hist.best("val_accuracy") >= 0.85  # chance is 0.5
+    csv = tmp_path / "run" / "history.csv"
+    assert csv.exists() and hist.meta["csv"] == str(csv)
+    from_csv = cu.History.from_csv(csv)
+    np.testing.assert_allclose(from_csv["loss"], hist["loss"], rtol=1e-5)
+    assert hist.meta["learning_rate"] == 2e-3 and hist.meta["dtype_policy"] == "float32"
+    assert hist.meta["wall_s"] > 0
+
+
+def test_fit_one_hot_labels_use_categorical_loss(data, tmp_path):
+    (x, y), _ = data
+    model = mk.small_cnn(x.shape[1:], 2, filters=(8,), dense=0, dropout=0)
+    ds = dataset(x, y, one_hot=True)
+    assert type(tk.auto_loss(model, ds)).__name__ == "CategoricalCrossentropy"
+    assert type(tk.auto_loss(model, dataset(x, y))).__name__ == "SparseCategoricalCrossentropy"
+    hist = tk.fit(model, ds, epochs=1, run_dir=tmp_path, verbose=0)
+    assert "val_loss" not in hist and hist.n_epochs == 1
+
+
+@pytest.mark.parametrize("kwargs, match", [(dict(epochs=0), "epochs"), (dict(epochs=1, learning_rate=0), "learning_rate"),
+                                           (dict(epochs=1, optimizer="lbfgs"), "optimizer")])
+def test_fit_bad_arguments(data, kwargs, match, tmp_path):
+    (x, y), _ = data
+    model = mk.small_cnn(x.shape[1:], 2, filters=(8,))
+    with pytest.raises(cu.CourseError, match=match):
+        tk.fit(model, dataset(x, y), run_dir=tmp_path, verbose=0, **kwargs)
+
+
+def test_evaluate_uses_every_test_sample(data):
+    (x, y), _ = data
+    x, y = x[:53], y[:53]  # not a multiple of any batch size
+    model = mk.small_cnn(x.shape[1:], 2, filters=(8,))
+    res = tk.evaluate(model, x, y, batch_size=16)
+    assert res["n"] == 53 == len(res["y_pred"]) == len(res["probs"])
+    from sklearn.metrics import accuracy_score, roc_auc_score
+    assert res["accuracy"] == pytest.approx(accuracy_score(y, res["probs"].argmax(1)))
+    assert res["auc"] == pytest.approx(roc_auc_score(y, res["probs"][:, 1]))
+    from_ds = tk.evaluate(model, dataset(x, y, batch=16))
+    assert from_ds["n"] == 53
+    np.testing.assert_allclose(from_ds["probs"], res["probs"], rtol=1e-4, atol=1e-6)
+    with pytest.raises(cu.CourseError, match="dropped"):
+        tk.evaluate(model, dataset(x, y, batch=16, drop_remainder=True), y)
+
+
+def test_predict_resizes_to_the_model_input(data):
+    (x, _), _ = data
+    model = mk.small_cnn((16, 16, 3), 2, filters=(8,))
+    probs, labels = tk.predict(model, x[:7], batch_size=4)
+    assert probs.shape == (7, 2) and labels is None
+
+
+def test_frozen_base_is_untouched_by_training(data, tmp_path):
+    """Frozen layers keep their weights, and frozen BatchNorm keeps its moving statistics."""
+    (x, y), _ = data
+    size = 32
+    x32 = tf.image.resize(x[:64], (size, size)).numpy().astype(np.uint8)
+    model, info = mk.efficientnet_b0((size, size, 3), 2, pretrained=False, trainable_layers=3, freeze_bn=True)
+    base = mk.find_base(model)
+    before = {v.path: np.array(v) for v in base.weights}
+    tk.fit(model, dataset(x32, y[:64], batch=32), epochs=1, learning_rate=1e-3, run_dir=tmp_path, verbose=0)
+    changed = {p for v in base.weights if not np.allclose(before[(p := v.path)], np.array(v))}
+    assert changed and all("top_conv" in p for p in changed), changed
