@@ -1,0 +1,289 @@
+"""course_utils.train_torch: the engine learns, freezes, skips bad batches, resumes exactly,
+and rejects bad input with a clear message. Synthetic tensors and a small CNN on the CPU."""
+import math
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+from course_utils import CourseError, History
+from course_utils import models_torch as mt
+from course_utils import train_torch as tt
+
+
+def _data(n=96, n_classes=2, size=16, seed=0, multi_label=0):
+    """Images whose class is written into channel 1 (learnable in a few steps)."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, 3, size, size, generator=g) * 0.5
+    if multi_label:
+        y = (torch.rand(n, multi_label, generator=g) > 0.5).float()
+        for j in range(multi_label):
+            x[:, j % 3, j::multi_label, :] += y[:, j, None, None] * 1.5
+        return x, y
+    y = torch.randint(0, n_classes, (n,), generator=g)
+    x[:, 1] += (y.float() - (n_classes - 1) / 2)[:, None, None] * 1.5
+    return x, y
+
+
+def _loader(x, y, batch_size=16, shuffle=True):
+    return DataLoader(TensorDataset(x, y), batch_size=batch_size, shuffle=shuffle)
+
+
+def _state(model):
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def test_fit_learns_and_returns_keras_style_history():
+    x, y = _data()
+    model = mt.small_cnn(1, width=8)
+    hist = tt.fit(model, _loader(x, y), _loader(*_data(seed=1), shuffle=False), epochs=4, task="binary",
+                  progress=False, seed=0)
+    assert isinstance(hist, History) and hist.n_epochs == 4
+    for key in ("loss", "accuracy", "lr", "val_loss", "val_accuracy", "val_auc", "val_ap"):
+        assert key in hist and len(hist[key]) == 4
+    assert hist["loss"][-1] < hist["loss"][0]
+    assert hist.best("val_auc") > 0.9
+    lrs = hist["lr"]
+    assert lrs[0] == pytest.approx(1e-3) and all(a > b for a, b in zip(lrs, lrs[1:])) and lrs[-1] >= 1e-5
+    assert hist.meta["device"] == "cpu" and hist.meta["amp"] is False and hist.meta["restored_best"] is True
+
+
+def test_best_state_is_restored_and_early_stopping_stops():
+    x, y = _data()
+    model = mt.small_cnn(2, width=8)
+    val = _loader(*_data(seed=1), shuffle=False)
+    hist = tt.fit(model, _loader(x, y), val, epochs=5, task="multi-class", lr=0.0, schedule="constant",
+                  monitor="val_loss", early_stopping_patience=1, progress=False, seed=0)
+    # lr = 0: nothing improves after epoch 1, so training stops after epoch 2 and epoch 1 is restored
+    assert hist.meta["stopped_early_at"] == 2 and hist.n_epochs == 2
+    assert hist.meta["best_epoch"] == 1 and hist.meta["restored_best"]
+    result = tt.evaluate(model, val, "multi-class", loss_fn=torch.nn.CrossEntropyLoss())
+    assert result["loss"] == pytest.approx(hist["val_loss"][0], rel=1e-5)
+
+
+def test_gradients_are_clipped_after_every_step(monkeypatch):
+    calls = []
+    real = torch.nn.utils.clip_grad_norm_
+
+    def spy(params, max_norm, *a, **k):
+        norm = real(params, max_norm, *a, **k)
+        calls.append((float(norm), max_norm))
+        return norm
+
+    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", spy)
+    x, y = _data(n=64)
+    tt.fit(mt.small_cnn(1, width=8), _loader(x, y), epochs=1, clip_grad_norm=0.5, progress=False, seed=0)
+    assert len(calls) == 4 and all(m == 0.5 for _, m in calls)
+    calls.clear()
+    tt.fit(mt.small_cnn(1, width=8), _loader(x, y), epochs=1, clip_grad_norm=None, progress=False, seed=0)
+    assert calls == []
+
+
+def test_two_phase_really_freezes_the_backbone_then_fine_tunes_it(monkeypatch):
+    snapshots = []
+    real_fit = tt.fit
+
+    def recording_fit(model, *a, **k):
+        hist = real_fit(model, *a, **k)
+        snapshots.append(_state(model))
+        return hist
+
+    monkeypatch.setattr(tt, "fit", recording_fit)
+    x, y = _data()
+    model = mt.small_cnn(2, width=8)
+    start = _state(model)
+    hist = tt.fit_two_phase(model, _loader(x, y), _loader(*_data(seed=1), shuffle=False), head_epochs=2,
+                            finetune_epochs=2, head_lr=1e-2, finetune_lr=1e-3, task="multi-class",
+                            progress=False, seed=0)
+    after_head, after_finetune = snapshots
+    backbone = [k for k in start if not k.startswith("classifier.")]
+    assert backbone and all(torch.equal(start[k], after_head[k]) for k in backbone), \
+        "phase 1 changed the backbone (weights or BatchNorm statistics)"
+    assert not torch.equal(start["classifier.1.weight"], after_head["classifier.1.weight"])
+    assert any(not torch.equal(after_head[k], after_finetune[k]) for k in backbone if k.endswith("weight"))
+    assert all(p.requires_grad for p in model.parameters())
+    assert hist.n_epochs == 4 and hist.meta["phase_epochs"] == [2, 2]
+    assert hist["lr"][0] == pytest.approx(1e-2) and hist["lr"][2] == pytest.approx(1e-3)
+    assert hist.meta["phase1"]["trainable_params"] < hist.meta["phase2"]["trainable_params"]
+
+
+def test_nan_pixels_are_skipped_counted_and_weights_stay_finite():
+    x, y = _data(n=64)
+    x[16:32] = float("nan")  # exactly the second batch (no shuffling)
+    model = mt.small_cnn(1, width=8)
+    with pytest.warns(UserWarning, match="skipped 1 batch"):
+        hist = tt.fit(model, _loader(x, y, shuffle=False), epochs=1, progress=False, seed=0)
+    assert hist.meta["skipped_batches"] == 1 and hist.meta["skipped_per_epoch"] == [1]
+    assert all(torch.isfinite(v).all() for v in model.state_dict().values() if v.is_floating_point())
+    assert math.isfinite(hist["loss"][0])
+
+
+def test_non_finite_loss_is_caught_before_the_step():
+    calls = {"n": 0}
+
+    def flaky_loss(logits, target):
+        calls["n"] += 1
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, target)
+        return loss * float("inf") if calls["n"] == 2 else loss
+
+    x, y = _data(n=64)
+    model = mt.small_cnn(1, width=8)
+    with pytest.warns(UserWarning, match="non-finite"):
+        hist = tt.fit(model, _loader(x, y), epochs=1, loss_fn=flaky_loss, progress=False, seed=0)
+    assert hist.meta["skipped_batches"] == 1
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+def test_all_batches_bad_is_a_clear_error():
+    x, y = _data(n=32)
+    x[:] = float("inf")
+    with pytest.raises(CourseError, match="every batch was skipped"), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        tt.fit(mt.small_cnn(1, width=8), _loader(x, y), epochs=1, progress=False)
+
+
+class _Disconnect(Exception):
+    pass
+
+
+class _DisconnectingLoader:
+    """A loader that dies in the middle of a given epoch, like a Colab runtime disconnecting."""
+
+    def __init__(self, loader, die_in_epoch, after_batches=2):
+        self.loader, self.die_in_epoch, self.after = loader, die_in_epoch, after_batches
+        self.epoch = 0
+
+    def __len__(self):
+        return len(self.loader)
+
+    def __iter__(self):
+        self.epoch += 1
+        for i, batch in enumerate(self.loader):
+            if self.epoch == self.die_in_epoch and i == self.after:
+                raise _Disconnect()
+            yield batch
+
+
+def test_resume_after_a_disconnect_reaches_the_same_state(tmp_path):
+    x, y = _data(n=64)
+    val = _loader(*_data(n=32, seed=1), shuffle=False)
+    kwargs = dict(epochs=4, task="binary", progress=False)
+
+    torch.manual_seed(0)
+    reference = mt.small_cnn(1, width=8)
+    ref_hist = tt.fit(reference, _loader(x, y), val, seed=0, restore_best=False, **kwargs)
+
+    ckpt = tmp_path / "run.pt"
+    torch.manual_seed(0)
+    model = mt.small_cnn(1, width=8)
+    with pytest.raises(_Disconnect):
+        tt.fit(model, _DisconnectingLoader(_loader(x, y), die_in_epoch=3), val, seed=0, restore_best=False,
+               checkpoint_path=ckpt, **kwargs)
+    assert ckpt.exists() and not (tmp_path / "run.pt.tmp").exists()
+
+    torch.manual_seed(123)  # a fresh session: different RNG state, fresh model
+    resumed = mt.small_cnn(1, width=8)
+    hist = tt.fit(resumed, _loader(x, y), val, restore_best=False, checkpoint_path=ckpt, resume=True, **kwargs)
+    assert hist.meta["resumed_from_epoch"] == 2 and hist.n_epochs == 4
+    for k, v in reference.state_dict().items():
+        torch.testing.assert_close(resumed.state_dict()[k], v, rtol=0, atol=1e-6, msg=f"{k} differs")
+    np.testing.assert_allclose(hist["loss"], ref_hist["loss"], rtol=1e-6)
+    np.testing.assert_allclose(hist["lr"], ref_hist["lr"], rtol=1e-12)
+
+
+def test_predict_returns_probabilities_in_the_documented_shapes():
+    x, y = _data(n=40)
+    model = mt.small_cnn(1, width=8)
+    probs, labels = tt.predict(model, _loader(x, y, shuffle=False))
+    assert probs.shape == (40, 2) and np.allclose(probs.sum(1), 1) and np.array_equal(labels, y.numpy())
+    images_only = DataLoader(x, batch_size=16)
+    probs2, labels2 = tt.predict(model, images_only)
+    assert labels2 is None and np.allclose(probs, probs2, atol=1e-6)
+    xm, ym = _data(n=40, multi_label=3)
+    probs3, _ = tt.predict(mt.small_cnn(3, width=8), _loader(xm, ym, shuffle=False))
+    assert probs3.shape == (40, 3) and not np.allclose(probs3.sum(1), 1)
+    assert model.training  # predict restores the mode it found
+
+
+def test_multi_label_training_learns():
+    x, y = _data(n=128, multi_label=3)
+    model = mt.small_cnn(3, width=8)
+    hist = tt.fit(model, _loader(x, y), _loader(*_data(n=64, seed=1, multi_label=3), shuffle=False), epochs=3,
+                  task="multi-label", lr=3e-3, progress=False, seed=0)
+    assert hist["loss"][-1] < hist["loss"][0] and hist.best("val_auc") > 0.7
+
+
+@pytest.mark.parametrize("task,n_out,labels,match", [
+    ("binary", 1, torch.zeros(16, 3), "labels must be \\[batch\\]"),
+    ("binary", 1, torch.full((16,), 2), "0 or 1"),
+    ("multi-class", 3, torch.full((16,), 5), "labels go up to 5 but the model has only 3 outputs"),
+    ("binary", 3, torch.zeros(16), "1 output .* or 2"),
+    ("multi-label", 4, torch.zeros(16, 3), "3 columns but the model has 4 outputs"),
+    ("multi-label", 3, torch.zeros(16), "\\[batch, n_labels\\]"),
+])
+def test_bad_input_names_the_mismatch(task, n_out, labels, match):
+    x = torch.randn(16, 3, 16, 16)
+    with pytest.raises(CourseError, match=match):
+        tt.fit(mt.small_cnn(n_out, width=4), _loader(x, labels), epochs=1, task=task, progress=False)
+
+
+def test_empty_loader_uint8_images_and_bad_task_are_rejected():
+    model = mt.small_cnn(1, width=4)
+    empty = DataLoader(TensorDataset(torch.zeros(0, 3, 8, 8), torch.zeros(0)), batch_size=4)
+    with pytest.raises(CourseError, match="yields no batches"):
+        tt.fit(model, empty, epochs=1, progress=False)
+    with pytest.raises(CourseError, match="val_loader yields no batches"):
+        tt.fit(model, _loader(*_data(n=16)), empty, epochs=1, progress=False)
+    as_uint8 = _loader(torch.zeros(16, 3, 8, 8, dtype=torch.uint8), torch.zeros(16))
+    with pytest.raises(CourseError, match="not float"):
+        tt.fit(model, as_uint8, epochs=1, progress=False)
+    with pytest.raises(CourseError, match="task must be"):
+        tt.fit(model, _loader(*_data(n=16)), epochs=1, task="regression", progress=False)
+    with pytest.raises(CourseError, match="needs a val_loader"):
+        tt.fit(model, _loader(*_data(n=16)), epochs=1, monitor="val_auc", progress=False)
+
+
+def test_two_phase_keeps_the_head_only_model_when_fine_tuning_never_beats_it(monkeypatch):
+    x, y = _data()
+    val = _loader(*_data(seed=1), shuffle=False)
+    real_fit = tt.fit
+
+    def sabotaged_fit(model, train_loader, *a, **k):
+        if k["lr"] == 1e-3:  # phase 2 learns from flipped labels: it can only get worse
+            train_loader = _loader(x, 1 - y)
+        return real_fit(model, train_loader, *a, **k)
+
+    monkeypatch.setattr(tt, "fit", sabotaged_fit)
+    model = mt.small_cnn(2, width=8)
+    hist = tt.fit_two_phase(model, _loader(x, y), val, head_epochs=2, finetune_epochs=2, head_lr=1e-2,
+                            finetune_lr=1e-3, task="multi-class", monitor="val_loss", progress=False, seed=0)
+    assert hist.meta["best_phase"] == 1 and hist.meta["best_epoch"] <= 2
+    assert hist.meta["phase2"]["best_value"] > hist.meta["phase1"]["best_value"]
+    result = tt.evaluate(model, val, "multi-class", loss_fn=torch.nn.CrossEntropyLoss())
+    assert result["loss"] == pytest.approx(hist.meta["phase1"]["best_value"], rel=1e-5)
+
+
+def test_batchnorm_eval_keeps_running_statistics():
+    x, y = _data(n=64)
+    model = mt.small_cnn(1, width=8)
+    before = {k: v.clone() for k, v in model.state_dict().items() if "running" in k}
+    tt.fit(model, _loader(x, y), epochs=1, batchnorm_eval=True, progress=False, seed=0)
+    after = model.state_dict()
+    assert all(torch.equal(v, after[k]) for k, v in before.items())
+    tt.fit(model, _loader(x, y), epochs=1, progress=False, seed=0)
+    assert not all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
+
+
+def test_resuming_a_checkpoint_from_another_experiment_warns(tmp_path):
+    x, y = _data(n=32)
+    ckpt = tmp_path / "other.pt"
+    tt.fit(mt.small_cnn(1, width=4), _loader(x, y), epochs=1, checkpoint_path=ckpt, progress=False, seed=0)
+    with pytest.warns(UserWarning, match="another experiment"):
+        hist = tt.fit(mt.small_cnn(1, width=4), _loader(x, y), epochs=1, lr=0.1, checkpoint_path=ckpt, resume=True,
+                      progress=False)
+    assert hist.meta["resumed_from_epoch"] == 1 and hist.n_epochs == 1
+    with pytest.raises(CourseError, match="does not fit this model"), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the epochs differ too; the error is what matters here
+        tt.fit(mt.small_cnn(1, width=8), _loader(x, y), epochs=2, checkpoint_path=ckpt, resume=True, progress=False)
