@@ -1,0 +1,388 @@
+"""Tests for course_utils.xai: reference implementations, hand-computed values, torch <-> Keras agreement,
+completeness of integrated gradients, a model trained on evidence at a known spot, and bad input."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from course_utils import CourseError, xai
+from course_utils.runtime import import_tensorflow
+
+
+# --------------------------------------------------------------------------- tiny models
+def torch_cnn(in_ch: int = 3, n_out: int = 3, pool: bool = True, seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    layers = [nn.Conv2d(in_ch, 4, 3, padding=1), nn.ReLU()]
+    if pool:
+        layers.append(nn.MaxPool2d(2))
+    layers += [nn.Conv2d(4, 6, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(6, n_out)]
+    return nn.Sequential(*layers).eval()
+
+
+def _targets(model, x):
+    return model(torch.as_tensor(x)).argmax(1).numpy()
+
+
+# --------------------------------------------------------------------------- basic numerics
+def test_normalize_all_zero_map_gives_zeros_not_nan():
+    out = xai.normalize_maps(np.zeros((2, 5, 5)))
+    assert not np.isnan(out).any() and np.all(out == 0)
+    m = xai.normalize_maps(np.arange(8.0).reshape(2, 2, 2))
+    assert np.allclose(m.min(axis=(1, 2)), 0) and np.allclose(m.max(axis=(1, 2)), 1, atol=1e-6)
+
+
+@pytest.mark.parametrize("src,dst", [((4, 4), (16, 16)), ((3, 5), (7, 12)), ((6, 6), (6, 6))])
+def test_resize_matches_torch_bilinear(src, dst):
+    maps = np.random.default_rng(0).random((3, *src))
+    ref = torch.nn.functional.interpolate(torch.as_tensor(maps)[:, None], size=dst, mode="bilinear",
+                                          align_corners=False)[:, 0].numpy()
+    assert np.abs(xai.resize_maps(maps, dst) - ref).max() < 1e-10
+
+
+# --------------------------------------------------------------------------- against reference libraries
+def test_grad_cam_matches_pytorch_grad_cam_and_captum():
+    from captum.attr import LayerAttribution, LayerGradCam
+    from pytorch_grad_cam import GradCAM
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+    model = torch_cnn()
+    x = torch.rand(6, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    t = _targets(model, x)
+    ours = xai.grad_cam(model, x)                                  # default layer: the last Conv2d = model[3]
+    assert ours.shape == (6, 32, 32)
+    # pytorch-grad-cam: normalises at 16 x 16, resizes with OpenCV (bilinear, half-pixel), normalises again
+    with GradCAM(model=model, target_layers=[model[3]]) as cam:
+        ref = cam(input_tensor=x, targets=[ClassifierOutputTarget(int(k)) for k in t])
+    assert np.abs(xai.normalize_maps(ref) - ours).max() <= 1e-4
+    # captum: raw layer attributions at 16 x 16 -> torch bilinear up-sampling -> min-max
+    lgc = LayerGradCam(model, model[3])
+    attr = lgc.attribute(x, target=torch.as_tensor(t), relu_attributions=True)
+    attr = LayerAttribution.interpolate(attr, (32, 32), "bilinear")[:, 0].detach().numpy()
+    assert np.abs(xai.normalize_maps(attr) - ours).max() <= 1e-4
+    # and for a class that is not the predicted one
+    other = (t + 1) % 3
+    ours_other = xai.grad_cam(model, x, other)
+    attr = LayerAttribution.interpolate(lgc.attribute(x, target=torch.as_tensor(other), relu_attributions=True),
+                                        (32, 32), "bilinear")[:, 0].detach().numpy()
+    assert np.abs(xai.normalize_maps(attr) - ours_other).max() <= 1e-4
+
+
+def test_grad_cam_plus_plus_matches_pytorch_grad_cam():
+    from pytorch_grad_cam import GradCAMPlusPlus
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+    model = torch_cnn(seed=3)
+    x = torch.rand(4, 3, 24, 24, generator=torch.Generator().manual_seed(2))
+    t = _targets(model, x)
+    with GradCAMPlusPlus(model=model, target_layers=[model[3]]) as cam:
+        ref = cam(input_tensor=x, targets=[ClassifierOutputTarget(int(k)) for k in t])
+    assert np.abs(xai.normalize_maps(ref) - xai.grad_cam_plus_plus(model, x)).max() <= 1e-4
+
+
+# --------------------------------------------------------------------------- golden values by hand
+def test_grad_cam_golden_values_by_hand():
+    # conv (1 -> 2 channels, 3x3, padding 1) whose kernels only have a centre tap:
+    #   A0 = x            (centre +1, bias 0)
+    #   A1 = 0.5 - x      (centre -1, bias 0.5)
+    # then ReLU -> global average pool (16 pixels) -> linear with W = [[-1, 0.5], [1, 2]], b = 0.
+    # d score_c / d A_k[i,j] = W[c,k] / 16 * [A_k[i,j] > 0], so the channel weight (mean over 16 pixels) is
+    #   alpha_k = W[c,k] * (#pixels with A_k > 0) / 256.
+    # All 16 x > 0; exactly 6 are < 0.5 (0.05, 0.3, 0.2, 0.1, 0.4, 0.45), so #(A0 > 0) = 16, #(A1 > 0) = 6.
+    #   class 1: alpha = (16/256, 12/256)  -> cam = x/16 + (3/64)(0.5 - x) = x/64 + 3/128   (all positive)
+    #   class 0: alpha = (-16/256, 3/256)  -> cam = relu(3/512 - 19x/256): non-zero only where x < 3/38
+    x = np.array([[0.05, 0.90, 0.60, 0.30],
+                  [0.70, 0.20, 0.80, 0.55],
+                  [0.95, 0.65, 0.10, 0.75],
+                  [0.40, 0.85, 0.60, 0.45]], dtype=np.float32)
+    conv = nn.Conv2d(1, 2, 3, padding=1)
+    lin = nn.Linear(2, 2, bias=False)
+    with torch.no_grad():
+        conv.weight.zero_()
+        conv.weight[0, 0, 1, 1] = 1.0
+        conv.weight[1, 0, 1, 1] = -1.0
+        conv.bias.copy_(torch.tensor([0.0, 0.5]))
+        lin.weight.copy_(torch.tensor([[-1.0, 0.5], [1.0, 2.0]]))
+    model = nn.Sequential(conv, nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), lin).eval()
+    batch = x[None, None]
+    cam1 = xai.grad_cam(model, batch, target=1, normalize=False)[0]
+    assert np.allclose(cam1, x / 64 + 3 / 128, atol=1e-7)
+    cam0 = xai.grad_cam(model, batch, target=0, normalize=False)[0]
+    expected0 = np.zeros((4, 4))
+    expected0[0, 0] = 3 / 512 - 19 * 0.05 / 256                   # 0.0021484375: the only pixel below 3/38
+    assert np.allclose(cam0, expected0, atol=1e-7)
+    # normalised: a linear map of x is min-max scaled to (x - min) / (max - min)
+    assert np.allclose(xai.grad_cam(model, batch, target=1)[0], (x - 0.05) / 0.90, atol=1e-6)
+    assert np.allclose(xai.grad_cam(model, batch, target=0)[0], expected0 / expected0.max(), atol=1e-5)
+
+
+# --------------------------------------------------------------------------- Keras == torch
+def _keras_twins(torch_model: nn.Module, in_shape, softmax_head: bool):
+    """The torch_cnn() architecture in Keras, functional and Sequential, with the torch weights."""
+    import_tensorflow()
+    import keras
+
+    def layers():
+        return [keras.layers.Conv2D(4, 3, padding="same", name="conv_a"), keras.layers.ReLU(),
+                keras.layers.MaxPooling2D(2), keras.layers.Conv2D(6, 3, padding="same", name="conv_b"),
+                keras.layers.ReLU(), keras.layers.GlobalAveragePooling2D(),
+                keras.layers.Dense(3, activation="softmax" if softmax_head else None, name="head")]
+
+    seq = keras.Sequential([keras.Input(in_shape), *layers()])
+    inp = keras.Input(in_shape)
+    h = inp
+    for layer in layers():
+        h = layer(h)
+    func = keras.Model(inp, h)
+    c1, c2, lin = torch_model[0], torch_model[3], torch_model[7]
+    for km in (seq, func):
+        km.get_layer("conv_a").set_weights([c1.weight.detach().numpy().transpose(2, 3, 1, 0),   # OIHW -> HWIO
+                                            c1.bias.detach().numpy()])
+        km.get_layer("conv_b").set_weights([c2.weight.detach().numpy().transpose(2, 3, 1, 0),
+                                            c2.bias.detach().numpy()])
+        km.get_layer("head").set_weights([lin.weight.detach().numpy().T, lin.bias.detach().numpy()])
+    return seq, func
+
+
+@pytest.mark.slow
+def test_keras_grad_cam_equals_torch_grad_cam_sequential_and_functional():
+    model = torch_cnn(seed=5)
+    x_nchw = np.random.default_rng(4).random((5, 3, 12, 12)).astype(np.float32)
+    x_nhwc = x_nchw.transpose(0, 2, 3, 1).copy()
+    ref = xai.grad_cam(model, x_nchw)
+    ref_logits = xai.predict_logits(model, x_nchw)
+    for softmax_head in (False, True):
+        seq, func = _keras_twins(model, (12, 12, 3), softmax_head)
+        for km in (seq, func):
+            assert np.abs(xai.predict_logits(km, x_nhwc) - ref_logits).max() < 1e-4   # logits, softmax peeled off
+            assert xai.conv_layers(km) == ["conv_a", "conv_b"]
+            maps = xai.grad_cam(km, x_nhwc)
+            assert np.abs(maps - ref).max() <= 1e-4, (type(km).__name__, softmax_head)
+            assert np.abs(xai.grad_cam(km, x_nhwc, target=2, layer="conv_a")
+                          - xai.grad_cam(model, x_nchw, target=2, layer="0")).max() <= 1e-4
+    # a numpy NHWC batch given to the torch model is transposed for it
+    assert np.abs(xai.grad_cam(model, x_nhwc) - ref).max() < 1e-9
+    # saliency and integrated gradients agree across frameworks too, and IG is complete in Keras
+    assert np.abs(xai.saliency(seq, x_nhwc) - xai.saliency(model, x_nchw)).max() <= 1e-4
+    attr = xai.integrated_gradients(func, x_nhwc, target=1, steps=64, reduce=False)
+    gap = xai.predict_logits(func, x_nhwc)[:, 1] - xai.predict_logits(func, np.zeros_like(x_nhwc))[:, 1]
+    assert np.allclose(attr.reshape(5, -1).sum(1), gap, rtol=0.01, atol=1e-6)
+    # the randomisation check runs on a Keras copy and leaves the trained model alone
+    before = [w.copy() for w in func.get_weights()]
+    res = xai.randomization_check(func, x_nhwc, max_steps=2)
+    assert res.per_image.shape == (3, 5) and np.allclose(res.correlation[0], 1.0)
+    assert all(np.array_equal(a, b) for a, b in zip(before, func.get_weights()))
+
+
+# --------------------------------------------------------------------------- evidence at a known spot
+BLOB = 4       # blob side, pixels
+SIZE = 16      # image side; the evidence (class 1) always lies in the top-left quadrant
+
+
+def _blob_data(n: int, seed: int):
+    rng = np.random.default_rng(seed)
+    x = rng.uniform(0.0, 0.3, size=(n, 1, SIZE, SIZE)).astype(np.float32)
+    y = np.arange(n) % 2
+    boxes = []
+    for i in range(n):
+        r, c = rng.integers(0, SIZE // 2 - BLOB + 1, size=2)
+        if y[i] == 1:
+            x[i, 0, r:r + BLOB, c:c + BLOB] = 1.0
+        boxes.append((c, r, c + BLOB, r + BLOB))
+    return x, y, boxes
+
+
+@pytest.fixture(scope="module")
+def blob_model():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1), nn.ReLU(),
+                          nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 2))
+    x, y, _ = _blob_data(256, seed=0)
+    xt, yt = torch.as_tensor(x), torch.as_tensor(y)
+    opt = torch.optim.Adam(model.parameters(), lr=0.02)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)            # a model this small trains faster on one thread (and on a busy CPU, much faster)
+    try:
+        for _ in range(60):
+            opt.zero_grad()
+            loss = nn.functional.cross_entropy(model(xt), yt)
+            loss.backward()
+            opt.step()
+    finally:
+        torch.set_num_threads(threads)
+    model.eval()
+    xv, yv, boxes = _blob_data(64, seed=1)
+    acc = (model(torch.as_tensor(xv)).argmax(1).numpy() == yv).mean()
+    assert acc > 0.95, f"the blob model did not learn (accuracy {acc:.2f})"
+    pos = yv == 1
+    return model, xv[pos], [b for b, p in zip(boxes, pos) if p]
+
+
+def test_grad_cam_peak_falls_on_the_evidence(blob_model):
+    model, x, boxes = blob_model
+    maps = xai.grad_cam(model, x, target=1)
+    peaks = xai.peak_location(maps)
+    in_quadrant = (peaks[:, 0] < SIZE // 2) & (peaks[:, 1] < SIZE // 2)
+    assert in_quadrant.mean() >= 0.9
+    in_blob = [b[1] - 1 <= r <= b[3] and b[0] - 1 <= c <= b[2] for (r, c), b in zip(peaks, boxes)]
+    assert np.mean(in_blob) >= 0.8
+    # weak localisation without box labels recovers the blob's box
+    ious = [xai.box_iou(xai.heatmap_box(m, 0.5), b) for m, b in zip(maps, boxes)]
+    assert np.mean(ious) > 0.3
+
+
+def test_deletion_beats_a_random_map(blob_model):
+    model, x, _ = blob_model
+    maps = xai.grad_cam(model, x[:12], target=1)
+    scores = xai.deletion_insertion(model, x[:12], maps, target=1, steps=16, insertion_from="zero")
+    assert scores.deletion.mean() < scores.deletion_random.mean() - 0.1
+    assert scores.insertion.mean() > scores.insertion_random.mean() + 0.1
+    assert scores.beats_random
+    assert scores.deletion_curve[0] > 0.9 and scores.deletion_curve.shape == (17,)
+
+
+def test_randomisation_drives_the_correlation_down(blob_model):
+    model, x, _ = blob_model
+    res = xai.randomization_check(model, x[:12], target=1)
+    assert res.per_image.shape == (1 + len(xai._adapter(model).param_layer_names()), 12)
+    assert res.correlation[0] == pytest.approx(1.0)
+    assert res.correlation[-1] < 0.5 and res.correlation.min() < 0.3
+    assert res.layers_reset[1] == ["6"]                               # the output layer goes first
+    # the trained model is untouched
+    assert xai.grad_cam(model, x[:12], target=1) == pytest.approx(res.maps[0])
+
+
+def test_class_sensitivity_and_integrated_gradients_completeness(blob_model):
+    model, x, _ = blob_model
+    cs = xai.class_sensitivity(model, x[:8], 0, 1)
+    assert cs.rank_correlation.mean() < 0.5 and cs.difference.mean() > 0.1
+    logits = xai.predict_logits(model, x[:8])
+    base = xai.predict_logits(model, np.zeros_like(x[:8]))
+    for target in (0, 1):
+        attr = xai.integrated_gradients(model, x[:8], target=target, steps=128, reduce=False)
+        gap = logits[:, target] - base[:, target]
+        assert np.abs(gap).min() > 0.5                               # a difference worth checking
+        assert np.allclose(attr.reshape(8, -1).sum(1), gap, rtol=0.01)
+    for method in xai.METHODS:                                       # every method: N maps in [0, 1], no NaN
+        m = xai.explain(model, x[:3], method)
+        assert m.shape == (3, SIZE, SIZE) and np.isfinite(m).all() and m.min() >= 0 and m.max() <= 1
+
+
+# --------------------------------------------------------------------------- bad input
+def test_unknown_layer_lists_the_convolutions():
+    model = torch_cnn()
+    with pytest.raises(CourseError, match=r"no layer named 'conv9'.*convolution layers are: 0, 3"):
+        xai.grad_cam(model, torch.rand(1, 3, 8, 8), layer="conv9")
+
+
+def test_model_without_convolution():
+    model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 8, 2))
+    with pytest.raises(CourseError, match="no Conv2d layer"):
+        xai.grad_cam(model, torch.rand(2, 3, 8, 8))
+    assert xai.saliency(model, torch.rand(2, 3, 8, 8)).shape == (2, 8, 8)   # gradient methods still work
+
+
+def test_class_index_out_of_range():
+    with pytest.raises(CourseError, match=r"class index 3 is out of range.*3 classes"):
+        xai.grad_cam(torch_cnn(), torch.rand(2, 3, 8, 8), target=3)
+    single = torch_cnn(n_out=1)
+    with pytest.raises(CourseError, match="single-logit"):
+        xai.grad_cam(single, torch.rand(2, 3, 8, 8), target=2)
+    assert xai.grad_cam(single, torch.rand(2, 3, 8, 8), target=0).shape == (2, 8, 8)
+    with pytest.raises(CourseError, match="got 3 targets for 2 images"):
+        xai.grad_cam(torch_cnn(), torch.rand(2, 3, 8, 8), target=[0, 1, 2])
+
+
+def test_wrong_image_size_or_channels_torch():
+    with pytest.raises(CourseError, match="3-channel images"):
+        xai.grad_cam(torch_cnn(), torch.rand(2, 1, 8, 8))
+    fixed = nn.Sequential(nn.Conv2d(3, 2, 3, padding=1), nn.Flatten(), nn.Linear(2 * 8 * 8, 2))
+    with pytest.raises(CourseError, match="could not process images of shape"):
+        xai.grad_cam(fixed, torch.rand(2, 3, 10, 10))
+    with pytest.raises(CourseError, match="batch of images"):
+        xai.grad_cam(torch_cnn(), torch.rand(3, 8, 8))
+
+
+@pytest.mark.slow
+def test_bad_input_keras():
+    import_tensorflow()
+    import keras
+
+    model = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Conv2D(2, 3, name="c1"),
+                              keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(2)])
+    x = np.random.default_rng(0).random((2, 8, 8, 3)).astype(np.float32)
+    with pytest.raises(CourseError, match=r"no layer named 'nope'.*convolution layers are: c1"):
+        xai.grad_cam(model, x, layer="nope")
+    with pytest.raises(CourseError, match=r"expects images of shape \(8, 8, 3\)"):
+        xai.grad_cam(model, x[:, :6, :6])
+    with pytest.raises(CourseError, match=r"expects images of shape \(8, 8, 3\)"):
+        xai.grad_cam(model, x[..., :1])
+    with pytest.raises(CourseError, match="out of range"):
+        xai.grad_cam(model, x, target=2)
+    dense = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Flatten(), keras.layers.Dense(2)])
+    with pytest.raises(CourseError, match="no convolution layer"):
+        xai.grad_cam(dense, x)
+    with pytest.raises(CourseError, match="torch nn.Module or a Keras Model"):
+        xai.grad_cam("model.keras", x)
+
+
+@pytest.mark.slow
+def test_keras_nested_backbone_functional_and_sequential():
+    """A layer inside a nested backbone (the transfer-learning layout ``x = base(x)``) is reachable, and
+    Grad-CAM at the backbone's last layer equals Grad-CAM at the backbone's output seen from outside."""
+    import_tensorflow()
+    import keras
+
+    keras.utils.set_random_seed(0)
+    bi = keras.Input((10, 10, 3))
+    bh = keras.layers.ReLU(name="b_relu")(keras.layers.Conv2D(5, 3, padding="same", name="b_conv")(bi))
+    base = keras.Model(bi, bh, name="base")
+    inp = keras.Input((10, 10, 3))
+    h = base(keras.layers.Rescaling(2.0)(inp), training=False)
+    out = keras.layers.Dense(3, activation="softmax")(keras.layers.GlobalAveragePooling2D()(h))
+    func = keras.Model(inp, out)
+    seq = keras.Sequential([keras.Input((10, 10, 3)), keras.layers.Rescaling(2.0), base,
+                            keras.layers.GlobalAveragePooling2D(), func.layers[-1]])
+    x = np.random.default_rng(0).random((3, 10, 10, 3)).astype(np.float32)
+    for model in (func, seq):
+        inner = xai.grad_cam(model, x, target=0, layer="b_relu")
+        outer = xai.grad_cam(model, x, target=0, layer="base")
+        assert inner.max() > 0 and np.abs(inner - outer).max() < 1e-6
+        assert xai.conv_layers(model) == ["b_conv"]
+        assert xai.grad_cam(model, x).shape == (3, 10, 10)            # default: the nested b_conv
+    assert np.abs(xai.grad_cam(func, x, 1) - xai.grad_cam(seq, x, 1)).max() < 1e-6
+
+
+def test_plots_for_heat_maps(blob_model):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from course_utils import plots
+
+    model, x, boxes = blob_model
+    maps = xai.grad_cam(model, x[:4], target=1)
+    fig = plots.heatmap_overlay(x[:4], maps, boxes=xai.heatmap_boxes(maps), source="stand-in")
+    assert "[stand-in data]" in fig._suptitle.get_text()
+    fig = plots.attribution_grid(x[:2], {"Grad-CAM": maps, "saliency": xai.saliency(model, x[:4], 1)})
+    assert fig.axes[1].get_title() == "Grad-CAM"
+    res = xai.deletion_insertion(model, x[:4], maps, target=1, steps=4)
+    assert plots.deletion_insertion_curves(res).axes[0].get_xlabel().startswith("fraction of pixels")
+    rc = plots.randomization_curve(xai.randomization_check(model, x[:4], target=1))
+    assert rc.axes[0].get_ylabel().startswith("Spearman")
+    with pytest.raises(ValueError, match="one map per image"):
+        plots.heatmap_overlay(x[:4], maps[:2])
+
+
+def test_in_place_relu_after_the_target_layer_does_not_change_the_map():
+    """The hook hands a clone downstream, so an in-place ReLU cannot overwrite the captured activations."""
+    def build(inplace: bool):
+        torch.manual_seed(7)
+        return nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(inplace=inplace), nn.Conv2d(4, 5, 3, padding=1),
+                             nn.ReLU(inplace=inplace), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(5, 2)).eval()
+
+    x = torch.rand(3, 3, 10, 10, generator=torch.Generator().manual_seed(0)) - 0.5
+    for layer in ("2", "3"):                      # the conv, and the in-place ReLU itself
+        a = xai.grad_cam(build(False), x, target=1, layer=layer, normalize=False)
+        b = xai.grad_cam(build(True), x, target=1, layer=layer, normalize=False)
+        assert a.max() > 0 and np.allclose(a, b, atol=1e-7)
