@@ -12,7 +12,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPAT = Path(sys.prefix) / "compat" / "ipywidgets7"
-WIDGET_TESTS = ["tests/test_widgets.py"]
+# the slider panels, and the active-learning labelling widget
+WIDGET_TESTS = ["tests/test_widgets.py", "tests/test_active.py::test_labeling_session_oracle_clicks_undo_and_keys"]
 
 
 @pytest.mark.slow
