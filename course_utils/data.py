@@ -906,9 +906,14 @@ def load_malaria(*, source: str = "auto", image_size: int = 64, max_images: int 
         images, labels = make_malaria_stand_in(n, image_size=image_size, seed=seed, cache_dir=cache_dir)
     train, val, test = stratified_split(images, labels, fractions, seed=seed)
     info = DataInfo("malaria", list(MALARIA_CLASSES), "binary", used, image_size, 3, notes)
-    ds = ImageDataset(train, val, test, info)
-    if used == "stand-in":
-        banner(info)
+    return _loaded(ImageDataset(train, val, test, info))
+
+
+def _loaded(ds: "ImageDataset") -> "ImageDataset":
+    """Every loader's last step: note the source for the course summary, show the stand-in banner."""
+    runtime.record_data_source(ds.info.name, ds.info.source)
+    if ds.info.source == "stand-in":
+        banner(ds.info)
     return ds
 
 
@@ -981,7 +986,7 @@ def load_malaria_folder(path: str | os.PathLike, *, image_size: int = 64, on_err
         raise CourseError(f"only one class has readable images under {root}; {layout}")
     train, val, test = stratified_split(images, labels, fractions, seed=seed)
     info = DataInfo("malaria", list(MALARIA_CLASSES), "binary", "folder", image_size, 3, notes)
-    return ImageDataset(train, val, test, info)
+    return _loaded(ImageDataset(train, val, test, info))
 
 
 def _medmnist_split(cls, split: str, size: int, root: str, download: bool) -> tuple[np.ndarray, np.ndarray]:
@@ -1051,13 +1056,21 @@ def load_medmnist(flag: str, *, size: int = 28, source: str = "auto", root: str 
             images, labels = stratified_subset(images, labels, max_per_split, seed=seed + i)
         splits.append(Split(images, labels))
     info = DataInfo(flag, meta["class_names"], task, used, size, meta["n_channels"], notes)
-    ds = ImageDataset(*splits, info)
-    if used == "stand-in":
-        banner(info)
-    return ds
+    return _loaded(ImageDataset(*splits, info))
 
 
 # ============================================================================ pipelines
+def _check_arrays(images, labels) -> tuple[np.ndarray, np.ndarray]:
+    """The pipelines' input contract: uint8 N x H x W x C images and one label (row) per image."""
+    images = np.asarray(images)
+    labels = np.asarray(labels)
+    if images.ndim != 4 or images.dtype != np.uint8:
+        raise CourseError(f"images must be uint8 N x H x W x C; got {images.dtype} {images.shape}.")
+    if len(images) != len(labels):
+        raise CourseError(f"{len(images)} images but {len(labels)} labels: they must match.")
+    return images, labels
+
+
 def to_tf_dataset(images: np.ndarray, labels: np.ndarray, *, batch_size: int = 32, training: bool = False,
                   n_classes: int | None = None, one_hot: bool = False, image_size: int | None = None,
                   augment: str | Callable | None = None, cache: bool = True, seed: int = 0):
@@ -1068,12 +1081,7 @@ def to_tf_dataset(images: np.ndarray, labels: np.ndarray, *, batch_size: int = 3
     Multi-label labels become float32; ``one_hot=True`` turns class ids into float32 one-hot rows.
     """
     tf = runtime.import_tensorflow()
-    images = np.asarray(images)
-    labels = np.asarray(labels)
-    if images.ndim != 4 or images.dtype != np.uint8:
-        raise CourseError(f"images must be uint8 N x H x W x C; got {images.dtype} {images.shape}.")
-    if len(images) != len(labels):
-        raise CourseError(f"{len(images)} images but {len(labels)} labels: they must match.")
+    images, labels = _check_arrays(images, labels)
     multi_label = labels.ndim == 2
     if one_hot and not multi_label and n_classes is None:
         n_classes = int(labels.max()) + 1
@@ -1182,12 +1190,7 @@ def to_torch_loader(images: np.ndarray, labels: np.ndarray, *, batch_size: int =
     import torch  # noqa: PLC0415
     from torch.utils.data import DataLoader  # noqa: PLC0415
 
-    images = np.asarray(images)
-    labels = np.asarray(labels)
-    if images.ndim != 4 or images.dtype != np.uint8:
-        raise CourseError(f"images must be uint8 N x H x W x C; got {images.dtype} {images.shape}.")
-    if len(images) != len(labels):
-        raise CourseError(f"{len(images)} images but {len(labels)} labels: they must match.")
+    images, labels = _check_arrays(images, labels)
     if num_workers is None:
         cpus = os.cpu_count() or 1
         num_workers = 0 if (runtime.get_mode() == "smoke" or cpus <= 2 or transform is None) else 2

@@ -130,7 +130,10 @@ def execute(nb_path: Path, out_dir: Path, mode: str, cell_timeout: int, html_pag
 
 def _fmt(rec: dict) -> str:
     value = rec.get("value")
-    shown = f"{value:.3f}" if isinstance(value, float) else str(value)
+    if isinstance(value, float):
+        shown = f"{value:.0f}" if abs(value) >= 100 else f"{value:.3f}"
+    else:
+        shown = str(value)
     mark = " (stand-in)" if rec.get("source") == "stand-in" else ""
     return f"{rec.get('name')}={shown}{mark}"
 

@@ -153,10 +153,14 @@ def test_malaria_stand_in_is_deterministic_and_cached(tmp_path):
     assert corner < 30 and centre[0] > 150 and centre[0] > centre[1]
 
 
-def test_load_malaria_stand_in(tmp_path):
+def test_load_malaria_stand_in(tmp_path, monkeypatch):
+    report = tmp_path / "report.jsonl"
+    monkeypatch.setenv("COURSE_REPORT", str(report))  # as the main job sets it
     ds = D.load_malaria(source="stand-in", image_size=32, max_images=200, cache_dir=tmp_path)
     assert ds.info.source == "stand-in" and ds.info.is_stand_in
     assert (len(ds.train), len(ds.val), len(ds.test)) == (140, 30, 30)
+    # the course summary learns which source the loader used
+    assert '"name": "malaria", "source": "stand-in"' in report.read_text()
 
 
 @pytest.mark.slow
