@@ -7,11 +7,15 @@ import os
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent
-os.environ.setdefault("MPLBACKEND", "Agg")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("COURSE_CACHE", str(ROOT / "build" / "test_cache"))
 
+import matplotlib  # noqa: E402
 import pytest  # noqa: E402
+
+# Headless figures in this process only: an MPLBACKEND variable would also reach the notebook
+# kernels that nbval starts, and there the inline backend must stay, as in a real session.
+matplotlib.use("Agg")
 
 
 @pytest.fixture(autouse=True)

@@ -84,7 +84,8 @@ def execute(nb_path: Path, out_dir: Path, mode: str, cell_timeout: int, html_pag
     report_file.unlink(missing_ok=True)
     os.environ["COURSE_MODE"] = mode
     os.environ["COURSE_REPORT"] = str(report_file)
-    os.environ.setdefault("MPLBACKEND", "Agg")
+    if os.environ.get("MPLBACKEND", "").lower() == "agg":
+        del os.environ["MPLBACKEND"]  # kernels must use the inline backend, or figures never reach build/
 
     n_code = sum(1 for c in nb.cells if c.cell_type == "code")
     bar = tqdm(total=n_code, desc=nb_path.stem, unit="cell", leave=True)

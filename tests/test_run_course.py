@@ -20,12 +20,14 @@ def _notebook(path: Path, *cells: str) -> None:
 
 
 @pytest.mark.slow
-def test_main_job_writes_executed_notebooks_html_and_summary(tmp_path):
+def test_main_job_writes_executed_notebooks_html_and_summary(tmp_path, monkeypatch):
+    monkeypatch.setenv("MPLBACKEND", "Agg")  # a headless shell's setting must not hide the figures
     nbs = tmp_path / "nbs"
     nbs.mkdir()
     _notebook(nbs / "01_ok.ipynb",
               "import course_utils as cu\nimport os\nassert cu.get_mode() == 'smoke', os.environ.get('COURSE_MODE')",
-              "cu.runtime.record_data_source('toy', 'stand-in')\ncu.report('accuracy', 0.75, source='stand-in')")
+              "cu.runtime.record_data_source('toy', 'stand-in')\ncu.report('accuracy', 0.75, source='stand-in')",
+              "import matplotlib.pyplot as plt\nplt.plot([0, 1], [1, 0])\nplt.title('a figure');")
     _notebook(nbs / "02_broken.ipynb", "raise RuntimeError('boom')")
     out = tmp_path / "build"
     rc = run_course.main(["--notebooks", str(nbs), "--out", str(out), "--mode", "smoke"])
@@ -41,6 +43,7 @@ def test_main_job_writes_executed_notebooks_html_and_summary(tmp_path):
     assert broken["status"] == "failed" and "boom" in broken["error"]
     executed = nbformat.read(out / "01_ok.ipynb", as_version=4)
     assert any(o.get("text", "").startswith("accuracy: 0.750") for o in executed.cells[1].outputs)
+    assert any("image/png" in o.get("data", {}) for o in executed.cells[2].outputs), "figures reach build/"
     assert "(stand-in)" in (out / "summary.md").read_text()
 
 
