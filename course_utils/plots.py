@@ -3,6 +3,7 @@ title and labelled axes, so a figure shown on a projector or saved to ``build/``
 """
 from __future__ import annotations
 
+import textwrap
 from typing import Sequence
 
 import numpy as np
@@ -40,7 +41,7 @@ def image_grid(images: np.ndarray, labels: Sequence | np.ndarray | None = None, 
     idx = idx[:count]
     ncols = max(1, min(ncols, count))
     nrows = int(np.ceil(count / ncols))
-    fig, axes = plt.subplots(nrows, ncols, figsize=(1.6 * ncols, 1.8 * nrows + 0.4), squeeze=False)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(1.6 * ncols, 2.3 * nrows + 0.4), squeeze=False)
     for ax in axes.ravel():
         ax.axis("off")
     for ax, i in zip(axes.ravel(), idx):
@@ -49,7 +50,8 @@ def image_grid(images: np.ndarray, labels: Sequence | np.ndarray | None = None, 
             img = img[..., 0]
         ax.imshow(img, cmap="gray" if img.ndim == 2 else None)
         if labels is not None:
-            ax.set_title(_caption(np.asarray(labels)[i], class_names), fontsize=7)
+            # wrap long class names (PathMNIST's) so neighbouring captions do not run into each other
+            ax.set_title(textwrap.fill(_caption(np.asarray(labels)[i], class_names), 20), fontsize=7)
     fig.suptitle(title + _label(source))
     fig.supxlabel("images (random sample)", fontsize=8)
     fig.tight_layout()
