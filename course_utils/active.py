@@ -27,7 +27,7 @@ from typing import Any, Callable, Iterable, Sequence
 import numpy as np
 
 from . import strategies as st
-from .runtime import CourseError
+from .runtime import CourseError, import_keras, import_torch, torch_threads
 
 __all__ = [
     "torch_probs", "torch_mc_samples", "torch_embeddings", "torch_gradient_embeddings", "torch_outputs",
@@ -38,15 +38,9 @@ __all__ = [
 
 
 # =========================================================================== torch adapters
-def _torch():
-    import torch  # noqa: PLC0415
-
-    return torch
-
-
 def _to_tensor_images(x: np.ndarray):
     """uint8 NHWC (or float NCHW) -> float32 NCHW tensor in [0, 1]."""
-    torch = _torch()
+    torch = import_torch()
     if isinstance(x, torch.Tensor):
         return x.float()
     x = np.asarray(x)
@@ -60,7 +54,7 @@ def _to_tensor_images(x: np.ndarray):
 
 
 def _last_linear(model):
-    torch = _torch()
+    torch = import_torch()
     last = None
     for m in model.modules():
         if isinstance(m, torch.nn.Linear):
@@ -73,7 +67,7 @@ def _last_linear(model):
 
 def _logits_to_probs(logits):
     """Softmax over classes; one output column means a sigmoid binary model -> [1 - p, p]."""
-    torch = _torch()
+    torch = import_torch()
     if logits.ndim == 1 or logits.shape[1] == 1:
         p = torch.sigmoid(logits.reshape(-1))
         return torch.stack([1 - p, p], dim=1)
@@ -81,7 +75,7 @@ def _logits_to_probs(logits):
 
 
 def _torch_batches(model, x, batch_size: int, device: str | None):
-    torch = _torch()
+    torch = import_torch()
     device = device or next((p.device for p in model.parameters()), torch.device("cpu"))
     xt = _to_tensor_images(x)
     for s in range(0, len(xt), batch_size):
@@ -97,7 +91,7 @@ def torch_outputs(model, x: np.ndarray, *, needs: Iterable[str] = ("probs", "emb
     eval mode; MC samples from ``mc_passes`` passes with only the Dropout modules in train mode, so
     batch-norm keeps its running statistics. The model's own train/eval state is restored afterwards.
     """
-    torch = _torch()
+    torch = import_torch()
     needs = set(needs)
     unknown = needs - {"probs", "mc_samples", "embeddings", "grad_embeddings"}
     if unknown:
@@ -178,15 +172,6 @@ def torch_gradient_embeddings(model, x, **kw) -> np.ndarray:
 
 
 # =========================================================================== Keras adapters
-def _keras():
-    from .runtime import import_tensorflow  # noqa: PLC0415
-
-    import_tensorflow()
-    import keras  # noqa: PLC0415
-
-    return keras
-
-
 def _keras_layers(model) -> list:
     out = []
     for layer in model.layers:
@@ -197,7 +182,7 @@ def _keras_layers(model) -> list:
 
 
 def _keras_last_dense(model):
-    keras = _keras()
+    keras = import_keras()
     dense = [layer for layer in model.layers if isinstance(layer, keras.layers.Dense)]
     if not dense:
         raise CourseError(f"Keras model {model.name!r} has no Dense layer at its top level: the adapters read "
@@ -237,7 +222,7 @@ def keras_outputs(model, x, *, needs: Iterable[str] = ("probs", "embeddings"), m
     ``trainable=False`` (Keras then runs it in inference mode and leaves its moving statistics alone)
     and random augmentation layers are forced to inference; only Dropout-type layers stay stochastic.
     """
-    keras = _keras()
+    keras = import_keras()
     needs = set(needs)
     head = _keras_last_dense(model)
     act = _activation_name(head)
@@ -306,7 +291,7 @@ def distillation_loss(student_logits, teacher_logits, targets, *, temperature: f
     Hinton et al. (2015): the T^2 factor keeps the soft-target gradients on the same scale as the
     hard-label ones when T changes. KL is averaged over the batch (``batchmean``).
     """
-    torch = _torch()
+    torch = import_torch()
     f = torch.nn.functional
     if temperature <= 0:
         raise CourseError(f"temperature must be > 0, got {temperature}")
@@ -334,7 +319,7 @@ def train_torch_classifier(model, x: np.ndarray, y: np.ndarray, *, epochs: int =
     cannot see a teacher's per-sample outputs; hence this small loop (pass ``train_fn`` to
     :class:`TorchLearner` to use another one).
     """
-    torch = _torch()
+    torch = import_torch()
     f = torch.nn.functional
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     model.to(device)
@@ -389,24 +374,9 @@ class TorchLearner:
     train_fn: Callable[..., Any] | None = None
     num_threads: int | None = None
 
-    def _threads(self):
-        torch = _torch()
-        learner = self
-
-        class _Threads:
-            def __enter__(self):
-                self.old = torch.get_num_threads()
-                if learner.num_threads:
-                    torch.set_num_threads(learner.num_threads)
-
-            def __exit__(self, *exc):
-                torch.set_num_threads(self.old)
-
-        return _Threads()
-
     def fit(self, x, y, *, model=None, teacher=None, seed: int = 0):
-        torch = _torch()
-        with self._threads():
+        torch = import_torch()
+        with torch_threads(self.num_threads):
             if model is None:
                 torch.manual_seed(seed)
                 model = self.make_model()
@@ -419,7 +389,7 @@ class TorchLearner:
 
     def outputs(self, model, x, needs: Iterable[str], seed: int = 0) -> dict[str, np.ndarray]:
         needs = set(needs) | {"probs"}
-        with self._threads():
+        with torch_threads(self.num_threads):
             return torch_outputs(model, x, needs=needs, mc_passes=self.mc_passes, device=self.device, seed=seed)
 
     def clone(self, model):

@@ -18,7 +18,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .runtime import CourseError
+from .runtime import CourseError, torch_threads
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -69,16 +69,8 @@ class PerImageTransform:
         self.transforms = compose.transforms
 
     def __call__(self, image):
-        import torch  # noqa: PLC0415
-
-        threads = torch.get_num_threads()
-        if threads == 1:
+        with torch_threads(1):
             return self.compose(image)
-        torch.set_num_threads(1)
-        try:
-            return self.compose(image)
-        finally:
-            torch.set_num_threads(threads)
 
     def __repr__(self) -> str:
         return repr(self.compose)

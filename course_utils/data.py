@@ -13,8 +13,6 @@ from __future__ import annotations
 import contextlib
 import io
 import os
-import socket
-import sys
 import warnings
 import zlib
 from dataclasses import dataclass, field
@@ -808,16 +806,6 @@ def _import_tfds():
     return tfds
 
 
-def _reachable(hosts: Sequence[str], timeout: float = 3.0) -> bool:
-    for host in hosts:
-        try:
-            with socket.create_connection((host, 443), timeout=timeout):
-                return True
-        except OSError:
-            continue
-    return False
-
-
 @contextlib.contextmanager
 def _few_retries(module, attr: str = "MAX_RETRIES", value: int = 1):
     old = getattr(module, attr, None)
@@ -856,7 +844,7 @@ def _load_malaria_tfds(image_size: int, max_images: int | None, seed: int, data_
         # reached, let the real call fail after one try instead (a cached download never gets here).
         from tensorflow_datasets.core.download import downloader  # noqa: PLC0415
 
-        guard = contextlib.nullcontext() if _reachable(MALARIA_HOSTS) else _few_retries(downloader)
+        guard = contextlib.nullcontext() if runtime.can_reach(*MALARIA_HOSTS) else _few_retries(downloader)
         try:
             with guard:
                 builder.download_and_prepare()

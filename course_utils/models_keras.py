@@ -13,25 +13,17 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
-import threading
 import warnings
 from pathlib import Path
 from typing import Any, Sequence
 
-from .runtime import CourseError, import_tensorflow
+from .runtime import CourseError, import_keras, import_tensorflow, network_problem
 
 __all__ = ["small_cnn", "efficientnet_b0", "unfreeze_top", "find_base", "precision_policy",
            "count_params"]
 
 IMAGENET_HOST = ("storage.googleapis.com", 443)
 EFFNET_B0_NOTOP = "efficientnetb0_notop.h5"
-
-
-def _keras():
-    import_tensorflow()
-    import keras  # noqa: PLC0415
-
-    return keras
 
 
 def precision_policy(mixed: bool | None = None) -> str:
@@ -45,7 +37,7 @@ def precision_policy(mixed: bool | None = None) -> str:
 @contextlib.contextmanager
 def _policy(name: str):
     """Build layers under a dtype policy, then restore the previous global policy."""
-    keras = _keras()
+    keras = import_keras()
     before = keras.mixed_precision.global_policy().name
     keras.mixed_precision.set_global_policy(name)
     try:
@@ -82,7 +74,7 @@ def small_cnn(input_shape: Sequence[int], n_classes: int, *, filters: Sequence[i
     Flatten (or global average pooling with ``pooling="gap"``) -> Dense(dense, relu) -> Dropout ->
     Dense(n_classes, softmax). Input: float32 images in [0, 1]. Returns a compiled-ready Keras model.
     """
-    keras = _keras()
+    keras = import_keras()
     from keras import layers  # noqa: PLC0415
 
     h, w, c = _check_shape(input_shape, n_classes, min_side=2 ** len(filters))
@@ -109,31 +101,11 @@ def _weights_cached() -> bool:
     return (home / "models" / EFFNET_B0_NOTOP).exists()
 
 
-def _reachable(host: tuple[str, int] = IMAGENET_HOST, timeout: float = 3.0) -> str | None:
-    """None when ``host`` accepts a TCP connection within ``timeout`` s, else the reason it did not.
-
-    Runs in a thread so that a DNS lookup that hangs (some offline networks) cannot stall a lesson.
-    """
-    result: dict[str, str | None] = {"error": "no answer within %.0f s" % timeout}
-
-    def probe():
-        try:
-            with socket.create_connection(host, timeout=timeout):
-                result["error"] = None
-        except OSError as exc:
-            result["error"] = f"{type(exc).__name__}: {exc}"
-
-    t = threading.Thread(target=probe, daemon=True)
-    t.start()
-    t.join(timeout + 0.5)
-    return result["error"]
-
-
 def _imagenet_base(input_shape: tuple[int, int, int]):
     """EfficientNetB0 without its top, with ImageNet weights (downloads ~16 MB once, then cached)."""
-    keras = _keras()
+    keras = import_keras()
     if not _weights_cached():
-        problem = _reachable()
+        problem = network_problem(*IMAGENET_HOST)
         if problem:
             raise OSError(f"cannot reach {IMAGENET_HOST[0]} ({problem})")
     old = socket.getdefaulttimeout()
@@ -145,7 +117,7 @@ def _imagenet_base(input_shape: tuple[int, int, int]):
 
 
 def _random_base(input_shape: tuple[int, int, int]):
-    return _keras().applications.EfficientNetB0(include_top=False, weights=None, input_shape=input_shape)
+    return import_keras().applications.EfficientNetB0(include_top=False, weights=None, input_shape=input_shape)
 
 
 def _freeze(base, trainable_layers: int | None, freeze_bn: bool) -> int:
@@ -191,7 +163,7 @@ def efficientnet_b0(input_shape: Sequence[int], n_classes: int, *, pretrained: b
       ``head="classic"``: Conv2D(64, 3) -> Flatten -> Dense(100, relu, L2) -> Dense(softmax),
       the older recipe, with many more parameters and more prone to overfit.
     """
-    keras = _keras()
+    keras = import_keras()
     from keras import layers, regularizers  # noqa: PLC0415
 
     h, w, c = _check_shape(input_shape, n_classes, min_side=32)
@@ -248,7 +220,7 @@ def efficientnet_b0(input_shape: Sequence[int], n_classes: int, *, pretrained: b
 
 def find_base(model):
     """The nested backbone (the first sub-model, e.g. ``efficientnetb0``) of a model built here."""
-    keras = _keras()
+    keras = import_keras()
     for layer in model.layers:
         if isinstance(layer, keras.Model):
             return layer
@@ -262,7 +234,7 @@ def unfreeze_top(model, n: int | None, *, freeze_bn: bool = True) -> dict[str, i
     counts. Recompile before training again (``cu.train_keras.fit`` compiles on every call) and use a
     small learning rate (1e-4 or less): large steps wreck the pre-trained features.
     """
-    keras = _keras()
+    keras = import_keras()
     base = model
     if any(isinstance(layer, keras.Model) for layer in model.layers):
         base = find_base(model)

@@ -20,11 +20,10 @@ from __future__ import annotations
 
 import os
 import socket
-import threading
 import warnings
 from typing import Any
 
-from .runtime import CourseError
+from .runtime import CourseError, can_reach
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -81,26 +80,6 @@ def _adapt_stem(conv, in_chans: int):
     return new
 
 
-def _can_reach(host: str, port: int = 443, timeout: float = 2.0) -> bool:
-    """A fast connectivity probe, so an offline download fails in milliseconds instead of hanging."""
-    if os.environ.get("COURSE_OFFLINE", "").strip().lower() in {"1", "true", "yes", "on"}:
-        return False
-    result: list[bool] = []
-
-    def probe() -> None:
-        try:
-            with socket.create_connection((host, port), timeout=timeout):
-                result.append(True)
-        except OSError:
-            result.append(False)
-
-    # in a thread, because the DNS lookup inside create_connection ignores the timeout
-    worker = threading.Thread(target=probe, daemon=True)
-    worker.start()
-    worker.join(timeout)
-    return bool(result and result[0])
-
-
 def _torchvision_state_dict(progress: bool = False):
     """torchvision's ImageNet EfficientNet-B0 weights: from the hub cache, else downloaded; None offline."""
     import torch  # noqa: PLC0415
@@ -108,7 +87,7 @@ def _torchvision_state_dict(progress: bool = False):
 
     weights = EfficientNet_B0_Weights.IMAGENET1K_V1
     cached = os.path.join(torch.hub.get_dir(), "checkpoints", os.path.basename(weights.url))
-    if not os.path.exists(cached) and not _can_reach("download.pytorch.org"):
+    if not os.path.exists(cached) and not can_reach("download.pytorch.org", timeout=2.0):
         return None
     previous = socket.getdefaulttimeout()
     socket.setdefaulttimeout(20)  # torch.hub's urlopen has no timeout: a silent proxy would hang forever

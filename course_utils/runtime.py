@@ -144,6 +144,68 @@ def guard_import_order() -> bool:
     return True
 
 
+def import_keras():
+    """Import and return Keras 3, after TensorFlow (through :func:`import_tensorflow`, so safely)."""
+    import_tensorflow()
+    return importlib.import_module("keras")
+
+
+class torch_threads:
+    """``with torch_threads(1): ...`` runs the block with that many torch CPU threads, then restores.
+
+    Tiny models and per-image transforms run much faster on one thread when the cores are busy.
+    ``None`` or 0 leaves the setting alone.
+    """
+
+    def __init__(self, n: int | None) -> None:
+        self.n = n
+
+    def __enter__(self) -> "torch_threads":
+        torch = import_torch()
+        self.old = torch.get_num_threads()
+        if self.n and self.n != self.old:
+            torch.set_num_threads(self.n)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        torch = import_torch()
+        if torch.get_num_threads() != self.old:
+            torch.set_num_threads(self.old)
+
+
+# --------------------------------------------------------------------------- network
+def network_problem(host: str, port: int = 443, timeout: float = 3.0) -> str | None:
+    """None when ``host:port`` accepts a TCP connection within ``timeout`` s, else the reason it did not.
+
+    Lets a loader fail in seconds offline instead of retrying a download for minutes. Runs in a
+    thread, because the DNS lookup inside ``socket.create_connection`` ignores the timeout.
+    ``COURSE_OFFLINE=1`` answers "offline" without trying.
+    """
+    import socket  # noqa: PLC0415
+    import threading  # noqa: PLC0415
+
+    if os.environ.get("COURSE_OFFLINE", "").strip().lower() in _TRUTHY:
+        return "COURSE_OFFLINE is set"
+    result: dict[str, str | None] = {"error": f"no answer within {timeout:.0f} s"}
+
+    def probe() -> None:
+        try:
+            with socket.create_connection((host, port), timeout=timeout):
+                result["error"] = None
+        except OSError as exc:
+            result["error"] = f"{type(exc).__name__}: {exc}"
+
+    worker = threading.Thread(target=probe, daemon=True)
+    worker.start()
+    worker.join(timeout + 0.5)
+    return result["error"]
+
+
+def can_reach(*hosts: str, port: int = 443, timeout: float = 3.0) -> bool:
+    """True when any of ``hosts`` answers (see :func:`network_problem`)."""
+    return any(network_problem(h, port, timeout) is None for h in hosts)
+
+
 def torch_device(prefer: str | None = None) -> str:
     """``"cuda"`` when a CUDA GPU is visible, else ``"cpu"`` (``prefer`` overrides)."""
     if prefer:

@@ -19,16 +19,9 @@ from typing import Any, Sequence
 import numpy as np
 
 from .history import History
-from .runtime import CourseError, cache_dir, get_mode, in_ci, import_tensorflow
+from .runtime import CourseError, cache_dir, get_mode, import_keras, import_tensorflow, in_ci
 
 __all__ = ["fit", "evaluate", "predict", "auto_loss"]
-
-
-def _keras():
-    import_tensorflow()
-    import keras  # noqa: PLC0415
-
-    return keras
 
 
 def auto_loss(model, dataset):
@@ -37,7 +30,7 @@ def auto_loss(model, dataset):
     One output unit -> binary cross-entropy; one-hot labels (``[batch, n_classes]``) -> categorical
     cross-entropy; integer labels -> sparse categorical cross-entropy.
     """
-    keras = _keras()
+    keras = import_keras()
     units = model.output_shape[-1]
     label_spec = dataset.element_spec[1] if isinstance(dataset.element_spec, tuple) else None
     if units == 1:
@@ -69,7 +62,7 @@ def fit(model, train_ds, val_ds=None, *, epochs: int, learning_rate: float = 1e-
     ``run_eagerly="auto"`` runs a large model (> 1M parameters) eagerly in smoke mode only: tracing
     EfficientNetB0's training graph takes 10-40 s on a CPU, far more than the few steps CI runs.
     """
-    keras = _keras()
+    keras = import_keras()
     if not isinstance(epochs, (int, np.integer)) or epochs < 1:
         raise CourseError(f"epochs must be a whole number >= 1; got {epochs!r}")
     if not learning_rate > 0:

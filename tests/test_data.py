@@ -8,6 +8,7 @@ from PIL import Image
 
 from course_utils import CourseError
 from course_utils import data as D
+from course_utils import runtime as cu_runtime
 
 
 # --------------------------------------------------------------------------- helpers
@@ -39,7 +40,7 @@ def _write_nih_folder(root: Path, n_per_class: int = 6) -> Path:
 
 
 def _online() -> bool:
-    return D._reachable(("zenodo.org", *D.MALARIA_HOSTS), timeout=2)
+    return cu_runtime.can_reach("zenodo.org", *D.MALARIA_HOSTS, timeout=2)
 
 
 offline_only = pytest.mark.skipif(_online(), reason="checks the offline failure; this machine is online")
@@ -51,15 +52,10 @@ class TinyCNN:
     @staticmethod
     def fit_score(train_x, train_y, test_x, test_y, epochs=6, seed=0):
         import torch
-        from sklearn.metrics import balanced_accuracy_score
 
         torch.manual_seed(seed)
-        threads = torch.get_num_threads()
-        torch.set_num_threads(1)  # on a busy 2-core machine one thread is much faster for a model this small
-        try:
+        with cu_runtime.torch_threads(1):  # on a busy 2-core machine one thread is much faster for a model this small
             return TinyCNN._fit_score(torch, train_x, train_y, test_x, test_y, epochs, seed)
-        finally:
-            torch.set_num_threads(threads)
 
     @staticmethod
     def _fit_score(torch, train_x, train_y, test_x, test_y, epochs, seed):

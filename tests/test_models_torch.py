@@ -1,5 +1,4 @@
 """course_utils.models_torch: the offline ImageNet weights are real, heads and freezing behave."""
-import os
 import time
 
 import numpy as np
@@ -33,7 +32,7 @@ def test_offline_lite0_is_a_real_imagenet_model():
 
 def test_efficientnet_b0_offline_falls_back_fast_and_says_so(monkeypatch, tmp_path):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))  # an empty hub cache
-    monkeypatch.setattr(mt, "_can_reach", lambda *a, **k: False)  # offline, whatever this machine is
+    monkeypatch.setattr(mt, "can_reach", lambda *a, **k: False)  # offline, whatever this machine is
     t0 = time.perf_counter()
     model = mt.efficientnet_b0(2, verbose=False)
     assert time.perf_counter() - t0 < 30
@@ -100,7 +99,7 @@ def test_a_failing_download_falls_back_with_a_warning(monkeypatch, tmp_path):
         raise OSError("connection reset by peer")
 
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
-    monkeypatch.setattr(mt, "_can_reach", lambda *a, **k: True)
+    monkeypatch.setattr(mt, "can_reach", lambda *a, **k: True)
     monkeypatch.setattr(type(EfficientNet_B0_Weights.IMAGENET1K_V1), "get_state_dict", broken)
     with pytest.warns(UserWarning, match="could not download"):
         model = mt.efficientnet_b0(1, verbose=False)

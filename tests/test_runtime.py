@@ -137,3 +137,38 @@ def test_colab_detection(monkeypatch):
     assert not runtime.in_colab()
     monkeypatch.setitem(sys.modules, "google.colab", object())
     assert runtime.in_colab()
+
+
+def test_torch_threads_sets_and_restores():
+    torch = pytest.importorskip("torch")
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        with runtime.torch_threads(1):
+            assert torch.get_num_threads() == 1
+        assert torch.get_num_threads() == 2
+        with runtime.torch_threads(None):  # None leaves it alone
+            assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_network_probe_offline_switch_and_refused_port(monkeypatch):
+    monkeypatch.setenv("COURSE_OFFLINE", "1")
+    assert runtime.network_problem("localhost") == "COURSE_OFFLINE is set"
+    assert not runtime.can_reach("localhost", "127.0.0.1")
+    monkeypatch.delenv("COURSE_OFFLINE")
+    import socket
+
+    with socket.socket() as free:  # a port nobody listens on: refused at once, with the reason
+        free.bind(("127.0.0.1", 0))
+        port = free.getsockname()[1]
+    problem = runtime.network_problem("127.0.0.1", port, timeout=2)
+    assert problem and "Refused" in problem
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        assert runtime.can_reach("127.0.0.1", port=server.getsockname()[1], timeout=2)
+
+
+def test_import_keras_returns_keras_3():
+    keras = runtime.import_keras()
+    assert keras.__version__.startswith("3.")

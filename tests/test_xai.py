@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from course_utils import CourseError, xai
-from course_utils.runtime import import_tensorflow
+from course_utils.runtime import import_tensorflow, torch_threads
 
 
 # --------------------------------------------------------------------------- tiny models
@@ -201,16 +201,12 @@ def blob_model():
     x, y, _ = _blob_data(256, seed=0)
     xt, yt = torch.as_tensor(x), torch.as_tensor(y)
     opt = torch.optim.Adam(model.parameters(), lr=0.02)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)            # a model this small trains faster on one thread (and on a busy CPU, much faster)
-    try:
+    with torch_threads(1):  # a model this small trains faster on one thread (and on a busy CPU, much faster)
         for _ in range(60):
             opt.zero_grad()
             loss = nn.functional.cross_entropy(model(xt), yt)
             loss.backward()
             opt.step()
-    finally:
-        torch.set_num_threads(threads)
     model.eval()
     xv, yv, boxes = _blob_data(64, seed=1)
     acc = (model(torch.as_tensor(xv)).argmax(1).numpy() == yv).mean()
