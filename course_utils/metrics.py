@@ -24,8 +24,50 @@ TASKS = ("binary", "multi-class", "multi-label")
 __all__ = [
     "TASKS", "infer_task", "to_predictions", "accuracy", "per_label_accuracy", "macro_f1", "roc_auc",
     "average_precision", "classification_report", "confusion_matrix", "best_threshold", "class_recall",
-    "summarize",
+    "summarize", "probabilities", "probabilities_torch",
 ]
+
+
+# --------------------------------------------------------------------------- logits -> probabilities
+# The one rule, used by every adapter, engine and explainer: multi-label -> independent sigmoids;
+# a single output column -> a sigmoid binary model, returned as [1 - p, p]; otherwise softmax.
+def _check_prob_task(task: str) -> None:
+    if task not in ("auto", *TASKS):
+        raise CourseError(f"task must be 'auto' or one of {', '.join(TASKS)}, not {task!r}")
+
+
+def probabilities(logits, task: str = "auto") -> np.ndarray:
+    """Class probabilities from raw model outputs (numpy): ``[N, C]``, or ``[N, 2]`` for one logit."""
+    _check_prob_task(task)
+    z = np.asarray(logits, dtype=np.float64)
+    if z.ndim == 1:
+        z = z[:, None]
+    if z.ndim != 2:
+        raise CourseError(f"logits must be N x C (one row per image), got shape {z.shape}")
+    if task == "multi-label":
+        return 1.0 / (1.0 + np.exp(-z))
+    if z.shape[1] == 1:
+        p = 1.0 / (1.0 + np.exp(-z[:, 0]))
+        return np.stack([1.0 - p, p], axis=1)
+    z = z - z.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def probabilities_torch(logits, task: str = "auto"):
+    """The torch counterpart of :func:`probabilities` (same rule, keeps the tensor on its device)."""
+    import torch  # noqa: PLC0415  (metrics itself stays framework-free)
+
+    _check_prob_task(task)
+    z = logits.float()
+    if z.ndim == 1:
+        z = z.unsqueeze(1)
+    if task == "multi-label":
+        return torch.sigmoid(z)
+    if z.shape[1] == 1:
+        p = torch.sigmoid(z)
+        return torch.cat([1 - p, p], dim=1)
+    return torch.softmax(z, dim=1)
 
 
 # --------------------------------------------------------------------------- input handling

@@ -19,7 +19,7 @@ from typing import Any, Sequence
 
 from .runtime import CourseError, import_keras, import_tensorflow, network_problem
 
-__all__ = ["small_cnn", "efficientnet_b0", "unfreeze_top", "find_base", "precision_policy",
+__all__ = ["small_cnn", "efficientnet_b0", "walk_layers", "unfreeze_top", "find_base", "precision_policy",
            "count_params"]
 
 IMAGENET_HOST = ("storage.googleapis.com", 443)
@@ -55,6 +55,16 @@ def _check_shape(input_shape: Sequence[int], n_classes: int, *, min_side: int = 
     if int(n_classes) < 2:
         raise CourseError(f"n_classes must be at least 2 (a binary task has 2 classes); got {n_classes}")
     return h, w, c
+
+
+def walk_layers(model) -> list:
+    """All layers of a Keras model in order, nested models (a backbone inside a head) flattened."""
+    out = []
+    for layer in model.layers:
+        out.append(layer)
+        if hasattr(layer, "layers"):
+            out.extend(walk_layers(layer))
+    return out
 
 
 def count_params(model) -> dict[str, int]:

@@ -33,6 +33,16 @@ def in_colab() -> bool:
     return "google.colab" in sys.modules
 
 
+def in_notebook() -> bool:
+    """True inside a Jupyter kernel (JupyterLab, Notebook, VS Code, Colab); False in a script or plain IPython."""
+    try:
+        from IPython import get_ipython  # noqa: PLC0415
+    except ImportError:  # pragma: no cover
+        return False
+    shell = get_ipython()
+    return shell is not None and getattr(shell, "kernel", None) is not None
+
+
 def in_ci() -> bool:
     """True when the environment variable ``CI`` says we run under continuous integration."""
     return os.environ.get("CI", "").strip().lower() in _TRUTHY
