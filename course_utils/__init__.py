@@ -27,8 +27,9 @@ __version__ = "0.1.0"
 
 _SUBMODULES = {
     "runtime", "data", "history", "checks", "plots", "widgets", "metrics", "strategies", "active",
-    "xai", "models_keras", "models_torch", "train", "train_keras", "train_torch",
-    "losses", "augment",
+    "active_torch", "active_keras", "labels",
+    "xai", "models_keras", "models_torch", "train_keras", "train_torch",
+    "losses", "augment", "standins", "pipelines",
 }
 
 __all__ = [

@@ -33,8 +33,10 @@ def test_spec_to_controls():
     c = panel.controls
     assert isinstance(c["train_samples"], w.IntSlider)
     assert (c["train_samples"].min, c["train_samples"].max, c["train_samples"].step, c["train_samples"].value) == (250, 2000, 250, 500)
-    assert isinstance(c["lr"], w.FloatSlider) and c["lr"].value == pytest.approx(1e-3)
-    assert c["lr"].readout_format == ".4f"  # 1e-3 must not read as 0.00
+    # a learning rate spans decades: a log-scale slider (FloatLogSlider exists in ipywidgets 7.7.1 too)
+    assert type(c["lr"]).__name__ == "FloatLogSlider" and c["lr"].value == pytest.approx(1e-3)
+    assert (c["lr"].min, c["lr"].max) == (pytest.approx(-4), pytest.approx(-2))
+    assert c["lr"].readout_format == ".2g"  # 1e-3 must not read as 0.00
     assert isinstance(c["pre_train"], w.Checkbox) and c["pre_train"].value is True
     assert isinstance(c["head"], w.Dropdown) and c["head"].value == "gap"
     assert panel.values == {"train_samples": 500, "lr": 1e-3, "pre_train": True, "head": "gap"}
@@ -148,7 +150,8 @@ def test_bad_slider_specs_are_clear_errors(spec):
 def test_panel_displays_as_a_widget():
     panel = cw.SliderPanel(lambda **kw: None, SLIDERS, title="Demo")
     assert isinstance(panel.widget, w.VBox)
-    assert panel.button in panel.widget.children[-3].children
+    assert any(panel.button in getattr(c, "children", ()) for c in panel.widget.children)
+    assert panel.error in panel.widget.children and panel.board_image in panel.widget.children
     assert hasattr(panel, "_ipython_display_")
 
 
@@ -168,3 +171,119 @@ def test_errors_are_handled_even_when_output_swallows_exceptions(monkeypatch):
     with pytest.raises(RuntimeError, match="boom"):
         bug.run()
     assert "RuntimeError" in bug.message.value and bug.button.disabled is False
+
+
+# --------------------------------------------------------------------------- the panel as a person sees it
+def test_an_unexpected_callback_error_is_shown_in_the_panel_not_lost():
+    def broken(**kw):
+        raise RuntimeError("boom in the training function")
+
+    panel = cw.SliderPanel(broken, {"x": (1, 3, 1, 2)})
+    panel.button.click()                               # a click: nothing may escape into the kernel log
+    assert "RuntimeError" in panel.error.value and "boom in the training function" in panel.error.value
+    assert "<details>" in panel.error.value and "Traceback" in panel.error.value
+    assert len(panel.board) == 0 and panel.button.disabled is False
+
+
+def _pixel_std(png: bytes) -> float:
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    return float(np.asarray(Image.open(io.BytesIO(png)).convert("L"), dtype=float).std())
+
+
+def test_each_run_redraws_a_non_blank_board_and_a_compact_table():
+    panel = cw.SliderPanel(fake_train([]), SLIDERS, source="stand-in")
+    panel.button.click()
+    first = panel.board_image.value
+    assert len(first) > 5000 and _pixel_std(first) > 10          # curves and text, not a white square
+    panel.set(train_samples=1000)
+    panel.button.click()
+    assert panel.board_image.value != first and _pixel_std(panel.board_image.value) > 10
+    table = panel.board_table.value
+    assert "same in every run" in table and "head=gap" in table   # constant settings listed once
+    assert "<th>train_samples</th>" in table.replace("\n", "")
+    assert "0.25" in table and "0.250000" not in table           # 3 significant digits
+
+
+def test_refused_attempts_are_not_numbered_as_runs():
+    calls = []
+    panel = cw.SliderPanel(fake_train(calls), SLIDERS)
+    panel.run(train_samples=2000)                      # refused by the training function
+    result = panel.run()
+    assert result is not None and panel.board.runs[0].number == 1
+    assert "run 1 done" in panel.message.value
+
+
+# --------------------------------------------------------------------------- the keyboard labeller
+@pytest.fixture
+def labeller_setup(tmp_path):
+    import numpy as np
+
+    from course_utils.labels import LabelStore
+
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, size=(40, 12, 12, 3), dtype=np.uint8)
+    truth = rng.integers(0, 3, 40)
+    store = LabelStore.create(tmp_path / "labels.db", 40, ["benign", "malignant", "normal tissue"], seed=1)
+    yield store, images, truth
+    store.close()
+
+
+def test_labeller_keys_label_advance_undo_and_skip(labeller_setup):
+    store, images, truth = labeller_setup
+    lab = cw.Labeller(store, images, strategy="random", batch_size=4, oracle=truth)
+    assert lab.view is not None and lab.view.state["image"].startswith("data:image/png;base64,")
+    assert lab.view.state["class_names"] == ["benign", "malignant", "normal tissue"]   # full names
+    assert len(lab.view.state["thumbs"]) == 3 and "picked by random" in lab.view.state["reason"]
+    first = lab.current
+    lab.handle({"action": "label", "label": 1, "item": first})                # key "2"
+    assert store.labels() == {first: 1} and lab.current != first
+    second = lab.current
+    lab.handle({"action": "label", "label": 1, "item": first})                # a late second press: ignored
+    assert store.labels() == {first: 1} and lab.current == second
+    lab.handle({"action": "undo"})                                            # "u": the image comes back
+    assert store.labels() == {} and lab.current == first
+    lab.handle({"action": "label", "label": 0, "item": first})
+    lab.handle({"action": "label", "label": 2, "item": lab.current})
+    lab.handle({"action": "skip", "item": lab.current})                       # "n"
+    assert len(store.labels()) == 2 and "this session: 2" in lab.view.state["counter"]
+    # relabelling an image counts once
+    lab.handle({"action": "undo"})
+    lab.handle({"action": "label", "label": 1, "item": lab.current})
+    assert "this session: 2" in lab.view.state["counter"] and lab.view.state["error"] == ""
+
+
+def test_labeller_bad_key_and_store_errors_are_shown_in_the_widget(labeller_setup):
+    import numpy as np
+
+    store, images, truth = labeller_setup
+    lab = cw.Labeller(store, images, strategy="random", batch_size=4)
+    shown = lab.current
+    lab.handle({"action": "label", "label": 5, "key": "6", "item": shown})
+    state = lab.view.state
+    assert "CourseError" in state["error"] and "press 1-3" in state["error"] and "Traceback" in state["error_detail"]
+    assert store.labels() == {} and lab.current == shown                      # nothing half-done
+    for suffix in ("", "-wal", "-shm"):                                       # the file vanishes mid-session
+        type(store.path)(str(store.path) + suffix).unlink(missing_ok=True)
+    lab.handle({"action": "label", "label": 0, "item": shown})
+    assert "deleted or replaced" in lab.view.state["error"] and lab.current == shown
+    with pytest.raises(cu.CourseError, match="no oracle"):
+        lab.label_with_oracle(1)
+    assert np.all(truth >= 0)
+
+
+def test_labeller_oracle_and_a_thread_that_is_not_the_creator(labeller_setup):
+    import threading
+
+    store, images, truth = labeller_setup
+    lab = cw.Labeller(store, images, strategy="random", batch_size=5, oracle=truth)
+    t = threading.Thread(target=lab.label_with_oracle, args=(7,))             # as JupyterLab's subshell does
+    t.start()
+    t.join()
+    labels = store.labels()
+    assert len(labels) == 7 and all(labels[i] == truth[int(store.refs([i])[0])] for i in labels)
+    assert not set(labels) & set(store.ids("holdout").tolist())
+    assert "labelled: 7 of 36" in lab.view.state["counter"]

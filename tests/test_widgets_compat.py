@@ -12,8 +12,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPAT = Path(sys.prefix) / "compat" / "ipywidgets7"
-# the slider panels, and the active-learning labelling widget
-WIDGET_TESTS = ["tests/test_widgets.py", "tests/test_active.py::test_labeling_session_oracle_clicks_undo_and_keys"]
+# the slider panels and the keyboard labeller (anywidget on ipywidgets 7.7.1)
+WIDGET_TESTS = ["tests/test_widgets.py"]
 
 
 @pytest.mark.slow

@@ -1,0 +1,75 @@
+"""The Keras adapters: the Keras counterpart of the torch adapters, batch-norm left alone by MC dropout."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from course_utils import active_keras as ak
+
+
+@pytest.fixture(scope="module")
+def images():
+    return np.random.default_rng(0).integers(0, 256, size=(24, 8, 8, 1), dtype=np.uint8)
+
+
+@pytest.fixture(scope="module")
+def keras():
+    from course_utils.runtime import import_tensorflow
+
+    import_tensorflow()
+    import keras as k
+
+    return k
+
+
+@pytest.mark.parametrize("kind", ["functional", "sequential"])
+def test_keras_adapters_with_batchnorm_and_dropout(keras, images, kind):
+    keras.utils.set_random_seed(0)
+    layers = [keras.layers.Conv2D(4, 3, padding="same"), keras.layers.BatchNormalization(),
+              keras.layers.ReLU(), keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(6, activation="relu"),
+              keras.layers.Dropout(0.5), keras.layers.Dense(3, activation="softmax")]
+    if kind == "sequential":
+        model = keras.Sequential([keras.Input((8, 8, 1)), *layers])
+    else:
+        inp = keras.Input((8, 8, 1))
+        x = inp
+        for layer in layers:
+            x = layer(x)
+        model = keras.Model(inp, x)
+    bn = layers[1]
+    model(np.random.default_rng(1).random((16, 8, 8, 1)).astype("float32") * 3, training=True)  # move BN stats
+    before = [np.array(v) for v in (bn.moving_mean, bn.moving_variance)]
+    out = ak.keras_outputs(model, images, needs=("probs", "mc_samples", "embeddings", "grad_embeddings"),
+                           mc_passes=5)
+    assert out["probs"].shape == (24, 3)
+    np.testing.assert_allclose(out["probs"], model.predict(images.astype("float32") / 255, verbose=0), rtol=1e-4,
+                               atol=1e-6)
+    assert out["embeddings"].shape == (24, 6)
+    assert out["grad_embeddings"].shape == (24, 18)
+    mc = out["mc_samples"]
+    assert mc.shape == (5, 24, 3) and np.abs(mc[0] - mc[1]).max() > 1e-3
+    np.testing.assert_allclose(bn.moving_mean, before[0], atol=0)        # BN untouched by MC dropout
+    np.testing.assert_allclose(bn.moving_variance, before[1], atol=0)
+    assert bn.trainable                                                   # flag restored
+    sigmoid = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Flatten(), keras.layers.Dense(5),
+                                keras.layers.Dropout(0.5), keras.layers.Dense(1, activation="sigmoid")])
+    assert ak.keras_probs(sigmoid, images).shape == (24, 2)                 # one sigmoid unit -> [1 - p, p]
+    assert ak.keras_gradient_embeddings(sigmoid, images).shape == (24, 2 * 5)
+    # the trap the adapter avoids: a plain training=True call does move the statistics
+    model(images.astype("float32") / 255, training=True)
+    assert np.abs(np.array(bn.moving_mean) - before[0]).max() > 0
+
+
+def test_keras_mc_dropout_switches_off_augmentation_layers(keras, images):
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((8, 8, 1))
+    x = keras.layers.RandomFlip("horizontal")(inp)
+    x = keras.layers.Dense(4)(keras.layers.Flatten()(x))
+    out = keras.layers.Dense(3, activation="softmax")(keras.layers.Dropout(0.0)(x))
+    model = keras.Model(inp, out)
+    p = ak.keras_probs(model, images)
+    mc = ak.keras_mc_samples(model, images, mc_passes=3)
+    np.testing.assert_allclose(mc, np.broadcast_to(p, mc.shape), atol=1e-6)    # no flips, dropout rate 0
+    flipped = np.stack([np.asarray(model(images.astype("float32") / 255, training=True)) for _ in range(3)])
+    assert np.abs(flipped - p).max() > 1e-3                                     # what a plain call would do
+    assert "call" not in vars(model.layers[1])                                  # the override was removed

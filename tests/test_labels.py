@@ -1,0 +1,312 @@
+"""The SQLite label store: hold-out, queries, undo, schema checks, crashes, processes and threads."""
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from course_utils import CourseError
+from course_utils.labels import LabelStore
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+# =========================================================================== label store
+@pytest.fixture
+def store(tmp_path):
+    s = LabelStore.create(tmp_path / "labels.db", 50, ["benign", "malignant"], seed=1)
+    yield s
+    s.close()
+
+
+def test_store_holdout_queries_labels_and_undo(store):
+    c = store.counts()
+    assert (c["pool"], c["holdout"], c["labelled"]) == (45, 5, 0)
+    hold = set(store.ids("holdout").tolist())
+    assert store.ids(split=None).tolist() == list(range(50))
+    with pytest.raises(CourseError, match="write_predictions"):
+        store.next_batch("entropy", 4)
+    pool = store.ids("pool")
+    probs = np.tile([[0.9, 0.1]], (45, 1))
+    probs[7] = [0.5, 0.5]
+    probs[3] = [0.6, 0.4]
+    store.write_predictions(pool, probs)
+    assert store.next_batch("entropy", 2, random_state=0) == [int(pool[7]), int(pool[3])]
+    with pytest.raises(CourseError, match="only"):
+        store.next_batch("bald", 2)
+    seen = set()
+    while store.counts()["labelled"] < 45:                              # label everything, batch by batch
+        batch = store.next_batch("random", 8, random_state=len(seen))
+        assert not set(batch) & hold and not set(batch) & seen
+        for i in batch:
+            store.label(i, i % 2)
+        seen |= set(batch)
+    assert seen == set(pool.tolist())
+    with pytest.raises(CourseError, match="every pool image"):
+        store.next_batch("random", 1)
+    with pytest.raises(CourseError, match="hold-out"):
+        store.label(min(hold), 0)
+    with pytest.raises(CourseError, match="class index"):
+        store.label(int(pool[0]), 2)
+    i = int(pool[0])
+    store.label(i, 1)
+    assert store.labels()[i] == 1
+    assert store.undo() == i and store.labels()[i] == 0                # back to the earlier label
+    assert store.undo() is not None
+    assert i not in store.labels() or store.labels()[i] is not None
+    t = store.table()
+    assert {"id", "ref", "split", "label", "confidences", "predicted_at", "labeled_at"} <= set(t.columns)
+
+
+def test_store_holdout_evaluation_warns_the_second_time(store):
+    hold = store.ids("holdout")
+    truth = np.arange(len(hold)) % 2
+    p = np.stack([1 - truth, truth], 1) * 0.8 + 0.1
+    with pytest.raises(CourseError, match="no reference label"):
+        store.evaluate_holdout(p)
+    store.set_holdout_labels(truth)
+    first = store.evaluate_holdout(p)
+    assert first["accuracy"] == 1.0 and first["evaluations"] == 1
+    with pytest.warns(UserWarning, match="evaluated 2 times"):
+        store.evaluate_holdout(p)
+    with pytest.raises(CourseError, match="rows"):
+        store.evaluate_holdout(p[:-1])
+
+
+def test_store_is_never_overwritten_and_checks_its_schema(tmp_path, store):
+    path = store.path
+    store.label(int(store.ids("pool")[0]), 1)
+    with pytest.raises(CourseError, match="never overwritten"):
+        LabelStore.create(path, 50, ["benign", "malignant"])
+    again = LabelStore.create(path, 50, ["benign", "malignant"], reuse=True)     # resumes
+    assert again.counts()["labelled"] == 1
+    with pytest.raises(CourseError, match="different image list"):
+        LabelStore.create(path, 40, ["benign", "malignant"], reuse=True)
+    again.close()
+    resumed = LabelStore(path)
+    assert resumed.counts()["labelled"] == 1
+    resumed.close()
+    with sqlite3.connect(path) as conn:
+        conn.execute("UPDATE meta SET value = '99' WHERE key = 'schema_version'")
+    with pytest.raises(CourseError, match="schema version 99"):
+        LabelStore(path)
+    other = tmp_path / "other.db"
+    with sqlite3.connect(other) as conn:
+        conn.execute("CREATE TABLE something (x)")
+    with pytest.raises(CourseError, match="not a course label store"):
+        LabelStore(other)
+    junk = tmp_path / "junk.db"
+    junk.write_bytes(b"this is not sqlite at all" * 100)
+    with pytest.raises(CourseError, match="not a SQLite label store|not a course label store"):
+        LabelStore(junk)
+    with pytest.raises(CourseError, match="no label store"):
+        LabelStore(tmp_path / "missing.db")
+
+
+WRITER = textwrap.dedent("""
+    import sys, time
+    from course_utils.labels import LabelStore
+    store = LabelStore(sys.argv[1])
+    ids, tag = [int(i) for i in sys.argv[2].split(",")], int(sys.argv[3])
+    for i in ids:
+        store.label(i, (i + tag) % 2)
+        print(i, flush=True)       # printed only after the commit
+""")
+
+
+def _writer(path, ids, tag):
+    env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    return subprocess.Popen([sys.executable, "-c", WRITER, str(path), ",".join(map(str, ids)), str(tag)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+
+
+def test_a_killed_writer_keeps_every_committed_label(store):
+    pool = store.ids("pool").tolist()
+    proc = _writer(store.path, pool * 40, 0)          # far more writes than it will get to finish
+    committed = []
+    deadline = time.time() + 60
+    while len(committed) < 30 and time.time() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        committed.append(int(line))
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert len(committed) >= 30, proc.stderr.read()
+    fresh = LabelStore(store.path)
+    labels = fresh.labels()
+    assert set(committed) <= set(labels)               # every printed (committed) label survived
+    n_events = fresh._conn.execute("SELECT COUNT(*) FROM events").fetchone()[0]
+    assert n_events >= len(committed)
+    assert fresh._conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    fresh.close()
+
+
+def test_two_writers_at_once_leave_a_consistent_database(store):
+    pool = store.ids("pool").tolist()
+    a, b = _writer(store.path, pool, 0), _writer(store.path, pool[::-1], 1)
+    outs = [p.communicate(timeout=120) for p in (a, b)]
+    assert a.returncode == 0 and b.returncode == 0, outs
+    fresh = LabelStore(store.path)
+    conn = fresh._conn
+    assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    assert conn.execute("SELECT COUNT(*) FROM events").fetchone()[0] == 2 * len(pool)
+    # each item's label is the one written by the last event for it
+    last = dict(conn.execute("SELECT item_id, new_label FROM events e WHERE seq = "
+                             "(SELECT MAX(seq) FROM events WHERE item_id = e.item_id)").fetchall())
+    assert fresh.labels() == last and len(last) == len(pool)
+    fresh.close()
+
+
+# =========================================================================== threads (JupyterLab's subshells)
+def test_writes_from_other_threads_and_two_threads_at_once_are_all_kept(store):
+    pool = store.ids("pool").tolist()
+    errors: list[BaseException] = []
+
+    def write(ids, label):
+        try:
+            for i in ids:
+                store.label(i, label)
+        except BaseException as exc:  # noqa: BLE001 - collected and asserted below
+            errors.append(exc)
+
+    # one thread that is not the creator, then two at once on disjoint halves
+    t = threading.Thread(target=write, args=(pool[:5], 1))
+    t.start()
+    t.join()
+    a = threading.Thread(target=write, args=(pool[5:25], 0))
+    b = threading.Thread(target=write, args=(pool[25:], 1))
+    a.start(), b.start()
+    a.join(), b.join()
+    assert not errors, errors
+    store.close()
+    reopened = LabelStore(store.path)
+    labels = reopened.labels()
+    assert len(labels) == len(pool)
+    assert all(labels[i] == 1 for i in pool[:5] + pool[25:]) and all(labels[i] == 0 for i in pool[5:25])
+    reopened.close()
+
+
+def test_two_labellers_never_undo_each_other(store):
+    pool = store.ids("pool").tolist()
+    other = LabelStore(store.path, labeller="expert-b")
+    store.label(pool[0], 1)                      # A
+    other.label(pool[1], 0)                      # B, later
+    assert store.undo() == pool[0]               # A takes back A's label, not B's newer one
+    assert pool[1] in store.labels() and pool[0] not in store.labels()
+    assert other.undo() == pool[1] and store.labels() == {}
+    assert other.undo() is None                  # nothing of B's left
+    store.label(pool[2], 1)                      # A, then B relabels the same image
+    other.label(pool[2], 0)
+    with pytest.raises(CourseError, match="someone else"):
+        store.undo()                             # would overwrite B's work: refused, nothing changed
+    assert store.labels()[pool[2]] == 0
+    other.close()
+
+
+def test_labels_must_be_integers_never_truncated(store):
+    i = int(store.ids("pool")[0])
+    for bad in (1.7, 0.5, "1", True, None):
+        with pytest.raises(CourseError, match="integer"):
+            store.label(i, bad)
+    store.label(i, np.int64(1))
+    store.label(i, 0.0)                          # a whole float is a class index
+    assert store.labels() == {i: 0}
+
+
+class _ReadOnlyConnection:
+    """A connection whose writes fail as SQLite's do on a read-only file (root ignores file modes)."""
+
+    def __init__(self, conn):
+        self.conn = conn
+
+    def execute(self, sql, *args):
+        if sql.lstrip().upper().startswith(("INSERT", "UPDATE", "DELETE")):
+            raise sqlite3.OperationalError("attempt to write a readonly database")
+        return self.conn.execute(sql, *args)
+
+    def __getattr__(self, name):
+        return getattr(self.conn, name)
+
+
+def test_a_read_only_file_is_a_clear_error_and_nothing_is_lost(tmp_path):
+    path = tmp_path / "labels.db"
+    s = LabelStore.create(path, 10, ["a", "b"], holdout_fraction=0.0)
+    s.label(0, 1)
+    real = s._conn
+    s._conn = _ReadOnlyConnection(real)
+    with pytest.raises(CourseError, match="read-only.*chmod u\\+w"):
+        s.label(1, 0)
+    s._conn = real
+    assert s.labels() == {0: 1}                          # the earlier label is intact, the failed one absent
+    s.label(1, 0)                                        # and writing works again once the file is writable
+    assert s.labels() == {0: 1, 1: 0}
+    s.close()
+    if os.geteuid() != 0:                                # a real read-only file, where modes apply
+        os.chmod(path, 0o444)
+        ro = LabelStore(path)
+        with pytest.raises(CourseError, match="could not save"):
+            ro.label(2, 0)
+        ro.close()
+        os.chmod(path, 0o644)
+
+
+def test_a_file_deleted_while_open_refuses_the_write(tmp_path):
+    path = tmp_path / "labels.db"
+    s = LabelStore.create(path, 10, ["a", "b"], holdout_fraction=0.0)
+    s.label(0, 1)
+    for suffix in ("", "-wal", "-shm"):
+        Path(str(path) + suffix).unlink(missing_ok=True)
+    with pytest.raises(CourseError, match="deleted or replaced"):
+        s.label(1, 0)
+    s.close()
+
+
+def test_a_foreign_sqlite_file_is_not_changed_by_opening_it(tmp_path):
+    other = tmp_path / "other.db"
+    with sqlite3.connect(other) as conn:
+        conn.execute("CREATE TABLE something (x)")
+    before = other.read_bytes()
+    with pytest.raises(CourseError, match="not a course label store"):
+        LabelStore(other)
+    assert other.read_bytes() == before and not Path(str(other) + "-wal").exists()
+    empty = tmp_path / "empty.db"
+    empty.touch()
+    with pytest.raises(CourseError):
+        LabelStore(empty)
+    assert empty.stat().st_size == 0
+
+
+def test_a_version_1_store_is_upgraded_in_place_and_keeps_its_labels(tmp_path):
+    path = tmp_path / "v1.db"
+    s = LabelStore.create(path, 10, ["a", "b"], holdout_fraction=0.0)
+    s.label(3, 1)
+    s.close()
+    with sqlite3.connect(path) as conn:         # make it look like a version-1 file
+        conn.execute("ALTER TABLE events DROP COLUMN labeller")
+        conn.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
+    up = LabelStore(path)
+    assert up.labels() == {3: 1}
+    up.label(4, 0)
+    assert up.undo() == 4 and up.labels() == {3: 1}
+    assert up._meta()["schema_version"] == "2"
+    up.close()
+
+
+def test_next_batch_can_say_why_each_image_was_picked(store):
+    pool = store.ids("pool")
+    probs = np.tile([[0.9, 0.1]], (len(pool), 1))
+    probs[4] = [0.5, 0.5]
+    store.write_predictions(pool, probs)
+    (first, score), *_ = store.next_batch("entropy", 3, random_state=0, return_scores=True)
+    assert first == int(pool[4]) and score == pytest.approx(np.log(2))       # entropy of [0.5, 0.5], in nats
+    assert store.confidences([first]) == {first: [0.5, 0.5]}
