@@ -1,5 +1,6 @@
 """course_utils.data: real loader code paths (tfds under mock_data, medmnist on a local npz, a NIH-style
-folder), stand-ins (deterministic, cached, learnable), splits, both input pipelines, and bad input."""
+folder), loading a stand-in, splits, resizing, the banner, and bad input. (The stand-ins themselves:
+test_standins.py; the input pipelines: test_pipelines.py.)"""
 from pathlib import Path
 
 import numpy as np
@@ -8,6 +9,7 @@ from PIL import Image
 
 from course_utils import CourseError
 from course_utils import data as D
+from course_utils import pipelines as P
 from course_utils import runtime as cu_runtime
 
 
@@ -44,44 +46,6 @@ def _online() -> bool:
 
 
 offline_only = pytest.mark.skipif(_online(), reason="checks the offline failure; this machine is online")
-
-
-class TinyCNN:
-    """A small torch CNN trained for a few epochs; returns test accuracy (and balanced accuracy)."""
-
-    @staticmethod
-    def fit_score(train_x, train_y, test_x, test_y, epochs=6, seed=0):
-        import torch
-
-        torch.manual_seed(seed)
-        with cu_runtime.torch_threads(1):  # on a busy 2-core machine one thread is much faster for a model this small
-            return TinyCNN._fit_score(torch, train_x, train_y, test_x, test_y, epochs, seed)
-
-    @staticmethod
-    def _fit_score(torch, train_x, train_y, test_x, test_y, epochs, seed):
-        from sklearn.metrics import balanced_accuracy_score
-
-        c = train_x.shape[-1]
-        n_classes = int(train_y.max()) + 1
-        model = torch.nn.Sequential(
-            torch.nn.Conv2d(c, 16, 3, padding=1), torch.nn.BatchNorm2d(16), torch.nn.ReLU(), torch.nn.MaxPool2d(2),
-            torch.nn.Conv2d(16, 32, 3, padding=1), torch.nn.BatchNorm2d(32), torch.nn.ReLU(),
-            torch.nn.AdaptiveMaxPool2d(1),
-            torch.nn.Flatten(), torch.nn.Linear(32, n_classes))
-        opt = torch.optim.Adam(model.parameters(), lr=3e-3)
-        counts = np.bincount(train_y, minlength=n_classes)
-        weight = torch.tensor(len(train_y) / (n_classes * np.maximum(counts, 1)), dtype=torch.float32)
-        loader = D.to_torch_loader(train_x, train_y, batch_size=32, shuffle=True, seed=seed)
-        for _ in range(epochs):
-            for x, y in loader:
-                opt.zero_grad()
-                torch.nn.functional.cross_entropy(model(x), y, weight=weight).backward()
-                opt.step()
-        model.eval()
-        with torch.no_grad():
-            test_loader = D.to_torch_loader(test_x, test_y, batch_size=256)
-            pred = np.concatenate([model(x).argmax(1).numpy() for x, _ in test_loader])
-        return float((pred == test_y).mean()), float(balanced_accuracy_score(test_y, pred))
 
 
 # --------------------------------------------------------------------------- real code paths
@@ -129,26 +93,6 @@ def test_folder_loader(tmp_path):
     assert len(D.load_malaria_folder(base, image_size=24, max_images=8).train) >= 4
 
 
-# --------------------------------------------------------------------------- stand-ins
-def test_malaria_stand_in_is_deterministic_and_cached(tmp_path):
-    a = D.make_malaria_stand_in(40, image_size=32, seed=1, cache=False)
-    b = D.make_malaria_stand_in(40, image_size=32, seed=1, cache=False)
-    np.testing.assert_array_equal(a[0], b[0])
-    np.testing.assert_array_equal(a[1], b[1])
-    assert not np.array_equal(a[0], D.make_malaria_stand_in(40, image_size=32, seed=2, cache=False)[0])
-    first = D.make_malaria_stand_in(40, image_size=32, seed=1, cache_dir=tmp_path)
-    assert len(list(tmp_path.glob("malaria*.npz"))) == 1
-    second = D.make_malaria_stand_in(40, image_size=32, seed=1, cache_dir=tmp_path)
-    np.testing.assert_array_equal(first[0], second[0])
-    np.testing.assert_array_equal(first[0], a[0])
-    assert a[0].dtype == np.uint8 and a[0].shape == (40, 32, 32, 3)
-    assert np.bincount(a[1]).tolist() == [20, 20]
-    # plausible: dark background corners, bright pinkish cell centre (red > green)
-    corner = a[0][:, :3, :3].mean()
-    centre = a[0][:, 12:20, 12:20].reshape(-1, 3).mean(axis=0)
-    assert corner < 30 and centre[0] > 150 and centre[0] > centre[1]
-
-
 def test_load_malaria_stand_in(tmp_path, monkeypatch):
     report = tmp_path / "report.jsonl"
     monkeypatch.setenv("COURSE_REPORT", str(report))  # as the main job sets it
@@ -157,78 +101,6 @@ def test_load_malaria_stand_in(tmp_path, monkeypatch):
     assert (len(ds.train), len(ds.val), len(ds.test)) == (140, 30, 30)
     # the course summary learns which source the loader used
     assert '"name": "malaria", "source": "stand-in"' in report.read_text()
-
-
-@pytest.mark.slow
-def test_malaria_stand_in_is_learnable(tmp_path):
-    images, labels = D.make_malaria_stand_in(600, image_size=32, seed=3, cache_dir=tmp_path)
-    train, _, test = D.stratified_split(images, labels, (0.7, 0.0, 0.3), seed=0)
-    acc, _ = TinyCNN.fit_score(train.images, train.labels, test.images, test.labels, epochs=6)
-    assert acc >= 0.75, f"stand-in not learnable enough: test accuracy {acc:.3f} on a balanced split"
-
-
-@pytest.mark.slow
-def test_breastmnist_stand_in_is_learnable():
-    ds = D.load_medmnist("breastmnist", source="stand-in")
-    _, bal = TinyCNN.fit_score(ds.train.images, ds.train.labels, ds.test.images, ds.test.labels, epochs=6)
-    assert bal >= 0.75, f"balanced accuracy {bal:.3f}"
-
-
-def test_medmnist_stand_in_in_medmnist_format(tmp_path):
-    medmnist = pytest.importorskip("medmnist")
-    path = D.make_medmnist_stand_in("breastmnist", size=28, root=tmp_path)
-    assert path.name == "breastmnist.npz"
-    with np.load(path) as z:
-        assert sorted(z.files) == sorted(f"{s}_{k}" for s in ("train", "val", "test") for k in ("images", "labels"))
-    for split, n in medmnist.INFO["breastmnist"]["n_samples"].items():
-        ds = medmnist.BreastMNIST(split=split, root=str(tmp_path), download=False)
-        assert len(ds) == n  # medmnist's own split-size assertion passes
-    labels = medmnist.BreastMNIST(split="train", root=str(tmp_path)).labels.ravel()
-    assert abs((labels == 0).mean() - 0.27) < 0.01  # 0 = malignant, about 27 %
-    mtime = path.stat().st_mtime_ns
-    assert D.make_medmnist_stand_in("breastmnist", size=28, root=tmp_path) == path
-    assert path.stat().st_mtime_ns == mtime  # reused, not rewritten
-    assert D.make_medmnist_stand_in("breastmnist", size=64, root=tmp_path).name == "breastmnist_64.npz"
-
-
-def test_stand_in_metadata_matches_medmnist():
-    medmnist = pytest.importorskip("medmnist")
-    for flag, (task, ch, n_samples, names) in D._MEDMNIST_META.items():
-        info = medmnist.INFO[flag]
-        assert info["task"] == task and info["n_channels"] == ch and info["n_samples"] == n_samples
-        assert [info["label"][k] for k in sorted(info["label"], key=int)] == names
-
-
-@pytest.mark.parametrize("flag,channels,n_classes", [("dermamnist", 3, 7), ("pneumoniamnist", 1, 2)])
-def test_other_medmnist_stand_ins(flag, channels, n_classes):
-    ds = D.load_medmnist(flag, source="stand-in", max_per_split=70)
-    assert ds.train.images.shape[1:] == (28, 28, channels) and ds.info.n_classes == n_classes
-    assert ds.train.labels.dtype == np.int64 and ds.train.labels.max() < n_classes
-
-
-@pytest.mark.parametrize("flag", D.MEDMNIST_FLAGS)
-def test_every_stand_in_renderer_gives_medmnist_shaped_images(flag):
-    meta = D._medmnist_meta(flag)
-    render, priors = D._STAND_INS[flag]
-    rng = np.random.default_rng(0)
-    labels = (rng.random((16, 14)) < 0.3).astype(np.uint8) if priors is None else np.arange(16) % len(priors)
-    for size in (28, 64):
-        images = render(labels, size, np.random.default_rng(1))
-        assert images.shape == (16, size, size, meta["n_channels"]) and images.dtype == np.uint8
-        assert images.std() > 5  # not blank
-        np.testing.assert_array_equal(images, render(labels, size, np.random.default_rng(1)))  # deterministic
-
-
-@pytest.mark.slow
-def test_chestmnist_multi_label_through_both_pipelines():
-    ds = D.load_medmnist("chestmnist", source="stand-in", max_per_split=64)
-    assert ds.info.task == "multi-label" and ds.info.n_classes == 14
-    assert ds.train.labels.shape == (64, 14) and ds.train.labels.dtype == np.uint8
-    assert set(np.unique(ds.train.labels)) <= {0, 1}
-    x, y = next(iter(D.to_tf_dataset(ds.train.images, ds.train.labels, batch_size=16)))
-    assert tuple(x.shape) == (16, 28, 28, 1) and y.dtype.name == "float32" and tuple(y.shape) == (16, 14)
-    xt, yt = next(iter(D.to_torch_loader(ds.train.images, ds.train.labels, batch_size=16)))
-    assert tuple(xt.shape) == (16, 1, 28, 28) and str(yt.dtype) == "torch.float32" and tuple(yt.shape) == (16, 14)
 
 
 # --------------------------------------------------------------------------- splits
@@ -256,62 +128,6 @@ def test_stratified_subset_keeps_ratios_and_multi_label():
     assert D.class_counts(ml, [str(i) for i in range(14)])["0"] == int(ml[:, 0].sum())
 
 
-# --------------------------------------------------------------------------- pipelines
-def test_tf_pipeline_shapes_and_order():
-    rng = np.random.default_rng(0)
-    images = rng.integers(0, 256, (70, 16, 16, 3), dtype=np.uint8)
-    labels = np.arange(70) % 2
-    batches = list(D.to_tf_dataset(images, labels, batch_size=32))
-    assert [int(b[0].shape[0]) for b in batches] == [32, 32, 6]  # never drops the remainder
-    x, y = batches[0]
-    assert x.dtype.name == "float32" and y.dtype.name == "int64"
-    np.testing.assert_allclose(x.numpy(), images[:32] / 255.0, atol=1e-6)  # no shuffle when not training
-    xs, ys = next(iter(D.to_tf_dataset(images, labels, batch_size=70, training=True, augment="flip",
-                                       image_size=8, one_hot=True)))
-    assert tuple(xs.shape) == (70, 8, 8, 3) and tuple(ys.shape) == (70, 2) and ys.dtype.name == "float32"
-    assert ys.numpy().sum(axis=0).tolist() == [35, 35]  # shuffled, nothing lost
-    assert float(xs.numpy().min()) >= 0 and float(xs.numpy().max()) <= 1
-
-
-def test_torch_loader_shapes_and_seeded_shuffle():
-    import torch
-
-    rng = np.random.default_rng(0)
-    images = rng.integers(0, 256, (70, 16, 16, 1), dtype=np.uint8)
-    labels = np.arange(70) % 3
-    loader = D.to_torch_loader(images, labels, batch_size=32)
-    batches = list(loader)
-    assert [len(b[1]) for b in batches] == [32, 32, 6] and loader.num_workers <= 2
-    x, y = batches[0]
-    assert x.shape == (32, 1, 16, 16) and x.dtype == torch.float32 and y.dtype == torch.int64
-    np.testing.assert_allclose(x.numpy(), images[:32].transpose(0, 3, 1, 2) / 255.0, atol=1e-6)
-    a = next(iter(D.to_torch_loader(images, labels, batch_size=70, shuffle=True, seed=5)))[1]
-    b = next(iter(D.to_torch_loader(images, labels, batch_size=70, shuffle=True, seed=5)))[1]
-    assert torch.equal(a, b) and not torch.equal(a, torch.as_tensor(labels))
-    flip = D.to_torch_loader(images, labels, batch_size=4, transform=lambda t: t.flip(-1).float())
-    xf, _ = next(iter(flip))
-    np.testing.assert_array_equal(xf[0, 0].numpy(), images[0, :, ::-1, 0])
-
-
-def test_tf_pipeline_skips_a_cache_that_would_not_fit(monkeypatch):
-    monkeypatch.setattr(D, "TF_CACHE_MAX_BYTES", 1000)
-    images = np.zeros((20, 8, 8, 3), np.uint8)
-    with pytest.warns(UserWarning, match="GiB"):
-        ds = D.to_tf_dataset(images, np.arange(20) % 2, batch_size=8, training=True)
-    assert sum(int(x.shape[0]) for x, _ in ds) == 20
-
-
-def test_tfrecords_round_trip(tmp_path):
-    rng = np.random.default_rng(0)
-    images = rng.integers(0, 256, (9, 12, 12, 3), dtype=np.uint8)
-    labels = np.arange(9) % 2
-    path = D.write_tfrecords(images, labels, tmp_path / "x.tfrecord")
-    back = list(D.read_tfrecords(path, image_size=12, channels=3).as_numpy_iterator())
-    assert len(back) == 9
-    np.testing.assert_array_equal(np.stack([b[0] for b in back]), images)  # PNG is lossless
-    assert [int(b[1]) for b in back] == labels.tolist()
-
-
 def test_resize_images():
     images = np.random.default_rng(0).integers(0, 256, (5, 20, 30, 1), dtype=np.uint8)
     out = D.resize_images(images, 8)
@@ -322,11 +138,31 @@ def test_resize_images():
     assert D.resize_images(ragged, 16).shape == (2, 16, 16, 3)
 
 
+# --------------------------------------------------------------------------- banner and re-exports
 def test_banner_marks_stand_in(capsys):
     D.banner(D.DataInfo("malaria", list(D.MALARIA_CLASSES), "binary", "stand-in", 32, 3))
     assert "STAND-IN DATA" in capsys.readouterr().out
     D.banner(D.DataInfo("malaria", list(D.MALARIA_CLASSES), "binary", "tfds", 32, 3))
     assert "STAND-IN" not in capsys.readouterr().out
+
+
+def test_banner_shows_each_notice_once_per_load(capsys, tmp_path):
+    info = D.DataInfo("malaria", list(D.MALARIA_CLASSES), "binary", "tfds", 32, 3)
+    assert not info.banner_shown
+    D.banner(info)
+    D.banner(info)
+    assert capsys.readouterr().out.count("data: malaria from tfds") == 1 and info.banner_shown
+    D.banner(info, force=True)
+    assert "data: malaria from tfds" in capsys.readouterr().out
+    ds = D.load_malaria(source="stand-in", image_size=16, max_images=20, cache_dir=tmp_path)
+    D.banner(ds.info)  # as notebooks 04 and 05 do after loading: the loader already showed it
+    assert capsys.readouterr().out.count("STAND-IN DATA") == 1
+    D.load_malaria(source="stand-in", image_size=16, max_images=20, cache_dir=tmp_path)
+    assert capsys.readouterr().out.count("STAND-IN DATA") == 1  # a new load shows it again
+
+
+def test_data_re_exports_the_pipelines():
+    assert D.to_tf_dataset is P.to_tf_dataset and D.to_torch_loader is P.to_torch_loader  # cu.data.to_* in notebooks
 
 
 # --------------------------------------------------------------------------- bad input
@@ -365,24 +201,6 @@ def test_unknown_medmnist_flag_or_size():
         D.load_medmnist("breastmnist", size=32)
     with pytest.raises(CourseError, match="source"):
         D.load_medmnist("breastmnist", source="internet")
-
-
-def test_too_large_stand_in_is_refused_up_front(tmp_path):
-    with pytest.raises(CourseError, match=r"GiB.*28, 64") as err:
-        D.make_medmnist_stand_in("pathmnist", size=224, root=tmp_path)
-    assert "16" in str(err.value) or "15" in str(err.value)  # ~15 GiB for 107,180 RGB images at 224 px
-    assert not list(tmp_path.iterdir())
-
-
-def test_unwritable_cache_falls_back_to_temp(tmp_path):
-    blocker = tmp_path / "a_file"
-    blocker.write_text("a file, so nothing can be created below it")
-    with pytest.warns(UserWarning, match="not writable"):
-        images, labels = D.make_malaria_stand_in(10, image_size=16, seed=0, cache_dir=blocker / "cache")
-    assert images.shape == (10, 16, 16, 3)
-    with pytest.warns(UserWarning, match="not writable"):
-        path = D.make_medmnist_stand_in("breastmnist", root=blocker / "medmnist")
-    assert path.exists() and blocker not in path.parents
 
 
 @offline_only

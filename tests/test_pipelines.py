@@ -1,0 +1,104 @@
+"""course_utils.pipelines: the one uint8 NHWC -> float32 NCHW rule, tf.data and torch pipelines (shapes,
+order, seeded shuffling, multi-label), the tf.data cache limit, and a TFRecords round trip."""
+import numpy as np
+import pytest
+
+from course_utils import CourseError
+from course_utils import data as D
+from course_utils import pipelines as P
+
+
+# --------------------------------------------------------------------------- the layout rule
+def test_nchw_float_is_the_one_layout_rule():
+    images = np.arange(2 * 3 * 4 * 3, dtype=np.uint8).reshape(2, 3, 4, 3)
+    x = P.nchw_float(images)
+    assert x.shape == (2, 3, 3, 4) and x.dtype == np.float32 and x.flags["C_CONTIGUOUS"]
+    np.testing.assert_array_equal(x, images.transpose(0, 3, 1, 2).astype(np.float32) * np.float32(1 / 255))
+    assert float(P.nchw_float(np.full((1, 2, 2, 1), 255, np.uint8)).max()) == pytest.approx(1.0)
+    grey = P.nchw_float(np.zeros((5, 6, 7), np.uint8))  # N x H x W: one channel added
+    assert grey.shape == (5, 1, 6, 7)
+    nchw = np.random.default_rng(0).random((2, 3, 4, 4))  # float64 NCHW: taken as it is, made float32
+    out = P.nchw_float(nchw)
+    assert out.shape == nchw.shape and out.dtype == np.float32
+    np.testing.assert_allclose(out, nchw, rtol=1e-6)
+    with pytest.raises(CourseError, match="int64"):
+        P.nchw_float(np.zeros((4, 4), np.int64))
+    with pytest.raises(CourseError, match=r"N x H x W x C.*images\[None\]"):
+        P.nchw_float(np.zeros((4, 4), np.uint8))
+
+
+def test_torch_loader_matches_nchw_float():
+    images = np.random.default_rng(1).integers(0, 256, (10, 5, 6, 3), dtype=np.uint8)
+    loader = P.to_torch_loader(images, np.arange(10) % 2, batch_size=10)
+    x, _ = next(iter(loader))
+    np.testing.assert_array_equal(x.numpy(), P.nchw_float(images))  # batches: the same rule, bit for bit
+    single, _ = loader.dataset[3]
+    np.testing.assert_array_equal(single.numpy(), P.nchw_float(images[3:4])[0])  # and one item at a time
+
+
+# --------------------------------------------------------------------------- pipelines
+def test_tf_pipeline_shapes_and_order():
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (70, 16, 16, 3), dtype=np.uint8)
+    labels = np.arange(70) % 2
+    batches = list(P.to_tf_dataset(images, labels, batch_size=32))
+    assert [int(b[0].shape[0]) for b in batches] == [32, 32, 6]  # never drops the remainder
+    x, y = batches[0]
+    assert x.dtype.name == "float32" and y.dtype.name == "int64"
+    np.testing.assert_allclose(x.numpy(), images[:32] / 255.0, atol=1e-6)  # no shuffle when not training
+    xs, ys = next(iter(P.to_tf_dataset(images, labels, batch_size=70, training=True, augment="flip",
+                                       image_size=8, one_hot=True)))
+    assert tuple(xs.shape) == (70, 8, 8, 3) and tuple(ys.shape) == (70, 2) and ys.dtype.name == "float32"
+    assert ys.numpy().sum(axis=0).tolist() == [35, 35]  # shuffled, nothing lost
+    assert float(xs.numpy().min()) >= 0 and float(xs.numpy().max()) <= 1
+
+
+def test_torch_loader_shapes_and_seeded_shuffle():
+    import torch
+
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (70, 16, 16, 1), dtype=np.uint8)
+    labels = np.arange(70) % 3
+    loader = P.to_torch_loader(images, labels, batch_size=32)
+    batches = list(loader)
+    assert [len(b[1]) for b in batches] == [32, 32, 6] and loader.num_workers <= 2
+    x, y = batches[0]
+    assert x.shape == (32, 1, 16, 16) and x.dtype == torch.float32 and y.dtype == torch.int64
+    np.testing.assert_allclose(x.numpy(), images[:32].transpose(0, 3, 1, 2) / 255.0, atol=1e-6)
+    a = next(iter(P.to_torch_loader(images, labels, batch_size=70, shuffle=True, seed=5)))[1]
+    b = next(iter(P.to_torch_loader(images, labels, batch_size=70, shuffle=True, seed=5)))[1]
+    assert torch.equal(a, b) and not torch.equal(a, torch.as_tensor(labels))
+    flip = P.to_torch_loader(images, labels, batch_size=4, transform=lambda t: t.flip(-1).float())
+    xf, _ = next(iter(flip))
+    np.testing.assert_array_equal(xf[0, 0].numpy(), images[0, :, ::-1, 0])
+
+
+@pytest.mark.slow
+def test_chestmnist_multi_label_through_both_pipelines():
+    ds = D.load_medmnist("chestmnist", source="stand-in", max_per_split=64)
+    assert ds.info.task == "multi-label" and ds.info.n_classes == 14
+    assert ds.train.labels.shape == (64, 14) and ds.train.labels.dtype == np.uint8
+    assert set(np.unique(ds.train.labels)) <= {0, 1}
+    x, y = next(iter(P.to_tf_dataset(ds.train.images, ds.train.labels, batch_size=16)))
+    assert tuple(x.shape) == (16, 28, 28, 1) and y.dtype.name == "float32" and tuple(y.shape) == (16, 14)
+    xt, yt = next(iter(P.to_torch_loader(ds.train.images, ds.train.labels, batch_size=16)))
+    assert tuple(xt.shape) == (16, 1, 28, 28) and str(yt.dtype) == "torch.float32" and tuple(yt.shape) == (16, 14)
+
+
+def test_tf_pipeline_skips_a_cache_that_would_not_fit(monkeypatch):
+    monkeypatch.setattr(P, "TF_CACHE_MAX_BYTES", 1000)
+    images = np.zeros((20, 8, 8, 3), np.uint8)
+    with pytest.warns(UserWarning, match="GiB"):
+        ds = P.to_tf_dataset(images, np.arange(20) % 2, batch_size=8, training=True)
+    assert sum(int(x.shape[0]) for x, _ in ds) == 20
+
+
+def test_tfrecords_round_trip(tmp_path):
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (9, 12, 12, 3), dtype=np.uint8)
+    labels = np.arange(9) % 2
+    path = P.write_tfrecords(images, labels, tmp_path / "x.tfrecord")
+    back = list(P.read_tfrecords(path, image_size=12, channels=3).as_numpy_iterator())
+    assert len(back) == 9
+    np.testing.assert_array_equal(np.stack([b[0] for b in back]), images)  # PNG is lossless
+    assert [int(b[1]) for b in back] == labels.tolist()
