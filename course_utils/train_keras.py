@@ -1,8 +1,9 @@
 """A thin wrapper over Keras ``compile`` + ``fit`` that returns the course's :class:`History`,
 keeps a CSV of every run, and an evaluation helper that predicts on *every* test image.
 
+    model, info = cu.models_keras.small_cnn((64, 64, 3), n_classes=2)
     hist = cu.train_keras.fit(model, train_ds, val_ds, epochs=5, learning_rate=1e-3, run_dir="runs/cnn")
-    result = cu.train_keras.evaluate(model, data.test.images, data.test.labels)
+    result = cu.train_keras.evaluate(model, data.test.images, data.test.labels)   # same keys as train_torch's
 
 Mixed precision is decided when a model is built (``cu.models_keras`` builds with
 ``mixed_float16`` on a GPU only, float32 outputs); ``fit`` records the policy in ``History.meta``.
@@ -18,6 +19,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from . import metrics as _metrics
 from .history import History
 from .runtime import CourseError, cache_dir, get_mode, import_keras, import_tensorflow, in_ci
 
@@ -117,7 +119,8 @@ def _model_size(model) -> tuple[int, int] | None:
 
 
 def predict(model, data, *, batch_size: int = 64) -> tuple[np.ndarray, np.ndarray | None]:
-    """Class probabilities for every sample of ``data``; returns ``(probs, labels or None)``.
+    """Class probabilities ``[N, C]`` for every sample of ``data``; returns ``(probs, labels or None)``.
+    A model with one sigmoid unit gives ``[N, 2]`` columns ``[1 - p, p]``, as :func:`train_torch.predict` does.
 
     ``data`` is a uint8 (0-255) or float ([0, 1]) image array, or a ``tf.data.Dataset`` of
     ``(images, labels)`` or images. Arrays are fed in slices of ``batch_size`` including the last,
@@ -134,7 +137,7 @@ def predict(model, data, *, batch_size: int = 64) -> tuple[np.ndarray, np.ndarra
                 labels.append(y.argmax(-1) if y.ndim == 2 and y.shape[-1] > 1 else y.reshape(-1))
         if not probs:
             raise CourseError("predict got an empty dataset")
-        return np.concatenate(probs), (np.concatenate(labels) if labels else None)
+        return _two_columns(np.concatenate(probs)), (np.concatenate(labels) if labels else None)
     images = np.asarray(data)
     if images.ndim == 3:
         images = images[..., None]
@@ -148,18 +151,25 @@ def predict(model, data, *, batch_size: int = 64) -> tuple[np.ndarray, np.ndarra
         if size is not None and x.shape[1:3] != size:
             x = tf.image.resize(x, size).numpy()
         out.append(np.asarray(model(x, training=False), dtype=np.float64))
-    return np.concatenate(out), None
+    return _two_columns(np.concatenate(out)), None
 
 
-def evaluate(model, images, labels=None, *, batch_size: int = 64) -> dict[str, Any]:
-    """Accuracy, ROC AUC and log loss on a whole test set (sklearn metrics), plus the predictions.
+def _two_columns(probs: np.ndarray) -> np.ndarray:
+    """A single sigmoid column p becomes [1 - p, p]; softmax outputs stay as they are."""
+    return np.concatenate([1.0 - probs, probs], axis=1) if probs.shape[1] == 1 else probs
+
+
+def evaluate(model, images, labels=None, *, batch_size: int = 64, class_names=None,
+             threshold: float = 0.5) -> dict[str, Any]:
+    """Score a model on a whole test set: every sample predicted (checked), metrics from :mod:`course_utils.metrics`.
 
     ``images``: an image array (then ``labels`` are required) or a dataset of ``(images, labels)``.
-    Returns ``{"n", "accuracy", "auc", "loss", "y_true", "y_pred", "probs"}``; ``n`` always equals
-    the number of test samples (it is checked), ``auc`` is binary AUC or macro one-vs-rest AUC
-    (NaN when a class is missing from the labels).
+    Returns the same keys as :func:`course_utils.train_torch.evaluate`: ``n`` (always the number of
+    test samples), ``loss`` (log loss), ``accuracy``, ``macro_f1``, ``auc`` (binary AUC, or macro
+    one-vs-rest over the classes present; NaN with one class only), ``ap``, ``recall_<class>`` (one
+    per class, named by ``class_names``), and the arrays ``probs``, ``y_true`` and ``y_pred``.
     """
-    from sklearn.metrics import accuracy_score, log_loss, roc_auc_score  # noqa: PLC0415
+    from sklearn.metrics import log_loss  # noqa: PLC0415
 
     probs, ds_labels = predict(model, images, batch_size=batch_size)
     y_true = np.asarray(labels if labels is not None else ds_labels)
@@ -171,19 +181,10 @@ def evaluate(model, images, labels=None, *, batch_size: int = 64) -> dict[str, A
     if len(probs) != len(y_true):
         raise CourseError(f"{len(probs)} predictions for {len(y_true)} labels: some samples were dropped "
                           "(a dataset batched with drop_remainder=True?). Evaluate on every test sample.")
-    n_classes = probs.shape[1]
-    y_pred = probs.argmax(1)
-    present = np.unique(y_true)
-    if len(present) < 2:
-        auc = float("nan")
-    elif n_classes == 2:
-        auc = float(roc_auc_score(y_true, probs[:, 1]))
-    elif len(present) == n_classes:
-        auc = float(roc_auc_score(y_true, probs, multi_class="ovr", average="macro"))
-    else:
-        auc = float("nan")
+    task = "binary" if probs.shape[1] == 2 else "multi-class"
+    scores = _metrics.summarize(y_true, probs, task, class_names=class_names, threshold=threshold)
     p = np.clip(probs, 1e-7, 1.0)
     p = p / p.sum(1, keepdims=True)
-    return {"n": int(len(y_true)), "accuracy": float(accuracy_score(y_true, y_pred)), "auc": auc,
-            "loss": float(log_loss(y_true, p, labels=list(range(n_classes)))),
-            "y_true": y_true, "y_pred": y_pred, "probs": probs}
+    loss = float(log_loss(y_true, p, labels=list(range(probs.shape[1]))))
+    return {"n": int(len(y_true)), "loss": loss, **scores, "probs": probs, "y_true": y_true,
+            "y_pred": _metrics.to_predictions(probs, task, threshold)}

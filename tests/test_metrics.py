@@ -87,3 +87,25 @@ def test_summarize_reports_the_headline_numbers():
     out = M.summarize(Y, P1, "binary", class_names=["malignant", "benign"])
     assert set(out) == {"accuracy", "macro_f1", "auc", "ap", "recall_malignant", "recall_benign"}
     assert out["recall_benign"] == pytest.approx(0.75) and out["recall_malignant"] == pytest.approx(5 / 6)
+
+
+@pytest.mark.parametrize("shape, task", [((6, 1), "auto"), ((6, 2), "auto"), ((6, 5), "multi-class"),
+                                         ((6, 3), "multi-label"), ((6,), "binary")])
+def test_probabilities_numpy_and_torch_agree_with_scipy(shape, task):
+    """The one logits -> probabilities rule: numpy and torch versions equal each other and scipy."""
+    torch = pytest.importorskip("torch")
+    from scipy.special import expit, softmax
+
+    z = np.random.default_rng(0).normal(size=shape) * 8  # large logits too
+    p_np = M.probabilities(z, task)
+    p_torch = M.probabilities_torch(torch.from_numpy(z), task).double().numpy()
+    np.testing.assert_allclose(p_np, p_torch, rtol=1e-5, atol=1e-6)
+    z2 = z.reshape(len(z), -1)
+    if task == "multi-label":
+        expected = expit(z2)
+    elif z2.shape[1] == 1:
+        expected = np.concatenate([1 - expit(z2), expit(z2)], axis=1)
+    else:
+        expected = softmax(z2, axis=1)
+    np.testing.assert_allclose(p_np, expected, rtol=1e-10, atol=1e-12)
+    assert p_np.shape == (z2.shape if task == "multi-label" else (len(z), max(2, z2.shape[1])))

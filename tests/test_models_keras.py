@@ -6,6 +6,7 @@ import pytest
 
 import course_utils as cu
 from course_utils import models_keras as mk
+from course_utils.model_info import ModelInfo
 
 keras = pytest.importorskip("keras")
 
@@ -15,7 +16,10 @@ def _n(weights):
 
 
 def test_small_cnn_shapes_and_params():
-    model = mk.small_cnn((32, 32, 3), 2)
+    model, info = mk.small_cnn((32, 32, 3), 2)
+    assert isinstance(info, ModelInfo) and info.arch == "small_cnn" and info.framework == "keras"
+    assert info.n_classes == 2 and info.in_chans == 3 and info.weights == "random"
+    assert model.get_layer(info.cam_layer).name == "conv3" and model.get_layer(info.head).units == 2
     x = np.random.default_rng(0).random((5, 32, 32, 3)).astype("float32")
     probs = np.asarray(model(x))
     assert probs.shape == (5, 2)
@@ -23,7 +27,8 @@ def test_small_cnn_shapes_and_params():
     # conv: (3*3*in + 1) * out per layer; flatten 4*4*64=1024 -> dense 64 -> 2
     expected = (27 + 1) * 16 + (144 + 1) * 32 + (288 + 1) * 64 + (1024 + 1) * 64 + (64 + 1) * 2
     assert model.count_params() == expected
-    assert mk.small_cnn((32, 32, 1), 3, pooling="gap").output_shape == (None, 3)
+    assert mk.count_params(model) == {"total": expected, "trainable": expected, "frozen": 0}
+    assert mk.small_cnn((32, 32, 1), 3, pooling="gap")[0].output_shape == (None, 3)
 
 
 @pytest.mark.parametrize("kwargs, match", [
@@ -42,12 +47,12 @@ def test_efficientnet_offline_falls_back_fast_and_says_so(capsys):
         model, info = mk.efficientnet_b0((32, 32, 3), 2)  # this machine is offline: the real path
     assert time.perf_counter() - start < 20
     assert "RANDOM weights" in capsys.readouterr().out
-    assert info["pretrained"] is False and info["requested"] == "imagenet"
-    assert info["weights"].startswith("random (ImageNet download failed:")
+    assert info.pretrained is False and info.requested == "imagenet"
+    assert info.weights == "random" and info.note.startswith("random weights (ImageNet download failed:")
     assert model.output_shape == (None, 2)
     # frozen base: only the head trains (GAP -> Dropout -> Dense(1280 -> 2))
     assert mk.count_params(model)["trainable"] == 1280 * 2 + 2 == _n(model.trainable_weights)
-    assert info["params"]["frozen"] > 4_000_000
+    assert mk.count_params(model)["frozen"] > 4_000_000
 
 
 def test_forced_download_failure(monkeypatch):
@@ -57,13 +62,14 @@ def test_forced_download_failure(monkeypatch):
     monkeypatch.setattr(mk, "_imagenet_base", fail)
     with pytest.warns(UserWarning):
         _, info = mk.efficientnet_b0((32, 32, 3), 3)
-    assert info["weights"] == "random (ImageNet download failed: simulated: no route to host)"
+    assert info.weights == "random" and info.note == "random weights (ImageNet download failed: simulated: no route to host)"
 
 
 def test_weights_available_path(monkeypatch, recwarn):
     monkeypatch.setattr(mk, "_imagenet_base", mk._random_base)  # pretend the download worked
     model, info = mk.efficientnet_b0((32, 32, 3), 2)
-    assert info["pretrained"] is True and info["weights"] == "imagenet"
+    assert info.pretrained is True and info.weights == "imagenet"
+    assert info.weights_source == "keras.applications (download)"
     assert not [w for w in recwarn if "RANDOM" in str(w.message)]
 
 
@@ -87,7 +93,8 @@ def test_trainable_layers_keep_batchnorm_frozen():
 
 def test_scratch_model_trains_everything_with_live_batchnorm():
     model, info = mk.efficientnet_b0((32, 32, 3), 2, pretrained=False, trainable_layers=None)
-    assert info["freeze_bn"] is False and info["weights"] == "random (pretrained=False)"
+    assert info.freeze_bn is False and info.weights == "random" and info.requested == "random"
+    assert info.note == "random initialisation (pretrained=False)"
     base = mk.find_base(model)
     assert base.get_layer("top_bn").trainable
 
@@ -128,8 +135,16 @@ def test_mixed_precision_only_when_asked_or_on_gpu():
     assert mk.precision_policy(False) == "float32"
     assert mk.precision_policy(True) == "mixed_float16"
     assert mk.precision_policy(None) == ("mixed_float16" if cu.runtime.tf_device() == "GPU" else "float32")
-    model = mk.small_cnn((32, 32, 3), 2, mixed_precision=True)
+    model, _ = mk.small_cnn((32, 32, 3), 2, mixed_precision=True)
     assert model.get_layer("conv1").dtype_policy.name == "mixed_float16"
     assert model.get_layer("probs").dtype_policy.name == "float32"  # float32 outputs
     assert model.output.dtype == "float32"
     assert keras.mixed_precision.global_policy().name == "float32"  # restored after building
+
+
+def test_efficientnet_info_names_real_layers():
+    model, info = mk.efficientnet_b0((32, 32, 3), 3, pretrained=False)
+    assert isinstance(info, ModelInfo) and info.framework == "keras" and info.arch == "efficientnet_b0"
+    assert info.n_classes == 3 and info.mean is None and info.std is None  # the model normalises its input itself
+    assert model.get_layer(info.head).units == 3
+    assert info.cam_layer in {layer.name for layer in mk.walk_layers(model)}

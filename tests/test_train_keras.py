@@ -36,7 +36,7 @@ def data():
 def test_fit_learns_and_keeps_a_csv(data, tmp_path):
     (x, y), (xv, yv) = data
     cu.seed_everything(0)
-    model = mk.small_cnn(x.shape[1:], 2, filters=(8, 16), dense=32)
+    model, _ = mk.small_cnn(x.shape[1:], 2, filters=(8, 16), dense=32)
     hist = tk.fit(model, dataset(x, y, shuffle=True), dataset(xv, yv), epochs=6, learning_rate=2e-3,
                   run_dir=tmp_path / "run", verbose=0)
     assert isinstance(hist, cu.History)
@@ -54,7 +54,7 @@ def test_fit_learns_and_keeps_a_csv(data, tmp_path):
 
 def test_fit_one_hot_labels_use_categorical_loss(data, tmp_path):
     (x, y), _ = data
-    model = mk.small_cnn(x.shape[1:], 2, filters=(8,), dense=0, dropout=0)
+    model, _ = mk.small_cnn(x.shape[1:], 2, filters=(8,), dense=0, dropout=0)
     ds = dataset(x, y, one_hot=True)
     assert type(tk.auto_loss(model, ds)).__name__ == "CategoricalCrossentropy"
     assert type(tk.auto_loss(model, dataset(x, y))).__name__ == "SparseCategoricalCrossentropy"
@@ -66,7 +66,7 @@ def test_fit_one_hot_labels_use_categorical_loss(data, tmp_path):
                                            (dict(epochs=1, optimizer="lbfgs"), "optimizer")])
 def test_fit_bad_arguments(data, kwargs, match, tmp_path):
     (x, y), _ = data
-    model = mk.small_cnn(x.shape[1:], 2, filters=(8,))
+    model, _ = mk.small_cnn(x.shape[1:], 2, filters=(8,))
     with pytest.raises(cu.CourseError, match=match):
         tk.fit(model, dataset(x, y), run_dir=tmp_path, verbose=0, **kwargs)
 
@@ -74,12 +74,14 @@ def test_fit_bad_arguments(data, kwargs, match, tmp_path):
 def test_evaluate_uses_every_test_sample(data):
     (x, y), _ = data
     x, y = x[:53], y[:53]  # not a multiple of any batch size
-    model = mk.small_cnn(x.shape[1:], 2, filters=(8,))
+    model, _ = mk.small_cnn(x.shape[1:], 2, filters=(8,))
     res = tk.evaluate(model, x, y, batch_size=16)
     assert res["n"] == 53 == len(res["y_pred"]) == len(res["probs"])
     from sklearn.metrics import accuracy_score, roc_auc_score
     assert res["accuracy"] == pytest.approx(accuracy_score(y, res["probs"].argmax(1)))
     assert res["auc"] == pytest.approx(roc_auc_score(y, res["probs"][:, 1]))
+    assert res["accuracy"] == cu.metrics.accuracy(y, res["probs"]) and res["auc"] == cu.metrics.roc_auc(y, res["probs"])
+    np.testing.assert_array_equal(res["y_true"], y)
     from_ds = tk.evaluate(model, dataset(x, y, batch=16))
     assert from_ds["n"] == 53
     np.testing.assert_allclose(from_ds["probs"], res["probs"], rtol=1e-4, atol=1e-6)
@@ -89,7 +91,7 @@ def test_evaluate_uses_every_test_sample(data):
 
 def test_predict_resizes_to_the_model_input(data):
     (x, _), _ = data
-    model = mk.small_cnn((16, 16, 3), 2, filters=(8,))
+    model, _ = mk.small_cnn((16, 16, 3), 2, filters=(8,))
     probs, labels = tk.predict(model, x[:7], batch_size=4)
     assert probs.shape == (7, 2) and labels is None
 
@@ -105,3 +107,50 @@ def test_frozen_base_is_untouched_by_training(data, tmp_path):
     tk.fit(model, dataset(x32, y[:64], batch=32), epochs=1, learning_rate=1e-3, run_dir=tmp_path, verbose=0)
     changed = {p for v in base.weights if not np.allclose(before[(p := v.path)], np.array(v))}
     assert changed and all("top_conv" in p for p in changed), changed
+
+
+def test_fit_on_any_keras_model(tmp_path):
+    """(moved from the removed course_utils.train) a plain Dense model on feature vectors."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(64, 4)).astype("float32")
+    y = (x[:, 0] > 0).astype("int64")
+    ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(16)
+    import keras
+
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2, activation="softmax")])
+    hist = tk.fit(model, ds, ds, epochs=2, learning_rate=1e-2, run_dir=tmp_path, verbose=0)
+    assert isinstance(hist, cu.History) and hist.n_epochs == 2
+    assert "val_loss" in hist and (tmp_path / "history.csv").exists()
+
+
+def test_a_single_sigmoid_unit_gives_two_probability_columns(data):
+    import keras
+
+    (x, y), _ = data
+    model = keras.Sequential([keras.Input(x.shape[1:]), keras.layers.Flatten(), keras.layers.Dense(1, activation="sigmoid")])
+    probs, _ = tk.predict(model, x[:5])
+    assert probs.shape == (5, 2)
+    np.testing.assert_allclose(probs.sum(1), 1.0, rtol=1e-6)
+    res = tk.evaluate(model, x[:20], y[:20])
+    assert res["n"] == 20 and res["probs"].shape == (20, 2)
+
+
+@pytest.mark.filterwarnings("ignore:CUDA initialization")  # torch imported after TensorFlow on a GPU-less machine
+def test_keras_and_torch_evaluate_return_the_same_keys(data):
+    """Both engines' evaluate: n, loss, accuracy, macro_f1, auc, ap, recall_<class>, probs, y_true, y_pred."""
+    torch = pytest.importorskip("torch")
+    from course_utils import models_torch as mt
+    from course_utils import train_torch as tt
+
+    (x, y), _ = data
+    names = ["noise", "square"]
+    keras_model, _ = mk.small_cnn(x.shape[1:], 2, filters=(8,))
+    keras_result = tk.evaluate(keras_model, x[:40], y[:40], class_names=names)
+    images = torch.from_numpy(x[:40]).permute(0, 3, 1, 2).float() / 255
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(images, torch.from_numpy(y[:40])), batch_size=16)
+    for n_out, task in ((1, "binary"), (2, "binary"), (2, "multi-class")):
+        torch_model, _ = mt.small_cnn(n_out, width=4)
+        torch_result = tt.evaluate(torch_model, loader, task, class_names=names)
+        assert set(torch_result) == set(keras_result), (task, set(torch_result) ^ set(keras_result))
+    assert set(keras_result) == {"n", "loss", "accuracy", "macro_f1", "auc", "ap", "recall_noise", "recall_square",
+                                 "probs", "y_true", "y_pred"}

@@ -1,6 +1,8 @@
 """course_utils.train_torch: the engine learns, freezes, skips bad batches, resumes exactly,
 and rejects bad input with a clear message. Synthetic tensors and a small CNN on the CPU."""
 import math
+import subprocess
+import sys
 import warnings
 
 import numpy as np
@@ -9,6 +11,7 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 from course_utils import CourseError, History
+from course_utils import metrics as M
 from course_utils import models_torch as mt
 from course_utils import train_torch as tt
 
@@ -37,9 +40,9 @@ def _state(model):
 
 def test_fit_learns_and_returns_keras_style_history():
     x, y = _data()
-    model = mt.small_cnn(1, width=8)
+    model, info = mt.small_cnn(1, width=8)
     hist = tt.fit(model, _loader(x, y), _loader(*_data(seed=1), shuffle=False), epochs=4, task="binary",
-                  progress=False, seed=0)
+                  info=info, progress=False, seed=0)
     assert isinstance(hist, History) and hist.n_epochs == 4
     for key in ("loss", "accuracy", "lr", "val_loss", "val_accuracy", "val_auc", "val_ap"):
         assert key in hist and len(hist[key]) == 4
@@ -48,11 +51,12 @@ def test_fit_learns_and_returns_keras_style_history():
     lrs = hist["lr"]
     assert lrs[0] == pytest.approx(1e-3) and all(a > b for a, b in zip(lrs, lrs[1:])) and lrs[-1] >= 1e-5
     assert hist.meta["device"] == "cpu" and hist.meta["amp"] is False and hist.meta["restored_best"] is True
+    assert hist.meta["model"] == info.to_dict() and hist.meta["loss_fn"] == "BCEWithLogitsLoss"
 
 
 def test_best_state_is_restored_and_early_stopping_stops():
     x, y = _data()
-    model = mt.small_cnn(2, width=8)
+    model = mt.small_cnn(2, width=8)[0]
     val = _loader(*_data(seed=1), shuffle=False)
     hist = tt.fit(model, _loader(x, y), val, epochs=5, task="multi-class", lr=0.0, schedule="constant",
                   monitor="val_loss", early_stopping_patience=1, progress=False, seed=0)
@@ -74,10 +78,10 @@ def test_gradients_are_clipped_after_every_step(monkeypatch):
 
     monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", spy)
     x, y = _data(n=64)
-    tt.fit(mt.small_cnn(1, width=8), _loader(x, y), epochs=1, clip_grad_norm=0.5, progress=False, seed=0)
+    tt.fit(mt.small_cnn(1, width=8)[0], _loader(x, y), epochs=1, clip_grad_norm=0.5, progress=False, seed=0)
     assert len(calls) == 4 and all(m == 0.5 for _, m in calls)
     calls.clear()
-    tt.fit(mt.small_cnn(1, width=8), _loader(x, y), epochs=1, clip_grad_norm=None, progress=False, seed=0)
+    tt.fit(mt.small_cnn(1, width=8)[0], _loader(x, y), epochs=1, clip_grad_norm=None, progress=False, seed=0)
     assert calls == []
 
 
@@ -92,10 +96,10 @@ def test_two_phase_really_freezes_the_backbone_then_fine_tunes_it(monkeypatch):
 
     monkeypatch.setattr(tt, "fit", recording_fit)
     x, y = _data()
-    model = mt.small_cnn(2, width=8)
+    model, info = mt.small_cnn(2, width=8)
     start = _state(model)
     hist = tt.fit_two_phase(model, _loader(x, y), _loader(*_data(seed=1), shuffle=False), head_epochs=2,
-                            finetune_epochs=2, head_lr=1e-2, finetune_lr=1e-3, task="multi-class",
+                            finetune_epochs=2, head_lr=1e-2, finetune_lr=1e-3, task="multi-class", info=info,
                             progress=False, seed=0)
     after_head, after_finetune = snapshots
     backbone = [k for k in start if not k.startswith("classifier.")]
@@ -107,12 +111,13 @@ def test_two_phase_really_freezes_the_backbone_then_fine_tunes_it(monkeypatch):
     assert hist.n_epochs == 4 and hist.meta["phase_epochs"] == [2, 2]
     assert hist["lr"][0] == pytest.approx(1e-2) and hist["lr"][2] == pytest.approx(1e-3)
     assert hist.meta["phase1"]["trainable_params"] < hist.meta["phase2"]["trainable_params"]
+    assert hist.meta["phase1"]["model"] == info.to_dict() and hist.meta["phase2"]["batchnorm_eval"] is True
 
 
 def test_nan_pixels_are_skipped_counted_and_weights_stay_finite():
     x, y = _data(n=64)
     x[16:32] = float("nan")  # exactly the second batch (no shuffling)
-    model = mt.small_cnn(1, width=8)
+    model = mt.small_cnn(1, width=8)[0]
     with pytest.warns(UserWarning, match="skipped 1 batch"):
         hist = tt.fit(model, _loader(x, y, shuffle=False), epochs=1, progress=False, seed=0)
     assert hist.meta["skipped_batches"] == 1 and hist.meta["skipped_per_epoch"] == [1]
@@ -129,7 +134,7 @@ def test_non_finite_loss_is_caught_before_the_step():
         return loss * float("inf") if calls["n"] == 2 else loss
 
     x, y = _data(n=64)
-    model = mt.small_cnn(1, width=8)
+    model = mt.small_cnn(1, width=8)[0]
     with pytest.warns(UserWarning, match="non-finite"):
         hist = tt.fit(model, _loader(x, y), epochs=1, loss_fn=flaky_loss, progress=False, seed=0)
     assert hist.meta["skipped_batches"] == 1
@@ -141,7 +146,7 @@ def test_all_batches_bad_is_a_clear_error():
     x[:] = float("inf")
     with pytest.raises(CourseError, match="every batch was skipped"), warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        tt.fit(mt.small_cnn(1, width=8), _loader(x, y), epochs=1, progress=False)
+        tt.fit(mt.small_cnn(1, width=8)[0], _loader(x, y), epochs=1, progress=False)
 
 
 class _Disconnect(Exception):
@@ -172,19 +177,19 @@ def test_resume_after_a_disconnect_reaches_the_same_state(tmp_path):
     kwargs = dict(epochs=4, task="binary", progress=False)
 
     torch.manual_seed(0)
-    reference = mt.small_cnn(1, width=8)
+    reference = mt.small_cnn(1, width=8)[0]
     ref_hist = tt.fit(reference, _loader(x, y), val, seed=0, restore_best=False, **kwargs)
 
     ckpt = tmp_path / "run.pt"
     torch.manual_seed(0)
-    model = mt.small_cnn(1, width=8)
+    model = mt.small_cnn(1, width=8)[0]
     with pytest.raises(_Disconnect):
         tt.fit(model, _DisconnectingLoader(_loader(x, y), die_in_epoch=3), val, seed=0, restore_best=False,
                checkpoint_path=ckpt, **kwargs)
     assert ckpt.exists() and not (tmp_path / "run.pt.tmp").exists()
 
     torch.manual_seed(123)  # a fresh session: different RNG state, fresh model
-    resumed = mt.small_cnn(1, width=8)
+    resumed = mt.small_cnn(1, width=8)[0]
     hist = tt.fit(resumed, _loader(x, y), val, restore_best=False, checkpoint_path=ckpt, resume=True, **kwargs)
     assert hist.meta["resumed_from_epoch"] == 2 and hist.n_epochs == 4
     for k, v in reference.state_dict().items():
@@ -195,21 +200,23 @@ def test_resume_after_a_disconnect_reaches_the_same_state(tmp_path):
 
 def test_predict_returns_probabilities_in_the_documented_shapes():
     x, y = _data(n=40)
-    model = mt.small_cnn(1, width=8)
+    model = mt.small_cnn(1, width=8)[0]
     probs, labels = tt.predict(model, _loader(x, y, shuffle=False))
     assert probs.shape == (40, 2) and np.allclose(probs.sum(1), 1) and np.array_equal(labels, y.numpy())
+    _, _, logits = tt.predict(model, _loader(x, y, shuffle=False), return_logits=True)
+    np.testing.assert_allclose(probs, M.probabilities(logits), rtol=1e-5, atol=1e-6)  # the one rule, in metrics
     images_only = DataLoader(x, batch_size=16)
     probs2, labels2 = tt.predict(model, images_only)
     assert labels2 is None and np.allclose(probs, probs2, atol=1e-6)
     xm, ym = _data(n=40, multi_label=3)
-    probs3, _ = tt.predict(mt.small_cnn(3, width=8), _loader(xm, ym, shuffle=False))
+    probs3, _ = tt.predict(mt.small_cnn(3, width=8)[0], _loader(xm, ym, shuffle=False))
     assert probs3.shape == (40, 3) and not np.allclose(probs3.sum(1), 1)
     assert model.training  # predict restores the mode it found
 
 
 def test_multi_label_training_learns():
     x, y = _data(n=128, multi_label=3)
-    model = mt.small_cnn(3, width=8)
+    model = mt.small_cnn(3, width=8)[0]
     hist = tt.fit(model, _loader(x, y), _loader(*_data(n=64, seed=1, multi_label=3), shuffle=False), epochs=3,
                   task="multi-label", lr=3e-3, progress=False, seed=0)
     assert hist["loss"][-1] < hist["loss"][0] and hist.best("val_auc") > 0.7
@@ -226,11 +233,11 @@ def test_multi_label_training_learns():
 def test_bad_input_names_the_mismatch(task, n_out, labels, match):
     x = torch.randn(16, 3, 16, 16)
     with pytest.raises(CourseError, match=match):
-        tt.fit(mt.small_cnn(n_out, width=4), _loader(x, labels), epochs=1, task=task, progress=False)
+        tt.fit(mt.small_cnn(n_out, width=4)[0], _loader(x, labels), epochs=1, task=task, progress=False)
 
 
 def test_empty_loader_uint8_images_and_bad_task_are_rejected():
-    model = mt.small_cnn(1, width=4)
+    model = mt.small_cnn(1, width=4)[0]
     empty = DataLoader(TensorDataset(torch.zeros(0, 3, 8, 8), torch.zeros(0)), batch_size=4)
     with pytest.raises(CourseError, match="yields no batches"):
         tt.fit(model, empty, epochs=1, progress=False)
@@ -256,9 +263,10 @@ def test_two_phase_keeps_the_head_only_model_when_fine_tuning_never_beats_it(mon
         return real_fit(model, train_loader, *a, **k)
 
     monkeypatch.setattr(tt, "fit", sabotaged_fit)
-    model = mt.small_cnn(2, width=8)
+    model, info = mt.small_cnn(2, width=8)
     hist = tt.fit_two_phase(model, _loader(x, y), val, head_epochs=2, finetune_epochs=2, head_lr=1e-2,
-                            finetune_lr=1e-3, task="multi-class", monitor="val_loss", progress=False, seed=0)
+                            finetune_lr=1e-3, task="multi-class", info=info, monitor="val_loss", progress=False,
+                            seed=0)
     assert hist.meta["best_phase"] == 1 and hist.meta["best_epoch"] <= 2
     assert hist.meta["phase2"]["best_value"] > hist.meta["phase1"]["best_value"]
     result = tt.evaluate(model, val, "multi-class", loss_fn=torch.nn.CrossEntropyLoss())
@@ -267,7 +275,7 @@ def test_two_phase_keeps_the_head_only_model_when_fine_tuning_never_beats_it(mon
 
 def test_batchnorm_eval_keeps_running_statistics():
     x, y = _data(n=64)
-    model = mt.small_cnn(1, width=8)
+    model = mt.small_cnn(1, width=8)[0]
     before = {k: v.clone() for k, v in model.state_dict().items() if "running" in k}
     tt.fit(model, _loader(x, y), epochs=1, batchnorm_eval=True, progress=False, seed=0)
     after = model.state_dict()
@@ -279,11 +287,150 @@ def test_batchnorm_eval_keeps_running_statistics():
 def test_resuming_a_checkpoint_from_another_experiment_warns(tmp_path):
     x, y = _data(n=32)
     ckpt = tmp_path / "other.pt"
-    tt.fit(mt.small_cnn(1, width=4), _loader(x, y), epochs=1, checkpoint_path=ckpt, progress=False, seed=0)
+    tt.fit(mt.small_cnn(1, width=4)[0], _loader(x, y), epochs=1, checkpoint_path=ckpt, progress=False, seed=0)
     with pytest.warns(UserWarning, match="another experiment"):
-        hist = tt.fit(mt.small_cnn(1, width=4), _loader(x, y), epochs=1, lr=0.1, checkpoint_path=ckpt, resume=True,
+        hist = tt.fit(mt.small_cnn(1, width=4)[0], _loader(x, y), epochs=1, lr=0.1, checkpoint_path=ckpt, resume=True,
                       progress=False)
     assert hist.meta["resumed_from_epoch"] == 1 and hist.n_epochs == 1
     with pytest.raises(CourseError, match="does not fit this model"), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the epochs differ too; the error is what matters here
-        tt.fit(mt.small_cnn(1, width=8), _loader(x, y), epochs=2, checkpoint_path=ckpt, resume=True, progress=False)
+        tt.fit(mt.small_cnn(1, width=8)[0], _loader(x, y), epochs=2, checkpoint_path=ckpt, resume=True, progress=False)
+
+
+# ---------------------------------------------------------------------------- the parts of the engine
+def test_train_one_epoch_and_evaluate_compose_by_hand():
+    x, y = _data(n=64)
+    val = _loader(*_data(n=48, seed=1), shuffle=False)
+    model, _ = mt.small_cnn(2, width=8)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    loss_fn = torch.nn.CrossEntropyLoss()
+    before = tt.evaluate(model, val, "multi-class", loss_fn=loss_fn)
+    for _ in range(3):
+        stats = tt.train_one_epoch(model, _loader(x, y), loss_fn, optimizer, task="multi-class")
+    assert set(stats) == {"loss", "accuracy", "grad_norm", "skipped", "n"}
+    assert stats["n"] == 64 and stats["skipped"] == 0 and math.isnan(stats["grad_norm"])  # no clipping asked
+    after = tt.evaluate(model, val, "multi-class", loss_fn=loss_fn)
+    assert after["loss"] < before["loss"] and after["n"] == 48
+    assert after["accuracy"] == pytest.approx(M.accuracy(after["y_true"], after["probs"], "multi-class"))
+    assert after["auc"] == pytest.approx(M.roc_auc(after["y_true"], after["probs"], "multi-class"))
+    assert np.array_equal(after["y_pred"], after["probs"].argmax(1))
+    default = tt.evaluate(model, val, "multi-class")  # no loss_fn: the default loss, the same keys
+    assert set(default) == set(after) and default["loss"] == pytest.approx(after["loss"], rel=1e-6)
+
+
+def test_evaluate_keys_are_documented_and_stable():
+    x, y = _data(n=40)
+    result = tt.evaluate(mt.small_cnn(1, width=4)[0], _loader(x, y, shuffle=False), "binary",
+                         class_names=["benign", "malignant"])
+    assert set(result) == {"n", "loss", "accuracy", "macro_f1", "auc", "ap", "recall_benign", "recall_malignant",
+                           "probs", "y_true", "y_pred"}
+    assert result["probs"].shape == (40, 2) and result["y_pred"].shape == (40,)
+
+
+def test_fit_takes_the_device_from_runtime(monkeypatch):
+    asked = []
+
+    def fake_device(prefer=None):
+        asked.append(prefer)
+        return "cpu"
+
+    monkeypatch.setattr(tt, "torch_device", fake_device)
+    x, y = _data(n=32)
+    hist = tt.fit(mt.small_cnn(1, width=4)[0], _loader(x, y), _loader(x, y), epochs=1, progress=False, seed=0)
+    assert asked and hist.meta["device"] == "cpu"
+
+
+def _teacher_loader(x, y, teacher, batch_size=16):
+    return DataLoader(TensorDataset(x, y, teacher), batch_size=batch_size, shuffle=False)
+
+
+def test_extra_per_sample_targets_reach_the_loss():
+    """(x, y, teacher_logits) batches: the loss sees the teacher's logits, on the device, batch by batch."""
+    x, y = _data(n=64)
+    teacher = torch.randn(64, 2, generator=torch.Generator().manual_seed(5)) * 3
+    seen = []
+
+    def distill(logits, target, teacher_logits):
+        seen.append((tuple(teacher_logits.shape), teacher_logits.device.type))
+        soft = torch.nn.functional.kl_div(torch.log_softmax(logits, 1), torch.softmax(teacher_logits, 1),
+                                          reduction="batchmean")
+        return 0.5 * torch.nn.functional.cross_entropy(logits, target) + 0.5 * soft
+
+    def ignoring(logits, target, teacher_logits):
+        return torch.nn.functional.cross_entropy(logits, target)
+
+    loader = _teacher_loader(x, y, teacher)
+    runs = {}
+    for name, loss_fn in (("distill", distill), ("ignore", ignoring)):
+        torch.manual_seed(0)  # the same initial weights for every run
+        model = mt.small_cnn(2, width=8)[0]
+        hist = tt.fit(model, loader, loader, epochs=2, task="multi-class", loss_fn=loss_fn, monitor=None,
+                      progress=False, seed=0)
+        runs[name] = (model, hist)
+    # training: 2 epochs x 4 batches of 16; validation: the whole set once per epoch
+    assert seen == [((16, 2), "cpu")] * 4 + [((64, 2), "cpu")] + [((16, 2), "cpu")] * 4 + [((64, 2), "cpu")]
+    (m_d, h_d), (m_i, h_i) = runs["distill"], runs["ignore"]
+    assert any(not torch.equal(a, b) for a, b in zip(m_d.state_dict().values(), m_i.state_dict().values()))
+    assert h_d["loss"] != h_i["loss"]
+    # evaluate passes the extra tensors too: its loss is the distillation loss on every sample
+    m_d.eval()
+    with torch.no_grad():
+        expected = float(distill(m_d(x), y, teacher))
+    assert tt.evaluate(m_d, loader, "multi-class", loss_fn=distill)["loss"] == pytest.approx(expected, rel=1e-5)
+    assert h_d["val_loss"][-1] == pytest.approx(expected, rel=1e-5)
+    # plain (x, y) batches are unchanged: the same loss, called with two arguments
+    torch.manual_seed(0)
+    plain_loader = _loader(x, y, shuffle=False)
+    plain = tt.fit(mt.small_cnn(2, width=8)[0], plain_loader, plain_loader, epochs=2, task="multi-class",
+                   loss_fn=lambda logits, target: ignoring(logits, target, None), monitor=None, progress=False, seed=0)
+    np.testing.assert_allclose(plain["loss"], h_i["loss"], rtol=1e-6)
+    np.testing.assert_allclose(plain["val_loss"], h_i["val_loss"], rtol=1e-6)
+
+
+def test_extra_targets_keep_the_batch_checks():
+    x, y = _data(n=32)
+    teacher = torch.randn(32, 2)
+    kl = lambda logits, target, t: torch.nn.functional.cross_entropy(logits, target)  # noqa: E731
+    with pytest.raises(CourseError, match="labels go up to 5 but the model has only 2 outputs"):
+        tt.fit(mt.small_cnn(2, width=4)[0], _teacher_loader(x, torch.full((32,), 5), teacher), epochs=1,
+               task="multi-class", loss_fn=kl, progress=False)
+    with pytest.raises(CourseError, match="not float"):
+        tt.fit(mt.small_cnn(2, width=4)[0], _teacher_loader(x.to(torch.uint8), y, teacher), epochs=1,
+               task="multi-class", loss_fn=kl, progress=False)
+    short = [(x[:16], y[:16], teacher[:8])]  # a loader whose extra tensor is not per sample
+    with pytest.raises(CourseError, match="extra tensor 1 .* has 8 rows"):
+        tt.fit(mt.small_cnn(2, width=4)[0], short, epochs=1, task="multi-class", loss_fn=kl, progress=False)
+    with pytest.raises(CourseError, match="extra tensor\\(s\\) after the labels"):
+        tt.fit(mt.small_cnn(2, width=4)[0], _teacher_loader(x, y, teacher), epochs=1, task="multi-class",
+               loss_fn=torch.nn.CrossEntropyLoss(), progress=False)
+
+
+def test_fit_two_phase_refuses_a_single_batchnorm_switch():
+    x, y = _data(n=32)
+    with pytest.raises(CourseError, match="finetune_batchnorm_eval"):
+        tt.fit_two_phase(mt.small_cnn(2, width=4)[0], _loader(x, y), head_epochs=1, finetune_epochs=1,
+                         task="multi-class", batchnorm_eval=True, progress=False)
+
+
+def test_fit_trains_any_module_without_builder_info():
+    """(moved from the removed course_utils.train) a plain nn.Sequential: no info, the output count from its Linear."""
+    rng = np.random.default_rng(0)
+    feats = rng.normal(size=(64, 4)).astype("float32")
+    labels = (feats[:, 0] > 0).astype("int64")
+    images = torch.from_numpy(feats).reshape(-1, 1, 2, 2)  # the engine expects N x C x H x W
+    loader = DataLoader(TensorDataset(images, torch.from_numpy(labels)), batch_size=16)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 2))
+    hist = tt.fit(model, loader, loader, epochs=2, task="multi-class", progress=False, seed=0)
+    assert isinstance(hist, History) and hist.n_epochs == 2
+    assert {"loss", "val_loss", "val_accuracy"} <= set(hist.metrics)
+    assert hist.meta["model"] == {"arch": "Sequential"} and hist.meta["loss_fn"] == "CrossEntropyLoss"
+
+
+def test_importing_the_engines_is_cheap():
+    """(moved from the removed course_utils.train) neither engine module imports its framework on import."""
+    code = ("import sys, course_utils.train_torch, course_utils.train_keras, course_utils.models_torch, "
+            "course_utils.models_keras; bad = [m for m in ('tensorflow', 'torch', 'keras') if m in sys.modules]; "
+            "print(bad); sys.exit(1 if bad else 0)")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert tt.History is History

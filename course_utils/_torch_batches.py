@@ -1,0 +1,135 @@
+"""How the torch engine reads and checks its batches (private to :mod:`course_utils.train_torch`).
+
+A batch is ``x``, ``(x,)``, ``(x, y)`` or ``(x, y, *extra)``. The first batch of a run is checked
+cheaply (dtype, shapes, label values, output count against the labels, extra tensors per sample),
+with messages that say how to fix the data; ``loss_targets`` shapes the labels for the loss.
+"""
+from __future__ import annotations
+
+from .metrics import TASKS
+from .runtime import CourseError, import_torch
+
+
+def check_task(task: str) -> None:
+    if task not in TASKS:
+        raise CourseError(f"task must be one of {', '.join(TASKS)}, not {task!r}")
+
+
+def check_args(task, epochs, schedule, min_lr_ratio, train_loader, val_loader) -> None:
+    check_task(task)
+    if not isinstance(epochs, int) or epochs < 0:
+        raise CourseError(f"epochs must be a non-negative int, got {epochs!r}")
+    if schedule not in ("cosine", "constant"):
+        raise CourseError(f"schedule must be 'cosine' or 'constant', not {schedule!r}")
+    if not 0.0 <= min_lr_ratio <= 1.0:
+        raise CourseError(f"min_lr_ratio must be in [0, 1], got {min_lr_ratio}")
+    require_batches(train_loader, "train_loader")
+    if val_loader is not None:
+        require_batches(val_loader, "val_loader")
+
+
+def require_batches(loader, name: str) -> None:
+    try:
+        n = len(loader)
+    except TypeError as exc:
+        raise CourseError(f"{name} must have a length (a torch DataLoader over a map-style dataset)") from exc
+    if n == 0:
+        raise CourseError(f"{name} yields no batches: its dataset is empty, or drop_last=True with fewer "
+                          "samples than batch_size. Check the split you passed.")
+
+
+def split_batch(batch, labels_required: bool = True) -> tuple:
+    """``(images, labels or None, extra)`` from ``x``, ``(x,)``, ``(x, y)`` or ``(x, y, *extra)``."""
+    torch = import_torch()
+    if isinstance(batch, torch.Tensor):
+        if labels_required:
+            raise CourseError("the loader yields images only; training needs (images, labels) batches")
+        return batch, None, ()
+    if isinstance(batch, (tuple, list)) and len(batch) >= 2:
+        return batch[0], batch[1], tuple(batch[2:])
+    if isinstance(batch, (tuple, list)) and len(batch) == 1 and not labels_required:
+        return batch[0], None, ()
+    raise CourseError(f"a batch must be (images, labels); got {type(batch).__name__} of length "
+                      f"{len(batch) if hasattr(batch, '__len__') else '?'}")
+
+
+def to_device(split: tuple, dev, memory_format) -> tuple:
+    x, y, extra = split
+    x = x.to(dev, non_blocking=True, memory_format=memory_format)
+    if extra:
+        extra = tuple(e.to(dev, non_blocking=True) if hasattr(e, "to") else e for e in extra)
+    return x, y.to(dev, non_blocking=True), extra
+
+
+def check_inputs(x, y, task: str, extra: tuple = ()) -> None:
+    """Cheap checks on the first batch, with messages that say how to fix the data."""
+    torch = import_torch()
+    if not torch.is_floating_point(x):
+        raise CourseError(f"images are {x.dtype}, not float: convert them (e.g. cu.augment.eval_transform(), "
+                          "or cu.data.to_torch_loader, which scales uint8 to float)")
+    if x.ndim != 4:
+        raise CourseError(f"images must be [batch, channels, height, width]; got shape {tuple(x.shape)}")
+    if len(y) != len(x):
+        raise CourseError(f"the batch has {len(x)} images but {len(y)} labels")
+    for i, e in enumerate(extra):
+        if not hasattr(e, "__len__") or len(e) != len(x):
+            raise CourseError(f"the batch has {len(x)} images but its extra tensor {i + 1} (after the labels) "
+                              f"has {len(e) if hasattr(e, '__len__') else 'no'} rows: extra targets are per sample")
+    if task == "multi-label":
+        if y.ndim != 2:
+            raise CourseError(f"multi-label labels must be [batch, n_labels] 0/1 columns; got shape {tuple(y.shape)}")
+    elif not (y.ndim == 1 or (y.ndim == 2 and y.shape[1] == 1)):
+        raise CourseError(f"{task} labels must be [batch] class indices; got shape {tuple(y.shape)}"
+                          + (" (2-D labels: is this a multi-label task? pass task='multi-label')"
+                             if y.ndim == 2 else ""))
+    yf = y.float()
+    if task != "multi-class" and bool(((yf < 0) | (yf > 1)).any()):
+        raise CourseError(f"{task} labels must be 0 or 1; found values from {yf.min().item():g} to {yf.max().item():g}"
+                          + (" (more than two classes: use task='multi-class')" if task == "binary" else ""))
+    if task == "multi-class" and (bool((yf != yf.round()).any()) or bool((yf < 0).any())):
+        raise CourseError("multi-class labels must be non-negative integer class indices")
+
+
+def check_outputs(logits, y, task: str) -> None:
+    if logits.ndim != 2:
+        raise CourseError(f"the model returned shape {tuple(logits.shape)}; expected [batch, outputs] logits")
+    k = logits.shape[1]
+    if task == "binary" and k not in (1, 2):
+        raise CourseError(f"task='binary' needs a model with 1 output (sigmoid) or 2 (softmax); this one has {k}. "
+                          "Build it with n_classes=1 or 2, or use task='multi-class'.")
+    if task == "multi-class":
+        if k < 2:
+            raise CourseError(f"task='multi-class' needs one output per class; the model has {k}")
+        top = int(y.max().item())
+        if top >= k:
+            raise CourseError(f"labels go up to {top} but the model has only {k} outputs (classes 0..{k - 1}): "
+                              f"build it with n_classes={top + 1} or more")
+    if task == "multi-label" and y.shape[1] != k:
+        raise CourseError(f"the labels have {y.shape[1]} columns but the model has {k} outputs: "
+                          f"build it with n_classes={y.shape[1]}")
+
+
+def first_loss(loss_fn, logits, target, extra: tuple):
+    """The first batch's loss, with a clear message when ``loss_fn`` cannot take the extra tensors."""
+    try:
+        return loss_fn(logits, target, *extra)
+    except TypeError as exc:
+        if not extra:
+            raise
+        raise CourseError(f"the loader yields {len(extra)} extra tensor(s) after the labels, so the loss is called "
+                          f"as loss_fn(logits, targets, *extra), and {name_of(loss_fn)} does not take them ({exc}). "
+                          "Pass a loss_fn that uses them, or a loader of (images, labels).") from exc
+
+
+def loss_targets(y, task: str, n_out: int):
+    """Labels shaped for the loss: float [B, 1] (single logit), long [B] (softmax), float [B, L]."""
+    if task == "multi-label":
+        return y.float()
+    y = y.reshape(-1)
+    if n_out == 1:
+        return y.float().unsqueeze(1)
+    return y.long()
+
+
+def name_of(fn) -> str:
+    return getattr(fn, "__name__", None) or type(fn).__name__
