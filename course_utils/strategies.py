@@ -78,29 +78,38 @@ def _check_mc(mc_samples: Any) -> np.ndarray:
     return np.clip(mc, 0.0, 1.0)
 
 
-def entropy(probs: Any) -> np.ndarray:
-    """Shannon entropy (nats) of each row: ``-sum p log p``, 0 at p = 0 (xlogy, never NaN)."""
-    p = check_probs(probs)
-    return -xlogy(p, p).sum(axis=1)
+# The scores on checked arrays (the strategies call these; the public functions below check first).
+def _entropy(p: np.ndarray) -> np.ndarray:
+    return -xlogy(p, p).sum(axis=-1)                     # xlogy(0, 0) = 0: no NaN at p = 0
 
 
-def least_confidence(probs: Any) -> np.ndarray:
-    """``1 - max p``: high when the top class is unsure."""
-    return 1.0 - check_probs(probs).max(axis=1)
+def _least_confidence(p: np.ndarray) -> np.ndarray:
+    return 1.0 - p.max(axis=1)
 
 
-def margin(probs: Any) -> np.ndarray:
-    """``1 - (p_top1 - p_top2)``: high when the two best classes are close (as scikit-activeml)."""
-    p = check_probs(probs)
+def _margin(p: np.ndarray) -> np.ndarray:
     top2 = -np.partition(-p, 1, axis=1)[:, :2]
     return 1.0 - (top2[:, 0] - top2[:, 1])
 
 
+def entropy(probs: Any) -> np.ndarray:
+    """Shannon entropy (nats) of each row: ``-sum p log p``, 0 at p = 0 (xlogy, never NaN)."""
+    return _entropy(check_probs(probs))
+
+
+def least_confidence(probs: Any) -> np.ndarray:
+    """``1 - max p``: high when the top class is unsure."""
+    return _least_confidence(check_probs(probs))
+
+
+def margin(probs: Any) -> np.ndarray:
+    """``1 - (p_top1 - p_top2)``: high when the two best classes are close (as scikit-activeml)."""
+    return _margin(check_probs(probs))
+
+
 def predictive_entropy(mc_samples: Any) -> np.ndarray:
     """Entropy of the mean prediction over T MC-dropout passes (the DBAL "max entropy" score)."""
-    mc = _check_mc(mc_samples)
-    mean = mc.mean(axis=0)
-    return -xlogy(mean, mean).sum(axis=1)
+    return _entropy(_check_mc(mc_samples).mean(axis=0))
 
 
 def bald(mc_samples: Any) -> np.ndarray:
@@ -109,10 +118,7 @@ def bald(mc_samples: Any) -> np.ndarray:
     Zero when all passes agree, large when each pass is confident but they disagree.
     """
     mc = _check_mc(mc_samples)
-    mean = mc.mean(axis=0)
-    h_mean = -xlogy(mean, mean).sum(axis=1)
-    mean_h = -xlogy(mc, mc).sum(axis=2).mean(axis=0)
-    return np.maximum(h_mean - mean_h, 0.0)   # >= 0 by Jensen; clip float round-off
+    return np.maximum(_entropy(mc.mean(axis=0)) - _entropy(mc).mean(axis=0), 0.0)   # >= 0 by Jensen; clip round-off
 
 
 def gradient_embedding(probs: Any, features: Any) -> np.ndarray:
@@ -130,7 +136,8 @@ def gradient_embedding(probs: Any, features: Any) -> np.ndarray:
 
 
 # =========================================================================== helpers
-def _rng(random_state: Any) -> np.random.Generator:
+def _generator(random_state: Any) -> np.random.Generator:
+    """A numpy Generator from a seed, a Generator (used as is) or a legacy RandomState."""
     if isinstance(random_state, np.random.Generator):
         return random_state
     if isinstance(random_state, np.random.RandomState):
@@ -281,7 +288,7 @@ class QueryStrategy:
 
     def __init__(self, random_state: Any = None):
         self.random_state = random_state
-        self._rng = _rng(random_state)
+        self._rng = _generator(random_state)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(random_state={self.random_state!r})"
@@ -308,8 +315,9 @@ class QueryStrategy:
         if batch_size > len(cand_idx):
             raise CourseError(f"asked for {batch_size} samples but only {len(cand_idx)} unlabelled candidates "
                               f"are left (pool {n}, labelled {int(lab.sum())}). Lower batch_size or add data.")
-        self._want_utilities = bool(return_utilities)   # a [batch_size, N] array is big: build it only on request
-        picked, util = self._select(arrays, np.flatnonzero(lab), cand_idx, int(batch_size), n)
+        # a [batch_size, N] array is big: _select builds it only on request
+        picked, util = self._select(arrays, np.flatnonzero(lab), cand_idx, int(batch_size), n,
+                                    utilities=bool(return_utilities))
         picked = np.asarray(picked, dtype=np.int64)
         assert len(np.unique(picked)) == len(picked) == batch_size, "internal error: duplicate picks"
         return (picked, util) if return_utilities else picked
@@ -354,7 +362,9 @@ class QueryStrategy:
                               "labelled mask of length N.")
         return next(iter(sizes.values()))
 
-    def _select(self, arrays, labelled_idx, cand_idx, k, n):  # pragma: no cover - abstract
+    def _select(self, arrays: dict[str, np.ndarray], labelled_idx: np.ndarray, cand_idx: np.ndarray, k: int,
+                n: int, *, utilities: bool) -> tuple[np.ndarray, np.ndarray | None]:  # pragma: no cover - abstract
+        """Pick ``k`` of ``cand_idx``; return them and, if ``utilities``, the ``[k, n]`` utilities (else None)."""
         raise NotImplementedError
 
 
@@ -364,10 +374,10 @@ class _ScoreStrategy(QueryStrategy):
     def score(self, arrays: dict[str, np.ndarray], n: int) -> np.ndarray:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def _select(self, arrays, labelled_idx, cand_idx, k, n):
+    def _select(self, arrays, labelled_idx, cand_idx, k, n, *, utilities):
         scores = self.score(arrays, n)
         picked = _ranked(scores, cand_idx, k, self._rng)
-        if not self._want_utilities:
+        if not utilities:
             return picked, None
         util = np.full((k, n), np.nan)
         row = np.full(n, np.nan)
@@ -393,7 +403,7 @@ class LeastConfidence(_ScoreStrategy):
     description = "1 - max p"
 
     def score(self, arrays, n):
-        return 1.0 - arrays["probs"].max(axis=1)
+        return _least_confidence(arrays["probs"])
 
 
 class Margin(_ScoreStrategy):
@@ -401,7 +411,7 @@ class Margin(_ScoreStrategy):
     description = "1 - (p_top1 - p_top2)"
 
     def score(self, arrays, n):
-        return margin(arrays["probs"])
+        return _margin(arrays["probs"])
 
 
 class Entropy(_ScoreStrategy):
@@ -409,8 +419,7 @@ class Entropy(_ScoreStrategy):
     description = "-sum p log p"
 
     def score(self, arrays, n):
-        p = arrays["probs"]
-        return -xlogy(p, p).sum(axis=1)
+        return _entropy(arrays["probs"])
 
 
 class DBAL(_ScoreStrategy):
@@ -447,10 +456,10 @@ class Coreset(QueryStrategy):
             raise CourseError(f"metric must be 'euclidean' or 'cosine', not {self.metric!r}.")
         self.chunk_bytes = chunk_bytes
 
-    def _select(self, arrays, labelled_idx, cand_idx, k, n):
+    def _select(self, arrays, labelled_idx, cand_idx, k, n, *, utilities):
         picked, dist = k_center_greedy(arrays["embeddings"], labelled_idx, cand_idx, k, metric=self.metric,
                                        rng=self._rng, chunk_bytes=self.chunk_bytes)
-        if not self._want_utilities:
+        if not utilities:
             return picked, None
         util = np.full((k, n), np.nan)       # the chosen point's distance to its nearest center, per step
         for i, (j, d) in enumerate(zip(picked, dist)):
@@ -475,7 +484,7 @@ class BADGE(QueryStrategy):
     name, requires = "badge", ("probs", "embeddings")
     description = "k-means++ on gradient embeddings"
 
-    def _select(self, arrays, labelled_idx, cand_idx, k, n):
+    def _select(self, arrays, labelled_idx, cand_idx, k, n, *, utilities):
         p = arrays["probs"][cand_idx]
         if len(arrays["embeddings"]) != len(arrays["probs"]):
             raise CourseError("probs and embeddings must describe the same pool (same N).")
@@ -490,7 +499,7 @@ class BADGE(QueryStrategy):
 
         local, probs = kmeans_pp(sq_g, dist2_to, k, self._rng)
         picked = cand_idx[local]
-        if not self._want_utilities:
+        if not utilities:
             return picked, None
         util = np.full((k, n), np.nan)                      # D^2-sampling probability of each pick
         util[np.arange(k), picked] = probs

@@ -22,24 +22,26 @@ Conventions. ``images`` are what the model eats, as a batch: torch ``N x C x H x
 batch is transposed for you) and Keras ``N x H x W x C``; ``uint8`` images are scaled to ``[0, 1]`` unless you
 pass ``preprocess=``. Models return logits (Keras models ending in a softmax/sigmoid are handled: the score is
 the logit before it). The *score* of class ``c`` is its logit; for a single-logit binary model class 1 scores
-``+logit`` and class 0 ``-logit``. ``target=None`` explains the predicted class. Framework code lives in
-``xai_torch`` and ``xai_keras`` and is imported only when a model of that framework arrives.
+``+logit`` and class 0 ``-logit``. ``target=None`` explains the predicted class. Torch models run in eval
+mode and every module gets its own train/eval flag back afterwards. Framework code lives in ``xai_torch``
+and ``xai_keras`` and is imported only when a model of that framework arrives; every call wraps the model
+in a fresh adapter, or pass one you hold (:func:`adapter`) instead of the model.
 """
 from __future__ import annotations
 
 import sys
-import weakref
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from .metrics import probabilities
 from .runtime import CourseError
 
 __all__ = [
     "METHODS", "grad_cam", "grad_cam_plus_plus", "saliency", "integrated_gradients", "occlusion",
     "explain", "cam_from_gradients", "cam_plus_plus_from_gradients", "normalize_maps", "resize_maps",
-    "conv_layers", "keras_view", "predict_logits", "predict_proba",
+    "adapter", "conv_layers", "keras_view", "predict_logits", "predict_proba",
     "randomization_check", "RandomizationResult", "class_sensitivity", "ClassSensitivity",
     "deletion_insertion", "DeletionInsertion", "spearman", "heatmap_box", "heatmap_boxes", "box_iou",
     "peak_location", "center_of_mass",
@@ -110,11 +112,19 @@ def _framework(model: Any) -> str:
                       "Pass the trained model itself (not a History or a loader).")
 
 
-_KERAS_ADAPTERS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+def adapter(model: Any, preprocess: Callable | None = None, batch_size: int = 32):
+    """The object every function here builds around ``model`` (a ``TorchAdapter`` or ``KerasAdapter``).
 
+    Each call builds a fresh one and nothing is cached between calls. Hold one yourself and pass it in
+    place of the model to skip rebuilding (a Keras functional view costs about 20 ms) in a long loop::
 
-def _adapter(model: Any, preprocess: Callable | None = None, batch_size: int = 32):
-    if hasattr(model, "layer_activations_and_grads"):   # already an adapter
+        ad = xai.adapter(keras_model)
+        maps = [xai.grad_cam(ad, batch) for batch in batches]
+    """
+    if hasattr(model, "layer_activations_and_grads"):   # already an adapter: the caller's own
+        if preprocess is not None and preprocess is not model.preprocess:
+            raise CourseError("this adapter has its own preprocess: pass preprocess= to xai.adapter(...), "
+                              "not with the adapter")
         return model
     if _framework(model) == "torch":
         from .xai_torch import TorchAdapter  # noqa: PLC0415
@@ -122,23 +132,15 @@ def _adapter(model: Any, preprocess: Callable | None = None, batch_size: int = 3
         return TorchAdapter(model, preprocess=preprocess, batch_size=batch_size)
     from .xai_keras import KerasAdapter  # noqa: PLC0415
 
-    if preprocess is not None or batch_size != 32:
-        return KerasAdapter(model, preprocess=preprocess, batch_size=batch_size)
-    # Keras views are built once per model and layer: re-tracing a model on every call would be slow
-    try:
-        if model not in _KERAS_ADAPTERS:
-            _KERAS_ADAPTERS[model] = KerasAdapter(model)
-        return _KERAS_ADAPTERS[model]
-    except TypeError:                                    # not weak-referenceable / hashable
-        return KerasAdapter(model)
+    return KerasAdapter(model, preprocess=preprocess, batch_size=batch_size)
 
 
 def conv_layers(model: Any) -> list[str]:
     """Names of the model's convolution layers, in order (the last one is Grad-CAM's default)."""
-    return _adapter(model).conv_layer_names()
+    return adapter(model).conv_layer_names()
 
 
-def _targets(ad, x: np.ndarray, target: Any) -> np.ndarray:
+def _target_classes(ad, x: np.ndarray, target: Any) -> np.ndarray:
     """One class index per image: ``None`` = predicted class, an int for all, or one per image."""
     n = len(x)
     k = ad.n_outputs(x)
@@ -160,22 +162,16 @@ def _targets(ad, x: np.ndarray, target: Any) -> np.ndarray:
     return np.array(t, dtype=np.int64, copy=True)
 
 
-def _scores(logits: np.ndarray, targets: np.ndarray) -> np.ndarray:
+def _class_scores(logits: np.ndarray, targets: np.ndarray) -> np.ndarray:
     """The class score the maps explain: the target's logit (``+/-logit`` for a single-logit model)."""
     if logits.shape[1] == 1:
         return np.where(targets == 1, logits[:, 0], -logits[:, 0])
     return logits[np.arange(len(logits)), targets]
 
 
-def _probs(logits: np.ndarray, targets: np.ndarray) -> np.ndarray:
-    """Probability of the target class: sigmoid for one logit, softmax otherwise."""
-    from scipy.special import expit, softmax  # noqa: PLC0415
-
-    logits = np.asarray(logits, dtype=np.float64)
-    if logits.shape[1] == 1:
-        p1 = expit(logits[:, 0])
-        return np.where(targets == 1, p1, 1.0 - p1)
-    return softmax(logits, axis=1)[np.arange(len(logits)), targets]
+def _target_probs(logits: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    """Probability of the target class (the course's one rule: sigmoid for one logit, softmax otherwise)."""
+    return probabilities(logits)[np.arange(len(logits)), targets]
 
 
 def keras_view(model: Any, layer: str | None = None) -> Callable:
@@ -186,28 +182,21 @@ def keras_view(model: Any, layer: str | None = None) -> Callable:
     """
     if _framework(model) != "keras":
         raise CourseError("keras_view takes a Keras model; for torch use a forward hook (see xai_torch)")
-    ad = _adapter(model)
-    view = ad._view(ad._layer(layer))
-
-    def run(images):
-        feats, pre = view(images, training=False)
-        return feats, ad._head(pre)
-
-    return run
+    return adapter(model).gradcam_view(layer)
 
 
 def predict_logits(model: Any, images: Any, *, preprocess: Callable | None = None) -> np.ndarray:
     """The model's logits for a batch of images, as numpy ``[N, K]``."""
-    ad = _adapter(model, preprocess)
+    ad = adapter(model, preprocess)
     return ad.logits(ad.prepare(images))
 
 
 def predict_proba(model: Any, images: Any, target: Any = None, *,
                   preprocess: Callable | None = None) -> np.ndarray:
     """Probability of the ``target`` class (default: the predicted one) for each image."""
-    ad = _adapter(model, preprocess)
+    ad = adapter(model, preprocess)
     x = ad.prepare(images)
-    return _probs(ad.logits(x), _targets(ad, x, target))
+    return _target_probs(ad.logits(x), _target_classes(ad, x, target))
 
 
 # =========================================================================== heat maps
@@ -245,7 +234,7 @@ def _occlusion_raw(ad, x, targets, *, patch: int | None = None, stride: int | No
     stride = stride or max(1, patch // 2)
     if patch > min(H, W):
         raise CourseError(f"occlusion patch {patch} is larger than the image ({H} x {W})")
-    base = _scores(ad.logits(x), targets)
+    base = _class_scores(ad.logits(x), targets)
     rows = list(range(0, H - patch + 1, stride))
     cols = list(range(0, W - patch + 1, stride))
     if rows[-1] != H - patch:
@@ -261,7 +250,7 @@ def _occlusion_raw(ad, x, targets, *, patch: int | None = None, stride: int | No
         batch = np.repeat(x[i:i + 1], len(windows), axis=0)
         for j, (r, c) in enumerate(windows):
             ad.set_region(batch, j, r, c, patch, baseline)
-        drop = base[i] - _scores(ad.logits(batch), np.full(len(windows), targets[i]))
+        drop = base[i] - _class_scores(ad.logits(batch), np.full(len(windows), targets[i]))
         for d, (r, c) in zip(drop, windows):
             out[i, r:r + patch, c:c + patch] += d
     return np.maximum(out / np.maximum(hits, 1), 0.0)
@@ -281,9 +270,9 @@ def explain(model: Any, images: Any, method: str = "grad_cam", target: Any = Non
     """Heat maps ``[N, H, W]`` by ``method`` (one of :data:`METHODS`); extra keywords go to the method."""
     if method not in METHODS:
         raise CourseError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
-    ad = _adapter(model, preprocess)
+    ad = adapter(model, preprocess)
     x = ad.prepare(images)
-    maps = METHODS[method](ad, x, _targets(ad, x, target), **kwargs)
+    maps = METHODS[method](ad, x, _target_classes(ad, x, target), **kwargs)
     return normalize_maps(maps) if normalize else maps
 
 
@@ -314,9 +303,9 @@ def integrated_gradients(model: Any, images: Any, target: Any = None, *, baselin
     ``reduce=True`` gives maps ``[N, H, W]`` (sum of ``|attribution|`` over channels); ``reduce=False``
     gives the raw attributions in the model's input layout, which sum to ``score(x) - score(baseline)``.
     """
-    ad = _adapter(model, preprocess)
+    ad = adapter(model, preprocess)
     x = ad.prepare(images)
-    t = _targets(ad, x, target)
+    t = _target_classes(ad, x, target)
     if not reduce:
         return _ig_attributions(ad, x, t, baseline=baseline, steps=steps)
     maps = _ig_raw(ad, x, t, baseline=baseline, steps=steps)
@@ -377,9 +366,9 @@ def randomization_check(model: Any, images: Any, method: str = "grad_cam", targe
     """
     if method not in METHODS:
         raise CourseError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
-    ad = _adapter(model, preprocess)
+    ad = adapter(model, preprocess)
     x = ad.prepare(images)
-    t = _targets(ad, x, target)
+    t = _target_classes(ad, x, target)
     original = normalize_maps(METHODS[method](ad, x, t, **kwargs))
     layers = ad.param_layer_names()[::-1]                          # top (output) first
     if not layers:
@@ -485,7 +474,7 @@ def _perturbation_curves(ad, x, targets, maps, steps: int, mode: str, blur_sigma
                 batch[k][:, rr, cc] = end[:, rr, cc]
             else:
                 batch[k][rr, cc, :] = end[rr, cc, :]
-        curves[i] = _probs(ad.logits(batch), np.full(steps + 1, targets[i]))
+        curves[i] = _target_probs(ad.logits(batch), np.full(steps + 1, targets[i]))
     return curves
 
 
@@ -501,13 +490,13 @@ def deletion_insertion(model: Any, images: Any, maps: np.ndarray, target: Any = 
     """
     if insertion_from not in ("blur", "zero"):
         raise CourseError(f"insertion_from must be 'blur' or 'zero', not {insertion_from!r}")
-    ad = _adapter(model, preprocess)
+    ad = adapter(model, preprocess)
     x = ad.prepare(images)
     maps = np.asarray(maps, dtype=np.float64)
     if maps.shape != (len(x), *ad.image_size(x)):
         raise CourseError(f"maps must be [N, H, W] = {(len(x), *ad.image_size(x))} to match the images, "
                           f"got {maps.shape}")
-    t = _targets(ad, x, target)
+    t = _target_classes(ad, x, target)
     rand = np.random.default_rng(seed).random(maps.shape)
     fr = np.linspace(0, 1, steps + 1)
     res = {}

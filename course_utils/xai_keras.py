@@ -13,6 +13,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from .models_keras import walk_layers
 from .runtime import CourseError, import_tensorflow
 
 tf = import_tensorflow()
@@ -26,18 +27,8 @@ def _act_name(layer) -> str:
     return getattr(getattr(layer, "activation", None), "__name__", "")
 
 
-def _walk(model) -> list:
-    """All layers, nested models flattened, in order."""
-    out = []
-    for layer in model.layers:
-        out.append(layer)
-        if isinstance(layer, keras.Model):
-            out.extend(_walk(layer))
-    return out
-
-
 def _contains(model, layer) -> bool:
-    return any(l is layer for l in _walk(model))
+    return any(l is layer for l in walk_layers(model))
 
 
 def _node(model, layer):
@@ -60,14 +51,16 @@ class KerasAdapter:
 
     channel_axis = 3
 
-    def __init__(self, model, preprocess: Callable | None = None, batch_size: int = 32):
+    def __init__(self, model, preprocess: Callable | None = None, batch_size: int = 32, *, fresh=None):
         if not isinstance(model, keras.Model):
             raise CourseError(f"expected a Keras Model, got {type(model).__name__}")
         self.model = model
         self.preprocess = preprocess
         self.batch_size = batch_size
+        self.fresh = fresh                 # a freshly initialised twin: reset_layers copies its weights
         self._k: int | None = None
-        self._views: dict[int, Any] = {}
+        self._views: dict[int, Any] = {}   # target layer id -> image -> [its output, logits input]
+        self._logit_view = None            # image -> logits input, built on first use
         try:
             shape = model.input_shape
         except (AttributeError, ValueError) as exc:
@@ -80,24 +73,25 @@ class KerasAdapter:
         # Peel a final softmax / sigmoid off: the score must be a logit, not a saturated probability.
         if isinstance(last, keras.layers.Activation) and _act_name(last) in _SQUASH \
                 or isinstance(last, keras.layers.Softmax):
-            self._head = lambda pre: pre
+            self._to_logits = lambda pre: pre
             self._split = True
         elif isinstance(last, keras.layers.Dense) and _act_name(last) in _SQUASH:
             def dense_logits(pre):                               # the Dense layer without its activation
                 pre = tf.cast(pre, last.kernel.dtype)            # mixed precision: float16 features, float32 head
                 return tf.matmul(pre, last.kernel) + (last.bias if last.use_bias else 0.0)
-            self._head = dense_logits
+            self._to_logits = dense_logits
             self._split = True
         else:
-            self._head = lambda out: out
+            self._to_logits = lambda out: out
             self._split = False
 
     # ---------------------------------------------------------------- layers
     def conv_layer_names(self) -> list[str]:
-        return [l.name for l in _walk(self.model) if isinstance(l, _CONV)]
+        return [l.name for l in walk_layers(self.model) if isinstance(l, _CONV)]
 
-    def _find(self, model, name: str):
-        for l in _walk(model):
+    @staticmethod
+    def _find(model, name: str):
+        for l in walk_layers(model):
             if l.name == name:
                 return l
         return None
@@ -120,7 +114,7 @@ class KerasAdapter:
         return found
 
     def param_layer_names(self) -> list[str]:
-        return [l.name for l in _walk(self.model) if l.weights and not isinstance(l, keras.Model)]
+        return [l.name for l in walk_layers(self.model) if l.weights and not isinstance(l, keras.Model)]
 
     # ---------------------------------------------------------------- the functional view
     def _tensors(self, model, x, target, split: bool):
@@ -163,6 +157,16 @@ class KerasAdapter:
             self._views[key] = keras.Model(inp, [cap, out])
         return self._views[key]
 
+    def gradcam_view(self, layer=None) -> Callable:
+        """A function ``images -> (feature maps of layer, logits)`` (tensors, for a GradientTape)."""
+        view, to_logits = self._view(self._layer(layer)), self._to_logits
+
+        def run(images):
+            feats, pre = view(images, training=False)
+            return feats, to_logits(pre)
+
+        return run
+
     # ---------------------------------------------------------------- data
     def prepare(self, images: Any) -> np.ndarray:
         if self.preprocess is not None:
@@ -196,14 +200,18 @@ class KerasAdapter:
     def _logits_tf(self, xb):
         if not self._split:
             return self.model(xb, training=False)
-        if "_logit_view" not in self.__dict__:
+        if self._logit_view is None:
             inp = keras.Input(shape=self.input_shape[1:])
             self._logit_view = keras.Model(inp, self._tensors(self.model, inp, None, True)[1])
-        return self._head(self._logit_view(xb, training=False))
+        return self._to_logits(self._logit_view(xb, training=False))
 
     def n_outputs(self, x: np.ndarray) -> int:
         if self._k is None:
-            self._k = int(self.logits(x[:1]).shape[1])
+            shape = self.model.output_shape              # known without a forward pass (no view to build)
+            if isinstance(shape, tuple) and len(shape) == 2 and shape[1] is not None:
+                self._k = int(shape[1])
+            else:                                        # run it: logits() says what is wrong with the output
+                self._k = int(self.logits(x[:1]).shape[1])
         return self._k
 
     def logits(self, x: np.ndarray) -> np.ndarray:
@@ -214,7 +222,8 @@ class KerasAdapter:
         return out
 
     @staticmethod
-    def _score(logits, t):
+    def _class_scores(logits, t):
+        """The explained score per image: the target's logit (``+/-logit`` for a single-logit model)."""
         if logits.shape[1] == 1:
             return tf.where(t == 1, logits[:, 0], -logits[:, 0])
         return tf.gather(logits, t, axis=1, batch_dims=1)
@@ -228,8 +237,8 @@ class KerasAdapter:
             with tf.GradientTape() as tape:
                 tape.watch(xb)                                    # frozen backbones have no watched variables
                 a, pre = view(xb, training=False)
-                logits = self._head(pre)
-                score = tf.reduce_sum(self._score(logits, tf.constant(targets[sl])))
+                logits = self._to_logits(pre)
+                score = tf.reduce_sum(self._class_scores(logits, tf.constant(targets[sl])))
             if len(a.shape) != 4:
                 raise CourseError(f"Grad-CAM needs a layer with N x H x W x C output; {target.name!r} gives "
                                   f"{tuple(a.shape)}. Its convolution layers are: "
@@ -245,7 +254,7 @@ class KerasAdapter:
             xb = tf.constant(x[sl])
             with tf.GradientTape() as tape:
                 tape.watch(xb)
-                score = tf.reduce_sum(self._score(self._logits_tf(xb), tf.constant(targets[sl])))
+                score = tf.reduce_sum(self._class_scores(self._logits_tf(xb), tf.constant(targets[sl])))
             out.append(np.asarray(tape.gradient(score, xb), dtype=np.float64))
         return np.concatenate(out)
 
@@ -260,10 +269,10 @@ class KerasAdapter:
             raise CourseError(f"cannot copy this Keras model for the randomisation check ({exc}); "
                               "build it with the Sequential or functional API") from exc
         work.set_weights(self.model.get_weights())
-        clone = KerasAdapter(work, self.preprocess, self.batch_size)
-        clone._fresh = fresh
-        return clone
+        return KerasAdapter(work, self.preprocess, self.batch_size, fresh=fresh)
 
     def reset_layers(self, names: list[str]) -> None:
+        if self.fresh is None:
+            raise CourseError("reset_layers works on a copy: call adapter.copy(seed=...) first")
         for name in names:
-            self._find(self.model, name).set_weights(self._find(self._fresh, name).get_weights())
+            self._find(self.model, name).set_weights(self._find(self.fresh, name).get_weights())

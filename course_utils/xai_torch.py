@@ -4,16 +4,34 @@ Only :mod:`course_utils.xai` uses this; it imports it when a torch model arrives
 """
 from __future__ import annotations
 
+import contextlib
 import copy
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
 from torch import nn
 
+from .pipelines import nchw_float
 from .runtime import CourseError
 
 _CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+
+
+@contextlib.contextmanager
+def _eval_mode(model: nn.Module) -> Iterator[None]:
+    """Run ``model`` in eval mode (dropout off, batch-norm running statistics), then give every
+    module back the train/eval flag it had: a model in the middle of training stays in training."""
+    training = [m for m in model.modules() if m.training]
+    if not training:                                     # already all in eval mode: nothing to switch
+        yield
+        return
+    model.eval()
+    try:
+        yield
+    finally:
+        for m in training:
+            m.training = True
 
 
 class TorchAdapter:
@@ -21,10 +39,12 @@ class TorchAdapter:
 
     channel_axis = 1
 
-    def __init__(self, model: nn.Module, preprocess: Callable | None = None, batch_size: int = 32):
+    def __init__(self, model: nn.Module, preprocess: Callable | None = None, batch_size: int = 32, *,
+                 seed: int = 0):
         self.model = model
         self.preprocess = preprocess
         self.batch_size = batch_size
+        self.seed = seed                   # seeds reset_layers (the randomisation check's fresh weights)
         self._k: int | None = None
         try:
             self.device = next(model.parameters()).device
@@ -67,15 +87,17 @@ class TorchAdapter:
                               "For one image use images[None].")
         first = next((m for m in self.model.modules() if isinstance(m, _CONV)), None)
         want = first.in_channels if isinstance(first, nn.Conv2d) else None
+        nhwc = False
         if want is not None and x.shape[1] != want:
-            if x.shape[-1] == want:
-                x = x.transpose(0, 3, 1, 2)                      # N x H x W x C -> N x C x H x W
-            else:
+            if x.shape[-1] != want:
                 raise CourseError(f"the model expects {want}-channel images but got shape {x.shape} "
                                   f"(neither axis 1 nor the last axis is {want}). Convert the images "
                                   "(e.g. grey -> RGB with np.repeat) or use a model built for them.")
-        if x.dtype == np.uint8:
-            x = x.astype(np.float32) / 255.0
+            nhwc = True                                          # N x H x W x C: transpose to N x C x H x W
+        if x.dtype == np.uint8:                                  # the course's one uint8 NHWC -> float NCHW rule
+            x = nchw_float(x if nhwc else x.transpose(0, 2, 3, 1))
+        elif nhwc:
+            x = x.transpose(0, 3, 1, 2)
         x = np.ascontiguousarray(x, dtype=np.float32)
         with torch.no_grad():
             self._forward(torch.from_numpy(x[:1]))                # a clear error now beats a cryptic one later
@@ -90,9 +112,9 @@ class TorchAdapter:
 
     # ---------------------------------------------------------------- passes
     def _forward(self, xb: torch.Tensor) -> torch.Tensor:
-        self.model.eval()
         try:
-            out = self.model(xb.to(self.device))
+            with _eval_mode(self.model):
+                out = self.model(xb.to(self.device))
         except RuntimeError as exc:
             raise CourseError(f"the model could not process images of shape {tuple(xb.shape)[1:]} "
                               f"(C x H x W): {str(exc).splitlines()[0]}. Give it images of the size and channel count "
@@ -121,7 +143,8 @@ class TorchAdapter:
         return np.concatenate(outs)
 
     @staticmethod
-    def _score(logits: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    def _class_scores(logits: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """The explained score per image: the target's logit (``+/-logit`` for a single-logit model)."""
         if logits.shape[1] == 1:
             return torch.where(t == 1, logits[:, 0], -logits[:, 0])
         return logits.gather(1, t[:, None])[:, 0]
@@ -150,7 +173,7 @@ class TorchAdapter:
                                           f"{tuple(a.shape)}. Its convolution layers are: "
                                           f"{', '.join(self.conv_layer_names())}")
                     t = torch.as_tensor(targets[sl], device=logits.device)
-                    score = self._score(logits, t).sum()         # images are independent: sum = per-image grads
+                    score = self._class_scores(logits, t).sum()         # images are independent: sum = per-image grads
                     (g,) = torch.autograd.grad(score, a)
                 acts.append(a.detach().double().cpu().numpy())
                 grads.append(g.detach().double().cpu().numpy())
@@ -165,21 +188,19 @@ class TorchAdapter:
             with torch.enable_grad():
                 logits = self._forward(xb)
                 t = torch.as_tensor(targets[sl], device=logits.device)
-                (g,) = torch.autograd.grad(self._score(logits, t).sum(), xb)
+                (g,) = torch.autograd.grad(self._class_scores(logits, t).sum(), xb)
             out.append(g.detach().double().cpu().numpy())
         return np.concatenate(out)
 
     # ---------------------------------------------------------------- randomisation
     def copy(self, seed: int = 0) -> "TorchAdapter":
-        clone = TorchAdapter(copy.deepcopy(self.model), self.preprocess, self.batch_size)
-        clone._seed = seed
-        return clone
+        return TorchAdapter(copy.deepcopy(self.model), self.preprocess, self.batch_size, seed=seed)
 
     def reset_layers(self, names: list[str]) -> None:
         """Re-initialise these modules' own weights (their ``reset_parameters``, else a fresh normal init)."""
         modules = dict(self.model.named_modules())
         gen_state = torch.random.get_rng_state()
-        torch.manual_seed(getattr(self, "_seed", 0) + len(names))
+        torch.manual_seed(self.seed + len(names))
         try:
             with torch.no_grad():
                 for name in names:

@@ -231,6 +231,49 @@ def test_badge_factorised_distances_equal_the_explicit_gradient_embedding():
     np.testing.assert_array_equal(picks, ref)
 
 
+def test_badge_samples_proportionally_to_the_squared_distance_hand_computed():
+    """D^2 sampling checked against probabilities worked out by hand, not against the code under test.
+
+    One class direction, features on a line: g_i = a (x) h_i with the same a for every point, so
+    |g_i - g_j|^2 = |a|^2 (h_i - h_j)^2. The first pick is the largest norm, h = 4 (index 0); the others
+    are 3, 2 and 1 away from it, so D^2 sampling picks them with probability 9/14, 4/14, 1/14
+    (sampling by the plain distance would give 3/6, 2/6, 1/6).
+    """
+    h = np.array([[4.0], [1.0], [2.0], [3.0]])
+    probs = np.tile([[0.6, 0.4]], (4, 1))
+    hand = {1: 9 / 14, 2: 4 / 14, 3: 1 / 14}
+    seconds = []
+    for seed in range(1500):
+        picked, util = st.BADGE(random_state=seed).query(probs=probs, embeddings=h, batch_size=2,
+                                                         return_utilities=True)
+        assert picked[0] == 0
+        np.testing.assert_allclose(util[1, picked[1]], hand[picked[1]], rtol=1e-6)
+        seconds.append(picked[1])
+    freq = np.bincount(seconds, minlength=4)[1:] / len(seconds)
+    np.testing.assert_allclose(freq, [9 / 14, 4 / 14, 1 / 14], atol=0.045)    # ~4 standard errors
+    assert abs(freq[0] - 3 / 6) > 0.09                                          # not proportional to distance
+
+
+def test_badge_every_pick_probability_equals_a_brute_force_d2_rule():
+    """On random data, each pick's probability (its utility) equals min_j |g_i - g_j|^2 / sum over the
+    unpicked, recomputed from the explicit gradient embedding; the first pick has the largest |g|."""
+    rng = np.random.default_rng(3)
+    probs = softmax(rng.normal(size=(40, 3)) * 2, axis=1)
+    h = rng.normal(size=(40, 5))
+    lab = np.array([0, 7, 9])
+    picked, util = st.BADGE(random_state=4).query(probs=probs, embeddings=h, labelled=lab, batch_size=6,
+                                                  return_utilities=True)
+    g = st.gradient_embedding(probs, h)
+    free = np.setdiff1d(np.arange(40), lab)                  # labelled points are not centres in BADGE
+    assert picked[0] == free[np.argmax((g[free] ** 2).sum(1))]
+    for step in range(1, 6):
+        centres = g[picked[:step]]
+        d2 = ((g[:, None, :] - centres[None]) ** 2).sum(2).min(axis=1)
+        d2[lab] = 0.0
+        d2[picked[:step]] = 0.0
+        np.testing.assert_allclose(util[step, picked[step]], d2[picked[step]] / d2.sum(), rtol=1e-5)
+
+
 # =========================================================================== peer library
 def test_agrees_with_scikit_activeml_uncertainty_scores_and_k_center():
     skal = pytest.importorskip("skactiveml.pool", reason="scikit-activeml is an optional dev dependency")

@@ -2,6 +2,8 @@
 completeness of integrated gradients, a model trained on evidence at a known spot, and bad input."""
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -159,6 +161,7 @@ def test_keras_grad_cam_equals_torch_grad_cam_sequential_and_functional():
             assert xai.conv_layers(km) == ["conv_a", "conv_b"]
             maps = xai.grad_cam(km, x_nhwc)
             assert np.abs(maps - ref).max() <= 1e-4, (type(km).__name__, softmax_head)
+            assert np.array_equal(xai.grad_cam(xai.adapter(km), x_nhwc), maps)   # held by the caller: the same
             assert np.abs(xai.grad_cam(km, x_nhwc, target=2, layer="conv_a")
                           - xai.grad_cam(model, x_nchw, target=2, layer="0")).max() <= 1e-4
     # a numpy NHWC batch given to the torch model is transposed for it
@@ -173,6 +176,44 @@ def test_keras_grad_cam_equals_torch_grad_cam_sequential_and_functional():
     res = xai.randomization_check(func, x_nhwc, max_steps=2)
     assert res.per_image.shape == (3, 5) and np.allclose(res.correlation[0], 1.0)
     assert all(np.array_equal(a, b) for a, b in zip(before, func.get_weights()))
+
+
+# --------------------------------------------------------------------------- the model's mode is left alone
+def test_a_model_in_train_mode_stays_in_train_mode_module_by_module():
+    """The explainers run the model in eval mode and give every module its own train/eval flag back,
+    including a mixed state (a frozen batch norm inside a model that is training)."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.Dropout(0.5),
+                          nn.Conv2d(4, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(),
+                          nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 2))
+    model.train()
+    model[1].eval()                                                    # frozen statistics in the first block
+    modes = {name: m.training for name, m in model.named_modules()}
+    stats = model[5].running_mean.clone()
+    x = torch.rand(3, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    maps = xai.grad_cam(model, x, target=1)
+    assert {name: m.training for name, m in model.named_modules()} == modes
+    assert model.training and not model[1].training and model[5].training
+    for fn in (xai.saliency, xai.predict_proba, xai.occlusion):
+        fn(model, x, 1)
+        assert {name: m.training for name, m in model.named_modules()} == modes, fn.__name__
+    xai.randomization_check(model, x, target=1, max_steps=2)
+    assert {name: m.training for name, m in model.named_modules()} == modes
+    held = xai.adapter(model)                                          # an adapter the caller holds: same maps
+    assert np.array_equal(xai.grad_cam(held, x, target=1), maps)
+    with pytest.raises(CourseError, match="its own preprocess"):
+        xai.grad_cam(held, x, target=1, preprocess=lambda im: im)
+    assert torch.equal(model[5].running_mean, stats)                   # no batch statistics were updated
+    ref = xai.grad_cam(copy.deepcopy(model).eval(), x, target=1)       # the maps themselves are eval-mode maps
+    assert np.abs(maps - ref).max() < 1e-9
+
+
+def test_uint8_images_in_either_layout_are_scaled_to_unit_range_for_torch():
+    model = torch_cnn(seed=2)
+    u8 = np.random.default_rng(5).integers(0, 256, size=(2, 8, 8, 3), dtype=np.uint8)     # N x H x W x C
+    ref = xai.predict_logits(model, u8.transpose(0, 3, 1, 2).astype(np.float32) / 255)
+    assert np.abs(xai.predict_logits(model, u8) - ref).max() < 1e-5
+    assert np.abs(xai.predict_logits(model, u8.transpose(0, 3, 1, 2)) - ref).max() < 1e-5  # uint8 N x C x H x W
 
 
 # --------------------------------------------------------------------------- evidence at a known spot
@@ -241,7 +282,7 @@ def test_deletion_beats_a_random_map(blob_model):
 def test_randomisation_drives_the_correlation_down(blob_model):
     model, x, _ = blob_model
     res = xai.randomization_check(model, x[:12], target=1)
-    assert res.per_image.shape == (1 + len(xai._adapter(model).param_layer_names()), 12)
+    assert res.per_image.shape == (1 + len(xai.adapter(model).param_layer_names()), 12)
     assert res.correlation[0] == pytest.approx(1.0)
     assert res.correlation[-1] < 0.5 and res.correlation.min() < 0.3
     assert res.layers_reset[1] == ["6"]                               # the output layer goes first
