@@ -99,7 +99,8 @@ def measure(n: int, size: int, batch_size: int, epochs: int, repeats: int, width
 
     def fresh():
         torch.manual_seed(0)
-        return mt.small_cnn(1, width=width)
+        model, _ = mt.small_cnn(1, width=width)
+        return model
 
     # warm-up: one epoch each (allocator, kernels, lazy imports such as sklearn and tqdm)
     bare_loop(fresh(), loader(ds, batch_size, 0), 1)
@@ -165,9 +166,10 @@ def t4_estimate() -> dict:
 
     torch.set_num_threads(1)
     flops = {
-        "small_cnn 64px": train_flops(mt.small_cnn(1), (8, 3, 64, 64)),
-        "small_cnn 28px grey": train_flops(mt.small_cnn(3, in_chans=1), (8, 1, 28, 28)),
-        "efficientnet_b0 128px": train_flops(mt.efficientnet_b0(1, pretrained=False, verbose=False), (4, 3, 128, 128)),
+        "small_cnn 64px": train_flops(mt.small_cnn(1)[0], (8, 3, 64, 64)),
+        "small_cnn 28px grey": train_flops(mt.small_cnn(3, in_chans=1)[0], (8, 1, 28, 28)),
+        "efficientnet_b0 128px": train_flops(mt.efficientnet_b0(1, pretrained=False, verbose=False)[0],
+                                             (4, 3, 128, 128)),
     }
     tf_cost = {"train 64px": per_image_transform_s(augment.train_transform(64), 64),
                "eval 64px": per_image_transform_s(augment.eval_transform(64), 64),

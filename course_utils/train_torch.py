@@ -282,17 +282,9 @@ def fit(model, train_loader, val_loader=None, *, epochs: int, loss_fn: Callable 
                                     scaler=scaler, clip_grad_norm=clip_grad_norm, amp=use_amp, channels_last=use_cl,
                                     batchnorm_eval=batchnorm_eval, check=epoch == start_epoch, progress=progress,
                                     desc=f"epoch {epoch + 1}/{epochs}")
-            record = {"loss": stats["loss"], "accuracy": stats["accuracy"], "lr": epoch_lr}
-            if not math.isnan(stats["grad_norm"]):
-                record["grad_norm"] = stats["grad_norm"]
-            if val_loader is not None:
-                val = evaluate(model, val_loader, task, loss_fn=loss_fn, device=str(dev), amp=use_amp,
-                               channels_last=use_cl)
-                record.update({f"val_{k}": val[k] for k in ("loss", "accuracy", "auc", "ap")})
-            history.append(**record)
-            history.meta["skipped_batches"] += stats["skipped"]
-            history.meta["skipped_per_epoch"].append(stats["skipped"])
-            history.meta["epoch_seconds"].append(round(time.perf_counter() - t0, 3))
+            val = None if val_loader is None else evaluate(model, val_loader, task, loss_fn=loss_fn, device=str(dev),
+                                                            amp=use_amp, channels_last=use_cl)
+            record = _log_epoch(history, stats, epoch_lr, val, t0)
             if best.monitor is not None:
                 bad_epochs = 0 if best.update(record, epoch + 1, model) else bad_epochs + 1
             if progress:
@@ -306,6 +298,20 @@ def fit(model, train_loader, val_loader=None, *, epochs: int, loss_fn: Callable 
                 break
     _restore_best(model, best, history, restore_best, progress)
     return history
+
+
+def _log_epoch(history: History, stats: dict, lr: float, val: dict | None, t0: float) -> dict[str, float]:
+    """Append the epoch's record (training stats, lr, validation metrics) and bookkeeping to ``history``."""
+    record = {"loss": stats["loss"], "accuracy": stats["accuracy"], "lr": lr}
+    if not math.isnan(stats["grad_norm"]):
+        record["grad_norm"] = stats["grad_norm"]
+    if val is not None:
+        record.update({f"val_{k}": val[k] for k in ("loss", "accuracy", "auc", "ap")})
+    history.append(**record)
+    history.meta["skipped_batches"] += stats["skipped"]
+    history.meta["skipped_per_epoch"].append(stats["skipped"])
+    history.meta["epoch_seconds"].append(round(time.perf_counter() - t0, 3))
+    return record
 
 
 def _resume(ckpt: Path | None, resume: bool, state: tuple, dev, epochs: int, progress: bool) -> tuple[int, int]:
