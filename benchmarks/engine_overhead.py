@@ -14,9 +14,13 @@ work done and is the fair figure on a busy machine (wall time then mostly measur
     .venv/bin/python benchmarks/engine_overhead.py                 # markdown table + JSON (about 1 min)
     .venv/bin/python benchmarks/engine_overhead.py --t4-estimate   # + the notebook-04 full-mode estimate
 
-Latest result (2026-11-22, this repository's 2-core CI-like machine, load ~1, 256 steps, median of 9):
-bare loop 2.31 s, engine 2.39 s (+3.5 %), engine with progress bar 2.41 s (+4.2 %); paired runs vary
-by about +-12 %, so differences of a few per cent are at the edge of what this machine can resolve.
+Latest result (2026-12-01, the engine split into ``train_one_epoch`` / ``evaluate`` / ``fit``; a 2-core
+machine shared with three other jobs, load 3.7 falling to 2.1, 256 steps, median of 9, CPU time):
+bare loop 5.70 s, engine 6.10 s (+6.9 %), engine with progress bar 5.56 s (-2.5 %); paired medians
++4.1 % (engine) and +1.1 % (with progress bar), single pairs from -19 % to +52 %. At that load the
+scatter is far larger than the effect (the progress-bar run, which does strictly more work, came out
+faster): rerun on a quiet machine for a figure to quote. Previous run (2026-11-22, load ~1, the
+single-function engine): bare 2.31 s, engine 2.39 s (+3.5 %), with progress bar 2.41 s (+4.2 %).
 
 Results go to ``benchmarks/results/engine_overhead.json``.
 """
