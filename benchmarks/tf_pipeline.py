@@ -134,7 +134,7 @@ def measure(pipelines: dict, n_images: int, args) -> dict:
     models = {}
     for name in pipelines:
         cu.seed_everything(0)
-        model = cu.models_keras.small_cnn((args.size, args.size, 3), 2)
+        model, _ = cu.models_keras.small_cnn((args.size, args.size, 3), 2)
         model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="categorical_crossentropy", metrics=["accuracy"])
         models[name] = model
     for epoch in range(args.epochs):

@@ -67,8 +67,9 @@ def check_inputs(x, y, task: str, extra: tuple = ()) -> None:
     if not torch.is_floating_point(x):
         raise CourseError(f"images are {x.dtype}, not float: convert them (e.g. cu.augment.eval_transform(), "
                           "or cu.data.to_torch_loader, which scales uint8 to float)")
-    if x.ndim != 4:
-        raise CourseError(f"images must be [batch, channels, height, width]; got shape {tuple(x.shape)}")
+    if x.ndim not in (2, 4):            # images, or feature vectors for a head trained on frozen features
+        raise CourseError(f"images must be [batch, channels, height, width] (or features [batch, n_features]); "
+                          f"got shape {tuple(x.shape)}")
     if len(y) != len(x):
         raise CourseError(f"the batch has {len(x)} images but {len(y)} labels")
     for i, e in enumerate(extra):

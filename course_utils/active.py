@@ -20,7 +20,7 @@ import numpy as np
 
 from . import metrics
 from . import strategies as st
-from .pipelines import nchw_float
+from .pipelines import nchw_float, tensor_loader
 from .runtime import CourseError, import_torch, torch_device, torch_threads
 
 __all__ = ["distillation_loss", "train_torch_classifier", "TorchLearner", "simulate", "ALResult",
@@ -60,48 +60,38 @@ def train_torch_classifier(model, x: np.ndarray, y: np.ndarray, *, epochs: int =
                            batch_size: int = 32, teacher=None, temperature: float = 5.0,
                            distill_weight: float = 0.5, seed: int = 0, device: str | None = None,
                            weight_decay: float = 0.0, min_steps: int = 0):
-    """A plain Adam loop on in-memory arrays: the loop's default train step.
+    """The loop's default train step: the course engine (:func:`course_utils.train_torch.fit`) on in-memory arrays.
 
     Trains ``epochs`` epochs, or more when that would be fewer than ``min_steps`` optimiser steps
     (20 labelled images make one batch per epoch: without a floor, early rounds are under-trained
-    and every strategy looks alike). With a ``teacher`` model the loss is :func:`distillation_loss`
-    (the teacher's logits are computed per batch in eval mode). Returns the trained model.
-
-    The course's engine :func:`course_utils.train_torch.fit` takes ``loss_fn(logits, targets)``, which
-    cannot see a teacher's per-sample outputs; hence this small loop (pass ``train_fn`` to
-    :class:`TorchLearner` to use another one).
+    and every strategy looks alike). With a ``teacher`` the batches carry its logits (computed once,
+    in eval mode) and the loss is :func:`distillation_loss`. Adam (AdamW without decay), constant
+    learning rate, no clipping. Returns the trained model, in eval mode.
     """
     torch = import_torch()
-    f = torch.nn.functional
+    from .train_torch import fit  # noqa: PLC0415
+
     device = device or torch_device()
     model.to(device)
-    xt = torch.from_numpy(nchw_float(x))
-    yt = torch.as_tensor(np.asarray(y), dtype=torch.long)
-    gen = torch.Generator().manual_seed(seed)
-    opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=lr, weight_decay=weight_decay)
-    if teacher is not None:
+    x = np.asarray(x)
+    xt = torch.from_numpy(nchw_float(x) if x.dtype == np.uint8 else np.ascontiguousarray(x, dtype=np.float32))
+    tensors = [xt, torch.as_tensor(np.asarray(y).reshape(-1), dtype=torch.long)]
+    if teacher is None:
+        loss_fn = torch.nn.CrossEntropyLoss()
+    else:
         teacher.to(device).eval()
-    steps_per_epoch = max(1, math.ceil(len(xt) / batch_size))
-    for _ in range(max(epochs, math.ceil(min_steps / steps_per_epoch))):
-        model.train()
-        order = torch.randperm(len(xt), generator=gen)
-        for s in range(0, len(xt), batch_size):
-            idx = order[s:s + batch_size]
-            if len(idx) < 2 and len(xt) > 1:   # a batch of one breaks BatchNorm in train mode
-                continue
-            xb, yb = xt[idx].to(device), yt[idx].to(device)
-            logits = model(xb)
-            if teacher is None:
-                loss = f.cross_entropy(logits, yb)
-            else:
-                with torch.no_grad():
-                    t_logits = teacher(xb)
-                loss = distillation_loss(logits, t_logits, yb, temperature=temperature, weight=distill_weight)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-    model.eval()
-    return model
+        with torch.no_grad():
+            tensors.append(torch.cat([teacher(xb.to(device)).cpu() for xb in xt.split(256)]))
+
+        def loss_fn(student_logits, targets, teacher_logits):
+            return distillation_loss(student_logits, teacher_logits, targets, temperature=temperature,
+                                     weight=distill_weight)
+    one_left = len(xt) > 1 and len(xt) % batch_size == 1       # a batch of one breaks BatchNorm in train mode
+    loader = tensor_loader(*tensors, batch_size=batch_size, shuffle=True, seed=seed, drop_last=one_left)
+    epochs = max(epochs, math.ceil(min_steps / len(loader)))
+    fit(model, loader, epochs=epochs, task="multi-class", loss_fn=loss_fn, lr=lr, weight_decay=weight_decay,
+        schedule="constant", clip_grad_norm=None, monitor=None, progress=False, seed=seed, device=device)
+    return model.eval()
 
 
 @dataclass

@@ -19,7 +19,7 @@ import numpy as np
 from . import runtime
 from .runtime import CourseError
 
-__all__ = ["nchw_float", "to_tf_dataset", "to_torch_loader", "write_tfrecords", "read_tfrecords",
+__all__ = ["tensor_loader", "nchw_float", "to_tf_dataset", "to_torch_loader", "write_tfrecords", "read_tfrecords",
            "TF_CACHE_MAX_BYTES"]
 
 TF_CACHE_MAX_BYTES = 4 * 2**30  # to_tf_dataset caches converted float32 images only below this
@@ -184,6 +184,38 @@ def to_torch_loader(images: np.ndarray, labels: np.ndarray, *, batch_size: int =
     return DataLoader(_ArrayDataset(images, labels, transform), batch_size=batch_size, shuffle=shuffle,
                       num_workers=num_workers, pin_memory=torch.cuda.is_available(), generator=generator,
                       collate_fn=_batch_collate, drop_last=False, persistent_workers=num_workers > 0)
+
+
+class _TensorRows:
+    """Rows of in-memory tensors, a whole batch fetched with one index (no per-sample collate)."""
+
+    def __init__(self, *tensors) -> None:
+        self.tensors = tensors
+
+    def __len__(self) -> int:
+        return len(self.tensors[0])
+
+    def __getitem__(self, i: int):
+        return tuple(t[i] for t in self.tensors)
+
+    def __getitems__(self, indices: list[int]):
+        import torch  # noqa: PLC0415
+
+        idx = torch.as_tensor(indices, dtype=torch.long)
+        return tuple(t[idx] for t in self.tensors)
+
+
+def tensor_loader(*tensors, batch_size: int = 32, shuffle: bool = True, seed: int = 0, drop_last: bool = False):
+    """A DataLoader over same-length in-memory tensors (e.g. features, labels, a teacher's logits),
+    yielding ``(t1[batch], t2[batch], ...)``; seeded shuffling. For small heads, where a per-sample
+    ``TensorDataset`` + collate would cost more than the arithmetic."""
+    import torch  # noqa: PLC0415
+    from torch.utils.data import DataLoader  # noqa: PLC0415
+
+    if not tensors or len({len(t) for t in tensors}) != 1:
+        raise CourseError(f"tensor_loader needs tensors of the same length, got {[len(t) for t in tensors]}")
+    return DataLoader(_TensorRows(*tensors), batch_size=batch_size, shuffle=shuffle, drop_last=drop_last,
+                      generator=torch.Generator().manual_seed(seed), collate_fn=_batch_collate)
 
 
 # ============================================================================ TFRecords

@@ -102,3 +102,20 @@ def test_tfrecords_round_trip(tmp_path):
     assert len(back) == 9
     np.testing.assert_array_equal(np.stack([b[0] for b in back]), images)  # PNG is lossless
     assert [int(b[1]) for b in back] == labels.tolist()
+
+
+def test_tensor_loader_yields_whole_seeded_batches_of_every_tensor():
+    import torch
+
+    x, y, t = torch.arange(10.0).view(10, 1), torch.arange(10), torch.arange(10.0) * 2
+    batches = list(P.tensor_loader(x, y, t, batch_size=4, seed=3))
+    assert [len(b[0]) for b in batches] == [4, 4, 2]
+    for bx, by, bt in batches:                       # rows stay aligned across the tensors
+        assert torch.equal(bx[:, 0].long(), by) and torch.equal(bt, by * 2.0)
+    seen = torch.cat([b[1] for b in batches])
+    assert sorted(seen.tolist()) == list(range(10)) and seen.tolist() != list(range(10))   # shuffled, complete
+    again = torch.cat([b[1] for b in P.tensor_loader(x, y, t, batch_size=4, seed=3)])
+    assert torch.equal(seen, again)                  # the seed fixes the order
+    assert len(list(P.tensor_loader(x, y, batch_size=3, drop_last=True))) == 3
+    with pytest.raises(CourseError, match="same length"):
+        P.tensor_loader(x, y[:5])
