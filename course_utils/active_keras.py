@@ -12,7 +12,7 @@ import numpy as np
 
 from .active import head_gradient_embedding
 from .metrics import probabilities
-from .models_keras import walk_layers
+from .models_keras import activation_name, walk_layers
 from .runtime import CourseError, import_keras
 
 __all__ = ["keras_outputs", "keras_probs", "keras_mc_samples", "keras_embeddings", "keras_gradient_embeddings"]
@@ -44,11 +44,6 @@ def _keras_probs_from_output(y: np.ndarray, final_activation: str | None) -> np.
     return probabilities(y)
 
 
-def _activation_name(layer) -> str | None:
-    act = getattr(layer, "activation", None)
-    return getattr(act, "__name__", None)
-
-
 def keras_outputs(model, x, *, needs: Iterable[str] = ("probs", "embeddings"), mc_passes: int = 10,
                   batch_size: int = 256, seed: int | None = 0) -> dict[str, np.ndarray]:
     """The Keras counterpart of :func:`torch_outputs`.
@@ -61,7 +56,7 @@ def keras_outputs(model, x, *, needs: Iterable[str] = ("probs", "embeddings"), m
     keras = import_keras()
     needs = set(needs)
     head = _keras_last_dense(model)
-    act = _activation_name(head)
+    act = activation_name(head)
     xs = _keras_x(x)
     out: dict[str, np.ndarray] = {}
     if needs & {"probs", "embeddings", "grad_embeddings"}:

@@ -24,7 +24,7 @@ from typing import Any, Sequence
 from .model_info import ModelInfo
 from .runtime import CourseError, import_keras, import_tensorflow, network_problem
 
-__all__ = ["ModelInfo", "small_cnn", "efficientnet_b0", "walk_layers", "unfreeze_top", "find_base",
+__all__ = ["ModelInfo", "small_cnn", "efficientnet_b0", "walk_layers", "activation_name", "unfreeze_top", "find_base",
            "precision_policy", "count_params"]
 
 IMAGENET_HOST = ("storage.googleapis.com", 443)
@@ -60,6 +60,11 @@ def _check_shape(input_shape: Sequence[int], n_classes: int, *, min_side: int = 
     if int(n_classes) < 2:
         raise CourseError(f"n_classes must be at least 2 (a binary task has 2 classes); got {n_classes}")
     return h, w, c
+
+
+def activation_name(layer) -> str:
+    """The name of a layer's activation function (``"softmax"``, ``"sigmoid"``, ...), ``""`` if it has none."""
+    return getattr(getattr(layer, "activation", None), "__name__", "") or ""
 
 
 def walk_layers(model) -> list:

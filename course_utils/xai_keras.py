@@ -13,7 +13,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from .models_keras import walk_layers
+from .models_keras import activation_name, walk_layers
 from .runtime import CourseError, import_tensorflow
 
 tf = import_tensorflow()
@@ -21,10 +21,6 @@ import keras  # noqa: E402  (after TensorFlow, through the safe import)
 
 _CONV = (keras.layers.Conv2D, keras.layers.DepthwiseConv2D, keras.layers.SeparableConv2D)
 _SQUASH = {"softmax", "sigmoid"}
-
-
-def _act_name(layer) -> str:
-    return getattr(getattr(layer, "activation", None), "__name__", "")
 
 
 def _contains(model, layer) -> bool:
@@ -71,11 +67,11 @@ class KerasAdapter:
         self.input_shape = tuple(shape)
         last = model.layers[-1]
         # Peel a final softmax / sigmoid off: the score must be a logit, not a saturated probability.
-        if isinstance(last, keras.layers.Activation) and _act_name(last) in _SQUASH \
+        if isinstance(last, keras.layers.Activation) and activation_name(last) in _SQUASH \
                 or isinstance(last, keras.layers.Softmax):
             self._to_logits = lambda pre: pre
             self._split = True
-        elif isinstance(last, keras.layers.Dense) and _act_name(last) in _SQUASH:
+        elif isinstance(last, keras.layers.Dense) and activation_name(last) in _SQUASH:
             def dense_logits(pre):                               # the Dense layer without its activation
                 pre = tf.cast(pre, last.kernel.dtype)            # mixed precision: float16 features, float32 head
                 return tf.matmul(pre, last.kernel) + (last.bias if last.use_bias else 0.0)
