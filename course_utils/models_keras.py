@@ -210,8 +210,7 @@ def efficientnet_b0(input_shape: Sequence[int], n_classes: int, *, pretrained: b
                 notice = ("NOTICE: EfficientNetB0 ImageNet weights are not available here "
                           f"({reason}). The base starts from RANDOM weights, so 'pre-trained' results "
                           "are NOT transfer learning and comparisons with training from scratch are not meaningful.")
-                print(notice)
-                warnings.warn(notice, stacklevel=2)
+                print(notice)                      # once, where the student looks (a warning repeated it)
                 base = _random_base((h, w, 3))
         else:
             base = _random_base((h, w, 3))
