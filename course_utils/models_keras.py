@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
-import warnings
 from pathlib import Path
 from typing import Any, Sequence
 
