@@ -21,7 +21,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import struct
 import warnings
+import zipfile
 import zlib
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -74,6 +76,46 @@ def _stand_in_rng(*key: Any) -> np.random.Generator:
     """A generator seeded from a readable key, e.g. ("medmnist", flag, split, size, chunk)."""
     parts = [zlib.crc32(str(k).encode()) if not isinstance(k, (int, np.integer)) else int(k) for k in key]
     return np.random.default_rng(parts)
+
+
+# what reading a damaged or foreign npz file raises (truncated, emptied, flipped bytes, other keys or shapes)
+_DAMAGE_ERRORS = (OSError, EOFError, ValueError, KeyError, zipfile.BadZipFile, zlib.error, struct.error)
+
+
+def _npz_problem(path: Path, expected: dict[str, tuple[tuple[int, ...], np.dtype]]) -> str | None:
+    """Why the npz file at ``path`` cannot be used (None: it is whole and holds ``expected``).
+
+    Verifies the whole file without loading it: every member is read in chunks and checked against
+    the CRC-32 the zip stores (what a flipped byte or a truncated file breaks), then each expected
+    array's header gives its shape and dtype. Memory stays small however large the file is.
+    """
+    try:
+        with zipfile.ZipFile(path) as zf:
+            bad = zf.testzip()
+            if bad is not None:
+                return f"Bad CRC-32 for {bad}"
+            names = set(zf.namelist())
+            for key, (shape, dtype) in expected.items():
+                if f"{key}.npy" not in names:
+                    return f"no array {key!r}"
+                with zf.open(f"{key}.npy") as f:
+                    version = np.lib.format.read_magic(f)
+                    read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                                   else np.lib.format.read_array_header_2_0)
+                    got_shape, _, got_dtype = read_header(f)
+                if tuple(got_shape) != tuple(shape) or np.dtype(got_dtype) != np.dtype(dtype):
+                    return f"{key} is {np.dtype(got_dtype)}{list(got_shape)}, expected {np.dtype(dtype)}{list(shape)}"
+    except _DAMAGE_ERRORS as exc:
+        return f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else 'unreadable'}"
+    return None
+
+
+def _discard_damaged(path: Path, reason: str) -> None:
+    """Say in one line that a cache file was damaged, and delete it (the caller writes it again)."""
+    warnings.warn(f"the stand-in cache file {path} was damaged or incomplete ({reason}); deleted it, "
+                  "generating it again.", stacklevel=3)
+    with contextlib.suppress(OSError):
+        path.unlink()
 
 
 def _save_npz(path: Path, **arrays: np.ndarray) -> None:
@@ -541,13 +583,17 @@ def make_medmnist_stand_in(flag: str, *, size: int = 28, root: str | os.PathLike
             f"{', '.join(map(str, ok))}. The real data set at {size}px works once downloaded.")
     root = runtime.cache_dir("", base=root)  # not writable: a temporary folder, with a warning
     path = root / npz_name(flag, size)
-    if path.exists():
-        try:
-            with np.load(path) as z:
-                if all(z[f"{sp}_labels"].shape[0] == n for sp, n in meta["n_samples"].items()):
-                    return path
-        except (OSError, ValueError, KeyError, zlib.error):
-            pass  # broken or foreign file: write it again
+    if path.exists():  # reused only when the whole file is intact and has medmnist's split sizes
+        channels = () if meta["n_channels"] == 1 else (meta["n_channels"],)
+        n_labels = 14 if _STAND_INS[flag][1] is None else 1
+        expected = {}
+        for sp, n in meta["n_samples"].items():
+            expected[f"{sp}_images"] = ((n, size, size, *channels), np.dtype(np.uint8))
+            expected[f"{sp}_labels"] = ((n, n_labels), np.dtype(np.uint8))
+        problem = _npz_problem(path, expected)
+        if problem is None:
+            return path
+        _discard_damaged(path, problem)
     render, priors = _STAND_INS[flag]
     arrays: dict[str, np.ndarray] = {}
     chunk = max(64, int(2**22 // (size * size)))  # ~4 M pixels per chunk keeps memory small
@@ -589,11 +635,9 @@ def make_malaria_stand_in(n: int, *, image_size: int = 64, seed: int = 0,
     if cache:
         path = _stand_in_dir(cache_dir) / f"malaria_{STAND_IN_VERSION}_n{n}_{image_size}px_seed{seed}.npz"
         if path.exists():
-            try:
-                with np.load(path) as z:
-                    return z["images"], z["labels"]
-            except (OSError, ValueError, KeyError, zlib.error):
-                pass
+            found = _read_malaria_cache(path, n, image_size)
+            if found is not None:
+                return found
     labels = _labels_from_priors(n, [0.5, 0.5], _stand_in_rng("malaria", seed, n))
     images = np.empty((n, image_size, image_size, 3), np.uint8)
     chunk = max(32, int(2**21 // (image_size * image_size)))
@@ -606,4 +650,19 @@ def make_malaria_stand_in(n: int, *, image_size: int = 64, seed: int = 0,
         images[start:stop] = _render_malaria(labels[start:stop], image_size, _stand_in_rng("malaria", seed, n, i))
     if path is not None:
         _save_npz(path, images=images, labels=labels)
+    return images, labels
+
+
+def _read_malaria_cache(path: Path, n: int, image_size: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """The cached arrays, read in full (every byte checked against the zip's CRC-32); None, with a
+    one-line warning and the file deleted, when the file is damaged or holds other shapes."""
+    try:
+        with np.load(path) as z:
+            images, labels = z["images"], z["labels"]
+    except _DAMAGE_ERRORS as exc:
+        _discard_damaged(path, f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}")
+        return None
+    if images.shape != (n, image_size, image_size, 3) or images.dtype != np.uint8 or labels.shape != (n,):
+        _discard_damaged(path, f"images {images.dtype}{list(images.shape)}, labels {list(labels.shape)}")
+        return None
     return images, labels
