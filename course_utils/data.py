@@ -282,11 +282,47 @@ def _remove_empty_download_dirs(downloads: Path) -> None:
                 d.rmdir()
 
 
+def _to_8_bit(im):
+    """A PIL image with more than 8 bits per pixel, scaled to 8 bits (mode ``L``) over its type's range.
+
+    PIL's own ``convert`` clips such pixels at 255 (a 16-bit PNG turns almost all white), so this scales:
+    16-bit (``I;16*``, and ``I`` with values in 0-65535, as a 16-bit PNG or TIFF gives) by 255/65535;
+    float (``F``) in [0, 1] by 255, float already in [0, 255] as it is. Other ranges have no standard
+    8-bit meaning: a CourseError says so. Images with 8 bits per channel are returned unchanged.
+    """
+    from PIL import Image  # noqa: PLC0415
+
+    mode = im.mode
+    if not (mode.startswith("I") or mode == "F"):
+        return im
+    a = np.asarray(im)
+    if a.size == 0:
+        return im
+    if mode == "F" and not np.isfinite(a).all():
+        raise CourseError("float pixels (mode F) include NaN or inf: fix the image and save it as an 8-bit PNG")
+    lo, hi = float(a.min()), float(a.max())
+    if mode == "F":
+        if lo >= 0 and hi <= 1:
+            scaled = a * 255.0
+        elif lo >= 0 and hi <= 255:
+            scaled = a
+        else:
+            raise CourseError(f"float pixels (mode F) range from {lo:g} to {hi:g}: expected 0-1 (or 0-255). "
+                              "Rescale the image and save it as an 8-bit PNG")
+    elif mode.startswith("I;16") or (lo >= 0 and hi <= 65535):
+        scaled = a.astype(np.float64) * (255.0 / 65535.0)
+    else:
+        raise CourseError(f"32-bit integer pixels (mode {mode}) range from {lo:g} to {hi:g}: no standard 8-bit "
+                          "scaling. Rescale the image and save it as an 8-bit (or 16-bit) PNG")
+    return Image.fromarray(np.clip(np.rint(scaled), 0, 255).astype(np.uint8), mode="L")
+
+
 def _decode(encoded: bytes, size: int, channels: int = 3) -> np.ndarray:
+    """One image file's bytes -> uint8 ``size x size x channels`` (16-bit and float pixels scaled, not clipped)."""
     from PIL import Image  # noqa: PLC0415
 
     with Image.open(io.BytesIO(encoded)) as im:
-        im = im.convert("RGB" if channels == 3 else "L")
+        im = _to_8_bit(im).convert("RGB" if channels == 3 else "L")
         arr = np.asarray(im.resize((size, size), Image.BILINEAR), dtype=np.uint8)
     return arr if channels == 3 else arr[..., None]
 
@@ -391,9 +427,13 @@ def load_malaria_folder(path: str | os.PathLike, *, image_size: int = 64, on_err
     files: list[Path] = []
     labels_list: list[int] = []
     bad: list[str] = []
+    nested: list[Path] = []  # images in subfolders of a class folder: not read, but counted and reported
     for k, name in enumerate(MALARIA_CLASSES):
         for f in sorted(dirs[name].iterdir()):
-            if f.is_dir() or f.name.lower() in _OS_JUNK or f.name.startswith("."):
+            if f.is_dir():
+                nested += [g for g in sorted(f.rglob("*")) if g.suffix.lower() in _IMAGE_SUFFIXES and g.is_file()]
+                continue
+            if f.name.lower() in _OS_JUNK or f.name.startswith("."):
                 continue
             if f.suffix.lower() not in _IMAGE_SUFFIXES:
                 if on_error == "raise":
@@ -416,14 +456,22 @@ def load_malaria_folder(path: str | os.PathLike, *, image_size: int = 64, on_err
             images[j] = _decode(files[i].read_bytes(), image_size)
         except Exception as exc:  # noqa: BLE001 - PIL raises several types for broken files
             if on_error == "raise":
-                raise CourseError(f"cannot read image {files[i]} ({type(exc).__name__}: {exc}). Remove or "
-                                  "replace the file, or pass on_error='skip' to skip unreadable files.") from exc
+                why = str(exc) if isinstance(exc, CourseError) else f"{type(exc).__name__}: {exc}"
+                raise CourseError(f"cannot read image {files[i]} ({why}). Remove or replace the file, or pass "
+                                  "on_error='skip' to skip unreadable files.") from exc
             bad.append(str(files[i]))
             keep[j] = False
     images, labels = images[keep], labels[idx][keep]
     notes = LEAKAGE_NOTE
     if bad:
         msg = f"skipped {len(bad)} unreadable or non-image file(s), e.g. {bad[0]}"
+        warnings.warn(msg, stacklevel=2)
+        notes = msg + ". " + notes
+    if nested:
+        folders = sorted({str(p.parent) for p in nested})
+        msg = (f"skipped {len(nested)} image file(s) in subfolders of the class folders ({', '.join(folders[:3])}"
+               f"{' ...' if len(folders) > 3 else ''}): only images directly inside Parasitized/ and Uninfected/ "
+               "are read; move them up if they belong to the data set")
         warnings.warn(msg, stacklevel=2)
         notes = msg + ". " + notes
     if len(np.unique(labels)) < 2:

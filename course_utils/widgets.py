@@ -102,6 +102,7 @@ class ResultsBoard:
                     shared[name] = frame[name].iloc[0]
                     frame = frame.drop(columns=name)
         shown = frame.map(lambda v: f"{v:.3g}" if isinstance(v, float) else html.escape(str(v)))
+        shown.columns = [html.escape(str(c)).replace("_", "_<wbr>") for c in shown.columns]   # headers may wrap
         table = shown.to_html(escape=False, border=0)
         note = ("<div style='font-size:12px;color:#555'>same in every run: "
                 + html.escape(", ".join(f"{k}={_fmt(v)}" for k, v in shared.items())) + "</div>") if shared else ""
@@ -133,6 +134,7 @@ class ResultsBoard:
     def plot(self, metric: str = "val_accuracy", *, ax=None, title: str | None = None):
         """Overlay ``metric`` per epoch for every run that recorded it; returns the Figure."""
         import matplotlib.pyplot as plt  # noqa: PLC0415
+        from matplotlib.ticker import MaxNLocator  # noqa: PLC0415
 
         from .plots import _label  # noqa: PLC0415
 
@@ -148,6 +150,7 @@ class ResultsBoard:
             values = r.history[metric]
             ax.plot(range(1, len(values) + 1), values, marker="o", ms=3, label=r.label)
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel(metric)
         ax.set_title((title or f"Results board: {metric} per run") + _label(self.source))
         ax.grid(alpha=0.3)
@@ -360,8 +363,8 @@ class SliderPanel:
         self.last_result = result
         headline = {k: v for k, v in run.metrics.items() if k.startswith(("val_", "test"))} or run.metrics
         shown = ", ".join(f"{k} {v:.3f}" for k, v in list(headline.items())[:4])
+        self._show_board()                 # the board first: "done" appears when the row is there
         self._status(f"run {run.number} done in {wall:.1f} s" + (f": {shown}" if shown else ""), color="green")
-        self._show_board()
         return result
 
     def _fail(self, text: str) -> None:

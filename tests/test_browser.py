@@ -227,7 +227,7 @@ def test_panel_trains_only_on_run_and_refuses_impossible_settings(browser, lab):
     panel = page.locator(".widget-vbox", has=page.locator("h3", has_text="Transfer learning on malaria cells")).last
     panel.scroll_into_view_if_needed()
     assert panel.locator(".widget-slider").count() >= 4 and panel.get_by_role("button", name="Run").count() == 1
-    page.screenshot(path=str(SHOTS / "03_panel_after_run_all.png"))
+    panel.screenshot(path=str(SHOTS / "03_panel_after_run_all.png"))
     rows, folders = _board_rows(panel), _run_folders(lab)
     assert rows == 1 and "Could not run" not in panel.inner_text()   # the default run, no refusal on screen
 
@@ -243,11 +243,11 @@ def test_panel_trains_only_on_run_and_refuses_impossible_settings(browser, lab):
     image.scroll_into_view_if_needed()
     png = image.screenshot()
     assert _png_std(png) > 10, "the board's curve image is blank"
-    page.screenshot(path=str(SHOTS / "03_panel_after_click.png"))
+    panel.screenshot(path=str(SHOTS / "03_panel_after_click.png"))
 
     _set_slider(panel, "train_samples", 2000)                         # more images than the split holds
     panel.get_by_role("button", name="Run").click()
     page.wait_for_function("el => el.innerText.includes('Could not run')", arg=panel.element_handle(), timeout=60_000)
     assert _board_rows(panel) == rows + 1                              # refused: no row
-    page.screenshot(path=str(SHOTS / "03_panel_refused.png"))
+    panel.screenshot(path=str(SHOTS / "03_panel_refused.png"))
     page.close()
