@@ -14,6 +14,8 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import shutil
+import tempfile
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -317,6 +319,27 @@ def _to_8_bit(im):
     return Image.fromarray(np.clip(np.rint(scaled), 0, 255).astype(np.uint8), mode="L")
 
 
+def _no_downloads() -> str | None:
+    """Why no download may be attempted (``COURSE_OFFLINE=1``, as the README promises), else None."""
+    if os.environ.get("COURSE_OFFLINE", "").strip().lower() in runtime._TRUTHY:
+        return "COURSE_OFFLINE is set: no download attempted"
+    return None
+
+
+@contextlib.contextmanager
+def _no_tfds_temp_leftovers():
+    """Remove the ``tmp*tfds`` folders tfds creates in the temp directory during the block (it makes
+    one for its metadata each time a builder is created and never removes it); others' stay."""
+    tmp = Path(tempfile.gettempdir())
+    before = {p.name for p in tmp.glob("tmp*tfds")}
+    try:
+        yield
+    finally:
+        for p in tmp.glob("tmp*tfds"):
+            if p.name not in before and p.is_dir():
+                shutil.rmtree(p, ignore_errors=True)
+
+
 def _decode(encoded: bytes, size: int, channels: int = 3) -> np.ndarray:
     """One image file's bytes -> uint8 ``size x size x channels`` (16-bit and float pixels scaled, not clipped)."""
     from PIL import Image  # noqa: PLC0415
@@ -330,8 +353,15 @@ def _decode(encoded: bytes, size: int, channels: int = 3) -> np.ndarray:
 def _load_malaria_tfds(image_size: int, max_images: int | None, seed: int, data_dir) -> tuple[np.ndarray, np.ndarray]:
     """Read tfds' malaria (one ``train`` split), subset by label before decoding, resize each image once."""
     tfds = _import_tfds()
+    with _no_tfds_temp_leftovers():
+        return _read_malaria_tfds(tfds, image_size, max_images, seed, data_dir)
+
+
+def _read_malaria_tfds(tfds, image_size: int, max_images: int | None, seed: int, data_dir):
     builder = tfds.builder("malaria", data_dir=data_dir)
     if not builder.is_prepared():
+        if _no_downloads():
+            raise ConnectionError(_no_downloads())
         # Not downloaded yet. tfds retries a failing download for minutes; when the hosts cannot even be
         # reached, let the real call fail after one try instead (a cached download never gets here).
         from tensorflow_datasets.core.download import downloader  # noqa: PLC0415
@@ -482,9 +512,27 @@ def load_malaria_folder(path: str | os.PathLike, *, image_size: int = 64, on_err
 
 
 def _medmnist_split(cls, split: str, size: int, root: str, download: bool) -> tuple[np.ndarray, np.ndarray]:
-    ds = cls(split=split, size=size, root=root, download=download)
-    len(ds)  # medmnist asserts here that the split has INFO's n_samples
+    try:
+        ds = cls(split=split, size=size, root=root, download=download)
+        len(ds)  # medmnist asserts here that the split has INFO's n_samples
+    except AssertionError as exc:  # medmnist's bare assert: say which sizes it expected and which it found
+        raise CourseError(_split_size_problem(cls.flag, size, root)) from exc
     return np.asarray(ds.imgs), np.asarray(ds.labels)
+
+
+def _split_size_problem(flag: str, size: int, root: str) -> str:
+    """medmnist's split-size assertion, explained: the sizes it expects and the sizes the file has."""
+    path = Path(root) / npz_name(flag, size)
+    expected = medmnist_meta(flag)["n_samples"]
+    try:
+        with np.load(path) as z:
+            found = ", ".join(f"{sp} {len(z[f'{sp}_labels'])}" for sp in expected)
+    except Exception as exc:  # noqa: BLE001 - a damaged file says why
+        found = f"no readable split sizes ({type(exc).__name__}: {exc})"
+    want = ", ".join(f"{sp} {n}" for sp, n in expected.items())
+    return (f"{path} has {found} images, but medmnist expects exactly {want} "
+            f"(medmnist.INFO[{flag!r}]['n_samples']): the file is incomplete, altered or from another "
+            "MedMNIST version. Delete it so that it is downloaded again, or replace it with the original file")
 
 
 def _read_medmnist(flag: str, size: int, root: str, download: bool) -> dict[str, tuple[np.ndarray, np.ndarray]]:
@@ -527,6 +575,8 @@ def load_medmnist(flag: str, *, size: int = 28, source: str = "auto", root: str 
                              or runtime.cache_dir("medmnist")).expanduser()
             real_root.mkdir(parents=True, exist_ok=True)
             cached = (real_root / npz_name(flag, size)).exists()  # a downloaded file is used as it is
+            if not cached and _no_downloads():
+                raise ConnectionError(_no_downloads())
             data = _read_medmnist(flag, size, str(real_root), download=not cached)
             used = "medmnist"
         except Exception as exc:  # noqa: BLE001
