@@ -37,6 +37,7 @@ from .standins import (
     medmnist_meta,
     npz_name,
 )
+from .standins import _npz_problem
 
 __all__ = [
     "Split", "DataInfo", "ImageDataset", "load_malaria", "load_malaria_folder", "load_medmnist",
@@ -246,6 +247,11 @@ def resize_images(images: np.ndarray | Sequence[np.ndarray], size: int) -> np.nd
 def _fallback(what: str, exc: BaseException, fix: str, source: str) -> str:
     """Raise (source="real") or warn and return the note for the stand-in (source="auto")."""
     reason = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ''}"
+    if isinstance(exc, CourseError):  # our own message already says what is wrong and how to fix it
+        reason, fix = str(exc).rstrip("."), "fix what the reason in brackets names."
+        if source == "real":
+            raise CourseError(f"could not load the real {what}: {reason}. With source='auto' the course would use "
+                              "a stand-in data set instead.") from exc
     if source == "real":
         raise CourseError(f"could not load the real {what}: the download (or reading the downloaded file) "
                           f"failed ({reason}). To fix it: {fix} "
@@ -574,7 +580,14 @@ def load_medmnist(flag: str, *, size: int = 28, source: str = "auto", root: str 
             real_root = Path(root if root is not None else getattr(medmnist.info, "DEFAULT_ROOT", None)
                              or runtime.cache_dir("medmnist")).expanduser()
             real_root.mkdir(parents=True, exist_ok=True)
-            cached = (real_root / npz_name(flag, size)).exists()  # a downloaded file is used as it is
+            real_file = real_root / npz_name(flag, size)
+            cached = real_file.exists()  # a downloaded file is used as it is, once it is known to be whole
+            if cached and (damage := _npz_problem(real_file, {})) is not None:
+                if _no_downloads():
+                    raise CourseError(f"{real_file} is damaged ({damage}) and {_no_downloads()}: delete it and "
+                                      "download it again (or unset COURSE_OFFLINE)")
+                warnings.warn(f"{real_file} is damaged ({damage}); downloading it again.", stacklevel=2)
+                cached = False  # medmnist checks the file's MD5 and downloads it again
             if not cached and _no_downloads():
                 raise ConnectionError(_no_downloads())
             data = _read_medmnist(flag, size, str(real_root), download=not cached)

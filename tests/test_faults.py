@@ -193,3 +193,21 @@ def test_a_failed_tfds_attempt_leaves_no_temporary_folder(tmp_path, monkeypatch,
         assert calls == [] and "COURSE_OFFLINE" in str(err.value)
     else:
         assert calls == ["malaria"] and "no route to host" in str(err.value)
+
+
+def test_a_damaged_downloaded_medmnist_file_is_named_not_read(tmp_path, monkeypatch):
+    pytest.importorskip("medmnist")
+    rng = np.random.default_rng(0)
+    arrays = {}
+    for split, n in {"train": 546, "val": 78, "test": 156}.items():
+        arrays[f"{split}_images"] = rng.integers(0, 256, (n, 28, 28), dtype=np.uint8)
+        arrays[f"{split}_labels"] = (rng.random((n, 1)) < 0.73).astype(np.uint8)
+    path = tmp_path / "breastmnist.npz"
+    np.savez(path, **arrays)
+    _damage(path, "flipped")
+    monkeypatch.setenv("COURSE_OFFLINE", "1")  # the same on any runner: no download
+    with pytest.raises(CourseError, match=r"breastmnist\.npz is damaged \(Bad CRC-32.*delete it"):
+        D.load_medmnist("breastmnist", source="real", root=tmp_path)
+    with pytest.warns(UserWarning, match="STAND-IN"):
+        ds = D.load_medmnist("breastmnist", source="auto", root=tmp_path, max_per_split=10)
+    assert ds.info.source == "stand-in" and "damaged" in ds.info.notes
