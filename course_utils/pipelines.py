@@ -52,7 +52,25 @@ def _check_arrays(images, labels) -> tuple[np.ndarray, np.ndarray]:
         raise CourseError(f"images must be uint8 N x H x W x C; got {images.dtype} {images.shape}.")
     if len(images) != len(labels):
         raise CourseError(f"{len(images)} images but {len(labels)} labels: they must match.")
+    if labels.ndim == 1:
+        _check_class_indices(labels)
     return images, labels
+
+
+def _check_class_indices(labels: np.ndarray) -> None:
+    """1-D labels are class indices 0, 1, ...: whole, finite, not negative (casting 0.5 to int gives 0)."""
+    if labels.dtype == bool or len(labels) == 0:
+        return
+    if not (np.issubdtype(labels.dtype, np.integer) or np.issubdtype(labels.dtype, np.floating)):
+        raise CourseError(f"labels must be class numbers (0, 1, ...), not {labels.dtype}.")
+    bad = labels < 0
+    if np.issubdtype(labels.dtype, np.floating):
+        bad = bad | ~np.isfinite(labels) | (labels != np.round(labels))
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise CourseError(f"labels must be class indices 0, 1, ... (whole numbers, not negative); found "
+                          f"{labels[i].item()!r} at index {i} ({int(bad.sum())} such label(s)). For multi-label or soft targets pass an "
+                          "N x L array of 0/1 (or probability) columns.")
 
 
 def to_tf_dataset(images: np.ndarray, labels: np.ndarray, *, batch_size: int = 32, training: bool = False,

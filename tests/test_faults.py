@@ -211,3 +211,21 @@ def test_a_damaged_downloaded_medmnist_file_is_named_not_read(tmp_path, monkeypa
     with pytest.warns(UserWarning, match="STAND-IN"):
         ds = D.load_medmnist("breastmnist", source="auto", root=tmp_path, max_per_split=10)
     assert ds.info.source == "stand-in" and "damaged" in ds.info.notes
+
+
+# --------------------------------------------------------------------------- pipelines
+@pytest.mark.parametrize("bad, match", [(0.5, r"0\.5.*index 3"), (float("nan"), r"nan.*index 3"), (-1, r"-1.*index 3")])
+def test_pipelines_refuse_labels_that_are_not_class_indices(bad, match):
+    """A label of 0.5 became class 0 in to_torch_loader (astype(int64)); -1 and NaN went through too."""
+    from course_utils import pipelines as P
+
+    images = np.zeros((8, 4, 4, 3), np.uint8)
+    labels = np.array([0, 1, 0, bad, 1, 0, 1, 0], dtype=np.float64)
+    with pytest.raises(CourseError, match=match):
+        P.to_torch_loader(images, labels)
+    with pytest.raises(CourseError, match=match):
+        P.to_tf_dataset(images, labels)
+    ok = P.to_torch_loader(images, np.array([0, 1, 0, 1, 1, 0, 1, 0], dtype=np.float64), batch_size=8)
+    assert next(iter(ok))[1].tolist() == [0, 1, 0, 1, 1, 0, 1, 0]  # whole numbers stored as float are fine
+    soft = np.full((8, 3), 0.5, np.float32)  # multi-label rows may be soft targets: kept as they are
+    assert next(iter(P.to_torch_loader(images, soft, batch_size=8)))[1].eq(0.5).all()
