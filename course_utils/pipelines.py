@@ -69,8 +69,8 @@ def _check_class_indices(labels: np.ndarray) -> None:
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
         raise CourseError(f"labels must be class indices 0, 1, ... (whole numbers, not negative); found "
-                          f"{labels[i].item()!r} at index {i} ({int(bad.sum())} such label(s)). For multi-label or soft targets pass an "
-                          "N x L array of 0/1 (or probability) columns.")
+                          f"{labels[i].item()!r} at index {i} ({int(bad.sum())} such label(s)). For multi-label or "
+                          "soft targets pass an N x L array of 0/1 (or probability) columns.")
 
 
 def to_tf_dataset(images: np.ndarray, labels: np.ndarray, *, batch_size: int = 32, training: bool = False,

@@ -83,7 +83,8 @@ def _gradient16(size=24):
 
 
 def _all_images(ds):
-    return np.concatenate([s.images for s in ds.splits().values()]), np.concatenate([s.labels for s in ds.splits().values()])
+    splits = ds.splits().values()
+    return np.concatenate([s.images for s in splits]), np.concatenate([s.labels for s in splits])
 
 
 def test_16_bit_grey_png_is_scaled_not_clipped(tmp_path):
