@@ -1,8 +1,11 @@
 """How the torch engine reads and checks its batches (private to :mod:`course_utils.train_torch`).
 
 A batch is ``x``, ``(x,)``, ``(x, y)`` or ``(x, y, *extra)``. The first batch of a run is checked
-cheaply (dtype, shapes, label values, output count against the labels, extra tensors per sample),
-with messages that say how to fix the data; ``loss_targets`` shapes the labels for the loss.
+in full (dtype, shapes, label values, output count against the labels, extra tensors per sample),
+with messages that say how to fix the data. Every batch's labels are checked too (:func:`check_labels`:
+shape, range and whole numbers for the task, from one min/max on the small labels tensor while it is
+still on the CPU), so a bad label in batch 500 is a clear error naming it, not a silent target of 2 for
+BCE or a raw IndexError. ``loss_targets`` shapes the labels for the loss.
 """
 from __future__ import annotations
 
@@ -89,6 +92,44 @@ def check_inputs(x, y, task: str, extra: tuple = ()) -> None:
                           + (" (more than two classes: use task='multi-class')" if task == "binary" else ""))
     if task == "multi-class" and (bool((yf != yf.round()).any()) or bool((yf < 0).any())):
         raise CourseError("multi-class labels must be non-negative integer class indices")
+
+
+def check_labels(y, task: str, where: str, n_out: int | None = None, n_images: int | None = None) -> None:
+    """Every batch's labels, cheaply: the shape for the task, then one min/max (and, for float labels, a
+    whole-number test) on the labels tensor, which is small and usually still on the CPU.
+
+    ``n_out`` (the model's outputs, once known) adds the class-index bound for multi-class and the
+    whole-number rule for a 2-output binary model. ``where`` names the batch in the message.
+    """
+    torch = import_torch()
+    if n_images is not None and len(y) != n_images:
+        raise CourseError(f"{where}: {n_images} images but {len(y)} labels")
+    if task == "multi-label":
+        if y.ndim != 2 or (n_out is not None and y.shape[1] != n_out):
+            raise CourseError(f"{where}: multi-label labels must be [batch, {n_out or 'n_labels'}] 0/1 columns; "
+                              f"got shape {tuple(y.shape)}")
+    elif not (y.ndim == 1 or (y.ndim == 2 and y.shape[1] == 1)):
+        raise CourseError(f"{where}: {task} labels must be [batch] class indices; got shape {tuple(y.shape)}")
+    if y.numel() == 0 or y.dtype == torch.bool:
+        return
+    lo, hi = (float(v) for v in torch.aminmax(y.detach()))
+    whole = not y.is_floating_point() or bool((y == y.round()).all())  # NaN is not whole
+    if task == "multi-class" or (task == "binary" and n_out == 2):
+        top = n_out - 1 if n_out is not None else None
+        bad = lo if not lo >= 0 else hi if (top is not None and not hi <= top) else None
+        if bad is None and not whole:
+            bad = float(y[y != y.round()].reshape(-1)[0])
+        if bad is not None:
+            rule = ("binary labels must be 0 or 1 (class indices for the 2 outputs)" if task == "binary"
+                    else f"class indices must be whole numbers 0..{top}" if top is not None
+                    else "class indices must be whole numbers 0, 1, ...")
+            fix = (f" (the model has {n_out} outputs: build it with n_classes={int(hi) + 1} or more, or fix the labels)"
+                   if task == "multi-class" and top is not None and whole and lo >= 0 else "")
+            raise CourseError(f"{where}: label {bad:g} is not allowed: {rule}{fix}")
+    elif not (lo >= 0 and hi <= 1):  # binary (one logit) and multi-label targets: 0 or 1 (soft targets in between)
+        bad = lo if not lo >= 0 else hi
+        raise CourseError(f"{where}: label {bad:g} is not 0 or 1: {task} labels must be 0 or 1"
+                          + (" (more than two classes: use task='multi-class')" if task == "binary" else ""))
 
 
 def check_outputs(logits, y, task: str) -> None:

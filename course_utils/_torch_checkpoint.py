@@ -3,12 +3,25 @@
 A checkpoint holds everything needed to continue where a run stopped: model, optimizer, scheduler,
 GradScaler, the epoch, the History so far, the best state, the epochs without improvement and the
 RNG states (Python, NumPy, torch, CUDA, and the loader's own generators). It is written atomically
-(a temporary file, then a rename), so a disconnect while saving never leaves half a file.
+(a temporary file, then a rename), so a disconnect while saving never leaves half a file; a write
+that fails (a full disk) removes the temporary file and leaves the previous checkpoint as it was.
+
+Safe and checked: everything in it is a tensor, number, string, list or dict, so it is read with
+``torch.load(..., weights_only=True)``, which runs no code from the file (a checkpoint from someone
+else cannot execute anything). The state is serialised once, its SHA-256 computed, and the file holds
+``{"format", "version", "sha256", "payload"}`` (the payload as a uint8 tensor): on resume the digest is
+checked before anything is used, so a damaged file (a flipped byte, a truncated copy) is a clear
+CourseError instead of an optimizer state silently off.
 """
 from __future__ import annotations
 
+import contextlib
 import copy
+import errno
+import hashlib
+import io
 import os
+import pickle
 import random
 import warnings
 from pathlib import Path
@@ -17,7 +30,8 @@ import numpy as np
 
 from .runtime import CourseError, import_torch
 
-_CHECKPOINT_VERSION = 1
+_FORMAT = "course_utils.train_torch checkpoint"
+_CHECKPOINT_VERSION = 2  # 2: weights_only-safe contents, SHA-256 of the payload
 _CHECKPOINTED_META = ("skipped_batches", "skipped_per_epoch", "epoch_seconds")
 
 
@@ -33,16 +47,24 @@ def _loader_generators(loader) -> list:
 
 
 def _rng_state(loader) -> dict:
+    """Every RNG state as tensors, numbers and lists (what ``weights_only`` loading accepts)."""
     torch = import_torch()
-    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state(),
+    py_version, py_internal, py_gauss = random.getstate()
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    return {"python": [py_version, list(py_internal), py_gauss],
+            "numpy": [str(name), torch.from_numpy(np.asarray(keys, dtype=np.int64)), int(pos), int(has_gauss),
+                      float(cached)],
+            "torch": torch.get_rng_state(),
             "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
             "loader": [g.get_state() for g in _loader_generators(loader)]}
 
 
 def _set_rng_state(state: dict, loader) -> None:
     torch = import_torch()
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    py_version, py_internal, py_gauss = state["python"]
+    random.setstate((py_version, tuple(py_internal), py_gauss))
+    name, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
     torch.set_rng_state(state["torch"])
     if state.get("cuda") is not None and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
@@ -52,30 +74,90 @@ def _set_rng_state(state: dict, loader) -> None:
 
 def save_checkpoint(path: Path, epoch, epochs, model, optimizer, scheduler, scaler, history, best, bad_epochs,
                     loader) -> None:
-    """Everything needed to continue exactly where we stopped; written atomically (tmp + rename)."""
+    """Everything needed to continue exactly where we stopped; written atomically (tmp + rename), with the
+    SHA-256 of the payload inside. A failed write (e.g. a full disk) is a CourseError; the previous
+    checkpoint stays as it was."""
     torch = import_torch()
-    path.parent.mkdir(parents=True, exist_ok=True)
     state = {"version": _CHECKPOINT_VERSION, "epoch": epoch, "epochs": epochs, "steps_per_epoch": len(loader),
              "lr": history.meta["lr"], "model": model.state_dict(),
              "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
-             "history": {"metrics": history.metrics,
-                         "meta": {k: history.meta[k] for k in _CHECKPOINTED_META}},
-             "best": {"monitor": best.monitor, "value": best.value, "epoch": best.epoch, "state": best.state,
-                      "tiebreak": best.tiebreak},
+             "history": {"metrics": {k: [float(v) for v in vals] for k, vals in history.metrics.items()},
+                         "meta": {k: copy.deepcopy(history.meta[k]) for k in _CHECKPOINTED_META}},
+             "best": {"monitor": best.monitor, "value": _number(best.value), "epoch": best.epoch,
+                      "state": best.state, "tiebreak": _number(best.tiebreak)},
              "bad_epochs": bad_epochs, "rng": _rng_state(loader)}
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    payload = buf.getbuffer()
+    wrapped = {"format": _FORMAT, "version": _CHECKPOINT_VERSION, "sha256": hashlib.sha256(payload).hexdigest(),
+               "payload": torch.frombuffer(payload, dtype=torch.uint8)}
     tmp = path.with_name(path.name + ".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(wrapped, tmp)
+        os.replace(tmp, path)
+    except (OSError, RuntimeError) as exc:  # torch's C++ writer raises RuntimeError for a failed write
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        full = getattr(exc, "errno", None) in (errno.ENOSPC, errno.EDQUOT) or "space" in str(exc).lower()
+        kept = f"the previous checkpoint at {path} is unchanged" if path.exists() else "no earlier checkpoint exists"
+        raise CourseError(f"could not write the checkpoint {path} after epoch {epoch} ({exc}). "
+                          + ("The disk is full: free some space or pass a checkpoint_path on another disk; "
+                             if full else "Check that the folder is writable and has space; ")
+                          + f"{kept}.") from exc
+
+
+def _number(value):
+    """A metric value as a plain Python float (NumPy scalars are not allowed in a weights_only file)."""
+    return None if value is None else float(value)
+
+
+def _read(path: Path, dev) -> dict:
+    """The checkpoint's state, read with ``weights_only=True`` and checked against its SHA-256 first."""
+    torch = import_torch()
+    start_over = "Delete it to start over (or pass another checkpoint_path)."
+    try:
+        outer = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        if "Unsupported global" in str(exc) or "GLOBAL" in str(exc):
+            raise CourseError(
+                f"{path} is not a course_utils checkpoint that can be loaded safely: it holds Python objects "
+                "that loading would have to run (the course reads checkpoints with weights_only=True, so a file "
+                "from someone else cannot run code; checkpoints of course_utils before this check are refused "
+                f"too). It was not loaded. {start_over}") from exc
+        raise CourseError(f"the checkpoint {path} is damaged and cannot be read ({_first_line(exc)}). "
+                          f"{start_over}") from exc
+    except Exception as exc:  # noqa: BLE001 - a truncated or empty file: zip, EOF, ... errors
+        raise CourseError(f"the checkpoint {path} is damaged and cannot be read ({type(exc).__name__}: "
+                          f"{_first_line(exc)}). {start_over}") from exc
+    if not isinstance(outer, dict) or outer.get("format") != _FORMAT:
+        what = f"keys {sorted(map(str, outer))[:6]}" if isinstance(outer, dict) else type(outer).__name__
+        raise CourseError(f"{path} is not a course_utils checkpoint (it holds {what}; one written by "
+                          f"train_torch.fit holds format={_FORMAT!r}). {start_over}")
+    if outer.get("version") != _CHECKPOINT_VERSION:
+        raise CourseError(f"{path} was written by another version of course_utils (checkpoint version "
+                          f"{outer.get('version')}, this one reads {_CHECKPOINT_VERSION}). {start_over}")
+    payload = outer.get("payload")
+    data = payload.numpy().tobytes() if isinstance(payload, torch.Tensor) else b""
+    if hashlib.sha256(data).hexdigest() != outer.get("sha256"):
+        raise CourseError(f"the checkpoint {path} is damaged: its contents no longer match the SHA-256 stored when "
+                          f"it was written (a changed byte, or a partial copy). {start_over}")
+    try:
+        return torch.load(io.BytesIO(data), map_location=dev, weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - intact bytes that still do not load: not ours
+        raise CourseError(f"{path} could not be loaded ({type(exc).__name__}: {_first_line(exc)}). {start_over}") \
+            from exc
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:300] if text else "no details"
 
 
 def load_checkpoint(path: Path, model, optimizer, scheduler, scaler, history, best, loader, dev) -> tuple[int, int]:
     """Restore every piece in place; returns (epochs done, epochs without improvement). Warns when the
     checkpoint looks like another experiment's (other epochs, batches per epoch or learning rate)."""
-    torch = import_torch()
-    try:
-        state = torch.load(path, map_location=dev, weights_only=False)  # our own file (holds RNG states)
-    except Exception as exc:  # noqa: BLE001
-        raise CourseError(f"could not read the checkpoint {path} ({exc}); delete it to start over") from exc
+    state = _read(path, dev)
     if state.get("version") != _CHECKPOINT_VERSION:
         raise CourseError(f"{path} is not a course_utils checkpoint (version {state.get('version')})")
     if state["epochs"] != history.meta["epochs_planned"]:

@@ -37,6 +37,7 @@ checking batches), ``_torch_checkpoint`` (saving and resuming).
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import time
@@ -45,8 +46,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from . import metrics as _metrics
-from ._torch_batches import (check_args, check_inputs, check_outputs, check_task, first_loss, loss_targets, name_of,
-                             require_batches, split_batch, to_device)
+from ._torch_batches import (check_args, check_inputs, check_labels, check_outputs, check_task, first_loss,
+                             loss_targets, name_of, require_batches, split_batch, to_device)
 from ._torch_checkpoint import load_checkpoint, save_checkpoint
 from .history import History
 from .model_info import ModelInfo
@@ -83,10 +84,14 @@ def train_one_epoch(model, loader, loss_fn: Callable, optimizer, *, task: str = 
     _frozen_batchnorm_to_eval(model, every=batchnorm_eval)
     run = _Running(dev, task)
     bar = _bar(loader, progress, desc)
+    n_out = None  # the model's output count, known after the first forward pass
     for step, batch in enumerate(bar):
-        x, y, extra = to_device(split_batch(batch), dev, memory_format)
+        x, y, extra = split_batch(batch)
         if check:
             check_inputs(x, y, task, extra)
+        where = f"{desc}, batch {step + 1}"
+        check_labels(y, task, where, n_out, len(x))  # every batch, on the CPU before the copy: cheap
+        x, y, extra = to_device((x, y, extra), dev, memory_format)
         if not bool(torch.isfinite(x.sum())):  # NaN/inf pixels survive a sum: skip before BatchNorm sees them
             run.skipped += 1
             continue
@@ -94,6 +99,9 @@ def train_one_epoch(model, loader, loss_fn: Callable, optimizer, *, task: str = 
             logits = model(x)
             if check:
                 check_outputs(logits, y, task)
+            if n_out is None:
+                n_out = logits.shape[1]
+                check_labels(y, task, where, n_out)  # the bounds that need the output count
             target = loss_targets(y, task, logits.shape[1])
             loss = first_loss(loss_fn, logits, target, extra) if check else loss_fn(logits, target, *extra)
         check = False
@@ -135,7 +143,7 @@ def evaluate(model, loader, task: str, *, loss_fn: Callable | None = None, class
     """
     torch = import_torch()
     check_task(task)
-    logits, labels, extra = _forward_all(model, loader, device, amp, channels_last, keep_extra=True)
+    logits, labels, extra = _forward_all(model, loader, device, amp, channels_last, keep_extra=True, task=task)
     if labels is None:
         raise CourseError("evaluate needs a loader that yields (images, labels)")
     loss_fn = loss_fn if loss_fn is not None else _default_loss(task, logits.shape[1])
@@ -170,8 +178,10 @@ def predict(model, loader, *, task: str = "auto", device: str | None = None, amp
     return (probs, labels, logits.numpy()) if return_logits else (probs, labels)
 
 
-def _forward_all(model, loader, device, amp, channels_last, *, progress: bool = False, keep_extra: bool = False):
-    """Logits (float32, CPU) of every batch, the labels (or None) and the extra tensors, concatenated."""
+def _forward_all(model, loader, device, amp, channels_last, *, progress: bool = False, keep_extra: bool = False,
+                 task: str | None = None):
+    """Logits (float32, CPU) of every batch, the labels (or None) and the extra tensors, concatenated.
+    With ``task`` (for scoring), each batch's labels are checked and its outputs must be finite."""
     torch = import_torch()
     dev = torch.device(torch_device(device))
     use_amp = _switch(amp, dev.type == "cuda", "amp") and dev.type == "cuda"
@@ -184,14 +194,17 @@ def _forward_all(model, loader, device, amp, channels_last, *, progress: bool = 
     logits, labels, extras = [], [], []
     try:
         with torch.inference_mode():
-            for batch in _bar(loader, progress, "predict"):
+            for i, batch in enumerate(_bar(loader, progress, "predict")):
                 x, y, extra = split_batch(batch, labels_required=False)
                 x = x.to(dev, non_blocking=True, memory_format=memory_format)
                 with torch.autocast(dev.type, dtype=torch.float16, enabled=use_amp):
                     out = model(x)
                 if out.ndim != 2:
                     raise CourseError(f"the model returned shape {tuple(out.shape)}; expected [batch, outputs]")
-                logits.append(out.float().cpu())
+                out = out.float().cpu()
+                if task is not None:
+                    _check_scored_batch(out, y, task, f"evaluate, batch {i + 1}", len(x))
+                logits.append(out)
                 if y is not None:
                     labels.append(y.cpu())
                 if keep_extra:
@@ -200,6 +213,19 @@ def _forward_all(model, loader, device, amp, channels_last, *, progress: bool = 
         model.train(was_training)
     extra = [torch.cat(parts) for parts in zip(*extras)] if extras else []
     return torch.cat(logits), (torch.cat(labels) if labels else None), extra
+
+
+def _check_scored_batch(out, y, task: str, where: str, n_images: int) -> None:
+    """A batch to be scored: labels valid for the task, outputs finite (NaN would only surface later as a
+    raw error from scikit-learn, or as a silent NaN loss)."""
+    torch = import_torch()
+    if y is not None:
+        check_labels(y, task, where, out.shape[1], n_images)
+    finite = torch.isfinite(out).all(dim=1)
+    if not bool(finite.all()):
+        raise CourseError(f"{where}: the model's outputs are NaN or inf for {int((~finite).sum())} of {len(out)} "
+                          "images. Check these images for NaN/inf pixels (e.g. torch.isfinite(x).all()), or the "
+                          "weights (a learning rate that is too high can make them NaN).")
 
 
 # ============================================================================ fit
@@ -269,35 +295,80 @@ def fit(model, train_loader, val_loader=None, *, epochs: int, loss_fn: Callable 
     best, ckpt = _Best(monitor), (Path(checkpoint_path) if checkpoint_path else None)
     state = (model, optimizer, scheduler, scaler, history, best, train_loader)
     start_epoch, bad_epochs = _resume(ckpt, resume, state, dev, epochs, progress)
+    run = _Progress(ckpt, epochs, start_epoch if history.meta["resumed_from_epoch"] is not None else None)
 
     with warnings.catch_warnings():
         # the GradScaler may skip the very first optimizer step (inf gradients at its initial
         # scale); torch then warns that the scheduler stepped first. That is expected with AMP.
         warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler\.step\(\)` before")
-        for epoch in range(start_epoch, epochs):
-            if _patience_used_up(early_stopping_patience, bad_epochs):
-                break
-            t0, epoch_lr = time.perf_counter(), optimizer.param_groups[0]["lr"]
-            stats = train_one_epoch(model, train_loader, loss_fn, optimizer, task=task, scheduler=scheduler,
-                                    scaler=scaler, clip_grad_norm=clip_grad_norm, amp=use_amp, channels_last=use_cl,
-                                    batchnorm_eval=batchnorm_eval, check=epoch == start_epoch, progress=progress,
-                                    desc=f"epoch {epoch + 1}/{epochs}")
-            val = None if val_loader is None else evaluate(model, val_loader, task, loss_fn=loss_fn, device=str(dev),
-                                                            amp=use_amp, channels_last=use_cl)
-            record = _log_epoch(history, stats, epoch_lr, val, t0)
-            if best.monitor is not None:
-                bad_epochs = 0 if best.update(record, epoch + 1, model) else bad_epochs + 1
-            if progress:
-                print(f"epoch {epoch + 1}/{epochs}: " + "  ".join(f"{k}={v:.4g}" for k, v in record.items()))
-            if ckpt is not None:
-                save_checkpoint(ckpt, epoch + 1, epochs, *state[:6], bad_epochs, train_loader)
-            if _patience_used_up(early_stopping_patience, bad_epochs) and epoch + 1 < epochs:
-                history.meta["stopped_early_at"] = epoch + 1
+        try:
+            if ckpt is not None and run.saved_epoch is None:
+                # the initial state (epoch 0): resume=True after a stop in epoch 1 restarts from it exactly
+                run.phase = "saving the initial checkpoint"
+                save_checkpoint(ckpt, 0, epochs, *state[:6], bad_epochs, train_loader)
+                run.saved_epoch = 0
+            for epoch in range(start_epoch, epochs):
+                if _patience_used_up(early_stopping_patience, bad_epochs):
+                    break
+                run.epoch, run.phase = epoch + 1, "training"
+                t0, epoch_lr = time.perf_counter(), optimizer.param_groups[0]["lr"]
+                stats = train_one_epoch(model, train_loader, loss_fn, optimizer, task=task, scheduler=scheduler,
+                                        scaler=scaler, clip_grad_norm=clip_grad_norm, amp=use_amp,
+                                        channels_last=use_cl, batchnorm_eval=batchnorm_eval,
+                                        check=epoch == start_epoch, progress=progress,
+                                        desc=f"epoch {epoch + 1}/{epochs}")
+                run.phase = "validation"
+                val = None if val_loader is None else evaluate(model, val_loader, task, loss_fn=loss_fn,
+                                                                device=str(dev), amp=use_amp, channels_last=use_cl)
+                record = _log_epoch(history, stats, epoch_lr, val, t0)
+                if best.monitor is not None:
+                    bad_epochs = 0 if best.update(record, epoch + 1, model) else bad_epochs + 1
                 if progress:
-                    print(f"early stopping: {best.monitor} did not improve for {bad_epochs} epochs")
-                break
+                    print(f"epoch {epoch + 1}/{epochs}: " + "  ".join(f"{k}={v:.4g}" for k, v in record.items()))
+                if ckpt is not None:
+                    run.phase = "saving the checkpoint"
+                    save_checkpoint(ckpt, epoch + 1, epochs, *state[:6], bad_epochs, train_loader)
+                    run.saved_epoch = epoch + 1
+                if _patience_used_up(early_stopping_patience, bad_epochs) and epoch + 1 < epochs:
+                    history.meta["stopped_early_at"] = epoch + 1
+                    if progress:
+                        print(f"early stopping: {best.monitor} did not improve for {bad_epochs} epochs")
+                    break
+        except BaseException as exc:  # Ctrl-C included: keep what was done, and say where it is
+            run.keep(exc, history)
+            raise
     _restore_best(model, best, history, restore_best, progress)
     return history
+
+
+class _Progress:
+    """Where a fit run is (epoch, phase, last checkpoint written), so that an error can say so."""
+
+    def __init__(self, ckpt: Path | None, epochs: int, saved_epoch: int | None):
+        self.ckpt, self.epochs, self.saved_epoch = ckpt, epochs, saved_epoch
+        self.epoch, self.phase = None, "starting"
+
+    def keep(self, exc: BaseException, history: History) -> None:
+        """Attach the History of the finished epochs to ``exc`` (``exc.history``) and say where the run
+        stopped and which checkpoint is the last good one: in a CourseError's message, or as a note."""
+        with contextlib.suppress(AttributeError, TypeError):
+            exc.history = history
+        if history.n_epochs == 0 and not self.saved_epoch:
+            return  # nothing done yet: the error speaks for itself
+        where = f"epoch {self.epoch}/{self.epochs} ({self.phase})" if self.epoch else self.phase
+        text = (f"fit stopped in {where}; the History of the {history.n_epochs} finished epoch(s) is attached as "
+                "exc.history (e.g. `except CourseError as exc: history = exc.history`)")
+        if self.ckpt is None:
+            text += "; no checkpoint was saved (pass checkpoint_path= to be able to resume)."
+        elif self.saved_epoch is None:
+            text += f"; no checkpoint was written to {self.ckpt}."
+        else:
+            text += (f"; the last good checkpoint is {self.ckpt} (after epoch {self.saved_epoch}): "
+                     f"fit(..., checkpoint_path={str(self.ckpt)!r}, resume=True) continues from it.")
+        if isinstance(exc, CourseError) and exc.args and isinstance(exc.args[0], str):
+            exc.args = (f"{exc.args[0].rstrip('.')}. {text[0].upper()}{text[1:]}", *exc.args[1:])
+        elif hasattr(exc, "add_note"):
+            exc.add_note(text)
 
 
 def _log_epoch(history: History, stats: dict, lr: float, val: dict | None, t0: float) -> dict[str, float]:
@@ -321,13 +392,16 @@ def _resume(ckpt: Path | None, resume: bool, state: tuple, dev, epochs: int, pro
     if ckpt is None:
         raise CourseError("resume=True needs checkpoint_path")
     if not ckpt.exists():
-        if progress:
-            print(f"no checkpoint at {ckpt} yet: starting from scratch")
+        if progress:  # not "from scratch": the model object may hold weights from an earlier call
+            print(f"no checkpoint at {ckpt} yet: training starts from the model's current weights "
+                  "(fresh if it was just built; rebuild it for a clean start)")
         return 0, 0
     start_epoch, bad_epochs = load_checkpoint(ckpt, *state, dev)
     state[4].meta["resumed_from_epoch"] = start_epoch
     if progress:
-        print(f"resumed from {ckpt} after epoch {start_epoch}/{epochs}")
+        print(f"resumed from {ckpt} after epoch {start_epoch}/{epochs}" if start_epoch else
+              f"resumed from {ckpt}: no epoch had finished, so training restarts from the initial state saved "
+              "there (weights, optimizer and random state as the run began)")
     return start_epoch, bad_epochs
 
 
@@ -521,7 +595,11 @@ def _frozen_batchnorm_to_eval(model, every: bool = False) -> None:
 def _bar(iterable, progress: bool, desc: str):
     if not progress:
         return iterable
-    from tqdm.auto import tqdm  # noqa: PLC0415
+    try:  # tqdm.auto's own class calls iter() on the loader when the bar is made (its asyncio base): a
+        # second pass started, one more random draw, so a progress bar changed the shuffling. This one does not.
+        from tqdm.auto import notebook_tqdm as tqdm  # noqa: PLC0415
+    except ImportError:
+        from tqdm import tqdm  # noqa: PLC0415
 
     return tqdm(iterable, desc=desc, leave=False, mininterval=0.5)
 

@@ -230,3 +230,286 @@ def test_pipelines_refuse_labels_that_are_not_class_indices(bad, match):
     assert next(iter(ok))[1].tolist() == [0, 1, 0, 1, 1, 0, 1, 0]  # whole numbers stored as float are fine
     soft = np.full((8, 3), 0.5, np.float32)  # multi-label rows may be soft targets: kept as they are
     assert next(iter(P.to_torch_loader(images, soft, batch_size=8)))[1].eq(0.5).all()
+
+
+# --------------------------------------------------------------------------- the torch engine
+def _torch_data(n=64, n_classes=2, seed=0):
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, 3, 8, 8, generator=g) * 0.5
+    y = torch.randint(0, n_classes, (n,), generator=g)
+    x[:, 1] += (y.float() - (n_classes - 1) / 2)[:, None, None] * 1.5
+    return x, y
+
+
+def _torch_loader(x, y, batch_size=16, shuffle=False):
+    from torch.utils.data import DataLoader, TensorDataset
+
+    return DataLoader(TensorDataset(x, y), batch_size=batch_size, shuffle=shuffle)
+
+
+@pytest.mark.parametrize("task, n_out, bad, match", [
+    ("binary", 1, 2, r"batch 3\b.*label 2\b.*0 or 1"),          # BCE accepts a target of 2: trained silently
+    ("binary", 2, 2, r"batch 3\b.*label 2\b.*0 or 1"),
+    ("multi-class", 3, 5, r"batch 3\b.*label 5\b.*0\.\.2"),     # a raw IndexError from cross-entropy before
+    ("multi-class", 3, -1, r"batch 3\b.*label -1\b"),
+    ("multi-class", 3, 1.5, r"batch 3\b.*label 1\.5\b"),
+])
+def test_labels_are_checked_on_every_batch_not_only_the_first(task, n_out, bad, match):
+    import torch
+
+    from course_utils import models_torch as mt
+    from course_utils import train_torch as tt
+
+    x, y = _torch_data(n=64)
+    y = y.double() if isinstance(bad, float) else y
+    y[40] = bad  # in the third batch of 16
+    model = mt.small_cnn(n_out, width=4)[0]
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(CourseError, match=match):
+        tt.fit(model, _torch_loader(x, y), epochs=1, task=task, progress=False, seed=0)
+    # and in a later epoch (train_one_epoch with the first-batch checks off), before any step on it
+    model.load_state_dict(before)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    bad_first = _torch_loader(torch.cat([x[40:48], x]), torch.cat([y[40:48], y]), batch_size=8)
+    with pytest.raises(CourseError, match=match.replace("batch 3", "batch 1")):
+        tt.train_one_epoch(model, bad_first, tt._default_loss(task, n_out), opt, task=task, check=False)
+    params = dict(model.named_parameters())
+    assert all(torch.equal(before[k], p) for k, p in params.items())  # no optimizer step on bad labels
+
+
+def test_multi_label_values_are_checked_on_every_batch():
+    import torch
+
+    from course_utils import models_torch as mt
+    from course_utils import train_torch as tt
+
+    x, _ = _torch_data(n=48)
+    y = (torch.rand(48, 3, generator=torch.Generator().manual_seed(0)) > 0.5).float()
+    y[35, 1] = 2.0
+    with pytest.raises(CourseError, match=r"batch 3\b.*label 2\b.*0 or 1"):
+        tt.fit(mt.small_cnn(3, width=4)[0], _torch_loader(x, y), epochs=1, task="multi-label", progress=False)
+
+
+def test_bad_labels_in_the_validation_loader_are_named():
+    from course_utils import models_torch as mt
+    from course_utils import train_torch as tt
+
+    x, y = _torch_data(n=48)
+    yv = y.clone()
+    yv[20] = 2
+    with pytest.raises(CourseError, match=r"batch 2\b.*label 2\b.*0 or 1"):
+        tt.evaluate(mt.small_cnn(1, width=4)[0], _torch_loader(x, yv), "binary")
+
+
+class _EpochLoader:
+    """A loader that changes on a given epoch (1-based): ``fault(epoch, i, batch)`` returns the batch to
+    yield, or raises; like data that turns bad half-way through a run."""
+
+    def __init__(self, loader, fault):
+        self.loader, self.fault, self.epoch = loader, fault, 0
+
+    def __len__(self):
+        return len(self.loader)
+
+    def __iter__(self):
+        self.epoch += 1
+        for i, batch in enumerate(self.loader):
+            yield self.fault(self.epoch, i, batch)
+
+
+def _fit_kwargs(**k):
+    return dict(epochs=3, task="binary", progress=False, seed=0, **k)
+
+
+def test_nan_in_the_validation_loader_mid_run_keeps_the_finished_epochs(tmp_path):
+    from course_utils import models_torch as mt
+    from course_utils import train_torch as tt
+
+    x, y = _torch_data()
+
+    def nan_in_epoch_2(epoch, i, batch):
+        return (batch[0] * float("nan"), batch[1]) if epoch == 2 else batch
+
+    ckpt = tmp_path / "run.pt"
+    val = _EpochLoader(_torch_loader(x, y), nan_in_epoch_2)
+    with pytest.raises(CourseError) as err:
+        tt.fit(mt.small_cnn(1, width=4)[0], _torch_loader(x, y), val, checkpoint_path=ckpt, **_fit_kwargs())
+    msg = str(err.value)
+    assert "NaN" in msg and "epoch 2/3" in msg, msg
+    assert err.value.history.n_epochs == 1 and len(err.value.history["val_auc"]) == 1  # epoch 1 is kept
+    assert str(ckpt) in msg and "after epoch 1" in msg and "resume=True" in msg
+
+
+def test_a_bad_label_mid_run_keeps_the_finished_epochs(tmp_path):
+    from course_utils import models_torch as mt
+    from course_utils import train_torch as tt
+
+    x, y = _torch_data()
+
+    def label_2_in_epoch_3(epoch, i, batch):
+        return (batch[0], batch[1].clone().fill_(2)) if epoch == 3 and i == 1 else batch
+
+    with pytest.raises(CourseError, match=r"epoch 3/3, batch 2.*label 2") as err:
+        tt.fit(mt.small_cnn(1, width=4)[0], _EpochLoader(_torch_loader(x, y), label_2_in_epoch_3),
+               **_fit_kwargs())
+    assert err.value.history.n_epochs == 2
+    assert "exc.history" in str(err.value) and "no checkpoint" in str(err.value)
+
+
+def test_a_full_disk_while_checkpointing_is_a_clear_error_and_the_last_checkpoint_survives(tmp_path, monkeypatch):
+    import os
+
+    import torch
+
+    from course_utils import models_torch as mt
+    from course_utils import train_torch as tt
+
+    x, y = _torch_data()
+    ckpt = tmp_path / "run.pt"
+    real_save = torch.save
+    files_written = []
+
+    def disk_fills_up(obj, f, *a, **k):
+        if isinstance(f, (str, os.PathLike)):
+            files_written.append(str(f))
+            if len(files_written) == 3:  # the checkpoint after epoch 2 (after the initial one and epoch 1's)
+                with open(f, "wb") as half:
+                    half.write(b"PK\x03\x04 half a file")
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(f))
+        return real_save(obj, f, *a, **k)
+
+    monkeypatch.setattr(torch, "save", disk_fills_up)
+    with pytest.raises(CourseError, match="No space left on device") as err:
+        tt.fit(mt.small_cnn(1, width=4)[0], _torch_loader(x, y), checkpoint_path=ckpt, **_fit_kwargs())
+    msg = str(err.value)
+    assert err.value.history.n_epochs == 2 and "after epoch 1" in msg and str(ckpt) in msg, msg
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run.pt"]  # no half-written file left
+    monkeypatch.setattr(torch, "save", real_save)
+    hist = tt.fit(mt.small_cnn(1, width=4)[0], _torch_loader(x, y), checkpoint_path=ckpt, resume=True,
+                  **_fit_kwargs())
+    assert hist.meta["resumed_from_epoch"] == 1 and hist.n_epochs == 3
+
+
+def test_ctrl_c_in_epoch_1_then_resume_tells_the_truth_and_matches_an_uninterrupted_run(tmp_path, capsys):
+    import torch
+
+    from course_utils import models_torch as mt
+    from course_utils import train_torch as tt
+
+    x, y = _torch_data()
+    torch.manual_seed(0)
+    reference = mt.small_cnn(1, width=4)[0]
+    tt.fit(reference, _torch_loader(x, y, shuffle=True), restore_best=False, **_fit_kwargs())
+
+    def ctrl_c(epoch, i, batch):
+        if epoch == 1 and i == 2:
+            raise KeyboardInterrupt
+        return batch
+
+    ckpt = tmp_path / "run.pt"
+    torch.manual_seed(0)
+    model = mt.small_cnn(1, width=4)[0]
+    with pytest.raises(KeyboardInterrupt) as err:
+        tt.fit(model, _EpochLoader(_torch_loader(x, y, shuffle=True), ctrl_c), checkpoint_path=ckpt,
+               restore_best=False, **_fit_kwargs())
+    assert err.value.history.n_epochs == 0
+    capsys.readouterr()
+    # the same model object, now half-trained by two steps of epoch 1, resumed as a student would
+    hist = tt.fit(model, _torch_loader(x, y, shuffle=True), checkpoint_path=ckpt, resume=True, restore_best=False,
+                  epochs=3, task="binary", progress=True)
+    out = capsys.readouterr().out
+    assert "from scratch" not in out and "initial" in out, out
+    assert hist.meta["resumed_from_epoch"] == 0 and hist.n_epochs == 3
+    for k, v in reference.state_dict().items():
+        torch.testing.assert_close(model.state_dict()[k], v, rtol=0, atol=0, msg=f"{k} differs")
+
+
+# --------------------------------------------------------------------------- checkpoints
+def _checkpoint(tmp_path):
+    from course_utils import models_torch as mt
+    from course_utils import train_torch as tt
+
+    x, y = _torch_data(n=32)
+    ckpt = tmp_path / "run.pt"
+    tt.fit(mt.small_cnn(1, width=4)[0], _torch_loader(x, y), checkpoint_path=ckpt, epochs=1, progress=False, seed=0)
+    return ckpt, (x, y)
+
+
+@pytest.mark.parametrize("how", DAMAGES + ["flipped near the start", "a digit of the stored digest changed"])
+def test_a_damaged_checkpoint_is_a_clear_error(tmp_path, how):
+    """Before: a flipped byte in the optimizer state loaded silently (torch does not check the zip's CRCs)."""
+    import re
+
+    from course_utils import models_torch as mt
+    from course_utils import train_torch as tt
+
+    ckpt, (x, y) = _checkpoint(tmp_path)
+    raw = bytearray(ckpt.read_bytes())
+    if how == "flipped near the start":
+        raw[200] ^= 0x01
+        ckpt.write_bytes(bytes(raw))
+    elif how.startswith("a digit"):
+        at = re.search(rb"[0-9a-f]{64}", bytes(raw)).start() + 10  # the SHA-256, stored in hex
+        raw[at] = ord("0") if raw[at] != ord("0") else ord("1")
+        ckpt.write_bytes(bytes(raw))
+    else:
+        _damage(ckpt, how)
+    with pytest.raises(CourseError, match=r"damaged|not a course_utils checkpoint") as err:
+        tt.fit(mt.small_cnn(1, width=4)[0], _torch_loader(x, y), checkpoint_path=ckpt, resume=True, epochs=2,
+               progress=False)
+    assert str(ckpt) in str(err.value) and "delete it" in str(err.value).lower()
+
+
+class _RunsCode:
+    def __reduce__(self):
+        return (exec, ("import builtins; builtins.course_checkpoint_ran_code = True",))
+
+
+@pytest.mark.parametrize("content", ["code", "plain state dict"])
+def test_a_foreign_checkpoint_is_refused_and_never_runs_code(tmp_path, content, monkeypatch):
+    import builtins
+
+    import torch
+
+    from course_utils import models_torch as mt
+    from course_utils import train_torch as tt
+
+    monkeypatch.setattr(builtins, "course_checkpoint_ran_code", False, raising=False)
+    x, y = _torch_data(n=32)
+    model = mt.small_cnn(1, width=4)[0]
+    ckpt = tmp_path / "from_someone.pt"
+    torch.save({"model": model.state_dict(), "note": _RunsCode()} if content == "code" else model.state_dict(), ckpt)
+    loads = []
+    real_load = torch.load
+
+    def spy(*a, **k):
+        loads.append(k.get("weights_only"))
+        return real_load(*a, **k)
+
+    monkeypatch.setattr(torch, "load", spy)
+    with pytest.raises(CourseError, match="not a course_utils checkpoint") as err:
+        tt.fit(model, _torch_loader(x, y), checkpoint_path=ckpt, resume=True, epochs=1, progress=False)
+    assert not getattr(builtins, "course_checkpoint_ran_code", False)
+    assert loads and all(w is True for w in loads)
+    assert str(ckpt) in str(err.value)
+
+
+def test_the_progress_bar_does_not_change_training():
+    """tqdm.auto's bar calls iter() on the loader when it is made: one extra pass started per epoch, one
+    extra random draw, so progress=True shuffled differently (and resume with it was not exact)."""
+    import torch
+
+    from course_utils import models_torch as mt
+    from course_utils import train_torch as tt
+
+    x, y = _torch_data()
+    weights = []
+    for progress in (False, True):
+        torch.manual_seed(0)
+        model = mt.small_cnn(1, width=4)[0]
+        tt.fit(model, _torch_loader(x, y, shuffle=True), epochs=2, task="binary", progress=progress, seed=0)
+        weights.append(model.state_dict())
+    for k, v in weights[0].items():
+        torch.testing.assert_close(weights[1][k], v, rtol=0, atol=0, msg=f"{k} differs")
