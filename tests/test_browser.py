@@ -115,7 +115,8 @@ def _open_and_run_all(browser, lab, name: str, timeout_s: float = 240):
     on disk that every code cell ran without an error (JupyterLab 4 renders only the visible cells)."""
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
     page.set_default_timeout(60_000)
-    page.goto(f"{lab['url']}/lab/tree/{name}?token={lab['token']}")
+    # ?reset: a fresh workspace, so the notebook a previous test opened is not the active tab here
+    page.goto(f"{lab['url']}/lab/tree/{name}?reset&token={lab['token']}")
     page.wait_for_selector(".jp-Notebook .jp-Cell")
     page.wait_for_function("() => document.body.innerText.includes('Idle')")   # the kernel is up
     if page.get_by_role("button", name="No").count():                      # JupyterLab's news question
@@ -141,7 +142,30 @@ def _open_and_run_all(browser, lab, name: str, timeout_s: float = 240):
                     f"{not_run[:5]}{' (timed out)' if not errors else ''}")
     page.wait_for_function("() => document.body.innerText.includes('Idle')")
     assert page.get_by_text("Loading widget...").count() == 0, "a widget view never rendered"
+    assert "VBox(children" not in page.inner_text("body"), "a widget shown as its text repr"
     return page
+
+
+def _shut_down_kernels(lab) -> None:
+    """Stop the kernels a test started (they keep a CPU core busy otherwise)."""
+    import json
+    import urllib.request
+
+    def call(method: str, path: str):
+        req = urllib.request.Request(f"{lab['url']}{path}", method=method,
+                                     headers={"Authorization": f"token {lab['token']}"})
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            return resp.read()
+
+    for kernel in json.loads(call("GET", "/api/kernels")):
+        call("DELETE", f"/api/kernels/{kernel['id']}")
+
+
+@pytest.fixture
+def stop_kernels(lab):
+    """After each test, also a failed one: its kernels stop, so the next test has the CPU."""
+    yield
+    _shut_down_kernels(lab)
 
 
 def _png_std(png: bytes) -> float:
@@ -156,7 +180,7 @@ def _labels(db: Path) -> dict[int, int]:
         return dict(conn.execute("SELECT id, label FROM items WHERE label IS NOT NULL AND split = 'pool'"))
 
 
-def test_labeller_keys_and_clicks_reach_sqlite(browser, lab):
+def test_labeller_keys_and_clicks_reach_sqlite(browser, lab, stop_kernels):
     page = _open_and_run_all(browser, lab, "05_active_learning.ipynb")
     box = page.locator(".course-labeller")
     box.scroll_into_view_if_needed()
@@ -222,7 +246,7 @@ def _board_rows(panel) -> int:
     return panel.locator(".course-board tbody tr").count()
 
 
-def test_panel_trains_only_on_run_and_refuses_impossible_settings(browser, lab):
+def test_panel_trains_only_on_run_and_refuses_impossible_settings(browser, lab, stop_kernels):
     page = _open_and_run_all(browser, lab, "03_transfer_learning_malaria.ipynb")
     panel = page.locator(".widget-vbox", has=page.locator("h3", has_text="Transfer learning on malaria cells")).last
     panel.scroll_into_view_if_needed()

@@ -513,3 +513,34 @@ def test_the_progress_bar_does_not_change_training():
         weights.append(model.state_dict())
     for k, v in weights[0].items():
         torch.testing.assert_close(weights[1][k], v, rtol=0, atol=0, msg=f"{k} differs")
+
+
+# --------------------------------------------------------------------------- Keras evaluate
+@pytest.mark.filterwarnings("ignore:CUDA initialization")
+def test_keras_evaluate_counts_the_images_it_was_given_not_the_batches():
+    """70 images batched by 64 with drop_remainder=True reported n=64: the labels came from the same
+    truncated dataset, so the length check always passed."""
+    from course_utils import models_keras as mk
+    from course_utils import pipelines as P
+    from course_utils import runtime
+    from course_utils import train_keras as tk
+
+    tf = runtime.import_tensorflow()
+    rng = np.random.default_rng(0)
+    x = rng.random((70, 16, 16, 3), dtype=np.float32)
+    y = np.arange(70) % 2
+    model, _ = mk.small_cnn((16, 16, 3), 2, filters=(4,))
+    dropping = tf.data.Dataset.from_tensor_slices((x, y)).batch(64, drop_remainder=True)
+    with pytest.raises(CourseError, match=r"drop_remainder=True.*64 of the 70 images.*6 dropped"):
+        tk.evaluate(model, dropping)
+    mapped = dropping.map(lambda a, b: (a * 1.0, b)).prefetch(2)  # the batching sits deeper in the pipeline
+    with pytest.raises(CourseError, match=r"64 of the 70 images"):
+        tk.evaluate(model, mapped)
+    unknown = tf.data.Dataset.from_tensor_slices((x, y)).filter(lambda a, b: True).batch(16, drop_remainder=True)
+    with pytest.raises(CourseError, match="cannot check"):
+        tk.evaluate(model, unknown)  # fixed batch size, count unknown: refused unless the labels are passed
+    whole = tf.data.Dataset.from_tensor_slices((x, y)).batch(64, drop_remainder=True)
+    assert tk.evaluate(model, tf.data.Dataset.from_tensor_slices((x[:64], y[:64])).batch(64, drop_remainder=True))["n"] == 64
+    assert tk.evaluate(model, P.to_tf_dataset((x * 255).astype(np.uint8), y, batch_size=64))["n"] == 70
+    with pytest.raises(CourseError, match="dropped"):
+        tk.evaluate(model, whole, y)  # labels passed separately: counted against them, as before
