@@ -118,13 +118,16 @@ def _model_size(model) -> tuple[int, int] | None:
     return None
 
 
-def predict(model, data, *, batch_size: int = 64) -> tuple[np.ndarray, np.ndarray | None]:
+def predict(model, data, *, batch_size: int = 64, check_dataset: bool = True
+            ) -> tuple[np.ndarray, np.ndarray | None]:
     """Class probabilities ``[N, C]`` for every sample of ``data``; returns ``(probs, labels or None)``.
     A model with one sigmoid unit gives ``[N, 2]`` columns ``[1 - p, p]``, as :func:`train_torch.predict` does.
 
     ``data`` is a uint8 (0-255) or float ([0, 1]) image array, or a ``tf.data.Dataset`` of
     ``(images, labels)`` or images. Arrays are fed in slices of ``batch_size`` including the last,
-    short one, and resized to the model's input size when they differ, so no sample is dropped.
+    short one, and resized to the model's input size when they differ, so no sample is dropped. A dataset
+    batched with ``drop_remainder=True`` that leaves images out is refused (counted before its batching);
+    ``check_dataset=False`` refuses only a count it can read (evaluate, given labels, counts against them).
     """
     tf = import_tensorflow()
     if isinstance(data, tf.data.Dataset):
@@ -137,7 +140,9 @@ def predict(model, data, *, batch_size: int = 64) -> tuple[np.ndarray, np.ndarra
                 labels.append(y.argmax(-1) if y.ndim == 2 and y.shape[-1] > 1 else y.reshape(-1))
         if not probs:
             raise CourseError("predict got an empty dataset")
-        return _two_columns(np.concatenate(probs)), (np.concatenate(labels) if labels else None)
+        probs = np.concatenate(probs)
+        _check_nothing_dropped(data, len(probs), counted_elsewhere=not check_dataset)
+        return _two_columns(probs), (np.concatenate(labels) if labels else None)
     images = np.asarray(data)
     if images.ndim == 3:
         images = images[..., None]
@@ -154,6 +159,46 @@ def predict(model, data, *, batch_size: int = 64) -> tuple[np.ndarray, np.ndarra
     return _two_columns(np.concatenate(out)), None
 
 
+def _batching_of(ds):
+    """The outermost batching step of a tf.data pipeline (``batch``, ``padded_batch``, parallel batch),
+    found through the datasets' ``_input_dataset`` links; None when there is none or it cannot be seen."""
+    for _ in range(64):
+        if ds is None:
+            return None
+        if hasattr(ds, "_drop_remainder") and hasattr(ds, "_input_dataset"):
+            return ds
+        ds = getattr(ds, "_input_dataset", None)
+    return None
+
+
+def _check_nothing_dropped(ds, n_predicted: int, *, counted_elsewhere: bool = False) -> None:
+    """Refuse a dataset that was given more images than it yields (``drop_remainder=True``).
+
+    The count comes from before the batching step (its input's cardinality), so it does not depend on
+    the batching. A fixed batch size whose input count cannot be read is refused too, unless the
+    images are counted elsewhere (labels passed separately to :func:`evaluate`).
+    """
+    tf = import_tensorflow()
+    fix = ("Evaluate on every test sample: batch with drop_remainder=False (cu.data.to_tf_dataset does), or pass "
+           "the image array and its labels.")
+    batching = _batching_of(ds)
+    if batching is not None:
+        if not bool(tf.get_static_value(batching._drop_remainder)):
+            return
+        n_given = int(batching._input_dataset.cardinality())
+        if n_given >= 0:
+            if n_given > n_predicted:
+                raise CourseError(f"this dataset was batched with drop_remainder=True: it yields {n_predicted} of "
+                                  f"the {n_given} images it was given ({n_given - n_predicted} dropped). {fix}")
+            return
+    element = ds.element_spec[0] if isinstance(ds.element_spec, tuple) else ds.element_spec
+    static_batch = getattr(element, "shape", None) is not None and element.shape.rank and element.shape[0] is not None
+    if static_batch and not counted_elsewhere:
+        raise CourseError(f"this dataset has a fixed batch size of {element.shape[0]} (batched with "
+                          "drop_remainder=True?) and the number of images it was given cannot be read, so evaluate "
+                          f"cannot check that none was dropped. {fix}")
+
+
 def _two_columns(probs: np.ndarray) -> np.ndarray:
     """A single sigmoid column p becomes [1 - p, p]; softmax outputs stay as they are."""
     return np.concatenate([1.0 - probs, probs], axis=1) if probs.shape[1] == 1 else probs
@@ -164,6 +209,8 @@ def evaluate(model, images, labels=None, *, batch_size: int = 64, class_names=No
     """Score a model on a whole test set: every sample predicted (checked), metrics from :mod:`course_utils.metrics`.
 
     ``images``: an image array (then ``labels`` are required) or a dataset of ``(images, labels)``.
+    A dataset is counted before its batching: one batched with ``drop_remainder=True`` that leaves images
+    out is refused, as are labels that do not match the predictions in number.
     Returns the same keys as :func:`course_utils.train_torch.evaluate`: ``n`` (always the number of
     test samples), ``loss`` (log loss), ``accuracy``, ``macro_f1``, ``auc`` (binary AUC, or macro
     one-vs-rest over the classes present; NaN with one class only), ``ap``, ``recall_<class>`` (one
@@ -171,7 +218,7 @@ def evaluate(model, images, labels=None, *, batch_size: int = 64, class_names=No
     """
     from sklearn.metrics import log_loss  # noqa: PLC0415
 
-    probs, ds_labels = predict(model, images, batch_size=batch_size)
+    probs, ds_labels = predict(model, images, batch_size=batch_size, check_dataset=labels is None)
     y_true = np.asarray(labels if labels is not None else ds_labels)
     if y_true is None or y_true.ndim == 0:
         raise CourseError("evaluate needs labels: pass them, or a dataset of (images, labels)")
