@@ -15,7 +15,11 @@ Switches of ``fit`` (each one argument): the device (``runtime.torch_device``: C
 ``clip_grad_norm`` (after ``scaler.unscale_``), best-state tracking on ``monitor`` and restoring it,
 ``early_stopping_patience``, ``batchnorm_eval``, a checkpoint every epoch with ``resume=True``. Always on:
 the non-finite guard (a batch whose inputs or loss are NaN/inf is skipped and counted, before any
-backward or step) and cheap checks of the first batch with messages that say how to fix the data.
+backward or step), checks of the first batch, and of every batch's labels (shape, range, whole class
+indices: one min/max on the small labels tensor), with messages that name the batch and say how to fix
+the data. An error part-way through a run (a bad batch, a full disk, Ctrl-C) keeps what was done: the
+History of the finished epochs is attached to the exception (``exc.history``) and the message names the
+last good checkpoint. Checkpoints are read with ``weights_only=True`` and checked against a SHA-256.
 
 Batches are ``(images, labels)`` or ``(images, labels, *extra)`` with float images ``[B, C, H, W]``.
 Extra per-sample tensors (e.g. a teacher's logits for self-distillation) are moved to the device and
@@ -68,7 +72,8 @@ def train_one_epoch(model, loader, loss_fn: Callable, optimizer, *, task: str = 
     Per batch: skip it if its pixels are not finite; forward (float16 autocast with ``amp``); the
     loss ``loss_fn(logits, targets, *extra)``; skip it if the loss is not finite (before backward:
     the weights stay finite); backward; clip the global gradient norm (after unscaling); step the
-    optimizer, the scaler and the per-step ``scheduler``. ``check`` validates the first batch.
+    optimizer, the scaler and the per-step ``scheduler``. ``check`` validates the first batch in full;
+    every batch's labels are validated in any case (before the loss sees them).
     BatchNorm layers whose parameters are all frozen stay in eval mode (every one with ``batchnorm_eval``).
 
     Returns ``{"loss", "accuracy", "grad_norm", "skipped", "n"}``: mean loss and accuracy over the
@@ -259,7 +264,8 @@ def fit(model, train_loader, val_loader=None, *, epochs: int, loss_fn: Callable 
         batchnorm_eval: keep every BatchNorm layer in eval mode (running statistics used, not updated),
             Keras' advice for fine-tuning a pretrained network on a small data set. BatchNorm layers
             whose parameters are all frozen are always kept in eval mode.
-        checkpoint_path: save a checkpoint here after every epoch; ``resume=True`` continues from it.
+        checkpoint_path: save a checkpoint here before the first epoch and after every epoch;
+            ``resume=True`` continues from it exactly (after a stop in epoch 1: from the initial state).
         progress: show a tqdm bar per epoch.  seed: seed Python/NumPy/torch first.
 
     Returns:
@@ -267,6 +273,11 @@ def fit(model, train_loader, val_loader=None, *, epochs: int, loss_fn: Callable 
         before clipping, when clipping is on) and, with ``val_loader``, ``val_loss``,
         ``val_accuracy``, ``val_auc``, ``val_ap``; ``meta`` says what happened (device, amp,
         best epoch, whether the best state was restored, skipped batches, early stop, resume).
+
+    Raises:
+        CourseError: bad data or arguments, named with the epoch and batch. Any exception that stops
+            the run part-way carries ``exc.history`` (the finished epochs) and says which checkpoint
+            is the last good one.
     """
     torch = import_torch()
     check_args(task, epochs, schedule, min_lr_ratio, train_loader, val_loader)
