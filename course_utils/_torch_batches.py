@@ -113,8 +113,8 @@ def check_labels(y, task: str, where: str, n_out: int | None = None, n_images: i
     if y.numel() == 0 or y.dtype == torch.bool:
         return
     lo, hi = (float(v) for v in torch.aminmax(y.detach()))
-    whole = not y.is_floating_point() or bool((y == y.round()).all())  # NaN is not whole
-    if task == "multi-class" or (task == "binary" and n_out == 2):
+    if task == "multi-class" or (task == "binary" and n_out == 2):  # class indices for the loss
+        whole = not y.is_floating_point() or bool((y == y.round()).all())  # NaN is not whole
         top = n_out - 1 if n_out is not None else None
         bad = lo if not lo >= 0 else hi if (top is not None and not hi <= top) else None
         if bad is None and not whole:
@@ -123,8 +123,8 @@ def check_labels(y, task: str, where: str, n_out: int | None = None, n_images: i
             rule = ("binary labels must be 0 or 1 (class indices for the 2 outputs)" if task == "binary"
                     else f"class indices must be whole numbers 0..{top}" if top is not None
                     else "class indices must be whole numbers 0, 1, ...")
-            fix = (f" (the model has {n_out} outputs: build it with n_classes={int(hi) + 1} or more, or fix the labels)"
-                   if task == "multi-class" and top is not None and whole and lo >= 0 else "")
+            fix = (f" (the model has {n_out} outputs: build it with n_classes={int(hi) + 1} or more, or fix the "
+                   "labels)" if task == "multi-class" and top is not None and whole and lo >= 0 else "")
             raise CourseError(f"{where}: label {bad:g} is not allowed: {rule}{fix}")
     elif not (lo >= 0 and hi <= 1):  # binary (one logit) and multi-label targets: 0 or 1 (soft targets in between)
         bad = lo if not lo >= 0 else hi

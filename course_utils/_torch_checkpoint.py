@@ -101,7 +101,8 @@ def save_checkpoint(path: Path, epoch, epochs, model, optimizer, scheduler, scal
             tmp.unlink()
         full = getattr(exc, "errno", None) in (errno.ENOSPC, errno.EDQUOT) or "space" in str(exc).lower()
         kept = f"the previous checkpoint at {path} is unchanged" if path.exists() else "no earlier checkpoint exists"
-        raise CourseError(f"could not write the checkpoint {path} after epoch {epoch} ({exc}). "
+        when = f"after epoch {epoch}" if epoch else "(the initial state, before epoch 1)"
+        raise CourseError(f"could not write the checkpoint {path} {when} ({exc}). "
                           + ("The disk is full: free some space or pass a checkpoint_path on another disk; "
                              if full else "Check that the folder is writable and has space; ")
                           + f"{kept}.") from exc

@@ -20,6 +20,7 @@ Only numpy and scipy are used (no TensorFlow, no torch).
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import struct
 import warnings
@@ -118,8 +119,9 @@ def _discard_damaged(path: Path, reason: str) -> None:
         path.unlink()
 
 
-def _save_npz(path: Path, **arrays: np.ndarray) -> None:
-    """Write atomically (temp file + rename), so an interrupted run never leaves a broken cache."""
+def _save_npz(path: Path, **arrays: np.ndarray) -> OSError | None:
+    """Write atomically (temp file + rename), so an interrupted run never leaves a broken cache.
+    A failed write (e.g. a full disk) removes the temporary file, warns, and is returned."""
     tmp = path.with_name(path.name + f".tmp{os.getpid()}.npz")
     try:
         np.savez(tmp, **arrays)
@@ -129,6 +131,8 @@ def _save_npz(path: Path, **arrays: np.ndarray) -> None:
                       stacklevel=3)
         with contextlib.suppress(OSError):
             tmp.unlink()
+        return exc
+    return None
 
 
 def _labels_from_priors(n: int, priors: Sequence[float], rng: np.random.Generator) -> np.ndarray:
@@ -614,9 +618,12 @@ def make_medmnist_stand_in(flag: str, *, size: int = 28, root: str | os.PathLike
                 bar.update(stop - start)
             arrays[f"{split}_images"] = images[..., 0] if meta["n_channels"] == 1 else images
             arrays[f"{split}_labels"] = labels.reshape(n, -1).astype(np.uint8)
-    _save_npz(path, **arrays)
-    if not path.exists():
-        raise CourseError(f"could not write the stand-in {path}; set COURSE_CACHE to a writable folder.")
+    failed = _save_npz(path, **arrays)
+    if failed is not None or not path.exists():
+        full = getattr(failed, "errno", None) in (errno.ENOSPC, errno.EDQUOT)
+        raise CourseError(f"could not write the stand-in {path} ({failed}); medmnist reads it from disk, so "
+                          + ("free some space on that disk, or " if full else "")
+                          + "set COURSE_CACHE to a writable folder with room for it.")
     return path
 
 

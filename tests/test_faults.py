@@ -64,6 +64,31 @@ def test_damaged_medmnist_stand_in_is_reported_deleted_and_rebuilt(tmp_path, how
         D.load_medmnist("breastmnist", source="stand-in")
 
 
+
+def test_a_full_disk_while_writing_a_stand_in_cache(tmp_path, monkeypatch):
+    """No half-written file is left; the malaria stand-in is still returned (and written next time), the
+    MedMNIST one (medmnist must read it from disk) is a CourseError that says the disk is full."""
+    import os
+
+    real_savez = np.savez
+
+    def disk_full(file, *a, **k):
+        with open(file, "wb") as half:
+            half.write(b"PK\x03\x04 half")
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(file))
+
+    monkeypatch.setattr(np, "savez", disk_full)
+    with pytest.warns(UserWarning, match="No space left on device"):
+        images, _ = S.make_malaria_stand_in(20, image_size=8, seed=0, cache_dir=tmp_path)
+    assert images.shape == (20, 8, 8, 3) and not list(tmp_path.iterdir())
+    with pytest.raises(CourseError, match="No space left on device"), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        S.make_medmnist_stand_in("breastmnist", root=tmp_path / "medmnist")
+    assert not list((tmp_path / "medmnist").iterdir())
+    monkeypatch.setattr(np, "savez", real_savez)
+    S.make_malaria_stand_in(20, image_size=8, seed=0, cache_dir=tmp_path)
+    assert len(list(tmp_path.glob("malaria*.npz"))) == 1
+
 # --------------------------------------------------------------------------- NIH-style folders
 def _nih_folder(root, parasitized, uninfected=None):
     """cell_images/{Parasitized,Uninfected}/: the given PIL images (file name -> image) in each class."""
