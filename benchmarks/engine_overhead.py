@@ -2,19 +2,30 @@
 
 Both train the same small CNN on the same synthetic data for the same number of optimizer steps with
 the same maths (AdamW with the same parameter groups, per-step cosine schedule, gradient clipping at
-1.0, BCE-with-logits). The engine adds its checks (first-batch validation, non-finite guard on inputs
-and loss), running metrics and the epoch record. Validation and progress bars are off in both, so the
-comparison is about the loop itself; a third row shows the engine with its progress bar on.
+1.0, BCE-with-logits). The engine adds its checks (first-batch validation, every batch's labels, the
+non-finite guard on inputs and loss), running metrics and the epoch record. A fourth row runs the engine
+with the per-batch label validation switched off; because that effect is far below the machine's scatter,
+it is also timed directly (``label_check_seconds``), and ``checkpoint_cost`` times a checkpoint with its
+integrity check against a plain ``torch.save`` / ``torch.load``. Validation and progress bars are off in
+both, so the comparison is about the loop itself; a third row shows the engine with its progress bar on.
 
 Runs are interleaved (bare, engine, engine+progress, bare, ...) after a warm-up, and the median of
 ``--repeats`` runs is reported, because on a shared machine the load changes while we measure. Both
 wall time and the process's CPU time are reported; with ``--threads 1`` the CPU time measures the
 work done and is the fair figure on a busy machine (wall time then mostly measures the neighbours).
 
-    .venv/bin/python benchmarks/engine_overhead.py                 # markdown table + JSON (about 1 min)
+    .venv/bin/python benchmarks/engine_overhead.py                 # markdown table + JSON (about 5 min)
     .venv/bin/python benchmarks/engine_overhead.py --t4-estimate   # + the notebook-04 full-mode estimate
 
-Latest result (2026-12-01, the engine split into ``train_one_epoch`` / ``evaluate`` / ``fit``; a 2-core
+Issue 14 (per-batch label validation, checkpoint integrity), measured with ``nice .venv/bin/python
+benchmarks/engine_overhead.py`` on the shared 2-core machine (load 2.3 to 3.6, 256 steps, median of 9):
+the label validation costs 6.4 us of CPU per batch, timed directly = 0.036 % of the engine's time per step
+(the interleaved A/B rows scatter from -27 % to +24 % per pair at that load, paired median -5.4 %: noise);
+a checkpoint with its SHA-256 takes 3.4 ms to write (plain torch.save 2.5 ms), +0.19 % of an epoch, and
+7.0 ms to read and verify once on resume (plain torch.load 2.7 ms). Engine vs bare loop in the same run:
+CPU medians 4.59 s vs 4.80 s, paired median +3.4 %.
+
+Earlier result (2026-12-01, the engine split into ``train_one_epoch`` / ``evaluate`` / ``fit``; a 2-core
 machine shared with three other jobs, load 3.7 falling to 2.1, 256 steps, median of 9, CPU time):
 bare loop 5.70 s, engine 6.10 s (+6.9 %), engine with progress bar 5.56 s (-2.5 %); paired medians
 +4.1 % (engine) and +1.1 % (with progress bar), single pairs from -19 % to +52 %. At that load the
@@ -83,9 +94,17 @@ def bare_loop(model, train_loader, epochs: int, lr: float = 1e-3, weight_decay: 
     return float(loss.detach())
 
 
-def engine(model, train_loader, epochs: int, progress: bool = False) -> float:
-    hist = tt.fit(model, train_loader, None, epochs=epochs, task="binary", loss_fn=torch.nn.BCEWithLogitsLoss(),
-                  progress=progress)
+def engine(model, train_loader, epochs: int, progress: bool = False, label_checks: bool = True) -> float:
+    """The engine; ``label_checks=False`` switches off the per-batch label validation (the first batch is
+    still checked in full), to measure what that validation costs."""
+    real = tt.check_labels
+    if not label_checks:
+        tt.check_labels = lambda *a, **k: None
+    try:
+        hist = tt.fit(model, train_loader, None, epochs=epochs, task="binary", loss_fn=torch.nn.BCEWithLogitsLoss(),
+                      progress=progress)
+    finally:
+        tt.check_labels = real
     return hist["loss"][-1]
 
 
@@ -115,7 +134,9 @@ def measure(n: int, size: int, batch_size: int, epochs: int, repeats: int, width
 
     runs = {"bare loop": lambda r: (bare_loop, fresh(), loader(ds, batch_size, r), epochs),
             "engine": lambda r: (engine, fresh(), loader(ds, batch_size, r), epochs),
-            "engine + progress bar": lambda r: (engine, fresh(), loader(ds, batch_size, r), epochs, True)}
+            "engine + progress bar": lambda r: (engine, fresh(), loader(ds, batch_size, r), epochs, True),
+            "engine, labels checked on the first batch only": lambda r: (engine, fresh(), loader(ds, batch_size, r),
+                                                                         epochs, False, False)}
     wall = {k: [] for k in runs}
     cpu = {k: [] for k in runs}
     for r in range(repeats):
@@ -127,12 +148,91 @@ def measure(n: int, size: int, batch_size: int, epochs: int, repeats: int, width
     med_c = {k: statistics.median(v) for k, v in cpu.items()}
     # paired: each repeat's engine run against the bare run just before it (same load, roughly)
     paired = {k: sorted(100 * (e / b - 1) for e, b in zip(cpu[k], cpu["bare loop"])) for k in runs if k != "bare loop"}
-    return {"steps": steps, "wall_s": wall, "cpu_s": cpu, "median_wall_s": med_w, "median_cpu_s": med_c,
+    # what the per-batch label validation adds: each repeat's engine run against its run without it
+    no_checks = cpu["engine, labels checked on the first batch only"]
+    label_checks = sorted(100 * (e / b - 1) for e, b in zip(cpu["engine"], no_checks))
+    per_batch = label_check_seconds(ds, batch_size)
+    return {"steps": steps,
+            "label_check_us_per_batch": 1e6 * per_batch,
+            "label_check_pct_of_step": 100 * per_batch * steps / med_c["engine"],
+            "label_checks_paired_pct_cpu": {"median": statistics.median(label_checks), "min": label_checks[0],
+                                            "max": label_checks[-1]},
+            "label_checks_median_pct_cpu": 100 * (med_c["engine"] / statistics.median(no_checks) - 1),
+            "wall_s": wall, "cpu_s": cpu, "median_wall_s": med_w, "median_cpu_s": med_c,
             "paired_overhead_pct_cpu": {k: {"median": statistics.median(v), "min": v[0], "max": v[-1]}
                                         for k, v in paired.items()},
             "overhead_pct_cpu": 100 * (med_c["engine"] / med_c["bare loop"] - 1),
             "overhead_pct_wall": 100 * (med_w["engine"] / med_w["bare loop"] - 1),
             "overhead_pct_cpu_with_progress": 100 * (med_c["engine + progress bar"] / med_c["bare loop"] - 1)}
+
+
+def label_check_seconds(ds, batch_size: int, passes: int = 30) -> float:
+    """CPU seconds of the engine's per-batch label validation (``check_labels``, as ``train_one_epoch``
+    calls it) per batch, on this benchmark's own batches: timed directly, many times over, because the
+    interleaved A/B runs above scatter far more than this small effect on a shared machine."""
+    from course_utils._torch_batches import check_labels
+
+    batches = [(x, y) for x, y in loader(ds, batch_size, 0)]
+    for x, y in batches:  # warm-up
+        check_labels(y, "binary", "w", 1, len(x))
+    t0 = time.process_time()
+    for _ in range(passes):
+        for i, (x, y) in enumerate(batches):
+            check_labels(y, "binary", f"epoch 1/8, batch {i + 1}", 1, len(x))
+    return (time.process_time() - t0) / (passes * len(batches))
+
+
+# ------------------------------------------------------------------------------------------ checkpoints
+def checkpoint_cost(n: int, size: int, batch_size: int, width: int, repeats: int = 9) -> dict:
+    """What the checkpoint integrity costs per checkpoint: the SHA-256 and the second serialisation on
+    writing, the digest check and the weights_only reading on loading, against a plain
+    ``torch.save`` / ``torch.load(weights_only=False)`` of the same state (the old checkpoint), and as a
+    share of one epoch of the engine (median CPU time)."""
+    import io
+    import tempfile
+
+    from course_utils import _torch_checkpoint as ck
+
+    ds = make_data(n, size)
+    torch.manual_seed(0)
+    model, _ = mt.small_cnn(1, width=width)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "run.pt"
+        plain = Path(tmp) / "plain.pt"
+        epoch_cpu = []
+        for r in range(3):
+            _, c = timed(engine, model, loader(ds, batch_size, r), 1)
+            epoch_cpu.append(c)
+        tt.fit(model, loader(ds, batch_size, 0), None, epochs=1, task="binary", progress=False,
+               checkpoint_path=path)
+        state = ck._read(path, "cpu")
+        new_w, old_w, new_r, old_r = [], [], [], []
+        for _ in range(repeats):
+            t0 = time.process_time()
+            buf = io.BytesIO()
+            torch.save(state, buf)
+            payload = buf.getbuffer()
+            wrapped = {"format": ck._FORMAT, "version": ck._CHECKPOINT_VERSION,
+                       "sha256": ck.hashlib.sha256(payload).hexdigest(),
+                       "payload": torch.frombuffer(payload, dtype=torch.uint8)}
+            torch.save(wrapped, path)
+            new_w.append(time.process_time() - t0)
+            t0 = time.process_time()
+            torch.save(state, plain)
+            old_w.append(time.process_time() - t0)
+            t0 = time.process_time()
+            ck._read(path, "cpu")
+            new_r.append(time.process_time() - t0)
+            t0 = time.process_time()
+            torch.load(plain, map_location="cpu", weights_only=False)
+            old_r.append(time.process_time() - t0)
+        size_bytes = path.stat().st_size
+    med = statistics.median
+    extra = med(new_w) - med(old_w)
+    return {"checkpoint_bytes": size_bytes, "epoch_cpu_s": med(epoch_cpu),
+            "write_ms": {"checked": 1e3 * med(new_w), "plain": 1e3 * med(old_w)},
+            "read_ms": {"checked": 1e3 * med(new_r), "plain": 1e3 * med(old_r)},
+            "extra_write_pct_of_epoch": 100 * extra / med(epoch_cpu)}
 
 
 # ------------------------------------------------------------------------------------------ T4 estimate
@@ -255,6 +355,18 @@ def main() -> None:
     for k, v in res["paired_overhead_pct_cpu"].items():
         print(f"\npaired CPU-time overhead, {k}: median {v['median']:+.1f} % "
               f"(range {v['min']:+.1f} to {v['max']:+.1f} %)")
+    lc = res["label_checks_paired_pct_cpu"]
+    print(f"\nper-batch label validation: {res['label_check_us_per_batch']:.1f} us of CPU per batch, timed directly = "
+          f"{res['label_check_pct_of_step']:.3f} % of the engine's time per step; interleaved runs (engine vs. "
+          f"engine with labels checked on the first batch only): paired median {lc['median']:+.2f} % "
+          f"(range {lc['min']:+.1f} to {lc['max']:+.1f} %: the machine's scatter), medians "
+          f"{res['label_checks_median_pct_cpu']:+.2f} %")
+    cc = checkpoint_cost(args.n, args.size, args.batch_size, args.width)
+    res["checkpoint_integrity"] = cc
+    print(f"\ncheckpoint integrity ({cc['checkpoint_bytes'] / 1e3:.0f} kB checkpoint): write "
+          f"{cc['write_ms']['checked']:.1f} ms (plain torch.save {cc['write_ms']['plain']:.1f} ms), read "
+          f"{cc['read_ms']['checked']:.1f} ms (plain torch.load {cc['read_ms']['plain']:.1f} ms); the extra write "
+          f"time is {cc['extra_write_pct_of_epoch']:+.2f} % of one epoch ({cc['epoch_cpu_s']:.2f} s CPU)")
     print(f"\nload average before/after: {load_before[0]:.2f} / {res['loadavg_after'][0]:.2f} "
           "(a shared machine: compare only rows of the same run)")
     if args.t4_estimate:

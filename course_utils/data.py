@@ -446,6 +446,8 @@ def load_malaria_folder(path: str | os.PathLike, *, image_size: int = 64, on_err
     """The NIH download unpacked: ``cell_images/Parasitized/*.png`` and ``cell_images/Uninfected/*.png``.
 
     ``on_error="skip"`` skips unreadable or non-image files and says how many; ``"raise"`` names the first.
+    16-bit and float images are scaled to 8 bits over their type's range (not clipped); images in
+    subfolders of a class folder are not read, and a warning says how many there are.
     """
     if on_error not in ("raise", "skip"):
         raise CourseError(f"on_error must be 'raise' or 'skip', not {on_error!r}.")
@@ -562,7 +564,8 @@ def load_medmnist(flag: str, *, size: int = 28, source: str = "auto", root: str 
     """A MedMNIST v2 data set (e.g. breastmnist, chestmnist, pathmnist, dermamnist) through medmnist itself.
 
     Labels: int64 [N] for binary / multi-class, uint8 [N, 14] for chestmnist; grey images are N x H x W x 1.
-    ``max_per_split``: a seeded, stratified subset of each split.
+    ``max_per_split``: a seeded, stratified subset of each split. A downloaded file is checked in full
+    first (a damaged one is downloaded again); ``COURSE_OFFLINE=1`` attempts no download.
     """
     _check_source(source)
     flag = str(flag).lower()
