@@ -14,9 +14,10 @@ How: deterministic (each generator is seeded from a readable key: name, split, s
 disk as ``.npz`` under the course cache; ``STAND_IN_VERSION`` is part of every cache name (bump it when a
 renderer changes). A cached file is verified in full before it is used (every byte against the zip's
 CRC-32, and the arrays' shapes): a truncated, emptied or altered file is reported in one line, deleted and
-generated again, instead of failing on every later load. Calibration sits next to each renderer: class priors (``_CHEST_PRIORS``,
-``_DERMA_PRIORS``, ``_BLOOD_PRIORS``), per-class styles (``_PATH_STYLE``, ``_DERMA_STYLE``,
-``_BLOOD_STYLE``), and ``_MEDMNIST_META``, the part of ``medmnist.INFO`` needed without medmnist.
+generated again, instead of failing on every later load. Calibration sits next to each renderer: class
+priors (``_CHEST_PRIORS``, ``_DERMA_PRIORS``, ``_BLOOD_PRIORS``), per-class styles (``_PATH_STYLE``,
+``_DERMA_STYLE``, ``_BLOOD_STYLE``), and ``_MEDMNIST_META``, the part of ``medmnist.INFO`` needed without
+medmnist.
 Only numpy and scipy are used (no TensorFlow, no torch).
 """
 from __future__ import annotations
