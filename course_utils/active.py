@@ -24,7 +24,7 @@ from .pipelines import nchw_float, tensor_loader
 from .runtime import CourseError, import_torch, torch_device, torch_threads
 
 __all__ = ["distillation_loss", "train_torch_classifier", "TorchLearner", "simulate", "ALResult",
-           "labels_to_reach", "head_gradient_embedding"]
+           "labels_to_reach", "paired_differences", "head_gradient_embedding"]
 
 
 def head_gradient_embedding(probs: np.ndarray, embeddings: np.ndarray, n_outputs: int) -> np.ndarray:
@@ -179,6 +179,10 @@ class ALResult:
         kw.setdefault("reference", self.full_accuracy if metric == "accuracy" else None)
         return learning_curves(self.table, metric=metric, **kw)
 
+    def versus(self, baseline: str = "random", metric: str = "accuracy", confidence: float = 0.95):
+        """Each strategy minus ``baseline``, paired by seed: see :func:`paired_differences`."""
+        return paired_differences(self.table, baseline=baseline, metric=metric, confidence=confidence)
+
     def label_efficiency(self, fraction: float = 0.95, full_accuracy: float | None = None):
         """Labels each strategy needs to reach ``fraction`` of the full-data accuracy."""
         full = full_accuracy if full_accuracy is not None else self.full_accuracy
@@ -186,6 +190,39 @@ class ALResult:
             raise CourseError("label_efficiency needs the full-data accuracy: pass full_accuracy=... or run "
                               "simulate(..., full_data=True).")
         return labels_to_reach(self.table, fraction * full, fraction=fraction)
+
+
+def paired_differences(table, *, baseline: str = "random", metric: str = "accuracy", confidence: float = 0.95):
+    """How much better each strategy is than ``baseline``, judged against the spread over seeds.
+
+    Per seed, the difference in ``metric`` averaged over the rounds after the start (the area under the
+    learning curve, per round); the seeds share initial sets, so differences are paired. The mean
+    difference gets a t-interval over seeds, and the verdict follows the interval: "better" or "worse"
+    only when it excludes 0, else "no clear difference" (always so with a single seed).
+    """
+    import pandas as pd  # noqa: PLC0415
+    from scipy import stats  # noqa: PLC0415
+
+    if metric not in table.columns:
+        raise CourseError(f"the table has no column {metric!r}; it has {', '.join(map(str, table.columns))}")
+    later = table[table["round"] > 0]
+    per_seed = later.groupby(["strategy", "seed"])[metric].mean().unstack("seed")
+    if baseline not in per_seed.index:
+        raise CourseError(f"baseline {baseline!r} is not in the table; strategies: {', '.join(per_seed.index)}")
+    rows = []
+    for name in per_seed.index.drop(baseline):
+        d = (per_seed.loc[name] - per_seed.loc[baseline]).dropna().to_numpy()
+        mean = float(d.mean()) if len(d) else math.nan
+        if len(d) > 1 and d.std(ddof=1) > 0:
+            half = float(stats.t.ppf(0.5 + confidence / 2, len(d) - 1) * d.std(ddof=1) / math.sqrt(len(d)))
+        else:
+            half = math.inf if len(d) <= 1 else 0.0
+        low, high = mean - half, mean + half
+        verdict = (f"better than {baseline}" if low > 0 else f"worse than {baseline}" if high < 0
+                   else "no clear difference")
+        rows.append({"strategy": name, "mean_difference": round(mean, 4), "ci_low": round(low, 4),
+                     "ci_high": round(high, 4), "seeds": len(d), "verdict": verdict})
+    return pd.DataFrame(rows).sort_values("mean_difference", ascending=False).reset_index(drop=True)
 
 
 def labels_to_reach(table, target_accuracy: float, *, fraction: float | None = None):

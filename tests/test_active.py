@@ -109,3 +109,28 @@ def test_learning_curves_figure_and_bad_columns():
     assert len(ax.collections) == 2                                          # one min-max band per strategy
     with pytest.raises(ValueError, match="no column 'auc'"):
         plots.learning_curves(table, metric="auc")
+
+
+def test_paired_differences_follow_the_interval():
+    import pandas as pd
+    from scipy import stats
+
+    rows = []
+    gains = {"good": [0.05, 0.06, 0.04], "noisy": [0.10, -0.09, 0.02]}
+    for seed in range(3):
+        for rnd in range(3):
+            base = 0.5 + 0.1 * rnd + 0.01 * seed
+            rows.append({"strategy": "random", "seed": seed, "round": rnd, "accuracy": base})
+            for name, g in gains.items():
+                rows.append({"strategy": name, "seed": seed, "round": rnd,
+                             "accuracy": base + (g[seed] if rnd else 0.0)})   # round 0 is the shared start
+    res = al.paired_differences(pd.DataFrame(rows))
+    good, noisy = (res.set_index("strategy").loc[n] for n in ("good", "noisy"))
+    assert good["mean_difference"] == pytest.approx(0.05) and good["verdict"] == "better than random"
+    half = stats.t.ppf(0.975, 2) * np.std(gains["good"], ddof=1) / np.sqrt(3)          # by hand
+    assert good["ci_low"] == pytest.approx(0.05 - half, abs=1e-4) and good["seeds"] == 3
+    assert noisy["verdict"] == "no clear difference" and noisy["ci_low"] < 0 < noisy["ci_high"]
+    one_seed = al.paired_differences(pd.DataFrame([r for r in rows if r["seed"] == 0]))
+    assert set(one_seed["verdict"]) == {"no clear difference"}                         # one seed proves nothing
+    with pytest.raises(CourseError, match="baseline 'margin'"):
+        al.paired_differences(pd.DataFrame(rows), baseline="margin")
