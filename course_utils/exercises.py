@@ -47,7 +47,7 @@ class Exercise:
     def check(self, answer: Any, **context: Any) -> bool | None:
         """Print a verdict; ``True``/``False``, or ``None`` while the answer is still ``None``."""
         if answer is None or answer is Ellipsis:
-            print(f"[{self.key}] not answered yet: {self.task}")
+            print(f"[{self.key}] not answered yet: replace None with your answer (ex.hint() helps).")
             return None
         self.tries += 1
         try:
