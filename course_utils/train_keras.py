@@ -43,9 +43,10 @@ def auto_loss(model, dataset):
 
 
 def _verbose(verbose: int | str) -> int:
-    """``"auto"``: a progress bar interactively, one line per epoch in CI logs."""
+    """``"auto"``: one line per epoch, except a progress bar in a terminal. In a notebook Keras' bar is
+    redrawn by printing fragments (hundreds per cell, unreadable in an executed notebook), so not there."""
     if verbose == "auto":
-        return 2 if in_ci() or not (sys.stdout.isatty() or "ipykernel" in sys.modules) else 1
+        return 1 if sys.stdout.isatty() and not in_ci() and "ipykernel" not in sys.modules else 2
     return int(verbose)
 
 

@@ -2,6 +2,7 @@
 import json
 import os
 import random
+import shutil
 import subprocess
 import sys
 
@@ -174,3 +175,22 @@ def test_network_probe_offline_switch_and_refused_port(monkeypatch):
 def test_import_keras_returns_keras_3():
     keras = runtime.import_keras()
     assert keras.__version__.startswith("3.")
+
+
+def test_native_stderr_filter_keeps_back_known_lines_and_passes_the_rest():
+    code = ("import os, course_utils.runtime as r\n"
+            "with r.native_stderr_filtered(('oneDNN custom operations are on',)):\n"
+            "    os.write(2, b'I0000 port.cc:153] oneDNN custom operations are on. blah\\n')\n"
+            "    os.write(2, b'E0000 something real went wrong\\n')\n"
+            "os.write(2, b'after\\n')\n")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, res.stderr
+    assert "oneDNN" not in res.stderr and "something real went wrong" in res.stderr and "after" in res.stderr
+
+
+def test_importing_tensorflow_prints_no_start_up_noise_on_a_cpu():
+    code = "import course_utils as cu; tf = cu.runtime.import_tensorflow(); import keras; print('ok')"
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=180)
+    assert res.stdout.strip() == "ok", res.stderr
+    if shutil.which("nvidia-smi") is None:
+        assert res.stderr.strip() == "", res.stderr

@@ -154,3 +154,11 @@ def test_keras_and_torch_evaluate_return_the_same_keys(data):
         assert set(torch_result) == set(keras_result), (task, set(torch_result) ^ set(keras_result))
     assert set(keras_result) == {"n", "loss", "accuracy", "macro_f1", "auc", "ap", "recall_noise", "recall_square",
                                  "probs", "y_true", "y_pred"}
+
+
+def test_auto_verbosity_is_one_line_per_epoch_in_a_notebook(monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "ipykernel", sys.modules.get("ipykernel") or type(sys)("ipykernel"))
+    assert tk._verbose("auto") == 2          # Keras' bar would print hundreds of fragments into the notebook
+    assert tk._verbose(0) == 0 and tk._verbose(1) == 1
