@@ -12,18 +12,25 @@ else cannot execute anything). The state is serialised once, its SHA-256 compute
 ``{"format", "version", "sha256", "payload"}`` (the payload as a uint8 tensor): on resume the digest is
 checked before anything is used, so a damaged file (a flipped byte, a truncated copy) is a clear
 CourseError instead of an optimizer state silently off.
+
+A checkpoint belongs to its settings (:func:`run_settings`: loss with its constants, model, epochs,
+lr, schedule, clipping, weight decay, seed, batches per epoch, plus what the caller adds, e.g. the
+data set and image size). They are stored in it; ``resume=True`` with other settings starts fresh and
+says so in one line, instead of silently reloading another run. :func:`settings_key` is a short hash
+of them, for keying the file name (``checkpoint_path="runs/effnet_{key}.pt"``).
 """
 from __future__ import annotations
 
 import contextlib
 import copy
 import errno
+import functools
 import hashlib
 import io
+import json
 import os
 import pickle
 import random
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +42,106 @@ _CHECKPOINT_VERSION = 2  # 2: weights_only-safe contents, SHA-256 of the payload
 _CHECKPOINTED_META = ("skipped_batches", "skipped_per_epoch", "epoch_seconds")
 
 
+# ============================================================================ settings
+def describe_loss(fn, _depth: int = 0) -> str:
+    """A loss function as text that changes when its settings do: a module's class, plain attributes and
+    buffers (``pos_weight``); a function's name, the constants in its code (``alpha=0.25``), its closure
+    values and defaults; a ``functools.partial``'s arguments. Two lambdas that differ only in a
+    constant differ here."""
+    torch = import_torch()
+    if _depth > 3:
+        return "..."
+    if isinstance(fn, functools.partial):
+        return (f"partial({describe_loss(fn.func, _depth + 1)}, {_plain(fn.args)}, "
+                f"{_plain(dict(sorted(fn.keywords.items())))})")
+    if isinstance(fn, torch.nn.Module):
+        attrs = {k: _plain(v) for k, v in sorted(vars(fn).items()) if not k.startswith("_") and k != "training"}
+        buffers = {k: [round(float(x), 6) for x in b.detach().flatten()[:32]] for k, b in fn.named_buffers()}
+        return f"{type(fn).__name__}({attrs}, {buffers})"
+    code = getattr(fn, "__code__", None)
+    if code is None:
+        attrs = {k: _plain(v) for k, v in sorted(getattr(fn, "__dict__", {}).items()) if not k.startswith("_")}
+        return f"{type(fn).__name__}({attrs})"
+    closure = [describe_loss(c.cell_contents, _depth + 1) if callable(c.cell_contents) else _plain(c.cell_contents)
+               for c in (fn.__closure__ or ()) if _filled(c)]
+    return (f"{getattr(fn, '__qualname__', fn.__name__)}(consts={_code_constants(code)}, names={list(code.co_names)},"
+            f" closure={closure}, defaults={_plain(fn.__defaults__)}, kwdefaults={_plain(fn.__kwdefaults__)})")
+
+
+def _filled(cell) -> bool:
+    try:
+        cell.cell_contents  # noqa: B018
+    except ValueError:  # an empty cell (a name not assigned yet)
+        return False
+    return True
+
+
+def _code_constants(code) -> list:
+    out = []
+    for c in code.co_consts:
+        out.extend(_code_constants(c) if hasattr(c, "co_consts") else [_plain(c)])
+    return out
+
+
+def _plain(value):
+    """A value as JSON-able plain data (numbers, text, lists, dicts); anything else as its type name."""
+    if value is None or isinstance(value, (bool, int, str)):
+        return value
+    if isinstance(value, float):
+        return float(f"{value:.10g}")
+    if isinstance(value, (np.integer, np.floating)):
+        return _plain(value.item())
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    shape = getattr(value, "shape", None)
+    if shape is not None and hasattr(value, "flatten"):  # a tensor or array: its first values
+        flat = np.asarray(value.detach().cpu() if hasattr(value, "detach") else value, dtype=float).reshape(-1)
+        return {"shape": list(shape), "values": [round(float(x), 6) for x in flat[:32]]}
+    return type(value).__name__
+
+
+def run_settings(*, model, info, loss_fn, task, epochs, lr, weight_decay, schedule, min_lr_ratio, clip_grad_norm,
+                 batchnorm_eval, monitor, seed, train_loader, extra: dict | None = None) -> dict:
+    """What makes a training run this run (stored in its checkpoint, hashed by :func:`settings_key`)."""
+    params = [(name, list(p.shape), bool(p.requires_grad)) for name, p in model.named_parameters()]
+    settings = {
+        "task": task, "epochs": epochs, "lr": _plain(lr), "weight_decay": _plain(weight_decay), "schedule": schedule,
+        "min_lr_ratio": _plain(min_lr_ratio), "clip_grad_norm": _plain(clip_grad_norm),
+        "batchnorm_eval": batchnorm_eval, "monitor": monitor, "seed": seed, "loss": describe_loss(loss_fn),
+        "model": _plain(info.to_dict()) if info is not None else type(model).__name__,
+        "parameters": hashlib.sha256(json.dumps(params).encode()).hexdigest()[:12],
+        "trainable": sum(p.numel() for p in model.parameters() if p.requires_grad),
+        "batches_per_epoch": len(train_loader),
+    }
+    if extra:
+        settings["extra"] = _plain(dict(extra))
+    return settings
+
+
+def settings_key(settings: dict) -> str:
+    """A short (8 hex digits) hash of the settings: equal settings, equal key."""
+    return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:8]
+
+
+def settings_diff(stored: dict | None, current: dict, limit: int = 3) -> str:
+    """'' when the settings match, else the first differences as ``name stored -> current``. A current
+    ``seed`` of None accepts any stored seed (the checkpoint carries the random state)."""
+    if stored is None:
+        return "the checkpoint records no settings (an older one)"
+    keys = [k for k in sorted(set(stored) | set(current))
+            if stored.get(k) != current.get(k) and not (k == "seed" and current.get(k) is None)]
+    parts = [f"{k} {_short(stored.get(k))} -> {_short(current.get(k))}" for k in keys[:limit]]
+    return ", ".join(parts) + (f" and {len(keys) - limit} more" if len(keys) > limit else "")
+
+
+def _short(value, width: int = 40) -> str:
+    text = json.dumps(value, sort_keys=True, default=str) if not isinstance(value, str) else value
+    return text if len(text) <= width else text[:width - 3] + "..."
+
+
+# ============================================================================ random state
 def _loader_generators(loader) -> list:
     torch = import_torch()
     found = []
@@ -85,7 +192,7 @@ def save_checkpoint(path: Path, epoch, epochs, model, optimizer, scheduler, scal
                          "meta": {k: copy.deepcopy(history.meta[k]) for k in _CHECKPOINTED_META}},
              "best": {"monitor": best.monitor, "value": _number(best.value), "epoch": best.epoch,
                       "state": best.state, "tiebreak": _number(best.tiebreak)},
-             "bad_epochs": bad_epochs, "rng": _rng_state(loader)}
+             "bad_epochs": bad_epochs, "rng": _rng_state(loader), "settings": history.meta.get("settings")}
     buf = io.BytesIO()
     torch.save(state, buf)
     payload = buf.getbuffer()
@@ -155,20 +262,19 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0][:300] if text else "no details"
 
 
-def load_checkpoint(path: Path, model, optimizer, scheduler, scaler, history, best, loader, dev) -> tuple[int, int]:
-    """Restore every piece in place; returns (epochs done, epochs without improvement). Warns when the
-    checkpoint looks like another experiment's (other epochs, batches per epoch or learning rate)."""
+def read_checkpoint(path: Path, dev) -> dict:
+    """The checkpoint's state (integrity checked); ``state["settings"]`` are the run's settings."""
     state = _read(path, dev)
     if state.get("version") != _CHECKPOINT_VERSION:
         raise CourseError(f"{path} is not a course_utils checkpoint (version {state.get('version')})")
-    if state["epochs"] != history.meta["epochs_planned"]:
-        warnings.warn(f"the checkpoint was made for epochs={state['epochs']}, this run asks for "
-                      f"{history.meta['epochs_planned']}: the learning-rate schedule changes", stacklevel=4)
-    if state.get("steps_per_epoch") != len(loader) or state.get("lr") != history.meta["lr"]:
-        warnings.warn(f"the checkpoint {path} was made with {state.get('steps_per_epoch')} batches per epoch and "
-                      f"lr={state.get('lr')}; this run has {len(loader)} and lr={history.meta['lr']}. "
-                      "Is it from another experiment? Delete it (or use another checkpoint_path) to start over.",
-                      stacklevel=4)
+    return state
+
+
+def load_checkpoint(path: Path, model, optimizer, scheduler, scaler, history, best, loader, dev,
+                    state: dict | None = None) -> tuple[int, int]:
+    """Restore every piece in place (from ``state`` if already read); returns (epochs done, epochs without
+    improvement). The caller compares the settings first (:func:`settings_diff`)."""
+    state = state if state is not None else read_checkpoint(path, dev)
     try:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])

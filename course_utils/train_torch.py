@@ -12,8 +12,10 @@ Three functions a student can read, each in one screen, and ``fit`` composed of 
 Switches of ``fit`` (each one argument): the device (``runtime.torch_device``: CUDA if available),
 ``amp`` (float16 autocast + ``GradScaler`` on CUDA; never bfloat16, which a T4 cannot run fast),
 ``channels_last``, AdamW ``weight_decay``, ``schedule`` (per-step cosine decay to ``min_lr_ratio * lr``),
-``clip_grad_norm`` (after ``scaler.unscale_``), best-state tracking on ``monitor`` and restoring it,
-``early_stopping_patience``, ``batchnorm_eval``, a checkpoint every epoch with ``resume=True``. Always on:
+``clip_grad_norm`` (after ``scaler.unscale_``; the History records the mean norm before clipping and the
+share of steps clipped), best-state tracking on ``monitor`` and restoring it, ``early_stopping_patience``,
+``batchnorm_eval``, a checkpoint every epoch with ``resume=True`` (a checkpoint belongs to the run's
+settings: with other settings it is not resumed, and ``{key}`` in its path becomes their hash). Always on:
 the non-finite guard (a batch whose inputs or loss are NaN/inf is skipped and counted, before any
 backward or step), checks of the first batch, and of every batch's labels (shape, range, whole class
 indices: one min/max on the small labels tensor), with messages that name the batch and say how to fix
@@ -52,12 +54,13 @@ from typing import Any, Callable
 from . import metrics as _metrics
 from ._torch_batches import (check_args, check_inputs, check_labels, check_outputs, check_task, first_loss,
                              loss_targets, name_of, require_batches, split_batch, to_device)
-from ._torch_checkpoint import load_checkpoint, save_checkpoint
+from ._torch_checkpoint import (load_checkpoint, read_checkpoint, run_settings, save_checkpoint, settings_diff,
+                                settings_key)
 from .history import History
 from .model_info import ModelInfo
 from .runtime import CourseError, import_torch, seed_everything, torch_device
 
-__all__ = ["fit", "fit_two_phase", "train_one_epoch", "evaluate", "predict", "TASKS"]
+__all__ = ["fit", "fit_two_phase", "train_one_epoch", "evaluate", "predict", "join_histories", "settings_key", "TASKS"]
 
 TASKS = _metrics.TASKS
 
@@ -76,9 +79,10 @@ def train_one_epoch(model, loader, loss_fn: Callable, optimizer, *, task: str = 
     every batch's labels are validated in any case (before the loss sees them).
     BatchNorm layers whose parameters are all frozen stay in eval mode (every one with ``batchnorm_eval``).
 
-    Returns ``{"loss", "accuracy", "grad_norm", "skipped", "n"}``: mean loss and accuracy over the
-    batches used, the mean gradient norm before clipping (NaN without clipping), batches skipped,
-    samples used.
+    Returns ``{"loss", "accuracy", "grad_norm", "clipped", "steps", "skipped", "n"}``: mean loss and
+    accuracy over the batches used, the mean gradient norm before clipping (NaN without clipping), the
+    steps whose norm exceeded ``clip_grad_norm`` (so clipping shortened them; 0 with ``inf``), the
+    optimizer steps taken, batches skipped, samples used.
     """
     torch = import_torch()
     dev = next(model.parameters()).device
@@ -117,7 +121,8 @@ def train_one_epoch(model, loader, loss_fn: Callable, optimizer, *, task: str = 
         scaler.scale(loss).backward()
         if clip_grad_norm:
             scaler.unscale_(optimizer)  # clip the true gradients, not the scaled ones
-            run.add_norm(torch.nn.utils.clip_grad_norm_(params, clip_grad_norm))  # the norm before clipping
+            norm = torch.nn.utils.clip_grad_norm_(params, clip_grad_norm)  # the norm before clipping
+            run.add_norm(norm, clip_grad_norm)
         scaler.step(optimizer)
         scaler.update()
         if scheduler is not None:
@@ -240,7 +245,7 @@ def fit(model, train_loader, val_loader=None, *, epochs: int, loss_fn: Callable 
         monitor: str | None = "auto", restore_best: bool = True, early_stopping_patience: int | None = None,
         device: str | None = None, amp: bool | str = "auto", channels_last: bool | str = "auto",
         batchnorm_eval: bool = False, checkpoint_path: str | os.PathLike | None = None, resume: bool = False,
-        progress: bool = True, seed: int | None = None) -> History:
+        settings: dict | None = None, progress: bool = True, seed: int | None = None) -> History:
     """Train ``model`` for ``epochs`` epochs (:func:`train_one_epoch`, then :func:`evaluate` on
     ``val_loader``) and return a :class:`History`.
 
@@ -266,6 +271,12 @@ def fit(model, train_loader, val_loader=None, *, epochs: int, loss_fn: Callable 
             whose parameters are all frozen are always kept in eval mode.
         checkpoint_path: save a checkpoint here before the first epoch and after every epoch;
             ``resume=True`` continues from it exactly (after a stop in epoch 1: from the initial state).
+            The checkpoint stores the run's settings (``meta["settings"]``: loss and its constants, model,
+            epochs, lr, schedule, clipping, weight decay, seed, batches per epoch, and ``settings``); when
+            they differ, ``resume=True`` starts fresh and says so in one line. A ``{key}`` in the path is
+            replaced by their short hash (``meta["settings_key"]``), so each setting gets its own file.
+        settings: what else makes this run this run and the engine cannot see (the data set, image size,
+            augmentation ...), as a dict of plain values: part of the settings and of ``{key}``.
         progress: show a tqdm bar per epoch.  seed: seed Python/NumPy/torch first.
 
     Returns:
@@ -292,6 +303,12 @@ def fit(model, train_loader, val_loader=None, *, epochs: int, loss_fn: Callable 
     factor = _cosine(epochs * len(train_loader), min_lr_ratio) if schedule == "cosine" else (lambda step: 1.0)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
     scaler = torch.amp.GradScaler(dev.type, enabled=use_amp)
+    run_key = run_settings(model=model, info=info, loss_fn=loss_fn, task=task, epochs=epochs, lr=lr,
+                           weight_decay=weight_decay, schedule=schedule, min_lr_ratio=min_lr_ratio,
+                           clip_grad_norm=clip_grad_norm, batchnorm_eval=batchnorm_eval, monitor=monitor, seed=seed,
+                           train_loader=train_loader, extra=settings)
+    if checkpoint_path is not None and "{key}" in str(checkpoint_path):
+        checkpoint_path = str(checkpoint_path).replace("{key}", settings_key(run_key))
     history = History(meta={
         "engine": "course_utils.train_torch.fit", "task": task, "device": str(dev), "amp": use_amp,
         "amp_dtype": "float16" if use_amp else None, "channels_last": use_cl, "epochs_planned": epochs, "lr": lr,
@@ -302,7 +319,8 @@ def fit(model, train_loader, val_loader=None, *, epochs: int, loss_fn: Callable 
         "trainable_params": sum(p.numel() for g in optimizer.param_groups for p in g["params"]),
         "skipped_batches": 0, "skipped_per_epoch": [], "epoch_seconds": [], "best_epoch": None, "best_value": None,
         "restored_best": False, "stopped_early_at": None, "resumed_from_epoch": None,
-        "checkpoint": str(checkpoint_path) if checkpoint_path else None})
+        "checkpoint": str(checkpoint_path) if checkpoint_path else None,
+        "settings": run_key, "settings_key": settings_key(run_key), "fresh_start": None})
     best, ckpt = _Best(monitor), (Path(checkpoint_path) if checkpoint_path else None)
     state = (model, optimizer, scheduler, scaler, history, best, train_loader)
     start_epoch, bad_epochs = _resume(ckpt, resume, state, dev, epochs, progress)
@@ -387,6 +405,7 @@ def _log_epoch(history: History, stats: dict, lr: float, val: dict | None, t0: f
     record = {"loss": stats["loss"], "accuracy": stats["accuracy"], "lr": lr}
     if not math.isnan(stats["grad_norm"]):
         record["grad_norm"] = stats["grad_norm"]
+        record["clipped"] = stats["clipped"] / max(stats["steps"], 1)  # share of steps clipping shortened
     if val is not None:
         record.update({f"val_{k}": val[k] for k in ("loss", "accuracy", "auc", "ap")})
     history.append(**record)
@@ -407,7 +426,14 @@ def _resume(ckpt: Path | None, resume: bool, state: tuple, dev, epochs: int, pro
             print(f"no checkpoint at {ckpt} yet: training starts from the model's current weights "
                   "(fresh if it was just built; rebuild it for a clean start)")
         return 0, 0
-    start_epoch, bad_epochs = load_checkpoint(ckpt, *state, dev)
+    stored = read_checkpoint(ckpt, dev)  # integrity first: a damaged file is an error, whatever its settings
+    changed = settings_diff(stored.get("settings"), state[4].meta["settings"])
+    if changed:  # another run's checkpoint: reloading it would silently skip this run's training
+        state[4].meta["fresh_start"] = changed
+        print(f"not resumed: {ckpt} holds a run with other settings ({changed}); training starts from the "
+              "model's current weights and overwrites it")
+        return 0, 0
+    start_epoch, bad_epochs = load_checkpoint(ckpt, *state, dev, state=stored)
     state[4].meta["resumed_from_epoch"] = start_epoch
     if progress:
         print(f"resumed from {ckpt} after epoch {start_epoch}/{epochs}" if start_epoch else
@@ -440,7 +466,8 @@ def fit_two_phase(model, train_loader, val_loader=None, *, head_epochs: int, fin
     ``finetune_epochs`` at the smaller ``finetune_lr``; with ``finetune_batchnorm_eval`` (default) the
     BatchNorm layers keep their pretrained statistics (Keras' fine-tuning advice for small data sets).
     Every other keyword goes to both calls of :func:`fit` (``checkpoint_path`` gets ``_phase1`` /
-    ``_phase2`` suffixes). The best epoch of BOTH phases is restored at the end (``meta["best_phase"]``).
+    ``_phase2`` suffixes; both checkpoints' settings include the whole two-phase recipe). The best
+    epoch of BOTH phases is restored at the end (``meta["best_phase"]``).
     The History has both phases' epochs in order; ``meta["phase_epochs"]`` their lengths and
     ``meta["phase1"]`` / ``meta["phase2"]`` each phase's own meta.
     """
@@ -450,6 +477,9 @@ def fit_two_phase(model, train_loader, val_loader=None, *, head_epochs: int, fin
         raise CourseError("head_epochs and finetune_epochs must be >= 0")
     if "batchnorm_eval" in fit_kwargs:
         raise CourseError("fit_two_phase sets batchnorm_eval per phase: pass finetune_batchnorm_eval instead")
+    settings = {**(fit_kwargs.pop("settings", None) or {}),  # each phase's checkpoint knows the whole recipe
+                "two_phase": {"head_epochs": head_epochs, "finetune_epochs": finetune_epochs, "head_lr": head_lr,
+                              "finetune_lr": finetune_lr, "finetune_batchnorm_eval": finetune_batchnorm_eval}}
     paths = [None, None]
     if checkpoint_path is not None:
         p = Path(checkpoint_path)
@@ -459,25 +489,33 @@ def fit_two_phase(model, train_loader, val_loader=None, *, head_epochs: int, fin
     if head_epochs:
         freeze_backbone(model, info)
         h1 = fit(model, train_loader, val_loader, epochs=head_epochs, lr=head_lr, info=info,
-                 checkpoint_path=paths[0], seed=seed, **fit_kwargs)
+                 checkpoint_path=paths[0], seed=seed, settings=settings, **fit_kwargs)
         if h1.meta.get("restored_best"):
             head_best = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
     unfreeze(model)
     if finetune_epochs:
         h2 = fit(model, train_loader, val_loader, epochs=finetune_epochs, lr=finetune_lr, info=info,
                  batchnorm_eval=finetune_batchnorm_eval, checkpoint_path=paths[1],
-                 seed=None if head_epochs else seed, **fit_kwargs)
+                 seed=None if head_epochs else seed, settings=settings, **fit_kwargs)
     return _join_phases(model, h1, h2, head_best, head_lr=head_lr, finetune_lr=finetune_lr,
                         progress=fit_kwargs.get("progress", True))
+
+
+def join_histories(*histories: History) -> History:
+    """One History with the epochs of several runs in order (e.g. the two phases of fine-tuning, for one
+    plot); ``meta`` is the last run's."""
+    joined = History()
+    for part in histories:
+        for i in range(part.n_epochs):
+            joined.append(**{k: v[i] for k, v in part.metrics.items()})
+    joined.meta = dict(histories[-1].meta) if histories else {}
+    return joined
 
 
 def _join_phases(model, h1: History, h2: History, head_best: dict | None, *, head_lr: float, finetune_lr: float,
                  progress: bool) -> History:
     """One History for both phases; restores the phase-1 weights when phase 2 never beat them."""
-    history = History()
-    for part in (h1, h2):
-        for i in range(part.n_epochs):
-            history.append(**{k: v[i] for k, v in part.metrics.items()})
+    history = join_histories(h1, h2)
     last = h2 if h2.n_epochs else h1
     history.meta = {**last.meta, "engine": "course_utils.train_torch.fit_two_phase", "two_phase": True,
                     "phase_epochs": [h1.n_epochs, h2.n_epochs], "head_lr": head_lr, "finetune_lr": finetune_lr,
@@ -511,7 +549,8 @@ class _Running:
         self.task = task
         self.loss, self.correct = torch.zeros((), device=dev), torch.zeros((), device=dev)
         self.norm_sum, self.n_norms = torch.zeros((), device=dev), torch.zeros((), device=dev)
-        self.n, self.decisions, self.skipped = 0, 0, 0
+        self.n_clipped = torch.zeros((), device=dev)
+        self.n, self.decisions, self.skipped, self.steps = 0, 0, 0, 0
 
     def add(self, loss, logits, target) -> None:
         logits = logits.detach()
@@ -521,19 +560,21 @@ class _Running:
         else:
             self.correct += (logits.argmax(dim=1) == target).sum()
         self.n += len(logits)
+        self.steps += 1
         self.decisions += target.numel() if self.task == "multi-label" else len(logits)
 
-    def add_norm(self, norm) -> None:
+    def add_norm(self, norm, limit: float) -> None:
         torch = import_torch()
         finite = torch.isfinite(norm)  # AMP: an inf norm is a step the GradScaler skips
         self.norm_sum += torch.where(finite, norm.detach().float(), 0.0)
         self.n_norms += finite
+        self.n_clipped += finite & (norm.detach() > limit)  # clip_grad_norm_ rescales only above the limit
 
     def result(self) -> dict[str, float]:
         n_norms = self.n_norms.item()
         return {"loss": self.loss.item() / self.n, "accuracy": self.correct.item() / self.decisions,
                 "grad_norm": self.norm_sum.item() / n_norms if n_norms else math.nan,
-                "skipped": self.skipped, "n": self.n}
+                "clipped": int(self.n_clipped.item()), "steps": self.steps, "skipped": self.skipped, "n": self.n}
 
 
 class _Best:

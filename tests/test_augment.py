@@ -81,3 +81,73 @@ def test_transforms_run_single_threaded_and_restore_the_thread_count():
         assert seen == [1] and torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(before)
+
+
+# ---------------------------------------------------------------------------- the fused training transform
+def _plain(**switches):
+    """train_transform with everything off except the given switches, no normalisation (values in 0..1)."""
+    kwargs = dict(crop_scale=None, flip=False, rotation=0, jitter=0, erase_p=0, mean=None, std=None)
+    kwargs.update(switches)
+    return A.train_transform(kwargs.pop("size", None), **kwargs)
+
+
+def test_flip_alone_gives_the_image_or_its_mirror():
+    img = _grey(seed=3)
+    tf, ev = _plain(flip=True), A.eval_transform(mean=None, std=None)(img)
+    torch.manual_seed(0)
+    outs = [tf(img) for _ in range(20)]
+    mirrored = [torch.allclose(o, ev.flip(-1), atol=1e-5) for o in outs]
+    same = [torch.allclose(o, ev, atol=1e-5) for o in outs]
+    assert all(a or b for a, b in zip(mirrored, same)) and any(mirrored) and any(same)
+
+
+def test_rotation_keeps_the_centre_and_blackens_the_corners():
+    white = np.full((32, 32, 1), 255, np.uint8)
+    torch.manual_seed(0)
+    outs = [_plain(rotation=15)(white) for _ in range(10)]
+    assert all(o[:, 12:20, 12:20].min() > 0.99 for o in outs)              # the middle stays white
+    assert all(o.min() < 0.99 for o in outs)                                # the corners come from outside: darker
+    assert sum(float(o[:, 0, 0].max()) < 0.5 for o in outs) >= 5            # black, unless the angle is tiny
+    assert len({round(float(o.mean()), 4) for o in outs}) > 5               # a different angle each time
+
+
+def test_random_resized_crop_zooms_in_by_the_drawn_area():
+    ramp = np.tile(np.arange(64, dtype=np.uint8)[None, :, None] * 4, (64, 1, 1))   # 0..252 left to right
+    torch.manual_seed(0)
+    for _ in range(10):
+        out = _plain(size=64, crop_scale=(0.25, 0.25))(ramp)[0]
+        seen = float(out[32].max() - out[32].min())                         # the crop's share of the ramp
+        assert 0.25 < seen < 0.8, seen                                       # width sqrt(0.25 * ratio) of 1
+    whole = _plain(size=32, crop_scale=(1.0, 1.0))(ramp)     # area 1 with ratio != 1 cannot fit: whole image
+    torch.testing.assert_close(whole, A.eval_transform(32, mean=None, std=None)(ramp), atol=0.02, rtol=0)
+
+
+def test_random_erasing_blanks_a_rectangle_of_the_asked_area():
+    white = np.full((40, 40, 3), 255, np.uint8)
+    torch.manual_seed(0)
+    for _ in range(10):
+        out = _plain(erase_p=1.0, erase_scale=(0.05, 0.1))(white)
+        zero = (out == 0).all(dim=0)
+        rows, cols = zero.any(dim=1).nonzero(), zero.any(dim=0).nonzero()
+        assert int(zero.sum()) == len(rows) * len(cols)                       # one rectangle
+        assert 0.04 * 1600 <= int(zero.sum()) <= 0.11 * 1600
+
+
+def test_jitter_changes_brightness_and_stays_in_range():
+    img = _grey(seed=4)
+    torch.manual_seed(0)
+    outs = [_plain(jitter=0.4)(img) for _ in range(10)]
+    assert all(o.min() >= 0 and o.max() <= 1 for o in outs)
+    assert max(float(o.mean()) for o in outs) - min(float(o.mean()) for o in outs) > 0.05
+
+
+def test_the_training_transform_is_repeatable_with_a_seed():
+    tf, img = A.train_transform(32), _grey(seed=5)
+    torch.manual_seed(7)
+    a = [tf(img) for _ in range(5)]
+    torch.manual_seed(7)
+    b = [tf(img) for _ in range(5)]
+    assert all(torch.equal(x, y) for x, y in zip(a, b))
+    assert "RandomResizedCrop" in repr(tf) and "RandomErasing" in repr(tf)
+    with pytest.raises(CourseError, match="crop_scale"):
+        A.train_transform(32, crop_scale=(0.5, 1.5))

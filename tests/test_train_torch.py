@@ -282,17 +282,150 @@ def test_batchnorm_eval_keeps_running_statistics():
     assert not all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
 
 
-def test_resuming_a_checkpoint_from_another_experiment_warns(tmp_path):
+def _fit_small(x, y, ckpt, width=4, **kwargs):
+    torch.manual_seed(0)
+    model = mt.small_cnn(1, width=width)[0]
+    kwargs = {"epochs": 1, "progress": False, "seed": 0, **kwargs}
+    return tt.fit(model, _loader(x, y), checkpoint_path=ckpt, **kwargs)
+
+
+@pytest.mark.parametrize("change", [
+    {"lr": 0.1}, {"epochs": 2}, {"seed": 1}, {"weight_decay": 0.5}, {"clip_grad_norm": None},
+    {"schedule": "constant"}, {"width": 8}, {"settings": {"data": "chestmnist"}},
+    {"loss_fn": torch.nn.BCEWithLogitsLoss(pos_weight=torch.tensor([3.0]))},
+])
+def test_resume_with_changed_settings_starts_fresh_and_says_so(tmp_path, capsys, change):
+    """Issue 11: a checkpoint belongs to its settings; a finished run is not silently reloaded for another."""
     x, y = _data(n=32)
-    ckpt = tmp_path / "other.pt"
-    tt.fit(mt.small_cnn(1, width=4)[0], _loader(x, y), epochs=1, checkpoint_path=ckpt, progress=False, seed=0)
-    with pytest.warns(UserWarning, match="another experiment"):
-        hist = tt.fit(mt.small_cnn(1, width=4)[0], _loader(x, y), epochs=1, lr=0.1, checkpoint_path=ckpt, resume=True,
-                      progress=False)
-    assert hist.meta["resumed_from_epoch"] == 1 and hist.n_epochs == 1
-    with pytest.raises(CourseError, match="does not fit this model"), warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the epochs differ too; the error is what matters here
-        tt.fit(mt.small_cnn(1, width=8)[0], _loader(x, y), epochs=2, checkpoint_path=ckpt, resume=True, progress=False)
+    ckpt = tmp_path / "run.pt"
+    base = {"loss_fn": torch.nn.BCEWithLogitsLoss(), "settings": {"data": "breastmnist"}}
+    _fit_small(x, y, ckpt, **base)
+    capsys.readouterr()
+    same = _fit_small(x, y, ckpt, resume=True, **base)
+    assert same.meta["resumed_from_epoch"] == 1 and same.meta["fresh_start"] is None
+    assert capsys.readouterr().out == ""  # progress=False: a plain resume is silent
+    hist = _fit_small(x, y, ckpt, resume=True, **{**base, **change})
+    out = capsys.readouterr().out.strip()
+    assert hist.meta["resumed_from_epoch"] is None and hist.meta["fresh_start"], hist.meta
+    assert len(out.splitlines()) == 1 and "other settings" in out and str(ckpt) in out, out
+    assert hist.n_epochs == change.get("epochs", 1)  # it trained
+    again = _fit_small(x, y, ckpt, resume=True, **{**base, **change})  # the checkpoint now holds the new run
+    assert again.meta["resumed_from_epoch"] == change.get("epochs", 1)
+
+
+def test_the_settings_see_the_constants_of_a_loss_function():
+    from course_utils._torch_checkpoint import describe_loss
+
+    def focal(alpha):
+        return lambda z, t: cu_focal(z, t, alpha=alpha)
+
+    def cu_focal(z, t, alpha):  # pragma: no cover - only described, never called
+        return z
+
+    quarter, also_quarter = (lambda z, t: cu_focal(z, t, alpha=0.25)), (lambda z, t: cu_focal(z, t, alpha=0.25))
+    assert describe_loss(quarter) != describe_loss(lambda z, t: cu_focal(z, t, alpha=0.75))
+    assert describe_loss(quarter) == describe_loss(also_quarter)
+    assert describe_loss(focal(0.25)) != describe_loss(focal(0.75))
+    from course_utils.losses import FocalLoss
+
+    assert describe_loss(FocalLoss(alpha=0.25)) != describe_loss(FocalLoss(alpha=0.75))
+    assert describe_loss(torch.nn.BCEWithLogitsLoss(pos_weight=torch.tensor([2.0]))) != \
+        describe_loss(torch.nn.BCEWithLogitsLoss(pos_weight=torch.tensor([3.0])))
+
+
+def test_a_key_in_the_checkpoint_path_gives_each_setting_its_own_file(tmp_path):
+    x, y = _data(n=32)
+    pattern = tmp_path / "run_{key}.pt"
+    h1 = _fit_small(x, y, pattern)
+    h2 = _fit_small(x, y, pattern, lr=0.1)
+    h3 = _fit_small(x, y, pattern, resume=True)
+    assert h1.meta["checkpoint"] != h2.meta["checkpoint"] and h1.meta["checkpoint"] == h3.meta["checkpoint"]
+    assert h1.meta["checkpoint"] == str(tmp_path / f"run_{h1.meta['settings_key']}.pt")
+    assert h3.meta["resumed_from_epoch"] == 1 and len(list(tmp_path.glob("run_*.pt"))) == 2
+    assert tt.settings_key(h1.meta["settings"]) == h1.meta["settings_key"] and len(h1.meta["settings_key"]) == 8
+
+
+def test_a_checkpoint_without_settings_is_not_resumed(tmp_path, capsys):
+    from course_utils import _torch_checkpoint as C
+
+    x, y = _data(n=32)
+    ckpt = tmp_path / "old.pt"
+    h = _fit_small(x, y, ckpt)
+    h.meta.pop("settings")
+    state = C.read_checkpoint(ckpt, torch.device("cpu"))
+    assert state["settings"] == _fit_small(x, y, tmp_path / "other.pt").meta["settings"]
+    state.pop("settings")
+    model = mt.small_cnn(1, width=4)[0]
+    opt = torch.optim.AdamW(model.parameters())
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 1.0)
+    C.save_checkpoint(ckpt, 1, 1, model, opt, sched, torch.amp.GradScaler("cpu", enabled=False), h,
+                      tt._Best(None), 0, _loader(x, y))
+    capsys.readouterr()
+    hist = _fit_small(x, y, ckpt, resume=True)
+    assert hist.meta["fresh_start"] == "the checkpoint records no settings (an older one)"
+    assert "other settings" in capsys.readouterr().out
+
+
+def test_two_phase_checkpoints_carry_the_whole_recipe(tmp_path):
+    x, y = _data(n=32)
+    kwargs = dict(head_epochs=1, finetune_epochs=1, task="multi-class", progress=False, seed=0)
+
+    def run(**k):
+        torch.manual_seed(0)
+        model, info = mt.small_cnn(2, width=4)
+        return tt.fit_two_phase(model, _loader(x, y), _loader(x, y, shuffle=False), info=info,
+                                checkpoint_path=tmp_path / "ft_{key}.pt", **{**kwargs, **k})
+
+    a = run()
+    b = run(head_lr=1e-2)   # only phase 1 changed: phase 2 starts from other weights, so it is another run too
+    assert a.meta["phase2"]["checkpoint"] != b.meta["phase2"]["checkpoint"]
+    c = run(resume=True)
+    assert c.meta["phase1"]["resumed_from_epoch"] == 1 and c.meta["phase2"]["resumed_from_epoch"] == 1
+    assert len(list(tmp_path.glob("ft_*_phase*.pt"))) == 4
+
+
+def test_clipping_is_counted():
+    x, y = _data(n=64)
+    tight = tt.fit(mt.small_cnn(1, width=8)[0], _loader(x, y), epochs=1, clip_grad_norm=1e-6, progress=False, seed=0)
+    loose = tt.fit(mt.small_cnn(1, width=8)[0], _loader(x, y), epochs=1, clip_grad_norm=float("inf"),
+                   progress=False, seed=0)
+    assert tight["clipped"] == [1.0] and loose["clipped"] == [0.0]   # share of the 4 steps clipping shortened
+    assert loose["grad_norm"][0] > 0
+    off = tt.fit(mt.small_cnn(1, width=8)[0], _loader(x, y), epochs=1, clip_grad_norm=None, progress=False, seed=0)
+    assert "clipped" not in off and "grad_norm" not in off
+
+
+def test_the_plain_loop_of_notebook_04_gives_the_engines_weights():
+    """Issue 12: zero_grad, forward, loss, backward, clip, step, scheduler.step with AdamW (no decay on
+    biases and norms) and CosineAnnealingLR is what fit does, to float precision, for one epoch."""
+    x, y = _data(n=80)
+    lr, epochs = 3e-3, 2
+
+    torch.manual_seed(0)
+    model = mt.small_cnn(1, width=8)[0]
+    loader = _loader(x, y)
+    decay = [p for p in model.parameters() if p.ndim > 1]
+    no_decay = [p for p in model.parameters() if p.ndim <= 1]
+    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": 1e-4}, {"params": no_decay, "weight_decay": 0.0}],
+                                  lr=lr)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs * len(loader), eta_min=0.01 * lr)
+    loss_fn = torch.nn.BCEWithLogitsLoss()
+    for _ in range(epochs):
+        model.train()
+        for xb, yb in loader:
+            optimizer.zero_grad()
+            loss = loss_fn(model(xb), yb.float().unsqueeze(1))
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm=1.0)
+            optimizer.step()
+            scheduler.step()
+
+    torch.manual_seed(0)
+    engine = mt.small_cnn(1, width=8)[0]
+    tt.fit(engine, _loader(x, y), epochs=epochs, lr=lr, weight_decay=1e-4, schedule="cosine", min_lr_ratio=0.01,
+           clip_grad_norm=1.0, loss_fn=loss_fn, amp=False, device="cpu", progress=False)
+    for k, v in engine.state_dict().items():
+        torch.testing.assert_close(model.state_dict()[k], v, rtol=1e-5, atol=1e-6, msg=f"{k} differs")
 
 
 # ---------------------------------------------------------------------------- the parts of the engine
@@ -305,7 +438,7 @@ def test_train_one_epoch_and_evaluate_compose_by_hand():
     before = tt.evaluate(model, val, "multi-class", loss_fn=loss_fn)
     for _ in range(3):
         stats = tt.train_one_epoch(model, _loader(x, y), loss_fn, optimizer, task="multi-class")
-    assert set(stats) == {"loss", "accuracy", "grad_norm", "skipped", "n"}
+    assert set(stats) == {"loss", "accuracy", "grad_norm", "clipped", "steps", "skipped", "n"}
     assert stats["n"] == 64 and stats["skipped"] == 0 and math.isnan(stats["grad_norm"])  # no clipping asked
     after = tt.evaluate(model, val, "multi-class", loss_fn=loss_fn)
     assert after["loss"] < before["loss"] and after["n"] == 48
@@ -428,3 +561,13 @@ def test_fit_trains_any_module_without_builder_info():
 def test_the_engine_returns_the_shared_history():
     """(moved from the removed course_utils.train) one History class for every fit of the course."""
     assert tt.History is History
+
+
+def test_join_histories_puts_the_phases_one_after_the_other():
+    a, b = History(), History()
+    a.append(loss=1.0, val_auc=0.6)
+    b.append(loss=0.5, val_auc=0.7)
+    b.append(loss=0.4, val_auc=0.8)
+    b.meta["best_epoch"] = 2
+    joined = tt.join_histories(a, b)
+    assert joined["loss"] == [1.0, 0.5, 0.4] and joined["val_auc"] == [0.6, 0.7, 0.8] and joined.meta["best_epoch"] == 2
