@@ -15,7 +15,10 @@ Checks that a heat map means something:
   correlation with the original fall (Adebayo et al. 2018). A map that survives is not explaining the model.
 - :func:`class_sensitivity`: does the map for class A differ from the map for class B?
 - :func:`deletion_insertion`: remove (or reveal) the most relevant pixels first and follow the class
-  probability (Petsiuk et al. 2018), compared with a random map.
+  probability (Petsiuk et al. 2018), compared with a random map on the same images; removed pixels take a
+  fair baseline (a blurred copy by default, not black) and :meth:`DeletionInsertion.compare` gives each
+  paired difference a t-interval over the images and a verdict in words ("inconclusive" when it covers 0).
+- :func:`paired_interval`: mean of paired differences with a t-interval (also for comparing two methods).
 - :func:`heatmap_box`: weak localisation, a box from a heat map without any box labels.
 
 Conventions. ``images`` are what the model eats, as a batch: torch ``N x C x H x W`` (a numpy ``N x H x W x C``
@@ -43,7 +46,7 @@ __all__ = [
     "explain", "cam_from_gradients", "cam_plus_plus_from_gradients", "normalize_maps", "resize_maps",
     "adapter", "conv_layers", "keras_view", "predict_logits", "predict_proba",
     "randomization_check", "RandomizationResult", "class_sensitivity", "ClassSensitivity",
-    "deletion_insertion", "DeletionInsertion", "spearman", "heatmap_box", "heatmap_boxes", "box_iou",
+    "deletion_insertion", "DeletionInsertion", "PairedInterval", "paired_interval", "BASELINES", "spearman", "heatmap_box", "heatmap_boxes", "box_iou",
     "peak_location", "center_of_mass",
 ]
 
@@ -355,7 +358,7 @@ class RandomizationResult:
 
 def randomization_check(model: Any, images: Any, method: str = "grad_cam", target: Any = None, *,
                         max_steps: int | None = 8, seed: int = 0, preprocess: Callable | None = None,
-                        **kwargs: Any) -> RandomizationResult:
+                        progress: bool = False, **kwargs: Any) -> RandomizationResult:
     """Adebayo et al.'s sanity check, cascading from the output layer down.
 
     The layers with weights are re-initialised from the top (output) towards the input, cumulatively,
@@ -363,6 +366,7 @@ def randomization_check(model: Any, images: Any, method: str = "grad_cam", targe
     with the original maps by Spearman rank correlation. Explanations that depend on what the model
     learned should decorrelate quickly. The trained model is not touched (a copy is randomised; for a
     Keras model the copy is drawn with ``keras.utils.set_random_seed(seed)``, which reseeds the session).
+    ``progress=True`` shows a tqdm bar over the steps (off by default: a static notebook keeps its first frame).
     """
     if method not in METHODS:
         raise CourseError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
@@ -378,9 +382,11 @@ def randomization_check(model: Any, images: Any, method: str = "grad_cam", targe
     work = ad.copy(seed=seed)
     steps, reset, per_image, maps = ["trained model"], [[]], [np.ones(len(x))], [original]
     done: list[str] = []
-    from tqdm.auto import tqdm  # noqa: PLC0415
+    if progress:
+        from tqdm.auto import tqdm  # noqa: PLC0415
 
-    for g in tqdm(groups, desc="randomising layers (top down)", leave=False):
+        groups = tqdm(groups, desc="randomising layers (top down)", leave=False)
+    for g in groups:
         work.reset_layers(g)
         done = done + g
         m = normalize_maps(METHODS[method](work, x, t, **kwargs))
@@ -417,11 +423,54 @@ def class_sensitivity(model: Any, images: Any, class_a: int = 0, class_b: int = 
     return ClassSensitivity(class_a, class_b, corr, np.abs(a - b).mean(axis=(1, 2)), a, b)
 
 
+@dataclass(frozen=True)
+class PairedInterval:
+    """Mean of paired differences ``a - b`` (one per image) with a t-interval."""
+
+    mean: float
+    low: float
+    high: float
+    n: int
+    confidence: float
+
+    @property
+    def sign(self) -> int:
+        """+1 when the whole interval lies above 0, -1 when below, 0 when it covers 0 (no clear difference)."""
+        return 1 if self.low > 0 else -1 if self.high < 0 else 0
+
+    def __str__(self) -> str:
+        return (f"{self.mean:+.3f} ({self.confidence:.0%} interval {self.low:+.3f} to {self.high:+.3f}, "
+                f"{self.n} images)")
+
+
+def paired_interval(a: Any, b: Any, confidence: float = 0.95) -> PairedInterval:
+    """The mean of ``a - b`` over paired values (e.g. one per image) and its t-interval.
+
+    With one value, or all differences equal, the interval is ``(-inf, inf)`` or a single point.
+    """
+    from scipy import stats  # noqa: PLC0415
+
+    d = np.asarray(a, dtype=np.float64).ravel() - np.asarray(b, dtype=np.float64).ravel()
+    if d.size == 0 or not np.isfinite(d).all():
+        raise CourseError(f"paired_interval needs finite paired values, got {d.size} differences"
+                          + ("" if d.size == 0 else " with NaN or inf"))
+    if not 0 < confidence < 1:
+        raise CourseError(f"confidence must be in (0, 1), got {confidence}")
+    mean = float(d.mean())
+    if d.size < 2:
+        half = float("inf")
+    else:
+        sd = float(d.std(ddof=1))
+        half = float(stats.t.ppf(0.5 + confidence / 2, d.size - 1) * sd / np.sqrt(d.size)) if sd > 0 else 0.0
+    return PairedInterval(mean, mean - half, mean + half, int(d.size), confidence)
+
+
 @dataclass
 class DeletionInsertion:
     """Deletion / insertion areas under the curve of the target probability (per image), map vs random map.
 
     Deletion: lower is better (the probability collapses when the top pixels go). Insertion: higher is better.
+    ``baseline`` names what deleted pixels become and where insertion starts (see :func:`deletion_insertion`).
     """
 
     deletion: np.ndarray
@@ -433,6 +482,7 @@ class DeletionInsertion:
     insertion_curve: np.ndarray
     deletion_curve_random: np.ndarray
     insertion_curve_random: np.ndarray
+    baseline: str = "blur"
 
     def summary(self) -> dict[str, float]:
         return {"deletion AUC (map)": float(self.deletion.mean()),
@@ -440,74 +490,132 @@ class DeletionInsertion:
                 "insertion AUC (map)": float(self.insertion.mean()),
                 "insertion AUC (random)": float(self.insertion_random.mean())}
 
+    def compare(self, confidence: float = 0.95, min_difference: float = 0.01) -> dict[str, dict[str, Any]]:
+        """Map minus random map, per image, for each score: the mean difference, its t-interval and a verdict.
+
+        ``{"deletion": {...}, "insertion": {...}}``, each with ``interval`` (a :class:`PairedInterval`) and
+        ``verdict``: ``"better than random"`` only when the interval excludes 0 on the good side (deletion
+        lower, insertion higher), ``"worse than random"`` on the other side, else ``"inconclusive"``; also
+        ``"inconclusive"`` when the mean difference is below ``min_difference`` (an AUC), e.g. when both
+        curves stay at a probability of 1 and only rounding separates them.
+        """
+        out = {}
+        for name, good, a, b in (("deletion", -1, self.deletion, self.deletion_random),
+                                 ("insertion", +1, self.insertion, self.insertion_random)):
+            iv = paired_interval(a, b, confidence)
+            sign = iv.sign if abs(iv.mean) >= min_difference else 0
+            verdict = ("inconclusive" if sign == 0 else
+                       "better than random" if sign == good else "worse than random")
+            out[name] = {"interval": iv, "verdict": verdict}
+        return out
+
+    def verdict(self, confidence: float = 0.95, min_difference: float = 0.01) -> str:
+        """One verdict for both scores: ``"better than random"`` / ``"worse than random"`` when both
+        intervals agree on it, else ``"inconclusive"``."""
+        verdicts = {v["verdict"] for v in self.compare(confidence, min_difference).values()}
+        return verdicts.pop() if len(verdicts) == 1 else "inconclusive"
+
     @property
     def beats_random(self) -> bool:
-        """Deletion lower and insertion higher than with a random map (on average)."""
-        return bool(self.deletion.mean() < self.deletion_random.mean()
-                    and self.insertion.mean() > self.insertion_random.mean())
+        """Deletion lower and insertion higher than with a random map, both beyond their 95 % intervals."""
+        return self.verdict() == "better than random"
 
 
-def _perturbation_curves(ad, x, targets, maps, steps: int, mode: str, blur_sigma: float | None,
-                         insertion_from: str = "blur"):
+BASELINES = ("blur", "mean", "zero")
+
+
+def _baseline_images(x: np.ndarray, kind: str, spatial: tuple[int, int], sigma: float) -> np.ndarray:
+    """What deleted pixels become (and where insertion starts), for a batch in the model's input layout."""
+    if kind == "zero":
+        return np.zeros_like(x)
+    if kind == "mean":
+        return np.broadcast_to(x.mean(axis=tuple(a + 1 for a in spatial), keepdims=True), x.shape).astype(x.dtype)
     from scipy.ndimage import gaussian_filter  # noqa: PLC0415
 
+    sig = [0.0] * x.ndim
+    for a in spatial:
+        sig[a + 1] = sigma
+    return gaussian_filter(x, sigma=sig).astype(x.dtype)
+
+
+def _perturbation_curves(ad, x, targets, maps, steps: int, mode: str, start_from: np.ndarray,
+                         chunk_images: int) -> np.ndarray:
+    """Target probability after changing the top-ranked ``k/steps`` of the pixels, ``k = 0..steps``, per image.
+
+    Deletion goes from the image to ``start_from`` (the baseline), insertion from the baseline to the image.
+    """
     H, W = ad.image_size(x)
-    n_pix = H * W
-    counts = np.round(np.linspace(0, n_pix, steps + 1)).astype(int)
+    counts = np.round(np.linspace(0, H * W, steps + 1)).astype(int)
     curves = np.zeros((len(x), steps + 1))
-    sigma = blur_sigma if blur_sigma is not None else max(H, W) / 16
-    for i in range(len(x)):
-        img = x[i]
-        spatial = (1, 2) if ad.channel_axis == 1 else (0, 1)       # H, W axes of one image
-        sig = [0.0] * img.ndim
-        for s in spatial:
-            sig[s] = sigma
-        blurred = gaussian_filter(img, sigma=sig)
-        empty = blurred if insertion_from == "blur" else np.zeros_like(img)
-        start, end = (img, np.zeros_like(img)) if mode == "deletion" else (empty, img)
-        order = np.argsort(-np.asarray(maps[i]).ravel(), kind="stable")
-        batch = np.repeat(start[None], steps + 1, axis=0)
-        for k, c in enumerate(counts):
-            idx = order[:c]
-            rr, cc = np.unravel_index(idx, (H, W))
-            if ad.channel_axis == 1:
-                batch[k][:, rr, cc] = end[:, rr, cc]
-            else:
-                batch[k][rr, cc, :] = end[rr, cc, :]
-        curves[i] = _target_probs(ad.logits(batch), np.full(steps + 1, targets[i]))
+    for s in range(0, len(x), chunk_images):
+        sl = slice(s, min(len(x), s + chunk_images))
+        src, dst = (x[sl], start_from[sl]) if mode == "deletion" else (start_from[sl], x[sl])
+        order = np.argsort(-maps[sl].reshape(len(src), -1), axis=1, kind="stable")
+        ranks = np.empty_like(order)
+        np.put_along_axis(ranks, order, np.arange(H * W)[None], axis=1)      # 0 = the most relevant pixel
+        changed = ranks.reshape(len(src), 1, H, W) < counts[None, :, None, None]     # [n, steps + 1, H, W]
+        changed = changed[:, :, None] if ad.channel_axis == 1 else changed[..., None]
+        batch = np.where(changed, dst[:, None], src[:, None]).astype(x.dtype)
+        batch = batch.reshape(-1, *x.shape[1:])
+        t = np.repeat(targets[sl], steps + 1)
+        curves[sl] = _target_probs(ad.logits(batch), t).reshape(len(src), steps + 1)
     return curves
 
 
 def deletion_insertion(model: Any, images: Any, maps: np.ndarray, target: Any = None, *, steps: int = 20,
-                       seed: int = 0, blur_sigma: float | None = None, insertion_from: str = "blur",
-                       preprocess: Callable | None = None) -> DeletionInsertion:
-    """Deletion and insertion scores of ``maps`` (one per image), and of a random map for comparison.
+                       seed: int = 0, baseline: str = "blur", blur_sigma: float | None = None,
+                       insertion_from: str | None = None, preprocess: Callable | None = None,
+                       batch_size: int = 128) -> DeletionInsertion:
+    """Deletion and insertion scores of ``maps`` (one per image), and of a random map on the same images.
 
-    Deletion sets the most relevant pixels to 0 (black), ``1/steps`` of the image at a time; insertion
-    starts from a blurred copy (``insertion_from="zero"``: from black) and puts the most relevant pixels
-    back. The score is the area under the target-class probability curve over the fraction of pixels
-    changed (0 to 1). If the blurred image still shows the evidence, insertion cannot tell maps apart.
+    Deletion replaces the most relevant pixels by ``baseline``, ``1/steps`` of the image at a time; insertion
+    starts from the baseline and puts the most relevant pixels back. The score is the area under the
+    target-class probability curve over the fraction of pixels changed (0 to 1).
+
+    ``baseline`` (in the model's input space, after ``preprocess``):
+
+    - ``"blur"`` (default): a Gaussian-blurred copy of the image (``blur_sigma``, default ``max(H, W) / 16``
+      pixels). Removes fine evidence without drawing anything new.
+    - ``"mean"``: each channel's mean over the image (a flat image of its average colour).
+    - ``"zero"``: 0, i.e. black for ``[0, 1]`` images (or the mean colour after ImageNet normalisation).
+      Black pixels can *add* evidence (dark spots, edges) and keep the probability high: not a fair test.
+
+    ``insertion_from`` overrides the baseline for insertion only (default: the same). If the baseline
+    itself still shows the evidence, neither curve can tell maps apart: look at the curves' end points.
+    Compare with :meth:`DeletionInsertion.compare` (intervals over the images), not with the means alone.
     """
-    if insertion_from not in ("blur", "zero"):
-        raise CourseError(f"insertion_from must be 'blur' or 'zero', not {insertion_from!r}")
-    ad = adapter(model, preprocess)
+    insertion_from = baseline if insertion_from is None else insertion_from
+    for name, value in (("baseline", baseline), ("insertion_from", insertion_from)):
+        if value not in BASELINES:
+            raise CourseError(f"{name} must be one of {', '.join(map(repr, BASELINES))}, not {value!r}")
+    if not isinstance(steps, (int, np.integer)) or steps < 1:
+        raise CourseError(f"steps must be a whole number >= 1, got {steps!r}")
+    ad = adapter(model, preprocess, batch_size=batch_size)
     x = ad.prepare(images)
     maps = np.asarray(maps, dtype=np.float64)
     if maps.shape != (len(x), *ad.image_size(x)):
         raise CourseError(f"maps must be [N, H, W] = {(len(x), *ad.image_size(x))} to match the images, "
                           f"got {maps.shape}")
+    if not np.isfinite(maps).all():
+        raise CourseError("maps contain NaN or inf: a heat map must rank every pixel")
     t = _target_classes(ad, x, target)
+    H, W = ad.image_size(x)
+    spatial = (1, 2) if ad.channel_axis == 1 else (0, 1)               # H, W axes of one image
+    sigma = blur_sigma if blur_sigma is not None else max(H, W) / 16
+    ends = {kind: _baseline_images(x, kind, spatial, sigma) for kind in {baseline, insertion_from}}
     rand = np.random.default_rng(seed).random(maps.shape)
     fr = np.linspace(0, 1, steps + 1)
+    chunk = max(1, batch_size * 4 // (steps + 1))
     res = {}
     for name, m in (("map", maps), ("random", rand)):
-        for mode in ("deletion", "insertion"):
-            res[(name, mode)] = _perturbation_curves(ad, x, t, m, steps, mode, blur_sigma, insertion_from)
+        res[(name, "deletion")] = _perturbation_curves(ad, x, t, m, steps, "deletion", ends[baseline], chunk)
+        res[(name, "insertion")] = _perturbation_curves(ad, x, t, m, steps, "insertion", ends[insertion_from], chunk)
     auc = {k: np.trapezoid(v, fr, axis=1) for k, v in res.items()}
     return DeletionInsertion(auc[("map", "deletion")], auc[("map", "insertion")],
                              auc[("random", "deletion")], auc[("random", "insertion")], fr,
                              res[("map", "deletion")].mean(0), res[("map", "insertion")].mean(0),
-                             res[("random", "deletion")].mean(0), res[("random", "insertion")].mean(0))
+                             res[("random", "deletion")].mean(0), res[("random", "insertion")].mean(0),
+                             baseline=baseline)
 
 
 # =========================================================================== localisation
