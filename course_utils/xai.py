@@ -46,8 +46,8 @@ __all__ = [
     "explain", "cam_from_gradients", "cam_plus_plus_from_gradients", "normalize_maps", "resize_maps",
     "adapter", "conv_layers", "keras_view", "predict_logits", "predict_proba",
     "randomization_check", "RandomizationResult", "class_sensitivity", "ClassSensitivity",
-    "deletion_insertion", "DeletionInsertion", "PairedInterval", "paired_interval", "BASELINES", "spearman", "heatmap_box", "heatmap_boxes", "box_iou",
-    "peak_location", "center_of_mass",
+    "deletion_insertion", "DeletionInsertion", "BASELINES", "PairedInterval", "paired_interval",
+    "spearman", "heatmap_box", "heatmap_boxes", "box_iou", "peak_location", "center_of_mass",
 ]
 
 EPS = 1e-8

@@ -92,7 +92,7 @@ def test_missing_corrupt_foreign_and_mismatched_files_give_none_and_say_why(tmp_
     assert "could not be read" in capsys.readouterr().out
 
     model, info = _trained_small_cnn()
-    torch.save(torch.nn.Sequential(torch.nn.Linear(2, 1)), tmp_path / "pickled.pt")   # whole model: weights_only refuses
+    torch.save(torch.nn.Sequential(torch.nn.Linear(2, 1)), tmp_path / "pickled.pt")   # a whole model: refused
     assert final_models.load("pickled", folder=tmp_path) is None
     assert "could not be read" in capsys.readouterr().out
 
