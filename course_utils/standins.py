@@ -7,17 +7,25 @@ layout, so that ``medmnist`` itself loads it. Each class is drawn with a cue mod
 (ring-shaped parasites in a cell, a dark irregular lesion with a shadow, an enlarged heart, ...).
 
 Why: every lesson must run end to end anywhere, and its assertions ("the loss fell", "above chance")
-must mean something; random noise would teach nothing and could not be learned. The numbers are stand-in
-results, not real ones: the loaders in :mod:`.data` set ``info.source = "stand-in"`` and show a banner.
+must mean something; random noise would teach nothing and could not be learned. Nor may a stand-in be
+easier than the real data: when every model scores AUC 1.000, a lesson comparing losses or strategies
+shows nothing. So each stand-in has a difficulty knob (``DIFFICULTY``) that adds the kind of ambiguity the
+real data has (overlapping lesion looks, patches on a tissue border, occult findings, faint ring-like
+objects), calibrated so that a reference model lands near the published result on the real data set
+(``benchmarks/standin_calibration.py`` prints the comparison). The numbers are stand-in results, not real
+ones: the loaders in :mod:`.data` set ``info.source = "stand-in"`` and show a banner.
 
 How: deterministic (each generator is seeded from a readable key: name, split, size, chunk) and cached on
-disk as ``.npz`` under the course cache; ``STAND_IN_VERSION`` is part of every cache name (bump it when a
-renderer changes). A cached file is verified in full before it is used (every byte against the zip's
-CRC-32, and the arrays' shapes): a truncated, emptied or altered file is reported in one line, deleted and
-generated again, instead of failing on every later load. Calibration sits next to each renderer: class
-priors (``_CHEST_PRIORS``, ``_DERMA_PRIORS``, ``_BLOOD_PRIORS``), per-class styles (``_PATH_STYLE``,
-``_DERMA_STYLE``, ``_BLOOD_STYLE``), and ``_MEDMNIST_META``, the part of ``medmnist.INFO`` needed without
-medmnist.
+disk as ``.npz`` under the course cache; ``STAND_IN_VERSION`` is part of every cache name (the renderers'
+version, bumped by hand when a renderer changes, plus a fingerprint of ``DIFFICULTY``). A cached file is
+verified in full before it is used (every byte against the zip's CRC-32, and the arrays' shapes): a
+truncated, emptied or altered file is reported in one line, deleted and generated again, instead of
+failing on every later load. Calibration sits next to each renderer: class priors from the real data sets'
+counts (``_CHEST_PRIORS``, ``_PATH_PRIORS`` and ``_PNEUMONIA_PRIORS`` per split, ``_DERMA_PRIORS``,
+``_BLOOD_PRIORS``), per-class styles (``_PATH_STYLE``, ``_DERMA_STYLE``, ``_BLOOD_STYLE``), the classes
+each is confused with (``_PATH_PARTNERS``, ``_DERMA_PARTNERS``, ``_BLOOD_PARTNERS``), and
+``_MEDMNIST_META``, the part of ``medmnist.INFO`` needed without medmnist. ``stand_in_sample`` draws a few
+images like a stand-in's split, at any difficulty, without touching the cache (tests, calibration).
 Only numpy and scipy are used (no TensorFlow, no torch).
 """
 from __future__ import annotations
@@ -37,12 +45,38 @@ import numpy as np
 from . import runtime
 from .runtime import CourseError
 
-__all__ = ["make_malaria_stand_in", "make_medmnist_stand_in", "MEDMNIST_FLAGS", "MEDMNIST_SIZES",
-           "STAND_IN_VERSION"]
+__all__ = ["make_malaria_stand_in", "make_medmnist_stand_in", "stand_in_sample", "MEDMNIST_FLAGS",
+           "MEDMNIST_SIZES", "STAND_IN_VERSION", "DIFFICULTY"]
 
 MEDMNIST_SIZES = (28, 64, 128, 224)
-STAND_IN_VERSION = "v1"  # part of every stand-in cache name: bump it when a renderer changes
+_RENDERER_VERSION = "v2"  # bump it when a renderer changes (v2: difficulty knobs, real class balances)
 STAND_IN_MAX_BYTES = int(1.5 * 2**30)  # largest stand-in file we agree to generate
+
+# Difficulty knobs, calibrated with benchmarks/standin_calibration.py so that its reference CNN lands near
+# the published result on the real data set (MedMNIST v2 ResNet-18 at 28 px; NIH malaria cell-level
+# accuracy ~0.95-0.97). What each one means is in its renderer's docstring. Their values are part of
+# STAND_IN_VERSION, so changing one here never reuses a cache drawn with another (to try a value, pass
+# ``difficulty=`` to ``stand_in_sample`` rather than changing this dict at run time).
+DIFFICULTY: dict[str, float] = {
+    "malaria": 0.04,  # share of cells, in each class, with one faint ring-like object (ambiguous)
+    "breastmnist": 2.4,  # d': separation of the latent malignant look of malignant vs benign lesions
+    "chestmnist": 0.35,  # share of positive findings that do not show (occult)
+    "pathmnist": 0.15,  # share of patches partly covered by a tissue they are confused with
+    "dermamnist": 0.7,  # share of lesions whose look is moved toward a class they are confused with
+    "pneumoniamnist": 0.25,  # share of the pneumonia findings that do not show
+    "bloodmnist": 0.03,  # share of atypical white cells, drawn like a class they are confused with
+}
+# part of every stand-in cache name: the renderers' version and a fingerprint of the knobs, e.g. "v2-3fa1c2"
+STAND_IN_VERSION = f"{_RENDERER_VERSION}-{zlib.crc32(repr(sorted(DIFFICULTY.items())).encode()):08x}"[:9]
+
+
+def _knob(name: str, value: float | None) -> float:
+    """``value``, or the calibrated ``DIFFICULTY[name]`` when it is None (checked to be a sane number)."""
+    v = DIFFICULTY[name] if value is None else float(value)
+    if not np.isfinite(v) or v < 0 or (name != "breastmnist" and v > 1):
+        raise CourseError(f"difficulty for {name} must be " + ("a separation >= 0" if name == "breastmnist"
+                          else "a share between 0 and 1") + f", not {value!r}.")
+    return v
 
 
 # ============================================================================ labels and cache
@@ -194,8 +228,16 @@ def _to_uint8(x: np.ndarray) -> np.ndarray:
     return np.clip(np.rint(x), 0, 255).astype(np.uint8)
 
 
-def _render_malaria(labels: np.ndarray, s: int, rng: np.random.Generator) -> np.ndarray:
-    """Round pinkish cells on a dark background; parasitized (0) ones carry 1-3 purple ring forms."""
+def _render_malaria(labels: np.ndarray, s: int, rng: np.random.Generator, difficulty: float | None = None
+                    ) -> np.ndarray:
+    """Round pinkish cells on a dark background; parasitized (0) ones carry 1-3 purple ring forms.
+
+    Difficulty (``DIFFICULTY["malaria"]``): the share of cells, in each class, that carry one faint, small
+    ring-like object drawn the same way in both classes: an early ring form in a parasitized cell, a stain
+    precipitate or an overlying platelet in an uninfected one. These cells cannot be told apart, so about
+    half of them are misread by any model: accuracy ~ 1 - difficulty / 2 at best.
+    """
+    ambiguous = _knob("malaria", difficulty)
     n = len(labels)
     yy, xx = _grid(s)
     r = lambda lo, hi: rng.uniform(lo, hi, (n, 1, 1)).astype(np.float32)  # noqa: E731
@@ -225,13 +267,18 @@ def _render_malaria(labels: np.ndarray, s: int, rng: np.random.Generator) -> np.
     parasitized = labels == 0
     k = rng.choice([1, 1, 1, 2, 3], n) * parasitized
     strength = np.where(rng.random(n) < 0.15, rng.uniform(0.25, 0.45, n), rng.uniform(0.7, 0.95, n))
+    # ambiguous cells (both classes alike): a single faint, small ring-like object
+    hard = rng.random(n) < ambiguous
+    k = np.where(hard, 1, k)
+    strength = np.where(hard, rng.uniform(0.2, 0.5, n), strength)
+    small = np.where(hard, rng.uniform(0.05, 0.09, n), rng.uniform(0.07, 0.14, n))[:, None, None]
     ring = np.zeros((n, s, s), np.float32)
     thick = max(0.04, 1.0 / s)
     for j in range(3):
         on = (k > j)[:, None, None]
         ang, dist = r(0, 2 * np.pi), np.sqrt(r(0, 1)) * 0.55 * rad
         qy, qx = cy + dist * np.sin(ang), cx + dist * np.cos(ang)
-        rr = r(0.07, 0.14)
+        rr = small if j == 0 else r(0.07, 0.14)
         d = np.sqrt((yy - qy) ** 2 + (xx - qx) ** 2)
         annulus = np.exp(-(((d - rr) / thick) ** 2))
         da = r(0, 2 * np.pi)
@@ -241,9 +288,22 @@ def _render_malaria(labels: np.ndarray, s: int, rng: np.random.Generator) -> np.
     return _to_uint8(img)
 
 
-def _render_ultrasound(labels: np.ndarray, s: int, rng: np.random.Generator) -> np.ndarray:
-    """Breast-ultrasound-like speckle; malignant (0): large dark irregular lesion with a posterior shadow;
-    normal/benign (1): no lesion, or a small smooth oval one with posterior enhancement."""
+_BREAST_NO_LESION = 133 / 570  # share of BreastMNIST's "normal, benign" images that are normal (no lesion)
+
+
+def _render_ultrasound(labels: np.ndarray, s: int, rng: np.random.Generator, difficulty: float | None = None
+                       ) -> np.ndarray:
+    """Breast-ultrasound-like speckle with a lesion whose look runs from benign to malignant.
+
+    Every malignant (0) image and 77 % of the normal/benign (1) ones (the rest are normal: no lesion) show a
+    lesion whose *malignant look* ``t`` in [0, 1] sets all its features together: a large, dark, taller-than-
+    wide, spiculated lesion with a posterior shadow at t = 1; a small, smooth, wider-than-tall oval with
+    posterior enhancement at t = 0. ``t`` comes from a latent score that is N(+d/2, 1) for malignant and
+    N(-d/2, 1) for benign lesions, so the classes overlap like real indeterminate lesions (BI-RADS 4).
+    Difficulty (``DIFFICULTY["breastmnist"]``) is that separation d (d'; smaller is harder): even a model
+    that reads ``t`` perfectly reaches only AUC 0.23 + 0.77 * Phi(d / sqrt 2).
+    """
+    d = _knob("breastmnist", difficulty)
     n = len(labels)
     yy, xx = _grid(s)
     r = lambda lo, hi: rng.uniform(lo, hi, (n, 1, 1)).astype(np.float32)  # noqa: E731
@@ -251,47 +311,63 @@ def _render_ultrasound(labels: np.ndarray, s: int, rng: np.random.Generator) -> 
     speckle /= speckle.mean(axis=(1, 2), keepdims=True)
     tissue = 0.42 + 0.12 * _smooth_noise(rng, n, s, s / 6) + 0.25 * np.exp(-(((yy + 0.78) / 0.14) ** 2))
     tissue = tissue * (1 - 0.35 * (yy + 1) / 2)  # depth attenuation
-    malignant = (labels == 0)[:, None, None]
-    benign_lesion = ((labels == 1) & (rng.random(n) < 0.6))[:, None, None]
+    malignant = labels == 0
+    has = (malignant | (rng.random(n) >= _BREAST_NO_LESION))[:, None, None].astype(np.float32)
+    z = rng.standard_normal(n) + np.where(malignant, d / 2, -d / 2)
+    t = _sigmoid(1.7 * z).astype(np.float32)[:, None, None]  # the lesion's malignant look
+    lerp = lambda a, b: a + (b - a) * t  # noqa: E731
     cy, cx = r(-0.25, 0.2), r(-0.3, 0.3)
     theta = np.arctan2(yy - cy, xx - cx)
     spikes = sum(r(0.04, 0.1) * np.sin(r(3, 9).round() * theta + r(0, 2 * np.pi)) for _ in range(3))
-    rm = r(0.28, 0.45)
-    mal = _sigmoid((1 - _ellipse(yy, xx, cy, cx, rm * r(0.9, 1.3), rm) / (1 + spikes)) / 0.05)
-    rb = r(0.12, 0.3)
-    lobes = 1 + r(0.0, 0.06) * np.sin(r(2, 4).round() * theta)  # benign: smooth or gently lobulated
-    ben = _sigmoid((1 - _ellipse(yy, xx, cy, cx, rb * r(0.55, 0.85), rb) / lobes) / 0.06)
+    lobes = r(0.0, 0.06) * np.sin(r(2, 4).round() * theta)  # benign: smooth or gently lobulated
+    rad = lerp(r(0.12, 0.3), r(0.28, 0.45))
+    tall = lerp(r(0.55, 0.85), r(0.9, 1.3))  # height / width: benign wider-than-tall, malignant taller
+    shape = _ellipse(yy, xx, cy, cx, rad * tall, rad) / (1 + t * spikes + (1 - t) * lobes)
+    mask = has * _sigmoid((1 - shape) / 0.055)
     below = _sigmoid((yy - cy) / 0.05)
-    shadow = 1 - r(0.2, 0.5) * malignant * below * np.exp(-(((xx - cx) / (0.8 * rm)) ** 4))
-    behind = below * np.exp(-(((xx - cx) / (0.8 * rb)) ** 4)) * _sigmoid((yy - cy - rb) / 0.05)
-    enhance = 1 + 0.25 * benign_lesion * behind  # posterior enhancement behind a cyst-like lesion
-    lesion = r(0.65, 0.9) * malignant * mal + r(0.45, 0.7) * benign_lesion * ben
-    img = 255 * tissue * speckle * (1 - lesion) * shadow * enhance
+    column = below * np.exp(-(((xx - cx) / (0.8 * rad)) ** 4))
+    shadow = 1 - has * t * r(0.2, 0.5) * column
+    enhance = 1 + 0.25 * has * (1 - t) * column * _sigmoid((yy - cy - rad) / 0.05)  # behind a cyst-like lesion
+    dark = lerp(r(0.45, 0.7), r(0.65, 0.9))
+    img = 255 * tissue * speckle * (1 - dark * mask) * shadow * enhance
     return _to_uint8(img)[..., None]
 
 
-# ChestMNIST finding prevalences (approximately those of NIH ChestX-ray14)
-_CHEST_PRIORS = [0.103, 0.025, 0.119, 0.177, 0.052, 0.056, 0.013, 0.047, 0.042, 0.021, 0.022, 0.015, 0.030, 0.004]
+# ChestMNIST finding prevalences: those of NIH ChestX-ray14 (counts of 112,120 images: 11,559 atelectasis,
+# 2,776 cardiomegaly, 13,317 effusion, 19,894 infiltration, 5,782 mass, 6,331 nodule, 1,431 pneumonia,
+# 5,302 pneumothorax, 4,667 consolidation, 2,303 edema, 2,516 emphysema, 1,686 fibrosis, 3,385 pleural
+# thickening, 227 hernia)
+_CHEST_PRIORS = [0.103, 0.025, 0.119, 0.177, 0.052, 0.056, 0.013, 0.047, 0.042, 0.021, 0.022, 0.015, 0.030, 0.002]
 
 
-def _render_xray(findings: np.ndarray, s: int, rng: np.random.Generator) -> np.ndarray:
+def _render_xray(findings: np.ndarray, s: int, rng: np.random.Generator, difficulty: float | None = None,
+                 *, knob: str = "chestmnist") -> np.ndarray:
     """Chest-X-ray-like images; ``findings`` is an N x 14 0/1 matrix in ChestMNIST's label order, each
-    finding drawn with its own cue (bigger heart, fluid at the base, blobs, haze, dark rim, ...)."""
+    finding drawn with its own cue (bigger heart, fluid at the base, blobs, haze, dark rim, ...).
+
+    Difficulty (``DIFFICULTY["chestmnist"]``): the share of positive findings that do not show on the
+    image (occult: too small, behind the heart, or a label the report mined from text got wrong, as in
+    ChestX-ray14's NLP labels); a visible one shows with an intensity between 35 % and 100 % of its cue.
+    """
+    occult = _knob(knob, difficulty)
     n = len(findings)
+    # how strongly each finding shows (0 where absent or occult)
+    vis = (findings.astype(np.float32) * (rng.random(findings.shape) >= occult)
+           * rng.uniform(0.35, 1.0, findings.shape).astype(np.float32))
     yy, xx = _grid(s)
     r = lambda lo, hi, m=n: rng.uniform(lo, hi, (m, 1, 1)).astype(np.float32)  # noqa: E731
     body = _sigmoid((1 - _ellipse(yy, xx, r(0.05, 0.15), 0, r(1.0, 1.1), r(0.86, 0.95))) / 0.06)
     img = 0.15 + 0.55 * body
     side = np.where(xx < 0, -1.0, 1.0)
     lung_cx = side * r(0.38, 0.44)
-    emph = findings[:, 10][:, None, None].astype(np.float32)
+    emph = vis[:, 10][:, None, None]
     grow = 1 + 0.1 * emph  # emphysema: larger, darker lungs
     lung_r = _ellipse(yy, xx, r(-0.08, 0.0), lung_cx, r(0.55, 0.62) * grow, r(0.26, 0.31) * grow)
     lungs = _sigmoid((1 - lung_r) / 0.07)
     ribs = 0.04 * np.sin((yy * 7 + 0.8 * np.abs(xx)) * np.pi) * lungs
     img = img - (0.38 + 0.1 * emph) * lungs + ribs
     img = img + 0.25 * np.exp(-((xx / 0.08) ** 2)) * body  # spine / mediastinum
-    cardio = findings[:, 1][:, None, None].astype(np.float32)
+    cardio = vis[:, 1][:, None, None]
     heart_r = r(0.24, 0.28) * (1 + 0.45 * cardio)
     img = img + 0.3 * _sigmoid((1 - _ellipse(yy, xx, r(0.3, 0.38), r(0.08, 0.14), heart_r * 0.85, heart_r)) / 0.06)
     img = img + 0.05 * _smooth_noise(rng, n, s, s / 8)
@@ -299,7 +375,7 @@ def _render_xray(findings: np.ndarray, s: int, rng: np.random.Generator) -> np.n
     def add(k: int, fn: Callable[[int], np.ndarray]) -> None:
         idx = np.flatnonzero(findings[:, k])
         if len(idx):
-            img[idx] += fn(len(idx)) * lungs[idx]
+            img[idx] += fn(len(idx)) * lungs[idx] * vis[idx, k][:, None, None]
 
     def blob(m: int, rad: tuple[float, float], amp: float) -> np.ndarray:
         by = r(-0.45, 0.35, m)
@@ -325,7 +401,7 @@ def _render_xray(findings: np.ndarray, s: int, rng: np.random.Generator) -> np.n
     add(12, lambda m: np.broadcast_to(0.35 * np.exp(-(((rim - 0.95) / 0.08) ** 2)), (m, s, s)))  # pleural thickening
     idx = np.flatnonzero(findings[:, 13])  # hernia: round shadow below the heart
     if len(idx):
-        img[idx] += 0.3 * np.exp(-((yy - 0.72) ** 2 + (xx - 0.05) ** 2) / 0.02)
+        img[idx] += 0.3 * vis[idx, 13][:, None, None] * np.exp(-((yy - 0.72) ** 2 + (xx - 0.05) ** 2) / 0.02)
     img = img + 0.02 * rng.standard_normal((n, s, s)).astype(np.float32)
     return _to_uint8(255 * img)[..., None]
 
@@ -345,8 +421,19 @@ _PATH_STYLE = [
 ]
 
 
-def _render_tissue(labels: np.ndarray, s: int, rng: np.random.Generator) -> np.ndarray:
-    """H&E-like tissue textures, one style per PathMNIST class (nuclei density/size, fibres, lumina)."""
+# Tissues a PathMNIST patch can be confused with (the confusions reported for NCT-CRC-HE: muscle and
+# stroma, debris and mucus, normal mucosa and tumour, adipose and background, ...)
+_PATH_PARTNERS = [[1], [0], [4, 3, 8], [2], [2, 7], [7], [8], [5], [6, 2]]
+# PathMNIST class balance: train and val come from NCT-CRC-HE-100K, test from CRC-VAL-HE-7K
+_PATH_PRIORS = {
+    "train": np.array([10407, 10566, 11512, 11557, 8896, 13536, 8763, 10446, 14317]) / 100_000,
+    "test": np.array([1338, 847, 339, 634, 1035, 592, 741, 421, 1233]) / 7180,
+}
+_PATH_PRIORS["val"] = _PATH_PRIORS["train"]
+
+
+def _tissue_texture(labels: np.ndarray, s: int, rng: np.random.Generator) -> np.ndarray:
+    """Float RGB textures (n x s x s x 3), one style per PathMNIST class, before stain and noise."""
     n = len(labels)
     img = np.zeros((n, s, s, 3), np.float32)
     scale = s / 28
@@ -373,6 +460,36 @@ def _render_tissue(labels: np.ndarray, s: int, rng: np.random.Generator) -> np.n
             blob = _blur(imp, (rad, rad * st["el"])) * (2 * np.pi * rad * rad * st["el"])
             x = _paint(x, np.clip(blob * 1.6, 0, 0.95), _col(m, st["nc"], 20, rng))
         img[idx] = x
+    return img
+
+
+def _partners(labels: np.ndarray, table: Sequence[Sequence[int]], rng: np.random.Generator) -> np.ndarray:
+    """For each label, one of the classes it is confused with (``table[label]``), chosen at random."""
+    pick = rng.random(len(labels))
+    return np.array([table[c][int(u * len(table[c]))] for c, u in zip(labels, pick)], dtype=np.int64)
+
+
+def _render_tissue(labels: np.ndarray, s: int, rng: np.random.Generator, difficulty: float | None = None
+                   ) -> np.ndarray:
+    """H&E-like tissue textures, one style per PathMNIST class (nuclei density/size, fibres, lumina).
+
+    Difficulty (``DIFFICULTY["pathmnist"]``): the share of patches that lie on a border with a tissue they
+    are often confused with (``_PATH_PARTNERS``); that tissue covers a random share (uniform in 0-1) of the
+    patch, so about half of these patches show more of the other tissue than of their own.
+    """
+    mixed_share = _knob("pathmnist", difficulty)
+    n = len(labels)
+    img = _tissue_texture(labels, s, rng)
+    mixed = np.flatnonzero(rng.random(n) < mixed_share)
+    if len(mixed):
+        m = len(mixed)
+        other = _tissue_texture(_partners(labels[mixed], _PATH_PARTNERS, rng), s, rng)
+        field = _smooth_noise(rng, m, s, 4 * s / 28)  # smooth regions: where the other tissue lies
+        share = rng.uniform(0, 1, m)
+        ranked = np.sort(field.reshape(m, -1), axis=1)
+        thr = ranked[np.arange(m), np.minimum((1 - share) * s * s, s * s - 1).astype(int)][:, None, None]
+        a = _sigmoid((field - thr) / 0.1)[..., None]
+        img[mixed] = img[mixed] * (1 - a) + other * a
     img *= rng.uniform(0.82, 1.18, (n, 1, 1, 3)).astype(np.float32)  # H&E stain varies from slide to slide
     img += rng.normal(0, 6, img.shape).astype(np.float32)
     return _to_uint8(img)
@@ -388,33 +505,49 @@ _DERMA_STYLE = [
     dict(c=(130, 85, 60), r=0.4, irr=0.04, c2=(115, 75, 50), v=0.1),  # nevus: uniform brown, round
     dict(c=(165, 45, 75), r=0.32, irr=0.12, c2=(110, 30, 80), v=0.4),  # vascular: red-purple, lobulated
 ]
-_DERMA_PRIORS = [0.033, 0.051, 0.110, 0.011, 0.111, 0.670, 0.014]
+_DERMA_PRIORS = list(np.array([327, 514, 1099, 115, 1113, 6705, 142]) / 10015)  # HAM10000's 10,015 images
 
 
-def _render_skin(labels: np.ndarray, s: int, rng: np.random.Generator) -> np.ndarray:
-    """Dermoscopy-like: a lesion on skin, with class-specific colour, size, border and variegation."""
+# Lesions a DermaMNIST class is confused with (most errors on HAM10000 involve nevi, melanoma and keratoses)
+_DERMA_PARTNERS = [[2, 1], [2, 5], [5, 4, 0], [5], [5], [4, 2], [5]]
+
+
+def _render_skin(labels: np.ndarray, s: int, rng: np.random.Generator, difficulty: float | None = None
+                 ) -> np.ndarray:
+    """Dermoscopy-like: a lesion on skin, with class-specific colour, size, border and variegation.
+
+    Difficulty (``DIFFICULTY["dermamnist"]``): the share of lesions whose look (colour, size, border,
+    variegation) lies between their class's and that of a class they are often confused with
+    (``_DERMA_PARTNERS``: a nevus that looks like a melanoma, ...), by a random amount (uniform in 0-1): about
+    half of them look more like the other class.
+    """
+    mixed_share = _knob("dermamnist", difficulty)
     n = len(labels)
     yy, xx = _grid(s)
     r = lambda lo, hi, m=n: rng.uniform(lo, hi, (m, 1, 1)).astype(np.float32)  # noqa: E731
     img = np.broadcast_to(_col(n, (225, 170, 145), 18, rng), (n, s, s, 3)).copy()
     img += 6 * _smooth_noise(rng, n, s, s / 14)[..., None]
     vignette = 1 - 0.35 * np.clip(yy ** 2 + xx ** 2 - 0.6, 0, None)
-    for c, st in enumerate(_DERMA_STYLE):
-        idx = np.flatnonzero(labels == c)
-        if not len(idx):
-            continue
-        m = len(idx)
-        cy, cx = r(-0.12, 0.12, m), r(-0.12, 0.12, m)
-        theta = np.arctan2(yy - cy, xx - cx)
-        wob = 1 + st["irr"] * (np.sin(r(2, 5, m).round() * theta + r(0, 6.3, m)) * r(0.5, 1, m)
-                               + 0.6 * np.sin(r(6, 9, m).round() * theta + r(0, 6.3, m)))
-        rad = st["r"] * r(0.8, 1.2, m)
-        shape = _ellipse(yy, xx, cy, cx, rad * r(0.8, 1.0, m), rad) / wob
-        mask = _sigmoid((1 - shape) / 0.06)
-        x = _paint(img[idx], 0.92 * mask, _col(m, st["c"], 15, rng))
-        var = _smooth_noise(rng, m, s, s / 12)
-        x = _paint(x, mask * st["v"] * 2 * _sigmoid((var - 0.5) / 0.2), _col(m, st["c2"], 12, rng))
-        img[idx] = x
+    # each lesion's style: its class's, moved toward a partner class's by w (0 for most lesions)
+    partner = _partners(labels, _DERMA_PARTNERS, rng)
+    w = np.where(rng.random(n) < mixed_share, rng.uniform(0, 1, n), 0.0)
+    style = {k: np.array([st[k] for st in _DERMA_STYLE], np.float32) for k in _DERMA_STYLE[0]}
+    mix = {k: (1 - w[:, None]) * v[labels].reshape(n, -1) + w[:, None] * v[partner].reshape(n, -1)
+           for k, v in style.items()}
+    def col(rgb: np.ndarray, jitter: float) -> np.ndarray:  # n colours (n x 1 x 1 x 3), +-jitter per channel
+        return (rgb + rng.uniform(-jitter, jitter, (n, 3))).astype(np.float32)[:, None, None, :]
+
+    cy, cx = r(-0.12, 0.12), r(-0.12, 0.12)
+    theta = np.arctan2(yy - cy, xx - cx)
+    irr = mix["irr"][:, :, None]
+    wob = 1 + irr * (np.sin(r(2, 5).round() * theta + r(0, 6.3)) * r(0.5, 1)
+                     + 0.6 * np.sin(r(6, 9).round() * theta + r(0, 6.3)))
+    rad = mix["r"][:, :, None] * r(0.8, 1.2)
+    shape = _ellipse(yy, xx, cy, cx, rad * r(0.8, 1.0), rad) / wob
+    mask = _sigmoid((1 - shape) / 0.06)
+    img = _paint(img, 0.92 * mask, col(mix["c"], 15))
+    var = _smooth_noise(rng, n, s, s / 12)
+    img = _paint(img, mask * mix["v"][:, :, None] * 2 * _sigmoid((var - 0.5) / 0.2), col(mix["c2"], 12))
     img = img * vignette[None, ..., None]
     return _to_uint8(img)
 
@@ -433,9 +566,23 @@ _BLOOD_STYLE = [
 _BLOOD_PRIORS = [0.071, 0.182, 0.091, 0.169, 0.071, 0.083, 0.195, 0.138]
 
 
-def _render_blood(labels: np.ndarray, s: int, rng: np.random.Generator) -> np.ndarray:
-    """Blood-smear-like: pale red cells around one white cell whose nucleus/granules mark its type."""
+# White cells a BloodMNIST class is confused with (immature granulocytes with monocytes and neutrophils,
+# lymphocytes with erythroblasts, ...)
+_BLOOD_PARTNERS = [[3], [6], [4], [5, 6], [2, 5], [3, 4], [3, 1], [2]]
+
+
+def _render_blood(labels: np.ndarray, s: int, rng: np.random.Generator, difficulty: float | None = None
+                  ) -> np.ndarray:
+    """Blood-smear-like: pale red cells around one white cell whose nucleus/granules mark its type.
+
+    Difficulty (``DIFFICULTY["bloodmnist"]``): the share of atypical cells, drawn like a class they are often
+    confused with (``_BLOOD_PARTNERS``), which no model can get right.
+    """
+    atypical = _knob("bloodmnist", difficulty)
     n = len(labels)
+    swap = rng.random(n) < atypical
+    labels = labels.copy()
+    labels[swap] = _partners(labels[swap], _BLOOD_PARTNERS, rng)  # the look, not the label
     yy, xx = _grid(s)
     r = lambda lo, hi, m=n: rng.uniform(lo, hi, (m, 1, 1)).astype(np.float32)  # noqa: E731
     img = np.broadcast_to(_col(n, (235, 220, 205), 10, rng), (n, s, s, 3)).copy()
@@ -481,26 +628,71 @@ def _render_blood(labels: np.ndarray, s: int, rng: np.random.Generator) -> np.nd
     return _to_uint8(img)
 
 
-def _xray_pneumonia(labels: np.ndarray, s: int, rng: np.random.Generator) -> np.ndarray:
-    """PneumoniaMNIST: label 1 (pneumonia) gets pneumonia + infiltration/consolidation haze."""
+def _xray_pneumonia(labels: np.ndarray, s: int, rng: np.random.Generator, difficulty: float | None = None
+                    ) -> np.ndarray:
+    """PneumoniaMNIST: label 1 (pneumonia) gets pneumonia + infiltration/consolidation haze.
+
+    Difficulty (``DIFFICULTY["pneumoniamnist"]``): the share of these findings that do not show (as for
+    ChestMNIST)."""
     f = np.zeros((len(labels), 14), np.uint8)
     sick = labels == 1
     f[:, 6] = sick
     f[:, 3] = sick & (rng.random(len(labels)) < 0.6)
     f[:, 8] = sick & (rng.random(len(labels)) < 0.4)
-    return _render_xray(f, s, rng)
+    return _render_xray(f, s, rng, difficulty, knob="pneumoniamnist")
 
 
-# flag -> (renderer, class priors or None for multi-label)
-_STAND_INS: dict[str, tuple[Callable, Sequence[float] | None]] = {
-    "breastmnist": (_render_ultrasound, [0.27, 0.73]),
+# PneumoniaMNIST: train/val from the Kermany training folder (1,341 normal, 3,875 pneumonia), test from its
+# test folder (234 normal, 390 pneumonia)
+_PNEUMONIA_PRIORS = {"train": [1341 / 5216, 3875 / 5216], "val": [1341 / 5216, 3875 / 5216],
+                     "test": [234 / 624, 390 / 624]}
+
+# flag -> (renderer, class priors: one list, or one per split; None for multi-label)
+_STAND_INS: dict[str, tuple[Callable, Any]] = {
+    "breastmnist": (_render_ultrasound, [210 / 780, 570 / 780]),  # 210 malignant of 780
     "chestmnist": (_render_xray, None),
-    "pathmnist": (_render_tissue, [1 / 9] * 9),
+    "pathmnist": (_render_tissue, _PATH_PRIORS),
     "dermamnist": (_render_skin, _DERMA_PRIORS),
-    "pneumoniamnist": (_xray_pneumonia, [0.26, 0.74]),
+    "pneumoniamnist": (_xray_pneumonia, _PNEUMONIA_PRIORS),
     "bloodmnist": (_render_blood, _BLOOD_PRIORS),
 }
 MEDMNIST_FLAGS = tuple(_STAND_INS)
+
+
+def _split_priors(flag: str, split: str) -> Sequence[float] | None:
+    """The class priors of ``flag``'s stand-in in ``split`` (None: multi-label)."""
+    priors = _STAND_INS[flag][1]
+    return priors[split] if isinstance(priors, dict) else priors
+
+
+def _draw_labels(flag: str, split: str, n: int, rng: np.random.Generator) -> np.ndarray:
+    """Labels of ``n`` stand-in images of ``split``: the real class balance (exact counts), or for
+    ChestMNIST each finding drawn with its real prevalence (N x 14, 0/1)."""
+    priors = _split_priors(flag, split)
+    if priors is None:
+        return (rng.random((n, 14)) < np.asarray(_CHEST_PRIORS)).astype(np.uint8)
+    return _labels_from_priors(n, priors, rng)
+
+
+def stand_in_sample(flag: str, n: int, *, split: str = "train", size: int = 28, seed: int = 0,
+                    difficulty: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """``n`` images drawn like ``flag``'s stand-in ``split`` (``flag`` a MedMNIST flag or "malaria"), without
+    writing or reading a file: the same renderer, class balance and difficulty, but other draws than the
+    cached file. For tests and the calibration benchmark, which may set ``difficulty`` (default: the
+    calibrated ``DIFFICULTY``). Returns uint8 N x S x S x C images and labels (int64 [N], or uint8 N x 14).
+    """
+    if flag == "malaria":
+        rng = _stand_in_rng("malaria-sample", split, size, seed, n)
+        labels = _labels_from_priors(n, [0.5, 0.5], rng)
+        return _render_malaria(labels, size, rng, difficulty), labels
+    check_flag_size(flag, 28)
+    if flag not in _STAND_INS:
+        raise CourseError(f"there is no stand-in for {flag!r}; stand-ins exist for {', '.join(MEDMNIST_FLAGS)}.")
+    render = _STAND_INS[flag][0]
+    rng = _stand_in_rng("medmnist-sample", flag, split, size, seed, n)
+    labels = _draw_labels(flag, split, n, rng)
+    images = render(labels, size, rng) if difficulty is None else render(labels, size, rng, difficulty)
+    return images, labels
 
 
 # ============================================================================ MedMNIST metadata
@@ -601,7 +793,7 @@ def make_medmnist_stand_in(flag: str, *, size: int = 28, root: str | os.PathLike
         if problem is None:
             return path
         _discard_damaged(path, problem)
-    render, priors = _STAND_INS[flag]
+    render = _STAND_INS[flag][0]
     arrays: dict[str, np.ndarray] = {}
     chunk = max(64, int(2**22 // (size * size)))  # ~4 M pixels per chunk keeps memory small
     from tqdm.auto import tqdm  # noqa: PLC0415
@@ -609,10 +801,7 @@ def make_medmnist_stand_in(flag: str, *, size: int = 28, root: str | os.PathLike
     with tqdm(total=n_total, desc=f"{flag} stand-in {size}px", disable=n_total < 5000, leave=False) as bar:
         for split, n in meta["n_samples"].items():
             rng = _stand_in_rng("medmnist", flag, split, size)
-            if priors is None:
-                labels = (rng.random((n, 14)) < np.asarray(_CHEST_PRIORS)).astype(np.uint8)
-            else:
-                labels = _labels_from_priors(n, priors, rng)
+            labels = _draw_labels(flag, split, n, rng)
             images = np.empty((n, size, size, meta["n_channels"]), np.uint8)
             for i, start in enumerate(range(0, n, chunk)):
                 stop = min(n, start + chunk)

@@ -1,5 +1,7 @@
 """course_utils.standins: the stand-ins are deterministic, cached, in medmnist's own format, plausible and
-learnable; metadata matches medmnist.INFO; too large or unwritable caches are handled up front."""
+learnable, with the real data sets' class balance, and not too easy (a tiny CNN must stay well below the
+AUC 0.99+ that version v1 gave); metadata matches medmnist.INFO; too large or unwritable caches and
+nonsense difficulty knobs are handled up front."""
 import numpy as np
 import pytest
 
@@ -124,7 +126,8 @@ def test_every_stand_in_renderer_gives_medmnist_shaped_images(flag):
     meta = S.medmnist_meta(flag)
     render, priors = S._STAND_INS[flag]
     rng = np.random.default_rng(0)
-    labels = (rng.random((16, 14)) < 0.3).astype(np.uint8) if priors is None else np.arange(16) % len(priors)
+    n_classes = len(meta["class_names"])
+    labels = (rng.random((16, 14)) < 0.3).astype(np.uint8) if priors is None else np.arange(16) % n_classes
     for size in (28, 64):
         images = render(labels, size, np.random.default_rng(1))
         assert images.shape == (16, size, size, meta["n_channels"]) and images.dtype == np.uint8
@@ -149,3 +152,154 @@ def test_unwritable_cache_falls_back_to_temp(tmp_path):
     with pytest.warns(UserWarning, match="not writable"):
         path = S.make_medmnist_stand_in("breastmnist", root=blocker / "medmnist")
     assert path.exists() and blocker not in path.parents
+
+
+# --------------------------------------------------------------------------- determinism
+@pytest.mark.parametrize("flag", ("malaria",) + S.MEDMNIST_FLAGS)
+def test_stand_in_sample_is_deterministic(flag):
+    size = 32 if flag == "malaria" else 28
+    a = S.stand_in_sample(flag, 48, size=size, seed=5)
+    b = S.stand_in_sample(flag, 48, size=size, seed=5)
+    assert a[0].tobytes() == b[0].tobytes() and a[1].tobytes() == b[1].tobytes()  # same bytes
+    assert a[0].tobytes() != S.stand_in_sample(flag, 48, size=size, seed=6)[0].tobytes()
+
+
+def test_medmnist_stand_in_file_is_deterministic(tmp_path):
+    paths = [S.make_medmnist_stand_in("breastmnist", size=28, root=tmp_path / d) for d in ("a", "b")]
+    with np.load(paths[0]) as za, np.load(paths[1]) as zb:  # the zip's time stamps differ, the arrays must not
+        for key in za.files:
+            assert za[key].tobytes() == zb[key].tobytes(), key
+
+
+def test_stand_in_version_is_bumped_for_the_calibrated_renderers(tmp_path):
+    assert S.STAND_IN_VERSION != "v1"  # v1 caches hold the old, too easy images
+    assert S.STAND_IN_VERSION.startswith(S._RENDERER_VERSION + "-")  # + a fingerprint of the knobs
+    S.make_malaria_stand_in(10, image_size=16, seed=0, cache_dir=tmp_path)
+    assert [p.name for p in tmp_path.glob("*.npz")] == [f"malaria_{S.STAND_IN_VERSION}_n10_16px_seed0.npz"]
+
+
+# --------------------------------------------------------------------------- class balance of the real sets
+# Counts of the real data sets (independent of the priors in standins.py): HAM10000 (DermaMNIST), NCT-CRC-HE-
+# 100K (PathMNIST train/val) and CRC-VAL-HE-7K (PathMNIST test), BUSI (BreastMNIST: 210 malignant of 780),
+# Kermany pediatric X-rays (PneumoniaMNIST: train folder 1,341 normal / 3,875 pneumonia, test 234 / 390),
+# Acevedo et al. blood smears (BloodMNIST), NIH malaria (13,779 per class).
+_REAL_COUNTS = {
+    "breastmnist": {"all": [210, 570]},
+    "dermamnist": {"all": [327, 514, 1099, 115, 1113, 6705, 142]},
+    "pathmnist": {"train": [10407, 10566, 11512, 11557, 8896, 13536, 8763, 10446, 14317],
+                  "test": [1338, 847, 339, 634, 1035, 592, 741, 421, 1233]},
+    "pneumoniamnist": {"train": [1341, 3875], "test": [234, 390]},
+    "bloodmnist": {"all": [1218, 3117, 1551, 2895, 1214, 1420, 3329, 2348]},
+}
+# NIH ChestX-ray14: images with each finding, of 112,120
+_CHEST_COUNTS = [11559, 2776, 13317, 19894, 5782, 6331, 1431, 5302, 4667, 2303, 2516, 1686, 3385, 227]
+
+
+@pytest.mark.parametrize("flag", sorted(_REAL_COUNTS))
+def test_class_balance_matches_the_real_data_set(flag):
+    n_samples = S.medmnist_meta(flag)["n_samples"]
+    for split, n in n_samples.items():
+        real = _REAL_COUNTS[flag]
+        counts = np.asarray(real.get(split, real.get("all", real.get("train"))), float)
+        labels = S._draw_labels(flag, split, n, S._stand_in_rng("medmnist", flag, split, 28))  # as the file does
+        got = np.bincount(labels, minlength=len(counts)) / n
+        np.testing.assert_allclose(got, counts / counts.sum(), atol=0.005, err_msg=f"{flag} {split}")
+
+
+def test_chestmnist_finding_prevalences_match_chestxray14():
+    labels = S._draw_labels("chestmnist", "train", 78468, S._stand_in_rng("medmnist", "chestmnist", "train", 28))
+    np.testing.assert_allclose(labels.mean(axis=0), np.asarray(_CHEST_COUNTS) / 112120, atol=0.004)
+
+
+def test_malaria_stand_in_is_balanced():
+    _, labels = S.make_malaria_stand_in(101, image_size=8, seed=0, cache=False)
+    assert abs(np.bincount(labels).tolist()[0] - 50.5) <= 0.5
+
+
+# --------------------------------------------------------------------------- difficulty
+def _tiny_cnn_auc(train, test, *, epochs: int, seed: int = 0, with_accuracy: bool = False):
+    """AUC of a tiny CNN (2 conv layers, one thread) trained for a few epochs on ``train``: binary AUC,
+    macro one-vs-rest AUC, or for multi-label the mean AUC of the findings with >= 5 positives in ``test``
+    (and the accuracy at argmax, with ``with_accuracy``)."""
+    import torch
+    from sklearn.metrics import roc_auc_score
+
+    (tr_x, tr_y), (te_x, te_y) = train, test
+    multi = tr_y.ndim == 2
+    k = tr_y.shape[1] if multi else int(tr_y.max()) + 1
+    nn = torch.nn
+    with cu_runtime.torch_threads(1):
+        torch.manual_seed(seed)
+        model = nn.Sequential(nn.Conv2d(tr_x.shape[-1], 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(),
+                              nn.MaxPool2d(2), nn.Conv2d(16, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(),
+                              nn.AdaptiveMaxPool2d(1), nn.Flatten(), nn.Linear(32, k))
+        tensor = lambda a: torch.from_numpy(a.transpose(0, 3, 1, 2).astype(np.float32) / 127.5 - 1)  # noqa: E731
+        x, y = tensor(tr_x), torch.from_numpy(tr_y.astype(np.float32 if multi else np.int64))
+        loss_fn = nn.functional.binary_cross_entropy_with_logits if multi else nn.functional.cross_entropy
+        opt = torch.optim.Adam(model.parameters(), 3e-3)
+        gen = torch.Generator().manual_seed(seed)
+        for _ in range(epochs):
+            for idx in torch.randperm(len(x), generator=gen).split(32):
+                opt.zero_grad()
+                loss_fn(model(x[idx]), y[idx]).backward()
+                opt.step()
+        model.eval()
+        with torch.no_grad():
+            out = model(tensor(te_x))
+            p = (torch.sigmoid(out) if multi else torch.softmax(out, 1)).numpy()
+    if multi:
+        return float(np.mean([roc_auc_score(te_y[:, j], p[:, j]) for j in range(k) if te_y[:, j].sum() >= 5]))
+    auc = float(roc_auc_score(te_y, p[:, 1]) if k == 2 else roc_auc_score(te_y, p, multi_class="ovr"))
+    return (auc, float((p.argmax(1) == te_y).mean())) if with_accuracy else auc
+
+
+def _sample(flag, n, seed, difficulty=None):
+    return S.stand_in_sample(flag, n, size=32 if flag == "malaria" else 28, seed=seed, difficulty=difficulty)
+
+
+# flag: (train images, epochs, lowest AUC = "learns something", highest AUC = "not too easy", highest accuracy).
+# Measured with this tiny CNN (seeds 0-2): stand-in v1 reached AUC breast 0.994-0.998, path 0.988-0.993
+# (accuracy 0.86-0.91), derma 0.983-0.990, chest 0.73-0.81; v2 gives breast 0.87-0.93, path 0.963-0.978
+# (accuracy 0.76-0.81), derma 0.80-0.87, chest 0.59-0.64. Real-data ResNet-18 (MedMNIST v2): 0.901, 0.983
+# (0.907), 0.917, 0.768. (Malaria: AUC ~0.99 is realistic there, see the tests below.)
+_PROBE = {
+    "breastmnist": (546, 6, 0.75, 0.97, None),
+    "pathmnist": (600, 4, 0.85, 0.99, 0.85),
+    "dermamnist": (600, 4, 0.65, 0.95, None),
+    "chestmnist": (1000, 4, 0.54, 0.72, None),
+}
+
+
+@pytest.mark.parametrize("flag", sorted(_PROBE))
+def test_stand_in_is_learnable_but_not_too_easy(flag):
+    n_train, epochs, low, high, max_acc = _PROBE[flag]
+    test = _sample(flag, 400 if flag != "chestmnist" else 600, 1)
+    if max_acc is None:
+        auc = _tiny_cnn_auc(_sample(flag, n_train, 0), test, epochs=epochs)
+    else:
+        auc, acc = _tiny_cnn_auc(_sample(flag, n_train, 0), test, epochs=epochs, with_accuracy=True)
+        assert acc < max_acc, f"{flag}: tiny-CNN accuracy {acc:.3f} >= {max_acc}: the stand-in got too easy"
+    assert low < auc < high, f"{flag}: tiny-CNN AUC {auc:.3f}, expected between {low} and {high}"
+
+
+@pytest.mark.parametrize("flag", ["malaria", "chestmnist", "pneumoniamnist"])
+def test_full_difficulty_leaves_nothing_to_learn(flag):
+    """At difficulty 1 every cell is ambiguous / every finding occult: the classes look alike, so the calibrated
+    difficulty d caps accuracy at ~1 - d/2 (malaria) whatever the model."""
+    train, test = _sample(flag, 600, 0, difficulty=1.0), _sample(flag, 400, 1, difficulty=1.0)
+    auc = _tiny_cnn_auc(train, test, epochs=3)
+    assert auc < 0.62, f"{flag} at difficulty 1: AUC {auc:.3f}, the classes should be indistinguishable"
+
+
+def test_malaria_has_enough_ambiguous_cells():
+    # accuracy ceiling 1 - d/2 <= 0.985: no model reads every cell right (real cell-level: ~0.95-0.97)
+    assert 0.03 <= S.DIFFICULTY["malaria"] <= 0.14
+    auc = _tiny_cnn_auc(_sample("malaria", 600, 0), _sample("malaria", 400, 1), epochs=4)
+    assert 0.9 < auc < 0.9995
+
+
+@pytest.mark.parametrize("flag,value", [("malaria", -0.1), ("pathmnist", 1.5), ("breastmnist", float("nan")),
+                                        ("dermamnist", "hard")])
+def test_nonsense_difficulty_is_refused(flag, value):
+    with pytest.raises((CourseError, ValueError), match="difficulty|could not convert"):
+        S.stand_in_sample(flag, 8, difficulty=value)
