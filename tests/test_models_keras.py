@@ -218,3 +218,168 @@ def test_efficientnet_info_names_real_layers():
     assert info.n_classes == 3 and info.mean is None and info.std is None  # the model normalises its input itself
     assert model.get_layer(info.head).units == 3
     assert info.cam_layer in {layer.name for layer in mk.walk_layers(model)}
+
+
+# --------------------------------------------------------------------------- BatchNorm statistics after short training
+def _bn_net(seed=0):
+    """conv -> BN -> ReLU -> conv -> BN -> GAP -> softmax: small enough to check BN by hand (no dropout)."""
+    keras.utils.set_random_seed(seed)
+    inputs = keras.Input((8, 8, 3))
+    x = keras.layers.Conv2D(4, 3, padding="same", name="c1")(inputs)
+    x = keras.layers.BatchNormalization(momentum=0.99, name="bn1")(x)
+    x = keras.layers.ReLU()(x)
+    x = keras.layers.Conv2D(5, 3, padding="same", name="c2")(x)
+    x = keras.layers.BatchNormalization(momentum=0.99, name="bn2")(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    return keras.Model(inputs, keras.layers.Dense(2, activation="softmax")(x))
+
+
+def _images(n=50, seed=0):
+    rng = np.random.default_rng(seed)
+    return (rng.random((n, 8, 8, 3)) * 2 + 3).astype("float32")   # mean ~4: far from BN's initial mean 0
+
+
+def test_recompute_batchnorm_averages_the_batch_statistics_by_hand():
+    model, x = _bn_net(), _images(50)
+    summary = mk.recompute_batchnorm(model, x, batch_size=16)    # batches of 16, 16, 16, 2
+    assert summary["layers"] == 2 and summary["batches"] == 4 and summary["images"] == 50
+    conv = keras.ops.convert_to_numpy(model.get_layer("c1")(x))   # bn1's input, computed apart
+    bn1 = model.get_layer("bn1")
+    # the mean of every image's pixels, and the variance within each batch averaged by images
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(bn1.moving_mean), conv.mean((0, 1, 2)), rtol=1e-4, atol=1e-5)
+    within = sum(len(b) * b.var((0, 1, 2)) for b in np.split(conv, [16, 32, 48])) / 50
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(bn1.moving_variance), within, rtol=1e-4)
+    assert bn1.momentum == 0.99 and model.get_layer("bn2").momentum == 0.99    # put back
+    # the old statistics (mean 0, variance 1) were far off: reported per layer
+    assert summary["mean_shift"]["bn1"] > 1 and set(summary["variance_ratio"]) == {"bn1", "bn2"}
+    assert summary["worst_layer"] in {"bn1", "bn2"}
+
+
+def test_after_recompute_inference_equals_training_mode_on_the_same_images():
+    """A short training run leaves the moving statistics stale; re-estimated on one batch of all the
+    images, inference mode normalises exactly as training mode does."""
+    tf = cu.runtime.import_tensorflow()
+    model, x = _bn_net(1), _images(64, seed=1)
+    y = (x[..., 0].mean((1, 2)) > np.median(x[..., 0].mean((1, 2)))).astype("int32")
+    ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(16)
+    moving0 = keras.ops.convert_to_numpy(model.get_layer("bn1").moving_mean).copy()
+    cu.train_keras.fit(model, ds, epochs=2, learning_rate=1e-2, verbose=0, run_eagerly=True)   # 8 steps
+    bn1 = model.get_layer("bn1")
+    batch_mean = keras.ops.convert_to_numpy(model.get_layer("c1")(x)).mean((0, 1, 2))
+    moving = keras.ops.convert_to_numpy(bn1.moving_mean)
+    # the moving mean moved toward the batch mean, but 8 steps at momentum 0.99 leave most of the way to go
+    assert np.abs(moving - batch_mean).mean() < np.abs(moving0 - batch_mean).mean()
+    assert np.abs(moving - batch_mean).mean() > 0.5 * np.abs(moving0 - batch_mean).mean()
+    train_mode = keras.ops.convert_to_numpy(model(x, training=True))   # also updates the moving stats a bit
+    assert not np.allclose(keras.ops.convert_to_numpy(model(x, training=False)), train_mode, atol=1e-3)
+    mk.recompute_batchnorm(model, ds, batch_size=64)                  # a dataset works too (batches of 16)
+    mk.recompute_batchnorm(model, x, batch_size=64)                   # one batch of all 64 images
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(model(x, training=False)), train_mode, atol=1e-4)
+
+
+def test_recompute_batchnorm_leaves_frozen_layers_and_weights_alone():
+    model, x = _bn_net(), _images(20)
+    model.get_layer("bn2").trainable = False
+    frozen = [keras.ops.convert_to_numpy(w).copy() for w in model.get_layer("bn2").weights]
+    kernels = [keras.ops.convert_to_numpy(w).copy() for w in model.trainable_weights]
+    assert mk.recompute_batchnorm(model, (x * 255 / 5).astype("uint8"))["layers"] == 1   # uint8: scaled to [0, 1]
+    for before, after in zip(frozen, model.get_layer("bn2").weights):
+        np.testing.assert_array_equal(before, keras.ops.convert_to_numpy(after))
+    for before, after in zip(kernels, model.trainable_weights):
+        np.testing.assert_array_equal(before, keras.ops.convert_to_numpy(after))
+    assert [b.name for b in mk.batchnorm_layers(model)] == ["bn1", "bn2"]
+    assert [b.name for b in mk.batchnorm_layers(model, trainable_only=True)] == ["bn1"]
+
+
+def test_recompute_batchnorm_bad_input():
+    model, _ = mk.small_cnn((32, 32, 3), 2)
+    with pytest.raises(cu.CourseError, match="no trainable BatchNormalization"):
+        mk.recompute_batchnorm(model, np.zeros((4, 32, 32, 3), "float32"))
+    net = _bn_net()
+    with pytest.raises(cu.CourseError, match="non-empty"):
+        mk.recompute_batchnorm(net, np.zeros((0, 8, 8, 3), "float32"))
+    with pytest.raises(cu.CourseError, match="batch_size"):
+        mk.recompute_batchnorm(net, _images(4), batch_size=1)
+    mean = keras.ops.convert_to_numpy(net.get_layer("bn1").moving_mean).copy()
+
+    def broken():   # an error half-way leaves the old statistics, not half-averaged ones
+        yield _images(4)
+        raise RuntimeError("simulated: a broken input pipeline")
+
+    tf = cu.runtime.import_tensorflow()
+    ds = tf.data.Dataset.from_generator(broken, output_signature=tf.TensorSpec((None, 8, 8, 3), tf.float32))
+    with pytest.raises(Exception, match="simulated"):
+        mk.recompute_batchnorm(net, ds)
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(net.get_layer("bn1").moving_mean), mean)
+    assert net.get_layer("bn1").momentum == 0.99
+
+
+def test_scratch_efficientnet_statistics_are_repaired():
+    """Notebook 03's from-scratch network: after a few steps its moving statistics are far from what
+    the current weights give; re-estimated, inference predicts what training mode predicts."""
+    tf = cu.runtime.import_tensorflow()
+    rng = np.random.default_rng(0)
+    y = np.repeat([0, 1], 16).astype("int32")
+    x = rng.normal(0.5, 0.1, (32, 32, 32, 3)).astype("float32")
+    x[y == 1, 8:24, 8:24, 0] += 0.3                                        # class 1: a red square
+    x = np.clip(x, 0, 1)
+    model, info = mk.efficientnet_lite0((32, 32, 3), 2, pretrained=False, trainable_layers=None, dropout=0.0)
+    assert not info.freeze_bn and len(mk.batchnorm_layers(model, trainable_only=True)) == 49
+    ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(16)
+    cu.train_keras.fit(model, ds, epochs=2, learning_rate=1e-3, verbose=0, run_eagerly=True)   # 4 steps
+    summary = mk.recompute_batchnorm(model, x)                             # one batch: all 32 images
+    after = keras.ops.convert_to_numpy(model(x, training=False))
+    batch_mode = keras.ops.convert_to_numpy(model(x, training=True))
+    assert summary["layers"] == 49 and max(summary["variance_ratio"].values()) > 2   # stale: off by more than 2x
+    np.testing.assert_allclose(after, batch_mode, atol=1e-3)
+
+
+# --------------------------------------------------------------------------- the model written out (notebook 03)
+def test_imagenet_base_plus_a_written_head_equals_efficientnet_b0(offline, capsys):
+    base, arch, weights = mk.imagenet_base((32, 32, 3))
+    assert (arch, weights) == ("efficientnet_lite0", "imagenet") and base.name == "efficientnet_lite0"
+    assert base.output_shape == (None, 1, 1, 1280) and base.layers[-1].name == "top_activation"
+    assert "EfficientNet-Lite0" in capsys.readouterr().out
+    base.trainable = False
+    inputs = keras.Input((32, 32, 3))
+    x = keras.layers.Rescaling(255.0)(inputs)
+    x = keras.layers.GlobalAveragePooling2D()(base(x, training=False))
+    by_hand = keras.Model(inputs, keras.layers.Dense(2, activation="softmax")(keras.layers.Dropout(0.2)(x)))
+    model, info = mk.efficientnet_b0((32, 32, 3), 2)
+    assert info.arch == arch
+    assert [type(l).__name__ for l in by_hand.layers] == [type(l).__name__ for l in model.layers]
+    assert mk.count_params(by_hand) == mk.count_params(model)
+    by_hand.set_weights(model.get_weights())
+    x = np.random.default_rng(0).random((3, 32, 32, 3)).astype("float32")
+    np.testing.assert_allclose(np.asarray(by_hand(x)), np.asarray(model(x)), atol=1e-6)
+    # without the Rescaling(255) the same weights give other outputs: the check can fail
+    inputs = keras.Input((32, 32, 3))
+    x2 = keras.layers.GlobalAveragePooling2D()(base(inputs, training=False))
+    unscaled = keras.Model(inputs, keras.layers.Dense(2, activation="softmax")(keras.layers.Dropout(0.2)(x2)))
+    unscaled.set_weights(model.get_weights())
+    assert not np.allclose(np.asarray(unscaled(x)), np.asarray(model(x)), atol=1e-3)
+
+
+def test_imagenet_base_random_with_notice_when_nothing_loads(offline, no_lite0, capsys):
+    base, arch, weights = mk.imagenet_base((32, 32, 3))
+    assert (arch, weights) == ("efficientnet_b0", "random") and "RANDOM weights" in capsys.readouterr().out
+    with pytest.raises(cu.CourseError, match="image_size >= 32"):
+        mk.imagenet_base((16, 16, 3))
+
+
+def test_summary_excerpt_keeps_the_first_and_last_rows_and_the_totals():
+    from course_utils import lite0_keras
+
+    base = lite0_keras.build((64, 64, 3), include_top=False)
+    text = mk.summary_excerpt(base, first=3, last=2)
+    lines = text.splitlines()
+    n_layers = len(base.layers)
+    assert f"... {n_layers - 5} layers left out ..." in text and len(lines) < 30
+    names = [l.name for l in base.layers]
+    for name in names[:3] + names[-2:]:
+        assert name in text
+    assert not any(name in text for name in names[4:-3] if name.startswith("block"))   # the middle is gone
+    assert f"Total params: {base.count_params():,}" in text
+    assert max(len(line) for line in lines) <= 80 and lines[-1].startswith(" Non-trainable params")
+    small, _ = mk.small_cnn((32, 32, 3), 2)
+    assert "left out" not in mk.summary_excerpt(small, first=10, last=10)         # short models whole
