@@ -82,11 +82,14 @@ class LabelStore:
     # ---------------------------------------------------------------- creating
     @classmethod
     def create(cls, path: str | os.PathLike, refs: int | Sequence[Any], class_names: Sequence[str], *,
-               holdout_fraction: float = 0.1, seed: int = 0, reuse: bool = False) -> "LabelStore":
+               holdout_fraction: float = 0.1, seed: int = 0, reuse: bool = False,
+               data_id: str | None = None) -> "LabelStore":
         """A new store with one row per image (``refs``: paths, or ``n`` for array indices 0..n-1).
 
         An existing file is never replaced: ``reuse=True`` opens it (and checks it holds the same
-        images and classes), otherwise this raises.
+        images and classes), otherwise this raises. ``data_id`` (e.g. a hash of the images) ties the
+        store to its data: array indices alone cannot tell a new version of the images from the old,
+        and labels given to other pixels must never be mixed in.
         """
         path = Path(path)
         refs = [str(i) for i in range(refs)] if isinstance(refs, (int, np.integer)) else [str(r) for r in refs]
@@ -108,6 +111,12 @@ class LabelStore:
             if stored != refs or store.class_names != class_names:
                 store.close()
                 raise CourseError(f"{path} holds a different image list or class names; choose a new file name.")
+            held = store._meta().get("data_id")
+            if data_id is not None and held is not None and held != str(data_id):
+                store.close()
+                raise CourseError(f"{path} holds labels for other images (data {held}, not {data_id}): the data "
+                                  "changed since it was labelled. Its labels are kept; use a new file name for "
+                                  "this data (e.g. one that contains the data id).")
             return store
         path.parent.mkdir(parents=True, exist_ok=True)
         conn = cls._connect(path, 30.0)
@@ -122,7 +131,8 @@ class LabelStore:
             conn.executemany("INSERT INTO meta VALUES (?, ?)", [
                 ("schema_version", str(SCHEMA_VERSION)), ("class_names", json.dumps(class_names)),
                 ("holdout_fraction", str(holdout_fraction)), ("seed", str(seed)),
-                ("created_at", str(time.time())), ("holdout_evaluations", "0")])
+                ("created_at", str(time.time())), ("holdout_evaluations", "0"),
+                *([("data_id", str(data_id))] if data_id is not None else [])])
             conn.executemany("INSERT INTO items (id, ref, split) VALUES (?, ?, ?)",
                              [(i, r, "holdout" if h else "pool") for i, (r, h) in enumerate(zip(refs, holdout))])
             conn.execute("COMMIT")

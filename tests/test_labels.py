@@ -310,3 +310,16 @@ def test_next_batch_can_say_why_each_image_was_picked(store):
     (first, score), *_ = store.next_batch("entropy", 3, random_state=0, return_scores=True)
     assert first == int(pool[4]) and score == pytest.approx(np.log(2))       # entropy of [0.5, 0.5], in nats
     assert store.confidences([first]) == {first: [0.5, 0.5]}
+
+
+def test_a_store_is_tied_to_its_data_and_never_mixes_labels_of_other_images(tmp_path):
+    path = tmp_path / "labels.db"
+    s = LabelStore.create(path, 10, ["a", "b"], data_id="abc123")
+    s.label(0, 1)
+    s.close()
+    again = LabelStore.create(path, 10, ["a", "b"], data_id="abc123", reuse=True)     # same data: resumes
+    assert again.labels() == {0: 1}
+    again.close()
+    with pytest.raises(CourseError, match="labels for other images.*abc123"):
+        LabelStore.create(path, 10, ["a", "b"], data_id="fff999", reuse=True)
+    assert LabelStore(path).labels() == {0: 1}                                        # kept, untouched
