@@ -110,19 +110,20 @@ class _CheckImage:
 
 
 def train_transform(size: int | None = None, *, rgb: bool = True, crop_scale: tuple[float, float] | None = (0.8, 1.0),
-                    flip: bool = True, rotation: float = 15.0, jitter: float = 0.2, erase_p: float = 0.2,
+                    flip: bool | float = True, rotation: float = 15.0, jitter: float = 0.2, erase_p: float = 0.2,
                     erase_scale: tuple[float, float] = (0.02, 0.1), mean: Sequence[float] | None = IMAGENET_MEAN,
                     std: Sequence[float] | None = IMAGENET_STD):
     """Random augmentation for training: returns a callable ``uint8 HWC ndarray -> float CHW tensor``.
 
     ``size``: output side in pixels (``None`` keeps the input size; a random resized crop then needs
     the size, so it is skipped). Set any augmentation to 0 / ``None`` / ``False`` to switch it off.
+    ``flip``: ``True`` flips half of the images, a number is the probability (1.0: always, for a figure).
     """
     _check_size(size)
     if crop_scale is not None and not (0 < crop_scale[0] <= crop_scale[1] <= 1):
         raise CourseError(f"crop_scale must be (low, high) with 0 < low <= high <= 1, got {crop_scale!r}")
     return _TrainAugment(size, rgb=rgb, crop_scale=tuple(crop_scale) if crop_scale and size is not None else None,
-                         flip=bool(flip), rotation=float(rotation or 0), jitter=float(jitter or 0),
+                         flip=0.5 if flip is True else float(flip or 0), rotation=float(rotation or 0), jitter=float(jitter or 0),
                          erase_p=float(erase_p or 0), erase_scale=tuple(erase_scale), mean=mean, std=std)
 
 
@@ -143,7 +144,7 @@ class _TrainAugment:
 
         with torch_threads(1):
             x = self._to_tensor(self._check(image))                       # float C x H x W in [0, 1]
-            if self.crop_scale is not None or self.flip or self.rotation:
+            if self.crop_scale is not None or self.flip or self.rotation:  # flip: its probability
                 x = self._warp(x)
             elif self.size is not None and tuple(x.shape[1:]) != (self.size, self.size):
                 x = _v2().functional.resize(x, [self.size, self.size], antialias=True)
@@ -199,7 +200,7 @@ class _TrainAugment:
                                         else [out_h, max(out_w, round(w * out_h / h))], antialias=True)
             h, w = x.shape[1:]
         sx, sy, cx, cy = self._crop_box(h, w)
-        mirror = -1.0 if self.flip and float(torch.rand(())) < 0.5 else 1.0
+        mirror = -1.0 if self.flip and float(torch.rand(())) < self.flip else 1.0
         angle = math.radians(self._uniform(-self.rotation, self.rotation)) if self.rotation else 0.0
         cos, sin = math.cos(angle), math.sin(angle)
         theta = torch.tensor([[sx * mirror * cos, -sx * mirror * sin, cx],
@@ -236,7 +237,7 @@ class _TrainAugment:
         if self.crop_scale is not None:
             parts.append(f"RandomResizedCrop(scale={self.crop_scale})")
         if self.flip:
-            parts.append("HorizontalFlip(p=0.5)")
+            parts.append(f"HorizontalFlip(p={self.flip:g})")
         if self.rotation:
             parts.append(f"Rotation(+-{self.rotation:g} deg)")
         if self.jitter:

@@ -8,6 +8,7 @@ Three functions a student can read, each in one screen, and ``fit`` composed of 
                   loss_fn=FocalLoss(alpha=0.25, gamma=2.0))          # -> course_utils.History
     history = fit_two_phase(model, train_loader, val_loader, head_epochs=2, finetune_epochs=5, info=info)
     probs, labels = predict(model, test_loader)
+    recalibrate_batchnorm(model, clean_train_loader)   # BatchNorm statistics of clean images, after training
 
 Switches of ``fit`` (each one argument): the device (``runtime.torch_device``: CUDA if available),
 ``amp`` (float16 autocast + ``GradScaler`` on CUDA; never bfloat16, which a T4 cannot run fast),
@@ -60,7 +61,8 @@ from .history import History
 from .model_info import ModelInfo
 from .runtime import CourseError, import_torch, seed_everything, torch_device
 
-__all__ = ["fit", "fit_two_phase", "train_one_epoch", "evaluate", "predict", "join_histories", "settings_key", "TASKS"]
+__all__ = ["fit", "fit_two_phase", "train_one_epoch", "evaluate", "predict", "recalibrate_batchnorm", "join_histories",
+           "settings_key", "TASKS"]
 
 TASKS = _metrics.TASKS
 
@@ -88,7 +90,7 @@ def train_one_epoch(model, loader, loss_fn: Callable, optimizer, *, task: str = 
     dev = next(model.parameters()).device
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     scaler = scaler if scaler is not None else torch.amp.GradScaler(dev.type, enabled=amp)
-    params = [p for group in optimizer.param_groups for p in group["params"]]
+    params = _in_model_order(model, [p for group in optimizer.param_groups for p in group["params"]])
     model.train()
     _frozen_batchnorm_to_eval(model, every=batchnorm_eval)
     run = _Running(dev, task)
@@ -225,6 +227,44 @@ def _forward_all(model, loader, device, amp, channels_last, *, progress: bool = 
     return torch.cat(logits), (torch.cat(labels) if labels else None), extra
 
 
+def recalibrate_batchnorm(model, loader, *, include_frozen: bool = False) -> int:
+    """Recompute the running mean and variance of every BatchNorm layer from one pass over ``loader``.
+
+    During training the running statistics are an exponential average over *training* batches: they
+    describe augmented images (crops, rotations, brightness changes) and lag behind the weights early in a
+    run. At evaluation the layers use them on clean images, and a mismatch shifts every output, e.g. all
+    probabilities towards one class, while the ranking (AUC) stays. One pass over clean training images
+    (no augmentation: ``augment.eval_transform``), without gradients, replaces them by the exact average
+    over those images ("precise BatchNorm"). Only BatchNorm layers switch to training mode during the
+    pass (dropout stays off); layers whose parameters are all frozen keep their (e.g. ImageNet) statistics
+    unless ``include_frozen``. Returns the number of layers recalibrated.
+    """
+    torch = import_torch()
+    from torch.nn.modules.batchnorm import _BatchNorm  # noqa: PLC0415
+
+    layers = [m for m in model.modules() if isinstance(m, _BatchNorm) and m.track_running_stats
+              and (include_frozen or any(p.requires_grad for p in m.parameters(recurse=False)))]
+    if not layers:
+        return 0
+    require_batches(loader, "loader")
+    dev = next(model.parameters()).device
+    was_training, momenta = model.training, [m.momentum for m in layers]
+    model.eval()
+    for m in layers:
+        m.reset_running_stats()
+        m.momentum = None  # a cumulative average over the pass, not an exponential one
+        m.train()
+    try:
+        with torch.no_grad():
+            for batch in loader:
+                model(split_batch(batch, labels_required=False)[0].to(dev))
+    finally:
+        for m, momentum in zip(layers, momenta):
+            m.momentum = momentum
+        model.train(was_training)
+    return len(layers)
+
+
 def _check_scored_batch(out, y, task: str, where: str, n_images: int) -> None:
     """A batch to be scored: labels valid for the task, outputs finite (NaN would only surface later as a
     raw error from scikit-learn, or as a silent NaN loss)."""
@@ -281,9 +321,11 @@ def fit(model, train_loader, val_loader=None, *, epochs: int, loss_fn: Callable 
 
     Returns:
         History with per-epoch ``loss``, ``accuracy``, ``lr``, ``grad_norm`` (mean gradient norm
-        before clipping, when clipping is on) and, with ``val_loader``, ``val_loss``,
-        ``val_accuracy``, ``val_auc``, ``val_ap``; ``meta`` says what happened (device, amp,
-        best epoch, whether the best state was restored, skipped batches, early stop, resume).
+        before clipping) and ``clipped`` (share of steps clipping shortened), both when clipping is on,
+        and, with ``val_loader``, ``val_loss``, ``val_accuracy``, ``val_auc``, ``val_ap``; ``meta`` says
+        what happened (device, amp, best epoch, whether the best state was restored, skipped batches,
+        early stop, resume, ``settings`` and ``settings_key``, ``fresh_start``: why a checkpoint was not
+        resumed).
 
     Raises:
         CourseError: bad data or arguments, named with the epoch and batch. Any exception that stops
@@ -628,6 +670,14 @@ def _cosine(total_steps: int, min_ratio: float) -> Callable[[int], float]:
         progress = min(step / max(total_steps, 1), 1.0)
         return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
     return factor
+
+
+def _in_model_order(model, params: list) -> list:
+    """The optimizer's parameters in ``model.parameters()`` order: the global norm that clipping computes
+    is then rounded exactly as ``clip_grad_norm_(model.parameters(), ...)`` rounds it (a float sum depends
+    on its order, and Adam turns such last-bit differences into visibly different weights)."""
+    position = {id(p): i for i, p in enumerate(model.parameters())}
+    return sorted(params, key=lambda p: position.get(id(p), len(position)))
 
 
 def _patience_used_up(patience: int | None, bad_epochs: int) -> bool:

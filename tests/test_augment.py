@@ -151,3 +151,9 @@ def test_the_training_transform_is_repeatable_with_a_seed():
     assert "RandomResizedCrop" in repr(tf) and "RandomErasing" in repr(tf)
     with pytest.raises(CourseError, match="crop_scale"):
         A.train_transform(32, crop_scale=(0.5, 1.5))
+
+
+def test_flip_can_be_forced_for_a_figure():
+    img = _grey(seed=6)
+    ev = A.eval_transform(mean=None, std=None)(img)
+    assert all(torch.allclose(_plain(flip=1.0)(img), ev.flip(-1), atol=1e-5) for _ in range(5))
