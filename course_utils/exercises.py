@@ -236,10 +236,10 @@ EXERCISES: dict[str, Exercise] = {e.key: e for e in [
                     (np.array([0.99, 0.01, 0.5, 0.3]), np.array([1, 1, 0, 1]), 0.0, 0.5),
                     (np.array([0.7, 0.4]), np.array([0, 1]), 5.0, 0.75))),
     Exercise("04.2", "predict, then run: with alpha = 0.75 instead of 0.25 (alpha weights class 1, which in this "
-             "notebook is benign), will malignant recall go 'up' or 'down'?", "prediction",
+             "notebook is malignant), will malignant recall go 'up' or 'down'?", "prediction",
              "alpha multiplies the loss of class 1 and 1 - alpha that of class 0: which class gains weight?",
-             "alpha = 0.75 gives class 0 (malignant) the weight 0.25 instead of 0.75: the rare class counts less, "
-             "so its recall usually goes down; the run decides.",
+             "alpha = 0.75 gives class 1 (malignant) three times the weight of benign, where 0.25 gave it a third: "
+             "the rare class counts more, so its recall usually goes up; the run decides.",
              expected=lambda observed: "up" if observed[1] > observed[0] else "down",
              accepts="'up' or 'down'"),
     Exercise("04.3", "a finding occurs in 2 % of the images. To what value should the bias of its sigmoid output "
