@@ -225,11 +225,11 @@ EXERCISES: dict[str, Exercise] = {e.key: e for e in [
              "evaluated?", "value", "the last incomplete batch is dropped: how many images are left over?",
              "len(data.test) % 64.", expected=lambda n_test: int(n_test) % 64, accepts="a whole number"),
     # ------------------------------------------------------------------ 04 focal loss
-    Exercise("04.1", "write focal_loss(p, y, gamma=2.0, alpha=0.25): the binary focal loss per image, from the "
+    Exercise("04.1", "write focal_loss_np(p, y, gamma=2.0, alpha=0.25): the binary focal loss per image, from the "
              "probability p of class 1 and the label y (arrays).", "function",
              "p_t is p where y = 1 and 1 - p where y = 0; alpha_t likewise (alpha for y = 1); then "
              "-alpha_t (1 - p_t)^gamma log(p_t).",
-             "def focal_loss(p, y, gamma=2.0, alpha=0.25):\n    p_t = np.where(y == 1, p, 1 - p)\n"
+             "def focal_loss_np(p, y, gamma=2.0, alpha=0.25):\n    p_t = np.where(y == 1, p, 1 - p)\n"
              "    a_t = np.where(y == 1, alpha, 1 - alpha)\n    return -a_t * (1 - p_t) ** gamma * np.log(p_t)",
              reference=_focal, accepts="a function returning an array (one loss per image)",
              cases=((np.array([0.9, 0.2, 0.6]), np.array([1, 0, 0])),
