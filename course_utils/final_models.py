@@ -24,13 +24,12 @@ from __future__ import annotations
 import json
 import os
 import re
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .model_info import ModelInfo
-from .runtime import CourseError
+from .runtime import CourseError, framework_of
 
 __all__ = ["FOLDER", "FinalModel", "save", "load", "path_of"]
 
@@ -72,12 +71,9 @@ def path_of(name: str, framework: str, folder: str | os.PathLike | None = None) 
 
 
 def _framework(model: Any) -> str:
-    torch = sys.modules.get("torch")
-    if torch is not None and isinstance(model, torch.nn.Module):
-        return "torch"
-    keras = sys.modules.get("keras")
-    if keras is not None and isinstance(model, keras.Model):
-        return "keras"
+    found = framework_of(model)
+    if found is not None:
+        return found
     raise CourseError(f"save takes a torch nn.Module or a Keras Model, got {type(model).__name__}")
 
 

@@ -121,6 +121,17 @@ def import_torch():
     return importlib.import_module("torch")
 
 
+def framework_of(model: Any) -> str | None:
+    """``"torch"`` for an ``nn.Module``, ``"keras"`` for a Keras ``Model``, else ``None`` (imports neither)."""
+    torch = sys.modules.get("torch")
+    if torch is not None and isinstance(model, torch.nn.Module):
+        return "torch"
+    keras = sys.modules.get("keras")
+    if keras is not None and isinstance(model, keras.Model):
+        return "keras"
+    return None
+
+
 def import_tensorflow():
     """Import TensorFlow safely and return it.
 

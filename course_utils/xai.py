@@ -32,14 +32,13 @@ in a fresh adapter, or pass one you hold (:func:`adapter`) instead of the model.
 """
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
 import numpy as np
 
 from .metrics import probabilities
-from .runtime import CourseError
+from .runtime import CourseError, framework_of
 
 __all__ = [
     "METHODS", "grad_cam", "grad_cam_plus_plus", "saliency", "integrated_gradients", "occlusion",
@@ -105,12 +104,9 @@ def resize_maps(maps: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
 # =========================================================================== model adapters
 def _framework(model: Any) -> str:
-    torch = sys.modules.get("torch")
-    if torch is not None and isinstance(model, torch.nn.Module):
-        return "torch"
-    keras = sys.modules.get("keras")
-    if keras is not None and isinstance(model, keras.Model):
-        return "keras"
+    found = framework_of(model)
+    if found is not None:
+        return found
     raise CourseError(f"expected a torch nn.Module or a Keras Model, got {type(model).__name__}. "
                       "Pass the trained model itself (not a History or a loader).")
 
