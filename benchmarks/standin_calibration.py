@@ -34,7 +34,7 @@ model gains little: it cannot pass the ceiling the ambiguity sets.
 Without ``--knob`` the data come through the course's own loaders (``load_medmnist(..., source="stand-in")``,
 ``load_malaria``), i.e. exactly the cached files the notebooks use; the first run generates them (about
 1-2 minutes of the wall time for ChestMNIST and PathMNIST), later runs read the cache. With ``--knob FLAG=V``
-that set is drawn with ``standins.stand_in_sample`` at difficulty V instead (same renderer and class
+that set is drawn with ``standin_cache.stand_in_sample`` at difficulty V instead (same renderer and class
 balance, nothing cached): the calibration sweep.
 
 Measured wall time of the whole default run: see the last line it prints (target: at most 10 minutes on
@@ -55,6 +55,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from course_utils import data as D  # noqa: E402
+from course_utils import standin_cache as C  # noqa: E402
 from course_utils import standins as S  # noqa: E402
 
 # published result on the real data: (AUC, ACC); malaria: accuracy only
@@ -156,9 +157,9 @@ def load_set(flag: str, n_train: int | None, n_test: int, difficulty: float | No
     """(train_x, train_y, test_x, test_y, note) for one set."""
     if difficulty is not None:  # a sweep step: fresh draws at this difficulty, nothing cached
         size = MALARIA_SIZE if flag == "malaria" else 28
-        n_tr = n_train or S.medmnist_meta(flag)["n_samples"]["train"]
-        tr = S.stand_in_sample(flag, n_tr, split="train", size=size, seed=seed, difficulty=difficulty)
-        te = S.stand_in_sample(flag, n_test, split="test", size=size, seed=seed + 1, difficulty=difficulty)
+        n_tr = n_train or C.medmnist_meta(flag)["n_samples"]["train"]
+        tr = C.stand_in_sample(flag, n_tr, split="train", size=size, seed=seed, difficulty=difficulty)
+        te = C.stand_in_sample(flag, n_test, split="test", size=size, seed=seed + 1, difficulty=difficulty)
         return (*tr, *te, f"sample, difficulty {difficulty:g}")
     with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):  # no fallback warning, no banner
         warnings.simplefilter("ignore")
@@ -217,7 +218,7 @@ def main(argv=None) -> int:
               f"{n_tr} x {epochs}, {n_te} | {dt:.0f} |")
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(f"\nwall time {total:.0f} s ({total / 60:.1f} min) on {os.cpu_count()} CPU cores, "
-          f"{args.threads} torch thread(s), load average {load:.1f}; stand-in version {S.STAND_IN_VERSION}")
+          f"{args.threads} torch thread(s), load average {load:.1f}; stand-in version {C.STAND_IN_VERSION}")
     return 0
 
 

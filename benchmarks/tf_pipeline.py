@@ -66,7 +66,7 @@ def write_pngs(folder: Path, n: int, size: int) -> tuple[list[str], np.ndarray, 
         labels = np.concatenate([data.train.labels, data.val.labels, data.test.labels])
         source = data.info.source
     except cu.CourseError:
-        images, labels = cu.standins.make_malaria_stand_in(n, image_size=size)
+        images, labels = cu.standin_cache.make_malaria_stand_in(n, image_size=size)
         source = "stand-in"
     paths = []
     for i, (img, y) in enumerate(zip(images, labels)):

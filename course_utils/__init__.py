@@ -29,7 +29,7 @@ _SUBMODULES = {
     "runtime", "data", "history", "checks", "plots", "widgets", "metrics", "strategies", "active",
     "active_torch", "active_keras", "labels", "model_info", "exercises", "final_models",
     "xai", "models_keras", "lite0_keras", "models_torch", "train_keras", "train_torch",
-    "losses", "augment", "standins", "pipelines",
+    "losses", "augment", "standins", "standin_cache", "pipelines",
 }
 
 __all__ = [

@@ -4,7 +4,7 @@ Every loader returns an :class:`ImageDataset` (``train`` / ``val`` / ``test`` :c
 :class:`DataInfo`). ``info.source`` always says where the images came from: ``tfds``, ``medmnist``,
 ``folder`` or ``stand-in``. With ``source="auto"`` a loader tries the real data first and falls back,
 with a warning and a visible :func:`banner`, to a deterministic, learnable stand-in cached on disk
-(:mod:`.standins`); ``source="real"`` raises a :class:`CourseError` instead. The arrays then feed either
+(:mod:`.standin_cache`); ``source="real"`` raises a :class:`CourseError` instead. The arrays then feed either
 framework through :func:`to_tf_dataset` (Keras) or :func:`to_torch_loader` (PyTorch), which live in
 :mod:`.pipelines` and are re-exported here. Neither TensorFlow nor torch is imported until a function
 needs it.
@@ -26,18 +26,17 @@ import numpy as np
 from . import runtime
 from .pipelines import to_tf_dataset, to_torch_loader  # re-exported: the notebooks call cu.data.to_*
 from .runtime import CourseError
-from .standins import (
-    MEDMNIST_FLAGS,
+from .standin_cache import (
     MEDMNIST_SIZES,
     STAND_IN_VERSION,
-    allocate,
     check_flag_size,
     make_malaria_stand_in,
     make_medmnist_stand_in,
     medmnist_meta,
     npz_name,
 )
-from .standins import _npz_problem
+from .standin_cache import _npz_problem
+from .standins import MEDMNIST_FLAGS, allocate
 
 __all__ = [
     "Split", "DataInfo", "ImageDataset", "load_malaria", "load_malaria_folder", "load_medmnist",

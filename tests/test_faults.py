@@ -9,7 +9,7 @@ import pytest
 
 from course_utils import CourseError
 from course_utils import data as D
-from course_utils import standins as S
+from course_utils import standin_cache as S
 
 
 # --------------------------------------------------------------------------- helpers

@@ -1,7 +1,6 @@
-"""course_utils.standins: the stand-ins are deterministic, cached, in medmnist's own format, plausible and
-learnable, with the real data sets' class balance, and not too easy (a tiny CNN must stay well below the
-AUC 0.99+ that version v1 gave); metadata matches medmnist.INFO; too large or unwritable caches and
-nonsense difficulty knobs are handled up front."""
+"""course_utils.standins: the renderers draw plausible, learnable images of medmnist's shapes, with the real
+data sets' class balance, and not too easy (a tiny CNN must stay well below the AUC 0.99+ that version v1
+gave); nonsense difficulty knobs are refused. (Files, cache and metadata: test_standin_cache.py.)"""
 import numpy as np
 import pytest
 
@@ -9,6 +8,7 @@ from course_utils import CourseError
 from course_utils import data as D
 from course_utils import pipelines as P
 from course_utils import runtime as cu_runtime
+from course_utils import standin_cache as C
 from course_utils import standins as S
 
 
@@ -51,32 +51,10 @@ class TinyCNN:
         return float((pred == test_y).mean()), float(balanced_accuracy_score(test_y, pred))
 
 
-# --------------------------------------------------------------------------- real code paths
-
-
 # --------------------------------------------------------------------------- stand-ins
-def test_malaria_stand_in_is_deterministic_and_cached(tmp_path):
-    a = S.make_malaria_stand_in(40, image_size=32, seed=1, cache=False)
-    b = S.make_malaria_stand_in(40, image_size=32, seed=1, cache=False)
-    np.testing.assert_array_equal(a[0], b[0])
-    np.testing.assert_array_equal(a[1], b[1])
-    assert not np.array_equal(a[0], S.make_malaria_stand_in(40, image_size=32, seed=2, cache=False)[0])
-    first = S.make_malaria_stand_in(40, image_size=32, seed=1, cache_dir=tmp_path)
-    assert len(list(tmp_path.glob("malaria*.npz"))) == 1
-    second = S.make_malaria_stand_in(40, image_size=32, seed=1, cache_dir=tmp_path)
-    np.testing.assert_array_equal(first[0], second[0])
-    np.testing.assert_array_equal(first[0], a[0])
-    assert a[0].dtype == np.uint8 and a[0].shape == (40, 32, 32, 3)
-    assert np.bincount(a[1]).tolist() == [20, 20]
-    # plausible: dark background corners, bright pinkish cell centre (red > green)
-    corner = a[0][:, :3, :3].mean()
-    centre = a[0][:, 12:20, 12:20].reshape(-1, 3).mean(axis=0)
-    assert corner < 30 and centre[0] > 150 and centre[0] > centre[1]
-
-
 @pytest.mark.slow
 def test_malaria_stand_in_is_learnable(tmp_path):
-    images, labels = S.make_malaria_stand_in(600, image_size=32, seed=3, cache_dir=tmp_path)
+    images, labels = C.make_malaria_stand_in(600, image_size=32, seed=3, cache_dir=tmp_path)
     train, _, test = D.stratified_split(images, labels, (0.7, 0.0, 0.3), seed=0)
     acc, _ = TinyCNN.fit_score(train.images, train.labels, test.images, test.labels, epochs=6)
     assert acc >= 0.75, f"stand-in not learnable enough: test accuracy {acc:.3f} on a balanced split"
@@ -89,42 +67,10 @@ def test_breastmnist_stand_in_is_learnable():
     assert bal >= 0.75, f"balanced accuracy {bal:.3f}"
 
 
-def test_medmnist_stand_in_in_medmnist_format(tmp_path):
-    medmnist = pytest.importorskip("medmnist")
-    path = S.make_medmnist_stand_in("breastmnist", size=28, root=tmp_path)
-    assert path.name == "breastmnist.npz"
-    with np.load(path) as z:
-        assert sorted(z.files) == sorted(f"{s}_{k}" for s in ("train", "val", "test") for k in ("images", "labels"))
-    for split, n in medmnist.INFO["breastmnist"]["n_samples"].items():
-        ds = medmnist.BreastMNIST(split=split, root=str(tmp_path), download=False)
-        assert len(ds) == n  # medmnist's own split-size assertion passes
-    labels = medmnist.BreastMNIST(split="train", root=str(tmp_path)).labels.ravel()
-    assert abs((labels == 0).mean() - 0.27) < 0.01  # 0 = malignant, about 27 %
-    mtime = path.stat().st_mtime_ns
-    assert S.make_medmnist_stand_in("breastmnist", size=28, root=tmp_path) == path
-    assert path.stat().st_mtime_ns == mtime  # reused, not rewritten
-    assert S.make_medmnist_stand_in("breastmnist", size=64, root=tmp_path).name == "breastmnist_64.npz"
-
-
-def test_stand_in_metadata_matches_medmnist():
-    medmnist = pytest.importorskip("medmnist")
-    for flag, (task, ch, n_samples, names) in S._MEDMNIST_META.items():
-        info = medmnist.INFO[flag]
-        assert info["task"] == task and info["n_channels"] == ch and info["n_samples"] == n_samples
-        assert [info["label"][k] for k in sorted(info["label"], key=int)] == names
-
-
-@pytest.mark.parametrize("flag,channels,n_classes", [("dermamnist", 3, 7), ("pneumoniamnist", 1, 2)])
-def test_other_medmnist_stand_ins(flag, channels, n_classes):
-    ds = D.load_medmnist(flag, source="stand-in", max_per_split=70)
-    assert ds.train.images.shape[1:] == (28, 28, channels) and ds.info.n_classes == n_classes
-    assert ds.train.labels.dtype == np.int64 and ds.train.labels.max() < n_classes
-
-
 @pytest.mark.parametrize("flag", S.MEDMNIST_FLAGS)
 def test_every_stand_in_renderer_gives_medmnist_shaped_images(flag):
-    meta = S.medmnist_meta(flag)
-    render, priors = S._STAND_INS[flag]
+    meta = C.medmnist_meta(flag)
+    render, priors = S.STAND_INS[flag]
     rng = np.random.default_rng(0)
     n_classes = len(meta["class_names"])
     labels = (rng.random((16, 14)) < 0.3).astype(np.uint8) if priors is None else np.arange(16) % n_classes
@@ -133,49 +79,6 @@ def test_every_stand_in_renderer_gives_medmnist_shaped_images(flag):
         assert images.shape == (16, size, size, meta["n_channels"]) and images.dtype == np.uint8
         assert images.std() > 5  # not blank
         np.testing.assert_array_equal(images, render(labels, size, np.random.default_rng(1)))  # deterministic
-
-
-# --------------------------------------------------------------------------- bad input
-def test_too_large_stand_in_is_refused_up_front(tmp_path):
-    with pytest.raises(CourseError, match=r"GiB.*28, 64") as err:
-        S.make_medmnist_stand_in("pathmnist", size=224, root=tmp_path)
-    assert "16" in str(err.value) or "15" in str(err.value)  # ~15 GiB for 107,180 RGB images at 224 px
-    assert not list(tmp_path.iterdir())
-
-
-def test_unwritable_cache_falls_back_to_temp(tmp_path):
-    blocker = tmp_path / "a_file"
-    blocker.write_text("a file, so nothing can be created below it")
-    with pytest.warns(UserWarning, match="not writable"):
-        images, labels = S.make_malaria_stand_in(10, image_size=16, seed=0, cache_dir=blocker / "cache")
-    assert images.shape == (10, 16, 16, 3)
-    with pytest.warns(UserWarning, match="not writable"):
-        path = S.make_medmnist_stand_in("breastmnist", root=blocker / "medmnist")
-    assert path.exists() and blocker not in path.parents
-
-
-# --------------------------------------------------------------------------- determinism
-@pytest.mark.parametrize("flag", ("malaria",) + S.MEDMNIST_FLAGS)
-def test_stand_in_sample_is_deterministic(flag):
-    size = 32 if flag == "malaria" else 28
-    a = S.stand_in_sample(flag, 48, size=size, seed=5)
-    b = S.stand_in_sample(flag, 48, size=size, seed=5)
-    assert a[0].tobytes() == b[0].tobytes() and a[1].tobytes() == b[1].tobytes()  # same bytes
-    assert a[0].tobytes() != S.stand_in_sample(flag, 48, size=size, seed=6)[0].tobytes()
-
-
-def test_medmnist_stand_in_file_is_deterministic(tmp_path):
-    paths = [S.make_medmnist_stand_in("breastmnist", size=28, root=tmp_path / d) for d in ("a", "b")]
-    with np.load(paths[0]) as za, np.load(paths[1]) as zb:  # the zip's time stamps differ, the arrays must not
-        for key in za.files:
-            assert za[key].tobytes() == zb[key].tobytes(), key
-
-
-def test_stand_in_version_is_bumped_for_the_calibrated_renderers(tmp_path):
-    assert S.STAND_IN_VERSION != "v1"  # v1 caches hold the old, too easy images
-    assert S.STAND_IN_VERSION.startswith(S._RENDERER_VERSION + "-")  # + a fingerprint of the knobs
-    S.make_malaria_stand_in(10, image_size=16, seed=0, cache_dir=tmp_path)
-    assert [p.name for p in tmp_path.glob("*.npz")] == [f"malaria_{S.STAND_IN_VERSION}_n10_16px_seed0.npz"]
 
 
 # --------------------------------------------------------------------------- class balance of the real sets
@@ -197,22 +100,22 @@ _CHEST_COUNTS = [11559, 2776, 13317, 19894, 5782, 6331, 1431, 5302, 4667, 2303, 
 
 @pytest.mark.parametrize("flag", sorted(_REAL_COUNTS))
 def test_class_balance_matches_the_real_data_set(flag):
-    n_samples = S.medmnist_meta(flag)["n_samples"]
+    n_samples = C.medmnist_meta(flag)["n_samples"]
     for split, n in n_samples.items():
         real = _REAL_COUNTS[flag]
         counts = np.asarray(real.get(split, real.get("all", real.get("train"))), float)
-        labels = S._draw_labels(flag, split, n, S._stand_in_rng("medmnist", flag, split, 28))  # as the file does
+        labels = S.draw_labels(flag, split, n, S.stand_in_rng("medmnist", flag, split, 28))  # as the file does
         got = np.bincount(labels, minlength=len(counts)) / n
         np.testing.assert_allclose(got, counts / counts.sum(), atol=0.005, err_msg=f"{flag} {split}")
 
 
 def test_chestmnist_finding_prevalences_match_chestxray14():
-    labels = S._draw_labels("chestmnist", "train", 78468, S._stand_in_rng("medmnist", "chestmnist", "train", 28))
+    labels = S.draw_labels("chestmnist", "train", 78468, S.stand_in_rng("medmnist", "chestmnist", "train", 28))
     np.testing.assert_allclose(labels.mean(axis=0), np.asarray(_CHEST_COUNTS) / 112120, atol=0.004)
 
 
 def test_malaria_stand_in_is_balanced():
-    _, labels = S.make_malaria_stand_in(101, image_size=8, seed=0, cache=False)
+    _, labels = C.make_malaria_stand_in(101, image_size=8, seed=0, cache=False)
     assert abs(np.bincount(labels).tolist()[0] - 50.5) <= 0.5
 
 
@@ -254,7 +157,7 @@ def _tiny_cnn_auc(train, test, *, epochs: int, seed: int = 0, with_accuracy: boo
 
 
 def _sample(flag, n, seed, difficulty=None):
-    return S.stand_in_sample(flag, n, size=32 if flag == "malaria" else 28, seed=seed, difficulty=difficulty)
+    return C.stand_in_sample(flag, n, size=32 if flag == "malaria" else 28, seed=seed, difficulty=difficulty)
 
 
 # flag: (train images, epochs, lowest AUC = "learns something", highest AUC = "not too easy", highest accuracy).
@@ -302,4 +205,4 @@ def test_malaria_has_enough_ambiguous_cells():
                                         ("dermamnist", "hard")])
 def test_nonsense_difficulty_is_refused(flag, value):
     with pytest.raises((CourseError, ValueError), match="difficulty|could not convert"):
-        S.stand_in_sample(flag, 8, difficulty=value)
+        C.stand_in_sample(flag, 8, difficulty=value)
