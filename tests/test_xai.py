@@ -9,8 +9,8 @@ import pytest
 import torch
 from torch import nn
 
-from course_utils import CourseError, xai
-from course_utils.runtime import import_tensorflow, torch_threads
+from course_utils import CourseError, xai, xai_faithfulness
+from course_utils.runtime import import_tensorflow
 
 
 # --------------------------------------------------------------------------- tiny models
@@ -179,8 +179,9 @@ def test_keras_grad_cam_equals_torch_grad_cam_sequential_and_functional():
     # deletion / insertion handle the channels-last layout: the same scores as the torch twin
     maps = xai.grad_cam(func, x_nhwc)
     for baseline in ("blur", "mean"):
-        dk = xai.deletion_insertion(func, x_nhwc, maps, steps=4, baseline=baseline, blur_sigma=1.5)
-        dt = xai.deletion_insertion(model, x_nchw, maps, steps=4, baseline=baseline, blur_sigma=1.5)
+        kw = dict(steps=4, baseline=baseline, blur_sigma=1.5)
+        dk = xai_faithfulness.deletion_insertion(func, x_nhwc, maps, **kw)
+        dt = xai_faithfulness.deletion_insertion(model, x_nchw, maps, **kw)
         assert np.allclose(dk.deletion, dt.deletion, atol=1e-4) and np.allclose(dk.insertion, dt.insertion, atol=1e-4)
 
 
@@ -223,120 +224,19 @@ def test_uint8_images_in_either_layout_are_scaled_to_unit_range_for_torch():
 
 
 # --------------------------------------------------------------------------- evidence at a known spot
-BLOB = 4       # blob side, pixels
-SIZE = 16      # image side; the evidence (class 1) always lies in the top-left quadrant
-
-
-def _blob_data(n: int, seed: int):
-    rng = np.random.default_rng(seed)
-    x = rng.uniform(0.0, 0.3, size=(n, 1, SIZE, SIZE)).astype(np.float32)
-    y = np.arange(n) % 2
-    boxes = []
-    for i in range(n):
-        r, c = rng.integers(0, SIZE // 2 - BLOB + 1, size=2)
-        if y[i] == 1:
-            x[i, 0, r:r + BLOB, c:c + BLOB] = 1.0
-        boxes.append((c, r, c + BLOB, r + BLOB))
-    return x, y, boxes
-
-
-@pytest.fixture(scope="module")
-def blob_model():
-    torch.manual_seed(0)
-    model = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1), nn.ReLU(),
-                          nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 2))
-    x, y, _ = _blob_data(256, seed=0)
-    xt, yt = torch.as_tensor(x), torch.as_tensor(y)
-    opt = torch.optim.Adam(model.parameters(), lr=0.02)
-    with torch_threads(1):  # a model this small trains faster on one thread (and on a busy CPU, much faster)
-        for _ in range(60):
-            opt.zero_grad()
-            loss = nn.functional.cross_entropy(model(xt), yt)
-            loss.backward()
-            opt.step()
-    model.eval()
-    xv, yv, boxes = _blob_data(64, seed=1)
-    acc = (model(torch.as_tensor(xv)).argmax(1).numpy() == yv).mean()
-    assert acc > 0.95, f"the blob model did not learn (accuracy {acc:.2f})"
-    pos = yv == 1
-    return model, xv[pos], [b for b, p in zip(boxes, pos) if p]
-
-
+# (the blob model, shared with test_xai_faithfulness.py, is in conftest.py)
 def test_grad_cam_peak_falls_on_the_evidence(blob_model):
     model, x, boxes = blob_model
     maps = xai.grad_cam(model, x, target=1)
     peaks = xai.peak_location(maps)
-    in_quadrant = (peaks[:, 0] < SIZE // 2) & (peaks[:, 1] < SIZE // 2)
+    half = x.shape[-1] // 2                                         # the top-left quadrant
+    in_quadrant = (peaks[:, 0] < half) & (peaks[:, 1] < half)
     assert in_quadrant.mean() >= 0.9
     in_blob = [b[1] - 1 <= r <= b[3] and b[0] - 1 <= c <= b[2] for (r, c), b in zip(peaks, boxes)]
     assert np.mean(in_blob) >= 0.8
     # weak localisation without box labels recovers the blob's box
     ious = [xai.box_iou(xai.heatmap_box(m, 0.5), b) for m, b in zip(maps, boxes)]
     assert np.mean(ious) > 0.3
-
-
-def test_deletion_beats_a_random_map(blob_model):
-    model, x, _ = blob_model
-    maps = xai.grad_cam(model, x[:12], target=1)
-    scores = xai.deletion_insertion(model, x[:12], maps, target=1, steps=16, baseline="mean")
-    assert scores.deletion.mean() < scores.deletion_random.mean() - 0.1
-    assert scores.insertion.mean() > scores.insertion_random.mean() + 0.1
-    compared = scores.compare()
-    assert {k: v["verdict"] for k, v in compared.items()} == {"deletion": "better than random",
-                                                              "insertion": "better than random"}
-    assert compared["deletion"]["interval"].high < 0 < compared["insertion"]["interval"].low
-    assert scores.beats_random and scores.verdict() == "better than random" and scores.baseline == "mean"
-    # the flat mean-coloured image has no blob left: the check can tell maps apart
-    assert scores.deletion_curve[0] > 0.9 and scores.deletion_curve[-1] < 0.5 and scores.deletion_curve.shape == (17,)
-
-
-def test_a_map_no_better_than_random_is_inconclusive(blob_model):
-    model, x, _ = blob_model
-    same_as_random = np.random.default_rng(3).random((12, SIZE, SIZE))   # the very map the function draws
-    scores = xai.deletion_insertion(model, x[:12], same_as_random, target=1, steps=8, seed=3, baseline="mean")
-    assert np.array_equal(scores.deletion, scores.deletion_random)
-    assert scores.verdict() == "inconclusive" and not scores.beats_random
-    assert all(v["verdict"] == "inconclusive" for v in scores.compare().values())
-    # a 4 px blob survives a blur of sigma 1 px (16 / 16): both curves stay at 1 and only rounding differs,
-    # which must not count as a difference
-    blurred = xai.deletion_insertion(model, x[:12], xai.grad_cam(model, x[:12], 1), target=1, steps=8)
-    assert blurred.baseline == "blur" and blurred.deletion_curve.min() > 0.9
-    assert blurred.verdict() == "inconclusive"
-
-
-def _curves_one_image_at_a_time(model, x, maps, target, steps, end_of):
-    """The plain loop deletion is defined by: per image, per step, set the top-ranked pixels, predict."""
-    probs = []
-    for img, m in zip(x, maps):
-        end = end_of(img)
-        order = np.argsort(-m.ravel(), kind="stable")
-        row = []
-        for c in np.round(np.linspace(0, m.size, steps + 1)).astype(int):
-            im = img.copy()
-            rr, cc = np.unravel_index(order[:c], m.shape)
-            im[:, rr, cc] = end[:, rr, cc]
-            row.append(xai.predict_proba(model, im[None], target)[0])
-        probs.append(row)
-    return np.array(probs)
-
-
-@pytest.mark.parametrize("baseline", ["blur", "mean", "zero"])
-def test_deletion_curves_equal_the_plain_loop_for_each_baseline(blob_model, baseline):
-    from scipy.ndimage import gaussian_filter
-
-    model, x, _ = blob_model
-    maps = xai.saliency(model, x[:5], target=1)
-    ends = {"blur": lambda im: gaussian_filter(im, sigma=(0, 2.0, 2.0)),
-            "mean": lambda im: np.broadcast_to(im.mean(axis=(1, 2), keepdims=True), im.shape),
-            "zero": np.zeros_like}
-    ref = _curves_one_image_at_a_time(model, x[:5], maps, 1, 6, ends[baseline])
-    res = xai.deletion_insertion(model, x[:5], maps, target=1, steps=6, baseline=baseline, blur_sigma=2.0,
-                                 batch_size=8)                     # several chunks of images
-    assert np.allclose(res.deletion_curve, ref.mean(axis=0), atol=1e-6)
-    assert np.allclose(res.deletion, np.trapezoid(ref, np.linspace(0, 1, 7), axis=1), atol=1e-6)
-    # insertion from the same baseline ends on the intact image, where deletion started
-    assert np.allclose(res.insertion_curve[-1], ref[:, 0].mean(), atol=1e-6)
-    assert np.allclose(res.insertion_curve[0], ref[:, -1].mean(), atol=1e-6)
 
 
 def test_paired_interval_equals_scipys_paired_t_interval():
@@ -353,21 +253,6 @@ def test_paired_interval_equals_scipys_paired_t_interval():
     assert "interval" in str(iv)
     with pytest.raises(CourseError, match="finite"):
         xai.paired_interval([np.nan, 1.0], [0.0, 0.0])
-
-
-def test_deletion_bad_input(blob_model):
-    model, x, _ = blob_model
-    maps = xai.grad_cam(model, x[:2], target=1)
-    with pytest.raises(CourseError, match="baseline must be one of"):
-        xai.deletion_insertion(model, x[:2], maps, target=1, baseline="black")
-    with pytest.raises(CourseError, match="insertion_from"):
-        xai.deletion_insertion(model, x[:2], maps, target=1, insertion_from="noise")
-    with pytest.raises(CourseError, match="NaN"):
-        xai.deletion_insertion(model, x[:2], np.full_like(maps, np.nan), target=1)
-    with pytest.raises(CourseError, match="steps"):
-        xai.deletion_insertion(model, x[:2], maps, target=1, steps=0)
-    with pytest.raises(CourseError, match="maps must be"):
-        xai.deletion_insertion(model, x[:2], maps[:1], target=1)
 
 
 def test_randomisation_drives_the_correlation_down(blob_model, capsys):
@@ -395,7 +280,7 @@ def test_class_sensitivity_and_integrated_gradients_completeness(blob_model):
         assert np.allclose(attr.reshape(8, -1).sum(1), gap, rtol=0.01)
     for method in xai.METHODS:                                       # every method: N maps in [0, 1], no NaN
         m = xai.explain(model, x[:3], method)
-        assert m.shape == (3, SIZE, SIZE) and np.isfinite(m).all() and m.min() >= 0 and m.max() <= 1
+        assert m.shape == (3, *x.shape[-2:]) and np.isfinite(m).all() and m.min() >= 0 and m.max() <= 1
 
 
 # --------------------------------------------------------------------------- bad input
@@ -495,7 +380,7 @@ def test_plots_for_heat_maps(blob_model):
     assert "[stand-in data]" in fig._suptitle.get_text()
     fig = plots.attribution_grid(x[:2], {"Grad-CAM": maps, "saliency": xai.saliency(model, x[:4], 1)})
     assert fig.axes[1].get_title() == "Grad-CAM"
-    res = xai.deletion_insertion(model, x[:4], maps, target=1, steps=4)
+    res = xai_faithfulness.deletion_insertion(model, x[:4], maps, target=1, steps=4)
     assert plots.deletion_insertion_curves(res).axes[0].get_xlabel().startswith("fraction of pixels")
     rc = plots.randomization_curve(xai.randomization_check(model, x[:4], target=1))
     assert rc.axes[0].get_ylabel().startswith("Spearman")

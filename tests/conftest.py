@@ -1,0 +1,49 @@
+"""Fixtures shared by more than one test module: the blob model that test_xai.py and
+test_xai_faithfulness.py both explain (trained once per module, as before the split)."""
+import numpy as np
+import pytest
+
+BLOB = 4       # blob side, pixels
+SIZE = 16      # image side; the evidence (class 1) always lies in the top-left quadrant
+
+
+def _blob_data(n: int, seed: int):
+    rng = np.random.default_rng(seed)
+    x = rng.uniform(0.0, 0.3, size=(n, 1, SIZE, SIZE)).astype(np.float32)
+    y = np.arange(n) % 2
+    boxes = []
+    for i in range(n):
+        r, c = rng.integers(0, SIZE // 2 - BLOB + 1, size=2)
+        if y[i] == 1:
+            x[i, 0, r:r + BLOB, c:c + BLOB] = 1.0
+        boxes.append((c, r, c + BLOB, r + BLOB))
+    return x, y, boxes
+
+
+@pytest.fixture(scope="module")
+def blob_model():
+    """A tiny torch CNN that has learnt "class 1 = a bright blob in the top-left quadrant" (eval mode),
+    with positive validation images and their blob boxes."""
+    import torch
+    from torch import nn
+
+    from course_utils.runtime import torch_threads
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1), nn.ReLU(),
+                          nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 2))
+    x, y, _ = _blob_data(256, seed=0)
+    xt, yt = torch.as_tensor(x), torch.as_tensor(y)
+    opt = torch.optim.Adam(model.parameters(), lr=0.02)
+    with torch_threads(1):  # a model this small trains faster on one thread (and on a busy CPU, much faster)
+        for _ in range(60):
+            opt.zero_grad()
+            loss = nn.functional.cross_entropy(model(xt), yt)
+            loss.backward()
+            opt.step()
+    model.eval()
+    xv, yv, boxes = _blob_data(64, seed=1)
+    acc = (model(torch.as_tensor(xv)).argmax(1).numpy() == yv).mean()
+    assert acc > 0.95, f"the blob model did not learn (accuracy {acc:.2f})"
+    pos = yv == 1
+    return model, xv[pos], [b for b, p in zip(boxes, pos) if p]
