@@ -26,7 +26,7 @@ from .runtime import (
 __version__ = "0.1.0"
 
 _SUBMODULES = {
-    "runtime", "data", "history", "checks", "plots", "widgets", "metrics", "strategies", "active",
+    "runtime", "data", "history", "checks", "plots", "widgets", "labeller", "metrics", "strategies", "active",
     "active_torch", "active_keras", "labels", "model_info", "exercises", "final_models",
     "xai", "xai_faithfulness", "models_keras", "lite0_keras", "models_torch", "train_keras", "train_torch",
     "losses", "augment", "standins", "standin_cache", "pipelines",

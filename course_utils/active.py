@@ -6,7 +6,7 @@
 * **TorchLearner** says how the loop trains and reads a model; the arrays the strategies need come
   from the adapters in :mod:`course_utils.active_torch` / :mod:`course_utils.active_keras`.
 * Real labelling work is kept by :class:`course_utils.labels.LabelStore` and done in
-  :class:`course_utils.widgets.Labeller`.
+  :class:`course_utils.labeller.Labeller`.
 """
 from __future__ import annotations
 

@@ -130,7 +130,7 @@ def test_importing_course_utils_imports_neither_tensorflow_nor_torch():
     code = ("import sys, course_utils as cu; cu.get_mode; cu.History; cu.check; cu.plots; "
             "cu.train_torch; cu.train_keras; cu.models_torch; cu.models_keras; cu.active; cu.labels; cu.widgets; "
             "cu.standins; cu.standin_cache; cu.pipelines; cu.active_torch; cu.active_keras; cu.model_info; "
-            "cu.xai; cu.xai_faithfulness; "
+            "cu.xai; cu.xai_faithfulness; cu.labeller; "
             "bad = [m for m in ('tensorflow', 'torch', 'keras') if m in sys.modules]; print(bad); "
             "sys.exit(1 if bad else 0)")
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)

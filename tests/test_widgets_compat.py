@@ -13,7 +13,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 COMPAT = Path(sys.prefix) / "compat" / "ipywidgets7"
 # the slider panels and the keyboard labeller (anywidget on ipywidgets 7.7.1)
-WIDGET_TESTS = ["tests/test_widgets.py"]
+WIDGET_TESTS = ["tests/test_widgets.py", "tests/test_labeller.py"]
 
 
 @pytest.mark.slow
