@@ -257,7 +257,8 @@ def _fallback(what: str, exc: BaseException, fix: str, source: str) -> str:
                           f"With source='auto' the course would use a stand-in data set instead.") from exc
     note = (f"STAND-IN DATA: the real {what} could not be loaded ({reason}), so a synthetic stand-in with the "
             f"same format is used. Numbers from it are not real results. To use the real data: {fix}")
-    warnings.warn(note, stacklevel=3)
+    if not runtime.in_notebook():  # in a notebook the banner says it (with this reason), once
+        warnings.warn(note, stacklevel=3)
     return note
 
 
@@ -279,6 +280,46 @@ def _few_retries(module, attr: str = "MAX_RETRIES", value: int = 1):
     finally:
         if old is not None:
             setattr(module, attr, old)
+
+
+@contextlib.contextmanager
+def _quiet_attempt(tfds, downloader):
+    """One try of a download that is expected to fail (its hosts did not answer), without the noise: tfds'
+    "Downloading and preparing" line and progress bars, urllib3's retry warnings. The error itself still
+    propagates, and its reason reaches the stand-in banner. (A proxy may still get through: hence the try.)"""
+    tfds.disable_progress_bar()
+    try:
+        with _quiet_logs(), _few_retries(downloader), contextlib.redirect_stdout(io.StringIO()):
+            yield
+    finally:
+        tfds.enable_progress_bar()
+
+
+@contextlib.contextmanager
+def _quiet_logs(names: tuple[str, ...] = ("urllib3", "absl", "tensorflow_datasets")):
+    """Only errors from these loggers inside the block (tfds' "Variant folder ... has no dataset_info.json"
+    warning on every check of a data set that is simply not downloaded yet; urllib3's retries)."""
+    import logging  # noqa: PLC0415
+
+    loggers = [logging.getLogger(name) for name in names]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
+
+
+def _remove_empty_dirs(folder: Path, up_to: Path) -> None:
+    """Remove ``folder`` and its parents up to (not including) ``up_to`` while they are empty: a failed tfds
+    attempt leaves an empty ``malaria/1.0.0``, and the next ``tfds.builder`` warns about it."""
+    with contextlib.suppress(OSError):
+        while up_to in folder.parents and not (folder.is_dir() and any(folder.iterdir())):
+            if folder.is_dir():
+                folder.rmdir()
+            folder = folder.parent
 
 
 def _remove_empty_download_dirs(downloads: Path) -> None:
@@ -363,20 +404,23 @@ def _load_malaria_tfds(image_size: int, max_images: int | None, seed: int, data_
 
 
 def _read_malaria_tfds(tfds, image_size: int, max_images: int | None, seed: int, data_dir):
-    builder = tfds.builder("malaria", data_dir=data_dir)
-    if not builder.is_prepared():
+    with _quiet_logs():
+        builder = tfds.builder("malaria", data_dir=data_dir)
+        prepared = builder.is_prepared()
+    if not prepared:
         if _no_downloads():
             raise ConnectionError(_no_downloads())
         # Not downloaded yet. tfds retries a failing download for minutes; when the hosts cannot even be
         # reached, let the real call fail after one try instead (a cached download never gets here).
         from tensorflow_datasets.core.download import downloader  # noqa: PLC0415
 
-        guard = contextlib.nullcontext() if runtime.can_reach(*MALARIA_HOSTS) else _few_retries(downloader)
+        reachable = runtime.can_reach(*MALARIA_HOSTS)
         try:
-            with guard:
+            with contextlib.nullcontext() if reachable else _quiet_attempt(tfds, downloader):
                 builder.download_and_prepare()
         except Exception:
             _remove_empty_download_dirs(Path(builder.data_dir).parents[1] / "downloads")
+            _remove_empty_dirs(Path(builder.data_dir), up_to=Path(builder.data_dir).parents[1])
             raise
     ds = builder.as_dataset(split="train", as_supervised=True,
                             decoders={"image": tfds.decode.SkipDecoding()})  # bytes: decode only what we keep
@@ -631,13 +675,17 @@ def banner(info: DataInfo, *, force: bool = False) -> None:
         print(f"data: {info.name} from {info.source} ({info.task}, {info.n_classes} classes, {info.image_size}px)")
         return
     text = (f"STAND-IN DATA for {info.name}: synthetic images with the same format replace the real data set "
-            f"(see info.notes for why and how to get the real one). The lesson runs the same way, but every "
+            "(why, and how to get the real one: {where}). The lesson runs the same way, but every "
             f"number it prints is a stand-in result, not a real one.")
     if runtime.in_notebook():
+        import html  # noqa: PLC0415
+
         from IPython.display import HTML, display  # noqa: PLC0415
 
-        display(HTML('<div style="border:3px solid #c60; background:#fff3e0; padding:8px 12px; '
-                     'font-weight:bold; color:#803300">&#9888; ' + text + "</div>"))
+        why = (f'<div style="font-weight:normal; margin-top:4px">{html.escape(info.notes)}</div>'
+               if info.notes else "")
+        display(HTML('<div style="border:3px solid #c60; background:#fff3e0; padding:8px 12px; font-weight:bold; '
+                     'color:#803300">&#9888; ' + html.escape(text.replace("{where}", "below")) + why + "</div>"))
     else:
         line = "!" * 78
-        print(f"{line}\n{text}\n{line}")
+        print(f"{line}\n{text.replace('{where}', 'the warning above, and info.notes')}\n{line}")

@@ -3,6 +3,7 @@ after the first batch, a full disk, an interrupted run. Each case must end in a 
 CourseError, never in a silent wrong result or a crash that repeats on every later call."""
 import errno
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -203,6 +204,7 @@ def test_a_failed_tfds_attempt_leaves_no_temporary_folder(tmp_path, monkeypatch,
 
     def failing_download(self, *a, **k):
         calls.append(self.name)
+        Path(self.data_dir).mkdir(parents=True, exist_ok=True)  # as tfds does before it downloads
         raise ConnectionError("simulated: no route to host")
 
     monkeypatch.setattr(dataset_builder.DatasetBuilder, "download_and_prepare", failing_download)
@@ -215,6 +217,7 @@ def test_a_failed_tfds_attempt_leaves_no_temporary_folder(tmp_path, monkeypatch,
     with pytest.raises(CourseError, match="source='auto'") as err:
         D.load_malaria(source="real", data_dir=tmp_path / "tfds", image_size=16, max_images=10)
     assert sorted(p.name for p in tmp.iterdir()) == ["tmpkeepmetfds"]
+    assert not (tmp_path / "tfds" / "malaria").exists(), "an empty data set folder was left behind"
     if offline:
         assert calls == [] and "COURSE_OFFLINE" in str(err.value)
     else:
