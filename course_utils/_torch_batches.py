@@ -5,11 +5,13 @@ in full (dtype, shapes, label values, output count against the labels, extra ten
 with messages that say how to fix the data. Every batch's labels are checked too (:func:`check_labels`:
 shape, range and whole numbers for the task, from one min/max on the small labels tensor while it is
 still on the CPU), so a bad label in batch 500 is a clear error naming it, not a silent target of 2 for
-BCE or a raw IndexError. ``loss_targets`` shapes the labels for the loss.
+BCE or a raw IndexError. ``loss_targets`` shapes the labels for the loss; ``default_loss`` is the loss
+when none is given (BCE for one logit or multi-label, cross-entropy for softmax outputs).
 """
 from __future__ import annotations
 
 from .metrics import TASKS
+from .model_info import ModelInfo
 from .runtime import CourseError, import_torch
 
 
@@ -175,3 +177,43 @@ def loss_targets(y, task: str, n_out: int):
 
 def name_of(fn) -> str:
     return getattr(fn, "__name__", None) or type(fn).__name__
+
+
+# ============================================================================ the default loss
+def n_outputs(model, info: ModelInfo | None) -> int | None:
+    """The model's output count: from ``info``, else the last ``nn.Linear`` (None if there is none)."""
+    if info is not None:
+        return info.n_classes
+    torch = import_torch()
+    linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    return linears[-1].out_features if linears else None
+
+
+def default_loss(task: str, n_out: int | None):
+    """The loss when none is given: BCE for one logit or multi-label, cross-entropy for softmax outputs."""
+    torch = import_torch()
+    if task == "multi-label" or (task == "binary" and n_out == 1):
+        return torch.nn.BCEWithLogitsLoss()
+    if task == "binary" and n_out is None:
+        return _AutoBinaryLoss()
+    return torch.nn.CrossEntropyLoss()
+
+
+class _AutoBinaryLoss:
+    """Default binary loss when the output size is not known in advance: BCE for one logit, CE for two."""
+
+    def __call__(self, logits, target):
+        import torch.nn.functional as F  # noqa: PLC0415
+
+        if logits.shape[1] == 1:
+            return F.binary_cross_entropy_with_logits(logits, target)
+        return F.cross_entropy(logits, target)
+
+
+def loss_params(loss_fn) -> list:
+    """The loss's parameters and buffers (e.g. a ``pos_weight``): their device is where the loss runs."""
+    params = getattr(loss_fn, "parameters", None)
+    buffers = getattr(loss_fn, "buffers", None)
+    out = list(params()) if callable(params) else []
+    out += list(buffers()) if callable(buffers) else []
+    return out

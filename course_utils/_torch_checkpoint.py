@@ -17,7 +17,12 @@ A checkpoint belongs to its settings (:func:`run_settings`: loss with its consta
 lr, schedule, clipping, weight decay, seed, batches per epoch, plus what the caller adds, e.g. the
 data set and image size). They are stored in it; ``resume=True`` with other settings starts fresh and
 says so in one line, instead of silently reloading another run. :func:`settings_key` is a short hash
-of them, for keying the file name (``checkpoint_path="runs/effnet_{key}.pt"``).
+of them, for keying the file name (``checkpoint_path="runs/effnet_{key}.pt"``, :func:`keyed_path`).
+
+For :func:`~course_utils.train_torch.fit`: :func:`resume_run` decides where a run starts (fresh, or where
+its checkpoint stopped, or fresh with a one-line reason), and :class:`RunProgress` saves a checkpoint after
+every epoch and, when a run fails part-way, attaches the finished epochs to the exception and names the
+last good checkpoint.
 """
 from __future__ import annotations
 
@@ -35,6 +40,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .history import History
 from .runtime import CourseError, import_torch
 
 _FORMAT = "course_utils.train_torch checkpoint"
@@ -123,6 +129,13 @@ def run_settings(*, model, info, loss_fn, task, epochs, lr, weight_decay, schedu
 def settings_key(settings: dict) -> str:
     """A short (8 hex digits) hash of the settings: equal settings, equal key."""
     return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:8]
+
+
+def keyed_path(path: str | os.PathLike | None, settings: dict) -> str | os.PathLike | None:
+    """``path`` with ``{key}`` replaced by :func:`settings_key` of ``settings``, so each setting gets its own file."""
+    if path is not None and "{key}" in str(path):
+        return str(path).replace("{key}", settings_key(settings))
+    return path
 
 
 def settings_diff(stored: dict | None, current: dict, limit: int = 3) -> str:
@@ -290,3 +303,70 @@ def load_checkpoint(path: Path, model, optimizer, scheduler, scaler, history, be
     best.state = {k: v.cpu() for k, v in b["state"].items()} if b["state"] is not None else None
     _set_rng_state(state["rng"], loader)
     return int(state["epoch"]), int(state["bad_epochs"])
+
+
+# ============================================================================ a run: resume, save, report
+def resume_run(ckpt: Path | None, resume: bool, state: tuple, dev, epochs: int, progress: bool) -> tuple[int, int]:
+    """(first epoch to run, epochs without improvement so far): (0, 0), or where the checkpoint stopped."""
+    if not resume:
+        return 0, 0
+    if ckpt is None:
+        raise CourseError("resume=True needs checkpoint_path")
+    if not ckpt.exists():
+        if progress:  # not "from scratch": the model object may hold weights from an earlier call
+            print(f"no checkpoint at {ckpt} yet: training starts from the model's current weights "
+                  "(fresh if it was just built; rebuild it for a clean start)")
+        return 0, 0
+    stored = read_checkpoint(ckpt, dev)  # integrity first: a damaged file is an error, whatever its settings
+    changed = settings_diff(stored.get("settings"), state[4].meta["settings"])
+    if changed:  # another run's checkpoint: reloading it would silently skip this run's training
+        state[4].meta["fresh_start"] = changed
+        print(f"not resumed: {ckpt} holds a run with other settings ({changed}); training starts from the "
+              "model's current weights and overwrites it")
+        return 0, 0
+    start_epoch, bad_epochs = load_checkpoint(ckpt, *state, dev, state=stored)
+    state[4].meta["resumed_from_epoch"] = start_epoch
+    if progress:
+        print(f"resumed from {ckpt} after epoch {start_epoch}/{epochs}" if start_epoch else
+              f"resumed from {ckpt}: no epoch had finished, so training restarts from the initial state saved "
+              "there (weights, optimizer and random state as the run began)")
+    return start_epoch, bad_epochs
+
+
+class RunProgress:
+    """Where a fit run is (epoch, phase, last checkpoint written), so that an error can say so."""
+
+    def __init__(self, ckpt: Path | None, epochs: int, saved_epoch: int | None):
+        self.ckpt, self.epochs, self.saved_epoch = ckpt, epochs, saved_epoch
+        self.epoch, self.phase = None, "starting"
+
+    def save(self, epoch: int, state: tuple, bad_epochs: int) -> None:
+        """Write the checkpoint after ``epoch`` (0: the initial state), when the run has one, and note it as the
+        last good one. ``state`` is fit's ``(model, optimizer, scheduler, scaler, history, best, loader)``."""
+        if self.ckpt is None:
+            return
+        self.phase = "saving the checkpoint" if epoch else "saving the initial checkpoint"
+        save_checkpoint(self.ckpt, epoch, self.epochs, *state[:6], bad_epochs, state[6])
+        self.saved_epoch = epoch
+
+    def keep(self, exc: BaseException, history: History) -> None:
+        """Attach the History of the finished epochs to ``exc`` (``exc.history``) and say where the run
+        stopped and which checkpoint is the last good one: in a CourseError's message, or as a note."""
+        with contextlib.suppress(AttributeError, TypeError):
+            exc.history = history
+        if history.n_epochs == 0 and not self.saved_epoch:
+            return  # nothing done yet: the error speaks for itself
+        where = f"epoch {self.epoch}/{self.epochs} ({self.phase})" if self.epoch else self.phase
+        text = (f"fit stopped in {where}; the History of the {history.n_epochs} finished epoch(s) is attached as "
+                "exc.history (e.g. `except CourseError as exc: history = exc.history`)")
+        if self.ckpt is None:
+            text += "; no checkpoint was saved (pass checkpoint_path= to be able to resume)."
+        elif self.saved_epoch is None:
+            text += f"; no checkpoint was written to {self.ckpt}."
+        else:
+            text += (f"; the last good checkpoint is {self.ckpt} (after epoch {self.saved_epoch}): "
+                     f"fit(..., checkpoint_path={str(self.ckpt)!r}, resume=True) continues from it.")
+        if isinstance(exc, CourseError) and exc.args and isinstance(exc.args[0], str):
+            exc.args = (f"{exc.args[0].rstrip('.')}. {text[0].upper()}{text[1:]}", *exc.args[1:])
+        elif hasattr(exc, "add_note"):
+            exc.add_note(text)

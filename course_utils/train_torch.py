@@ -40,11 +40,12 @@ The loss receives targets shaped for it: float ``[B, 1]`` for a single-logit bin
 ``[B]`` for softmax outputs, float ``[B, L]`` for multi-label. ``predict`` returns probabilities
 (``metrics.probabilities_torch``) ``[N, 2]`` for binary (either output form), ``[N, C]`` for
 multi-class and ``[N, L]`` for multi-label. Private helpers: ``_torch_batches`` (reading and
-checking batches), ``_torch_checkpoint`` (saving and resuming).
+checking batches, the default loss), ``_torch_checkpoint`` (settings, saving and resuming),
+``_torch_records`` (an epoch's running sums, the History line, the best epoch).
 """
 from __future__ import annotations
 
-import contextlib
+import functools
 import math
 import os
 import time
@@ -53,10 +54,12 @@ from pathlib import Path
 from typing import Any, Callable
 
 from . import metrics as _metrics
-from ._torch_batches import (check_args, check_inputs, check_labels, check_outputs, check_task, first_loss,
-                             loss_targets, name_of, require_batches, split_batch, to_device)
-from ._torch_checkpoint import (load_checkpoint, read_checkpoint, run_settings, save_checkpoint, settings_diff,
-                                settings_key)
+from ._torch_batches import (check_args, check_inputs, check_labels, check_outputs, check_task, default_loss,
+                             first_loss, loss_params, loss_targets, n_outputs, name_of, require_batches, split_batch,
+                             to_device)
+from ._torch_checkpoint import RunProgress, keyed_path, resume_run, run_settings, settings_key
+from ._torch_records import (BestEpoch, EpochSums, is_better, log_epoch, patience_used_up, restore_best_epoch,
+                             user_stacklevel)
 from .history import History
 from .model_info import ModelInfo
 from .runtime import CourseError, import_torch, seed_everything, torch_device
@@ -93,7 +96,7 @@ def train_one_epoch(model, loader, loss_fn: Callable, optimizer, *, task: str = 
     params = _in_model_order(model, [p for group in optimizer.param_groups for p in group["params"]])
     model.train()
     _frozen_batchnorm_to_eval(model, every=batchnorm_eval)
-    run = _Running(dev, task)
+    run = EpochSums(dev, task)
     bar = _bar(loader, progress, desc)
     n_out = None  # the model's output count, known after the first forward pass
     for step, batch in enumerate(bar):
@@ -134,7 +137,7 @@ def train_one_epoch(model, loader, loss_fn: Callable, optimizer, *, task: str = 
             bar.set_postfix(loss=f"{run.loss.item() / max(run.n, 1):.4f}", refresh=False)
     if run.skipped:
         warnings.warn(f"{desc}: skipped {run.skipped} batch(es) with non-finite inputs or loss "
-                      "(NaN/inf pixels, or a learning rate that is too high)", stacklevel=3)
+                      "(NaN/inf pixels, or a learning rate that is too high)", stacklevel=user_stacklevel())
     if run.n == 0:
         raise CourseError(f"{desc}: every batch was skipped because its inputs or loss were "
                           "not finite. Check the images for NaN/inf and lower the learning rate.")
@@ -158,9 +161,9 @@ def evaluate(model, loader, task: str, *, loss_fn: Callable | None = None, class
     logits, labels, extra = _forward_all(model, loader, device, amp, channels_last, keep_extra=True, task=task)
     if labels is None:
         raise CourseError("evaluate needs a loader that yields (images, labels)")
-    loss_fn = loss_fn if loss_fn is not None else _default_loss(task, logits.shape[1])
+    loss_fn = loss_fn if loss_fn is not None else default_loss(task, logits.shape[1])
     with torch.no_grad():
-        dev = next(iter(p.device for p in _loss_params(loss_fn)), torch.device("cpu"))
+        dev = next(iter(p.device for p in loss_params(loss_fn)), torch.device("cpu"))
         target = loss_targets(labels, task, logits.shape[1]).to(dev)
         loss = float(loss_fn(logits.to(dev), target, *(e.to(dev) for e in extra)))
     probs = _metrics.probabilities_torch(logits, task).numpy()
@@ -339,68 +342,58 @@ def fit(model, train_loader, val_loader=None, *, epochs: int, loss_fn: Callable 
     dev = torch.device(torch_device(device))
     use_amp, use_cl = _amp_switch(amp, dev), _switch(channels_last, dev.type == "cuda", "channels_last")
     model.to(dev, memory_format=torch.channels_last if use_cl else torch.contiguous_format)
-    loss_fn = loss_fn if loss_fn is not None else _default_loss(task, _n_outputs(model, info))
+    loss_fn = loss_fn if loss_fn is not None else default_loss(task, n_outputs(model, info))
     monitor = _resolve_monitor(monitor, val_loader, early_stopping_patience)
-    optimizer = _adamw(model, lr, weight_decay)
-    factor = _cosine(epochs * len(train_loader), min_lr_ratio) if schedule == "cosine" else (lambda step: 1.0)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-    scaler = torch.amp.GradScaler(dev.type, enabled=use_amp)
-    run_key = run_settings(model=model, info=info, loss_fn=loss_fn, task=task, epochs=epochs, lr=lr,
-                           weight_decay=weight_decay, schedule=schedule, min_lr_ratio=min_lr_ratio,
-                           clip_grad_norm=clip_grad_norm, batchnorm_eval=batchnorm_eval, monitor=monitor, seed=seed,
-                           train_loader=train_loader, extra=settings)
-    if checkpoint_path is not None and "{key}" in str(checkpoint_path):
-        checkpoint_path = str(checkpoint_path).replace("{key}", settings_key(run_key))
-    history = History(meta={
-        "engine": "course_utils.train_torch.fit", "task": task, "device": str(dev), "amp": use_amp,
-        "amp_dtype": "float16" if use_amp else None, "channels_last": use_cl, "epochs_planned": epochs, "lr": lr,
-        "weight_decay": weight_decay, "batchnorm_eval": batchnorm_eval, "schedule": schedule,
-        "min_lr_ratio": min_lr_ratio, "clip_grad_norm": clip_grad_norm, "monitor": monitor,
-        "loss_fn": name_of(loss_fn),
-        "model": info.to_dict() if info is not None else {"arch": type(model).__name__},
-        "trainable_params": sum(p.numel() for g in optimizer.param_groups for p in g["params"]),
-        "skipped_batches": 0, "skipped_per_epoch": [], "epoch_seconds": [], "best_epoch": None, "best_value": None,
-        "restored_best": False, "stopped_early_at": None, "resumed_from_epoch": None,
-        "checkpoint": str(checkpoint_path) if checkpoint_path else None,
-        "settings": run_key, "settings_key": settings_key(run_key), "fresh_start": None})
-    best, ckpt = _Best(monitor), (Path(checkpoint_path) if checkpoint_path else None)
+    optimizer, scheduler, scaler = _optimization(model, lr, weight_decay, schedule, min_lr_ratio,
+                                                 epochs * len(train_loader), dev, use_amp)
+    asked = dict(task=task, epochs=epochs, lr=lr, weight_decay=weight_decay, schedule=schedule,
+                 min_lr_ratio=min_lr_ratio, clip_grad_norm=clip_grad_norm, batchnorm_eval=batchnorm_eval,
+                 monitor=monitor, seed=seed)
+    run_key = run_settings(model=model, info=info, loss_fn=loss_fn, train_loader=train_loader, extra=settings, **asked)
+    checkpoint_path = keyed_path(checkpoint_path, run_key)
+    history = History(meta=_fit_meta(model, info, loss_fn, optimizer, dev, use_amp, use_cl, checkpoint_path,
+                                     run_key, asked))
+    best, ckpt = BestEpoch(monitor), (Path(checkpoint_path) if checkpoint_path else None)
     state = (model, optimizer, scheduler, scaler, history, best, train_loader)
-    start_epoch, bad_epochs = _resume(ckpt, resume, state, dev, epochs, progress)
-    run = _Progress(ckpt, epochs, start_epoch if history.meta["resumed_from_epoch"] is not None else None)
+    start_epoch, bad_epochs = resume_run(ckpt, resume, state, dev, epochs, progress)
+    run = RunProgress(ckpt, epochs, start_epoch if history.meta["resumed_from_epoch"] is not None else None)
+    train = functools.partial(train_one_epoch, model, train_loader, loss_fn, optimizer, task=task,
+                              scheduler=scheduler, scaler=scaler, clip_grad_norm=clip_grad_norm, amp=use_amp,
+                              channels_last=use_cl, batchnorm_eval=batchnorm_eval, progress=progress)
+    validate = None if val_loader is None else functools.partial(
+        evaluate, model, val_loader, task, loss_fn=loss_fn, device=str(dev), amp=use_amp, channels_last=use_cl)
+    _run_epochs(train, validate, state, run, start_epoch, bad_epochs, early_stopping_patience, progress)
+    restore_best_epoch(model, best, history, restore_best, progress)
+    return history
 
+
+def _run_epochs(train: Callable, validate: Callable | None, state: tuple, run: RunProgress, start_epoch: int,
+                bad_epochs: int, patience: int | None, progress: bool) -> None:
+    """fit's epoch loop: ``train()`` one epoch, ``validate()``, log it, track the best epoch, save a checkpoint,
+    stop early. An error part-way keeps the finished epochs (``exc.history``) and names the last good checkpoint."""
+    model, optimizer, history, best = state[0], state[1], state[4], state[5]
+    epochs = run.epochs
     with warnings.catch_warnings():
         # the GradScaler may skip the very first optimizer step (inf gradients at its initial
         # scale); torch then warns that the scheduler stepped first. That is expected with AMP.
         warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler\.step\(\)` before")
         try:
-            if ckpt is not None and run.saved_epoch is None:
-                # the initial state (epoch 0): resume=True after a stop in epoch 1 restarts from it exactly
-                run.phase = "saving the initial checkpoint"
-                save_checkpoint(ckpt, 0, epochs, *state[:6], bad_epochs, train_loader)
-                run.saved_epoch = 0
+            if run.saved_epoch is None:  # the initial state: resume=True after a stop in epoch 1 restarts from it
+                run.save(0, state, bad_epochs)
             for epoch in range(start_epoch, epochs):
-                if _patience_used_up(early_stopping_patience, bad_epochs):
+                if patience_used_up(patience, bad_epochs):
                     break
                 run.epoch, run.phase = epoch + 1, "training"
                 t0, epoch_lr = time.perf_counter(), optimizer.param_groups[0]["lr"]
-                stats = train_one_epoch(model, train_loader, loss_fn, optimizer, task=task, scheduler=scheduler,
-                                        scaler=scaler, clip_grad_norm=clip_grad_norm, amp=use_amp,
-                                        channels_last=use_cl, batchnorm_eval=batchnorm_eval,
-                                        check=epoch == start_epoch, progress=progress,
-                                        desc=f"epoch {epoch + 1}/{epochs}")
+                stats = train(check=epoch == start_epoch, desc=f"epoch {epoch + 1}/{epochs}")
                 run.phase = "validation"
-                val = None if val_loader is None else evaluate(model, val_loader, task, loss_fn=loss_fn,
-                                                                device=str(dev), amp=use_amp, channels_last=use_cl)
-                record = _log_epoch(history, stats, epoch_lr, val, t0)
+                record = log_epoch(history, stats, epoch_lr, None if validate is None else validate(), t0)
                 if best.monitor is not None:
                     bad_epochs = 0 if best.update(record, epoch + 1, model) else bad_epochs + 1
                 if progress:
                     print(f"epoch {epoch + 1}/{epochs}: " + "  ".join(f"{k}={v:.4g}" for k, v in record.items()))
-                if ckpt is not None:
-                    run.phase = "saving the checkpoint"
-                    save_checkpoint(ckpt, epoch + 1, epochs, *state[:6], bad_epochs, train_loader)
-                    run.saved_epoch = epoch + 1
-                if _patience_used_up(early_stopping_patience, bad_epochs) and epoch + 1 < epochs:
+                run.save(epoch + 1, state, bad_epochs)
+                if patience_used_up(patience, bad_epochs) and epoch + 1 < epochs:
                     history.meta["stopped_early_at"] = epoch + 1
                     if progress:
                         print(f"early stopping: {best.monitor} did not improve for {bad_epochs} epochs")
@@ -408,91 +401,25 @@ def fit(model, train_loader, val_loader=None, *, epochs: int, loss_fn: Callable 
         except BaseException as exc:  # Ctrl-C included: keep what was done, and say where it is
             run.keep(exc, history)
             raise
-    _restore_best(model, best, history, restore_best, progress)
-    return history
 
 
-class _Progress:
-    """Where a fit run is (epoch, phase, last checkpoint written), so that an error can say so."""
-
-    def __init__(self, ckpt: Path | None, epochs: int, saved_epoch: int | None):
-        self.ckpt, self.epochs, self.saved_epoch = ckpt, epochs, saved_epoch
-        self.epoch, self.phase = None, "starting"
-
-    def keep(self, exc: BaseException, history: History) -> None:
-        """Attach the History of the finished epochs to ``exc`` (``exc.history``) and say where the run
-        stopped and which checkpoint is the last good one: in a CourseError's message, or as a note."""
-        with contextlib.suppress(AttributeError, TypeError):
-            exc.history = history
-        if history.n_epochs == 0 and not self.saved_epoch:
-            return  # nothing done yet: the error speaks for itself
-        where = f"epoch {self.epoch}/{self.epochs} ({self.phase})" if self.epoch else self.phase
-        text = (f"fit stopped in {where}; the History of the {history.n_epochs} finished epoch(s) is attached as "
-                "exc.history (e.g. `except CourseError as exc: history = exc.history`)")
-        if self.ckpt is None:
-            text += "; no checkpoint was saved (pass checkpoint_path= to be able to resume)."
-        elif self.saved_epoch is None:
-            text += f"; no checkpoint was written to {self.ckpt}."
-        else:
-            text += (f"; the last good checkpoint is {self.ckpt} (after epoch {self.saved_epoch}): "
-                     f"fit(..., checkpoint_path={str(self.ckpt)!r}, resume=True) continues from it.")
-        if isinstance(exc, CourseError) and exc.args and isinstance(exc.args[0], str):
-            exc.args = (f"{exc.args[0].rstrip('.')}. {text[0].upper()}{text[1:]}", *exc.args[1:])
-        elif hasattr(exc, "add_note"):
-            exc.add_note(text)
-
-
-def _log_epoch(history: History, stats: dict, lr: float, val: dict | None, t0: float) -> dict[str, float]:
-    """Append the epoch's record (training stats, lr, validation metrics) and bookkeeping to ``history``."""
-    record = {"loss": stats["loss"], "accuracy": stats["accuracy"], "lr": lr}
-    if not math.isnan(stats["grad_norm"]):
-        record["grad_norm"] = stats["grad_norm"]
-        record["clipped"] = stats["clipped"] / max(stats["steps"], 1)  # share of steps clipping shortened
-    if val is not None:
-        record.update({f"val_{k}": val[k] for k in ("loss", "accuracy", "auc", "ap")})
-    history.append(**record)
-    history.meta["skipped_batches"] += stats["skipped"]
-    history.meta["skipped_per_epoch"].append(stats["skipped"])
-    history.meta["epoch_seconds"].append(round(time.perf_counter() - t0, 3))
-    return record
-
-
-def _resume(ckpt: Path | None, resume: bool, state: tuple, dev, epochs: int, progress: bool) -> tuple[int, int]:
-    """(first epoch to run, epochs without improvement so far): (0, 0), or where the checkpoint stopped."""
-    if not resume:
-        return 0, 0
-    if ckpt is None:
-        raise CourseError("resume=True needs checkpoint_path")
-    if not ckpt.exists():
-        if progress:  # not "from scratch": the model object may hold weights from an earlier call
-            print(f"no checkpoint at {ckpt} yet: training starts from the model's current weights "
-                  "(fresh if it was just built; rebuild it for a clean start)")
-        return 0, 0
-    stored = read_checkpoint(ckpt, dev)  # integrity first: a damaged file is an error, whatever its settings
-    changed = settings_diff(stored.get("settings"), state[4].meta["settings"])
-    if changed:  # another run's checkpoint: reloading it would silently skip this run's training
-        state[4].meta["fresh_start"] = changed
-        print(f"not resumed: {ckpt} holds a run with other settings ({changed}); training starts from the "
-              "model's current weights and overwrites it")
-        return 0, 0
-    start_epoch, bad_epochs = load_checkpoint(ckpt, *state, dev, state=stored)
-    state[4].meta["resumed_from_epoch"] = start_epoch
-    if progress:
-        print(f"resumed from {ckpt} after epoch {start_epoch}/{epochs}" if start_epoch else
-              f"resumed from {ckpt}: no epoch had finished, so training restarts from the initial state saved "
-              "there (weights, optimizer and random state as the run began)")
-    return start_epoch, bad_epochs
-
-
-def _restore_best(model, best: "_Best", history: History, restore_best: bool, progress: bool) -> None:
-    if best.monitor is None:
-        return
-    history.meta.update(best_epoch=best.epoch, best_value=best.value, monitor=best.monitor)
-    if restore_best and best.state is not None:
-        model.load_state_dict(best.state)
-        history.meta["restored_best"] = True
-        if progress:
-            print(f"restored the best weights: epoch {best.epoch}, {best.monitor}={best.value:.4g}")
+def _fit_meta(model, info: ModelInfo | None, loss_fn, optimizer, dev, amp: bool, channels_last: bool,
+              checkpoint_path, run_key: dict, asked: dict) -> dict[str, Any]:
+    """A new run's ``History.meta``: what was asked (``asked``: fit's settings), the device and switches used,
+    the model, and what happened so far (nothing yet; filled in as the run goes)."""
+    a = asked
+    return {
+        "engine": "course_utils.train_torch.fit", "task": a["task"], "device": str(dev), "amp": amp,
+        "amp_dtype": "float16" if amp else None, "channels_last": channels_last, "epochs_planned": a["epochs"],
+        "lr": a["lr"], "weight_decay": a["weight_decay"], "batchnorm_eval": a["batchnorm_eval"],
+        "schedule": a["schedule"], "min_lr_ratio": a["min_lr_ratio"], "clip_grad_norm": a["clip_grad_norm"],
+        "monitor": a["monitor"], "loss_fn": name_of(loss_fn),
+        "model": info.to_dict() if info is not None else {"arch": type(model).__name__},
+        "trainable_params": sum(p.numel() for g in optimizer.param_groups for p in g["params"]),
+        "skipped_batches": 0, "skipped_per_epoch": [], "epoch_seconds": [], "best_epoch": None, "best_value": None,
+        "restored_best": False, "stopped_early_at": None, "resumed_from_epoch": None,
+        "checkpoint": str(checkpoint_path) if checkpoint_path else None,
+        "settings": run_key, "settings_key": settings_key(run_key), "fresh_start": None}
 
 
 # ============================================================================ two phases
@@ -566,7 +493,7 @@ def _join_phases(model, h1: History, h2: History, head_best: dict | None, *, hea
     if last is h2 and h2.meta.get("best_epoch") is not None:
         history.meta["best_epoch"] = h1.n_epochs + h2.meta["best_epoch"]
         if head_best is not None and h2.meta.get("monitor") == h1.meta.get("monitor") and \
-                _better(h1.meta["best_value"], h2.meta["best_value"], h1.meta["monitor"]):
+                is_better(h1.meta["best_value"], h2.meta["best_value"], h1.meta["monitor"]):
             model.load_state_dict(head_best)  # fine-tuning never beat the head-only model
             history.meta.update(best_phase=1, best_epoch=h1.meta["best_epoch"], best_value=h1.meta["best_value"])
             if progress:
@@ -575,83 +502,14 @@ def _join_phases(model, h1: History, h2: History, head_best: dict | None, *, hea
     return history
 
 
-def _better(a: float | None, b: float | None, monitor: str) -> bool:
-    """Is value ``a`` strictly better than ``b`` for ``monitor``?"""
-    if a is None or b is None or math.isnan(a) or math.isnan(b):
-        return a is not None and not math.isnan(a) and (b is None or math.isnan(b))
-    return a < b if "loss" in monitor else a > b
-
-
-# ============================================================================ helpers: training state
-class _Running:
-    """The epoch's running sums, kept as tensors on the device (no GPU sync per batch)."""
-
-    def __init__(self, dev, task: str):
-        torch = import_torch()
-        self.task = task
-        self.loss, self.correct = torch.zeros((), device=dev), torch.zeros((), device=dev)
-        self.norm_sum, self.n_norms = torch.zeros((), device=dev), torch.zeros((), device=dev)
-        self.n_clipped = torch.zeros((), device=dev)
-        self.n, self.decisions, self.skipped, self.steps = 0, 0, 0, 0
-
-    def add(self, loss, logits, target) -> None:
-        logits = logits.detach()
-        self.loss += loss.detach().float() * len(logits)
-        if self.task == "multi-label" or logits.shape[1] == 1:
-            self.correct += ((logits > 0).float() == target).sum()
-        else:
-            self.correct += (logits.argmax(dim=1) == target).sum()
-        self.n += len(logits)
-        self.steps += 1
-        self.decisions += target.numel() if self.task == "multi-label" else len(logits)
-
-    def add_norm(self, norm, limit: float) -> None:
-        torch = import_torch()
-        finite = torch.isfinite(norm)  # AMP: an inf norm is a step the GradScaler skips
-        self.norm_sum += torch.where(finite, norm.detach().float(), 0.0)
-        self.n_norms += finite
-        self.n_clipped += finite & (norm.detach() > limit)  # clip_grad_norm_ rescales only above the limit
-
-    def result(self) -> dict[str, float]:
-        n_norms = self.n_norms.item()
-        return {"loss": self.loss.item() / self.n, "accuracy": self.correct.item() / self.decisions,
-                "grad_norm": self.norm_sum.item() / n_norms if n_norms else math.nan,
-                "clipped": int(self.n_clipped.item()), "steps": self.steps, "skipped": self.skipped, "n": self.n}
-
-
-class _Best:
-    """Remembers the best value of the monitored metric and a CPU copy of the weights at that epoch."""
-
-    def __init__(self, monitor: str | None):
-        self.monitor = monitor
-        self.value: float | None = None
-        self.epoch: int | None = None
-        self.state: dict | None = None
-        self.tiebreak: float | None = None  # val_loss at the best epoch: breaks ties (e.g. AUC stuck at 1.0)
-
-    @property
-    def mode(self) -> str:
-        return "min" if self.monitor and "loss" in self.monitor else "max"
-
-    def update(self, record: dict, epoch: int, model) -> bool:
-        value = record.get(self.monitor)
-        if value is None:
-            raise CourseError(f"monitor={self.monitor!r} is not a recorded metric; choose one of {sorted(record)}")
-        if math.isnan(value) and self.monitor != "val_loss" and not math.isnan(record.get("val_loss", math.nan)):
-            warnings.warn(f"{self.monitor} is undefined this epoch (one class only in the validation set?); "
-                          "monitoring val_loss instead", stacklevel=3)
-            self.monitor, self.value = "val_loss", None
-            value = record["val_loss"]
-        if math.isnan(value):
-            return False
-        loss = record.get("val_loss", math.nan)
-        better = self.value is None or (value < self.value if self.mode == "min" else value > self.value)
-        if not better and value == self.value and self.monitor != "val_loss" and self.tiebreak is not None:
-            better = loss < self.tiebreak
-        if better:
-            self.value, self.epoch, self.tiebreak = float(value), epoch, float(loss)
-            self.state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
-        return better
+# ============================================================================ helpers: optimization
+def _optimization(model, lr: float, weight_decay: float, schedule: str, min_lr_ratio: float, total_steps: int,
+                  dev, amp: bool) -> tuple:
+    """fit's optimizer (:func:`_adamw`), its per-step schedule (cosine or constant) and the GradScaler."""
+    torch = import_torch()
+    optimizer = _adamw(model, lr, weight_decay)
+    factor = _cosine(total_steps, min_lr_ratio) if schedule == "cosine" else (lambda step: 1.0)
+    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, factor), torch.amp.GradScaler(dev.type, enabled=amp)
 
 
 def _adamw(model, lr: float, weight_decay: float):
@@ -678,10 +536,6 @@ def _in_model_order(model, params: list) -> list:
     on its order, and Adam turns such last-bit differences into visibly different weights)."""
     position = {id(p): i for i, p in enumerate(model.parameters())}
     return sorted(params, key=lambda p: position.get(id(p), len(position)))
-
-
-def _patience_used_up(patience: int | None, bad_epochs: int) -> bool:
-    return patience is not None and bad_epochs >= patience
 
 
 def _frozen_batchnorm_to_eval(model, every: bool = False) -> None:
@@ -731,42 +585,4 @@ def _resolve_monitor(monitor: str | None, val_loader, patience: int | None) -> s
     if patience is not None and monitor is None:
         raise CourseError("early stopping needs a monitored metric: pass val_loader (and monitor)")
     return monitor
-
-
-# ============================================================================ helpers: losses
-def _n_outputs(model, info: ModelInfo | None) -> int | None:
-    """The model's output count: from ``info``, else the last ``nn.Linear`` (None if there is none)."""
-    if info is not None:
-        return info.n_classes
-    torch = import_torch()
-    linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
-    return linears[-1].out_features if linears else None
-
-
-def _default_loss(task: str, n_out: int | None):
-    torch = import_torch()
-    if task == "multi-label" or (task == "binary" and n_out == 1):
-        return torch.nn.BCEWithLogitsLoss()
-    if task == "binary" and n_out is None:
-        return _AutoBinaryLoss()
-    return torch.nn.CrossEntropyLoss()
-
-
-class _AutoBinaryLoss:
-    """Default binary loss when the output size is not known in advance: BCE for one logit, CE for two."""
-
-    def __call__(self, logits, target):
-        import torch.nn.functional as F  # noqa: PLC0415
-
-        if logits.shape[1] == 1:
-            return F.binary_cross_entropy_with_logits(logits, target)
-        return F.cross_entropy(logits, target)
-
-
-def _loss_params(loss_fn) -> list:
-    params = getattr(loss_fn, "parameters", None)
-    buffers = getattr(loss_fn, "buffers", None)
-    out = list(params()) if callable(params) else []
-    out += list(buffers()) if callable(buffers) else []
-    return out
 

@@ -289,6 +289,7 @@ def test_labels_are_checked_on_every_batch_not_only_the_first(task, n_out, bad, 
 
     from course_utils import models_torch as mt
     from course_utils import train_torch as tt
+    from course_utils._torch_batches import default_loss
 
     x, y = _torch_data(n=64)
     y = y.double() if isinstance(bad, float) else y
@@ -302,7 +303,7 @@ def test_labels_are_checked_on_every_batch_not_only_the_first(task, n_out, bad, 
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     bad_first = _torch_loader(torch.cat([x[40:48], x]), torch.cat([y[40:48], y]), batch_size=8)
     with pytest.raises(CourseError, match=match.replace("batch 3", "batch 1")):
-        tt.train_one_epoch(model, bad_first, tt._default_loss(task, n_out), opt, task=task, check=False)
+        tt.train_one_epoch(model, bad_first, default_loss(task, n_out), opt, task=task, check=False)
     params = dict(model.named_parameters())
     assert all(torch.equal(before[k], p) for k, p in params.items())  # no optimizer step on bad labels
 

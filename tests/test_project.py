@@ -58,7 +58,8 @@ def test_repository_url_is_in_sync():
 def test_every_package_module_has_a_test_module():
     modules = {p.stem for p in (ROOT / "course_utils").glob("*.py") if p.stem != "__init__"}
     # the engine's private helper modules are tested through the engine's public functions
-    private_of = {"_torch_batches": "train_torch", "_torch_checkpoint": "train_torch"}
+    private_of = {"_torch_batches": "train_torch", "_torch_checkpoint": "train_torch",
+                  "_torch_records": "train_torch"}
 
     def tested(m):  # xai_torch / xai_keras may share tests/test_xai.py with their front module
         base = re.sub(r"_(torch|keras)$", "", private_of.get(m, m))

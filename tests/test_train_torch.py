@@ -347,6 +347,7 @@ def test_a_key_in_the_checkpoint_path_gives_each_setting_its_own_file(tmp_path):
 
 def test_a_checkpoint_without_settings_is_not_resumed(tmp_path, capsys):
     from course_utils import _torch_checkpoint as C
+    from course_utils._torch_records import BestEpoch
 
     x, y = _data(n=32)
     ckpt = tmp_path / "old.pt"
@@ -359,7 +360,7 @@ def test_a_checkpoint_without_settings_is_not_resumed(tmp_path, capsys):
     opt = torch.optim.AdamW(model.parameters())
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 1.0)
     C.save_checkpoint(ckpt, 1, 1, model, opt, sched, torch.amp.GradScaler("cpu", enabled=False), h,
-                      tt._Best(None), 0, _loader(x, y))
+                      BestEpoch(None), 0, _loader(x, y))
     capsys.readouterr()
     hist = _fit_small(x, y, ckpt, resume=True)
     assert hist.meta["fresh_start"] == "the checkpoint records no settings (an older one)"
