@@ -10,8 +10,14 @@ ROOT = Path(__file__).resolve().parent
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("COURSE_CACHE", str(ROOT / "build" / "test_cache"))
 
+import importlib.util  # noqa: E402
+
 import matplotlib  # noqa: E402
 import pytest  # noqa: E402
+
+_spec = importlib.util.spec_from_file_location("output_scan", ROOT / "scripts" / "output_scan.py")
+output_scan = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(output_scan)
 
 # Headless figures in this process only: an MPLBACKEND variable would also reach the notebook
 # kernels that nbval starts, and there the inline backend must stay, as in a real session.
@@ -25,3 +31,16 @@ def _close_figures():
 
     if "matplotlib.pyplot" in sys.modules:
         sys.modules["matplotlib.pyplot"].close("all")
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item):
+    """Every notebook cell nbval runs is also scanned: noise, warnings or a frozen bar fail that cell
+    (rules and the stderr allow-list: scripts/output_scan.py)."""
+    result = yield
+    outputs = getattr(item, "test_outputs", None)
+    if outputs and str(getattr(item, "path", "")).endswith(".ipynb"):
+        found = output_scan.problems(outputs)
+        if found:
+            pytest.fail("this cell's output would show a student:\n  " + "\n  ".join(found), pytrace=False)
+    return result

@@ -18,7 +18,7 @@ from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
-from . import metrics
+from . import metrics, runtime
 from . import strategies as st
 from .pipelines import nchw_float, tensor_loader
 from .runtime import CourseError, import_torch, torch_device, torch_threads
@@ -264,7 +264,6 @@ def simulate(learner: TorchLearner, x_pool: np.ndarray, y_pool: np.ndarray, x_te
     ``full_data=True`` also trains once on the whole pool (per seed) for the label-efficiency summary.
     """
     import pandas as pd  # noqa: PLC0415
-    from tqdm.auto import tqdm  # noqa: PLC0415
 
     y_pool = np.asarray(y_pool).reshape(-1).astype(np.int64)
     y_test = np.asarray(y_test).reshape(-1).astype(np.int64)
@@ -287,8 +286,8 @@ def simulate(learner: TorchLearner, x_pool: np.ndarray, y_pool: np.ndarray, x_te
     names = [st.get_strategy(s).name for s in strategies]
     rows: list[dict[str, Any]] = []
     full_accs = []
-    bar = tqdm(total=len(seeds) * len(names) * (rounds + 1) + (len(seeds) if full_data else 0),
-               desc="active learning", disable=not progress)
+    bar = runtime.progress(total=len(seeds) * len(names) * (rounds + 1) + (len(seeds) if full_data else 0),
+                           desc="active learning", disable=not progress, leave=True)
     for seed in seeds:
         init = fixed_start if fixed_start is not None else \
             np.random.default_rng(seed).choice(len(y_pool), size=initial, replace=False)

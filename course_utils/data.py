@@ -205,9 +205,7 @@ def class_counts(labels: np.ndarray, class_names: Sequence[str]) -> dict[str, in
 
 
 def _progress(iterable, *, total: int | None = None, desc: str = "", disable: bool = False):
-    from tqdm.auto import tqdm  # noqa: PLC0415
-
-    return tqdm(iterable, total=total, desc=desc, disable=disable, leave=False)
+    return runtime.progress(iterable, total=total, desc=desc, disable=disable)
 
 
 def _resize_one(img: np.ndarray, size: int):

@@ -241,7 +241,6 @@ def write_tfrecords(images: np.ndarray, labels: np.ndarray, path: str | os.PathL
     """Write images (PNG-encoded) and labels as ``tf.train.Example`` records: the format tfds uses on disk."""
     tf = runtime.import_tensorflow()
     from PIL import Image  # noqa: PLC0415
-    from tqdm.auto import tqdm  # noqa: PLC0415
 
     images, labels = np.asarray(images), np.asarray(labels)
     if images.ndim != 4 or images.dtype != np.uint8:
@@ -249,8 +248,8 @@ def write_tfrecords(images: np.ndarray, labels: np.ndarray, path: str | os.PathL
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with tf.io.TFRecordWriter(str(path)) as writer:
-        for img, label in tqdm(zip(images, labels), total=len(images), desc="writing TFRecords",
-                               disable=len(images) < 2000, leave=False):
+        for img, label in runtime.progress(zip(images, labels), total=len(images), desc="writing TFRecords",
+                                           disable=len(images) < 2000):
             buf = io.BytesIO()
             Image.fromarray(img[..., 0] if img.shape[-1] == 1 else img).save(buf, format="PNG")
             feature = {

@@ -235,6 +235,20 @@ class torch_threads:
 
 
 # --------------------------------------------------------------------------- network
+def progress(iterable: Any = None, *, total: int | None = None, desc: str = "", leave: bool = False,
+             disable: bool = False, mininterval: float = 0.5):
+    """The course's progress bar: tqdm's text bar on stdout, redrawn in place with carriage returns.
+
+    Not ``tqdm.auto``: its notebook widget keeps its *first* frame ("0%") in an executed notebook
+    viewed without widget state; text frames fold to the last one (``scripts/run_course.py`` does it
+    for ``build/``; Jupyter, Colab and terminals do it live). It also never iterates the loader early.
+    """
+    from tqdm.std import tqdm  # noqa: PLC0415
+
+    return tqdm(iterable, total=total, desc=desc, leave=leave, disable=disable, mininterval=mininterval,
+                file=sys.stdout, ncols=None if sys.stdout.isatty() else 90)
+
+
 def network_problem(host: str, port: int = 443, timeout: float = 3.0) -> str | None:
     """None when ``host:port`` accepts a TCP connection within ``timeout`` s, else the reason it did not.
 

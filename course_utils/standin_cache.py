@@ -231,9 +231,7 @@ def make_medmnist_stand_in(flag: str, *, size: int = 28, root: str | os.PathLike
     render = STAND_INS[flag][0]
     arrays: dict[str, np.ndarray] = {}
     chunk = max(64, int(2**22 // (size * size)))  # ~4 M pixels per chunk keeps memory small
-    from tqdm.auto import tqdm  # noqa: PLC0415
-
-    with tqdm(total=n_total, desc=f"{flag} stand-in {size}px", disable=n_total < 5000, leave=False) as bar:
+    with runtime.progress(total=n_total, desc=f"{flag} stand-in {size}px", disable=n_total < 5000) as bar:
         for split, n in meta["n_samples"].items():
             rng = stand_in_rng("medmnist", flag, split, size)
             labels = draw_labels(flag, split, n, rng)
@@ -275,11 +273,9 @@ def make_malaria_stand_in(n: int, *, image_size: int = 64, seed: int = 0,
     labels = labels_from_priors(n, [0.5, 0.5], stand_in_rng("malaria", seed, n))
     images = np.empty((n, image_size, image_size, 3), np.uint8)
     chunk = max(32, int(2**21 // (image_size * image_size)))
-    from tqdm.auto import tqdm  # noqa: PLC0415
-
     starts = range(0, n, chunk)
-    for i, start in enumerate(tqdm(starts, total=len(starts), desc="malaria stand-in",
-                                   disable=n * image_size ** 2 < 2e7, leave=False)):
+    for i, start in enumerate(runtime.progress(starts, total=len(starts), desc="malaria stand-in",
+                                               disable=n * image_size ** 2 < 2e7)):
         stop = min(n, start + chunk)
         images[start:stop] = render_malaria(labels[start:stop], image_size, stand_in_rng("malaria", seed, n, i))
     if path is not None:

@@ -37,6 +37,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from .metrics import probabilities
+from . import runtime
 from .runtime import CourseError, framework_of
 
 __all__ = [
@@ -361,7 +362,7 @@ def randomization_check(model: Any, images: Any, method: str = "grad_cam", targe
     with the original maps by Spearman rank correlation. Explanations that depend on what the model
     learned should decorrelate quickly. The trained model is not touched (a copy is randomised; for a
     Keras model the copy is drawn with ``keras.utils.set_random_seed(seed)``, which reseeds the session).
-    ``progress=True`` shows a tqdm bar over the steps (off by default: a static notebook keeps its first frame).
+    ``progress=True`` shows a progress bar over the steps.
     """
     if method not in METHODS:
         raise CourseError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
@@ -378,9 +379,7 @@ def randomization_check(model: Any, images: Any, method: str = "grad_cam", targe
     steps, reset, per_image, maps = ["trained model"], [[]], [np.ones(len(x))], [original]
     done: list[str] = []
     if progress:
-        from tqdm.auto import tqdm  # noqa: PLC0415
-
-        groups = tqdm(groups, desc="randomising layers (top down)", leave=False)
+        groups = runtime.progress(groups, desc="randomising layers (top down)")
     for g in groups:
         work.reset_layers(g)
         done = done + g

@@ -24,6 +24,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "scripts"))
+
+import output_scan  # noqa: E402  (scripts/output_scan.py: what must not reach a student, and frame folding)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -106,6 +109,11 @@ def execute(nb_path: Path, out_dir: Path, mode: str, cell_timeout: int, html_pag
         bar.close()
     wall = time.perf_counter() - start
 
+    output_scan.fold_notebook(nb)             # progress frames folded to their last one, as Jupyter shows them
+    findings = [f"cell {i}: {p}" for i, cell in enumerate(nb.cells) if cell.cell_type == "code"
+                for p in output_scan.problems(cell.get("outputs", []))]
+    for finding in findings:
+        print(f"    output finding: {finding}")
     executed = out_dir / nb_path.name
     nbformat.write(nb, executed)
     if html_pages:
@@ -126,6 +134,7 @@ def execute(nb_path: Path, out_dir: Path, mode: str, cell_timeout: int, html_pag
         "status": status,
         "error": error,
         "headline": "; ".join(_fmt(r) for r in numbers),
+        "output_findings": len(findings),
     }
 
 
@@ -140,7 +149,7 @@ def _fmt(rec: dict) -> str:
 
 
 def write_summary(rows: list[dict], out_dir: Path) -> None:
-    cols = ["notebook", "mode", "data_source", "wall_s", "status", "headline", "error"]
+    cols = ["notebook", "mode", "data_source", "wall_s", "status", "headline", "error", "output_findings"]
     with open(out_dir / "summary.csv", "w", newline="", encoding="utf-8") as fh:
         w = csv.DictWriter(fh, fieldnames=cols)
         w.writeheader()
