@@ -187,7 +187,8 @@ def attribution_grid(images, maps_by_method: dict, *, row_titles: Sequence[str] 
 
 
 def deletion_insertion_curves(result, *, title: str = "Deletion and insertion", source: str | None = None):
-    """The mean class-probability curves of :func:`course_utils.xai_faithfulness.deletion_insertion`, map vs random map."""
+    """The mean class-probability curves of :func:`course_utils.xai_faithfulness.deletion_insertion`, map vs
+    random map."""
     plt = _plt()
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
     for ax, mode, better in ((axes[0], "deletion", "lower"), (axes[1], "insertion", "higher")):
