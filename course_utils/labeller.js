@@ -1,4 +1,4 @@
-// The keyboard-first labeller's front end (an anywidget ES module; Python side: widgets.Labeller).
+// The keyboard-first labeller's front end (an anywidget ES module; Python side: labeller.Labeller).
 // Keys 1-9 label the large image and advance, u or Backspace undoes, n skips. Each action is sent to
 // Python, which writes it to SQLite and answers with the next state; until then keys are ignored, so a
 // key pressed while a write is in flight can never label twice.
