@@ -54,6 +54,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from . import metrics as _metrics
+from . import runtime
 from ._torch_batches import (check_args, check_inputs, check_labels, check_outputs, check_task, default_loss,
                              first_loss, loss_params, loss_targets, n_outputs, name_of, require_batches, split_batch,
                              to_device)
@@ -320,7 +321,7 @@ def fit(model, train_loader, val_loader=None, *, epochs: int, loss_fn: Callable 
             replaced by their short hash (``meta["settings_key"]``), so each setting gets its own file.
         settings: what else makes this run this run and the engine cannot see (the data set, image size,
             augmentation ...), as a dict of plain values: part of the settings and of ``{key}``.
-        progress: show a tqdm bar per epoch.  seed: seed Python/NumPy/torch first.
+        progress: show a progress bar per epoch.  seed: seed Python/NumPy/torch first.
 
     Returns:
         History with per-epoch ``loss``, ``accuracy``, ``lr``, ``grad_norm`` (mean gradient norm
@@ -549,15 +550,9 @@ def _frozen_batchnorm_to_eval(model, every: bool = False) -> None:
 
 
 def _bar(iterable, progress: bool, desc: str):
-    if not progress:
-        return iterable
-    try:  # tqdm.auto's own class calls iter() on the loader when the bar is made (its asyncio base): a
-        # second pass started, one more random draw, so a progress bar changed the shuffling. This one does not.
-        from tqdm.auto import notebook_tqdm as tqdm  # noqa: PLC0415
-    except ImportError:
-        from tqdm import tqdm  # noqa: PLC0415
-
-    return tqdm(iterable, desc=desc, leave=False, mininterval=0.5)
+    """The epoch's progress bar (runtime.progress: a text bar that also reads right in a static notebook;
+    unlike tqdm.auto's widget it does not iterate the loader when made, which drew one more shuffle)."""
+    return runtime.progress(iterable, desc=desc) if progress else iterable
 
 
 # ============================================================================ helpers: switches
