@@ -112,3 +112,37 @@ def test_set_repo_rewrites_badges_and_install_urls():
     out = mod.rewrite(text, "fork/course", "v1.2")
     assert "github/fork/course/blob/v1.2/notebooks/01_x.ipynb" in out
     assert "git+https://github.com/fork/course@v1.2" in out and "a/b" not in out
+
+
+def _update_times():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("update_times", ROOT / "scripts" / "update_times.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_notebook_headers_state_the_readme_times():
+    res = subprocess.run([sys.executable, str(ROOT / "scripts" / "update_times.py"), "--check"],
+                         capture_output=True, text=True)
+    assert res.returncode == 0, res.stdout + res.stderr
+    ut = _update_times()
+    rows = ut.readme_rows(README)
+    assert sorted(rows) == [p.stem for p in NOTEBOOKS]
+    assert ut.parse_seconds(ut.fmt_seconds(185.4)) == 185 and ut.fmt_seconds(42) == "42 s"
+
+
+def test_readme_times_match_the_last_measured_run():
+    """The README's CPU column against build/summary.csv of the last lite `make course` (when there is one)."""
+    ut = _update_times()
+    lite = ut.read_csv(ROOT / "build" / "summary.csv", mode="lite", status="ok")
+    if not lite:
+        pytest.skip("no lite run in build/summary.csv (run `make course` on a CPU to measure)")
+    rows = ut.readme_rows(README)
+    for stem, r in lite.items():
+        stated = ut.parse_seconds(rows[stem]["cpu"])
+        measured = float(r["wall_s"])
+        assert stated is not None and abs(stated - measured) <= ut.TOLERANCE * measured, (
+            f"{stem}: README says {rows[stem]['cpu'].strip()}, the last run took {measured:.0f} s; "
+            "run `python scripts/update_times.py`")
