@@ -146,3 +146,9 @@ def test_readme_times_match_the_last_measured_run():
         assert stated is not None and abs(stated - measured) <= ut.TOLERANCE * measured, (
             f"{stem}: README says {rows[stem]['cpu'].strip()}, the last run took {measured:.0f} s; "
             "run `python scripts/update_times.py`")
+
+
+def test_colab_installs_a_released_tag_not_a_branch():
+    course = PYPROJECT["tool"]["course"]
+    assert course["ref"] == "v" + PYPROJECT["project"]["version"], (
+        "[tool.course] ref must be the release tag of this version (v<version>), not a branch such as main")
