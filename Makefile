@@ -1,11 +1,11 @@
 # The course's entry points. Each target creates the local environment first if it is missing
-# or older than pyproject.toml.  make course | make test | make lab
+# or older than pyproject.toml.  make course | make test | make lab | make rehearse | make gpu-check
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup course test lab clean
+.PHONY: setup course test rehearse gpu-check lab clean
 
 setup: $(STAMP)
 
@@ -29,6 +29,15 @@ course: setup
 
 test: setup
 	COURSE_MODE=smoke $(BIN)/python -m pytest
+
+# Full mode on this CPU with every training/query loop capped (COURSE_REHEARSAL=1): each notebook's peak
+# resident memory (fails over 10 GB), the work full mode does and a T4 estimate -> build/rehearsal.csv
+rehearse: setup
+	$(BIN)/python scripts/run_course.py --rehearse --no-html
+
+# Full mode on a CUDA GPU, measured (wall time, peak GPU memory -> build/summary.csv); exits 1 without a GPU
+gpu-check: setup
+	$(BIN)/python scripts/gpu_check.py
 
 lab: setup
 	$(BIN)/jupyter lab notebooks/

@@ -17,6 +17,7 @@ from .runtime import (
     in_ci,
     in_colab,
     pick,
+    rehearsal,
     report,
     seed_everything,
     set_mode,
@@ -29,11 +30,11 @@ _SUBMODULES = {
     "runtime", "data", "history", "checks", "plots", "widgets", "labeller", "metrics", "strategies", "active",
     "active_torch", "active_keras", "labels", "model_info", "exercises", "final_models",
     "xai", "xai_faithfulness", "models_keras", "lite0_keras", "models_torch", "train_keras", "train_torch",
-    "losses", "augment", "standins", "standin_cache", "pipelines",
+    "losses", "augment", "standins", "standin_cache", "pipelines", "work",
 }
 
 __all__ = [
-    "CourseError", "History", "check", "get_mode", "in_ci", "in_colab", "pick", "report",
+    "CourseError", "History", "check", "get_mode", "in_ci", "in_colab", "pick", "rehearsal", "report",
     "seed_everything", "set_mode", "setup", *sorted(_SUBMODULES),
 ]
 

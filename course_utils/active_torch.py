@@ -14,6 +14,7 @@ import numpy as np
 from .active import head_gradient_embedding
 from .metrics import probabilities_torch
 from .pipelines import nchw_float
+from . import runtime
 from .runtime import CourseError, import_torch
 
 __all__ = ["torch_outputs", "torch_probs", "torch_mc_samples", "torch_embeddings", "torch_gradient_embeddings"]
@@ -58,6 +59,9 @@ def torch_outputs(model, x: np.ndarray, *, needs: Iterable[str] = ("probs", "emb
     """
     torch = import_torch()
     needs = set(needs)
+    if runtime.rehearsal():  # full mode's passes are recorded; the MC passes run capped
+        _note_work(model, x, needs, mc_passes, batch_size)
+        mc_passes = runtime.cap(mc_passes, "mc_passes")
     unknown = needs - {"probs", "mc_samples", "embeddings", "grad_embeddings"}
     if unknown:
         raise CourseError(f"unknown output(s) {sorted(unknown)}; choose from probs, mc_samples, embeddings, "
@@ -105,6 +109,25 @@ def torch_outputs(model, x: np.ndarray, *, needs: Iterable[str] = ("probs", "emb
         for m, flag in was_training.items():
             m.train(flag)
     return {k: v for k, v in out.items() if k in needs}
+
+
+def _note_work(model, x, needs: set, mc_passes: int, batch_size: int) -> None:
+    """Rehearsal: record the forward passes full mode makes here (one, plus the MC-dropout passes)."""
+    from .work import torch_flops_per_image  # noqa: PLC0415
+
+    n = len(x)
+    if not n:
+        return
+    passes = (1 if needs & {"probs", "embeddings", "grad_embeddings"} else 0) + (mc_passes if "mc_samples" in needs else 0)
+    try:
+        first = x[:1]
+        example = _to_tensor_images(first) if getattr(first, "ndim", 0) == 4 else import_torch().as_tensor(
+            np.asarray(first, dtype=np.float32))
+        flops = torch_flops_per_image(model, example)
+    except Exception:  # noqa: BLE001  (counting is best effort)
+        flops = None
+    runtime.record_work("forward", images=passes * n, steps=passes * -(-n // batch_size), flops_per_image=flops,
+                        what=type(model).__name__, framework="torch")
 
 
 def torch_probs(model, x, **kw) -> np.ndarray:

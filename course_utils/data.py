@@ -11,11 +11,8 @@ needs it.
 """
 from __future__ import annotations
 
-import contextlib
 import io
 import os
-import shutil
-import tempfile
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +20,7 @@ from typing import Sequence
 
 import numpy as np
 
-from . import runtime
+from . import runtime, tfds_malaria
 from .pipelines import to_tf_dataset, to_torch_loader  # re-exported: the notebooks call cu.data.to_*
 from .runtime import CourseError
 from .standin_cache import (
@@ -47,7 +44,6 @@ __all__ = [
 MALARIA_CLASSES = ["Parasitized", "Uninfected"]  # tfds label order: 0 = parasitized, 1 = uninfected
 MALARIA_N = 27_558
 MALARIA_ZIP_URL = "https://data.lhncbc.nlm.nih.gov/public/Malaria/cell_images.zip"  # what tfds downloads
-MALARIA_HOSTS = ("data.lhncbc.nlm.nih.gov", "storage.googleapis.com")  # NIH source, tfds' GCS mirror
 LEAKAGE_NOTE = (
     "Splits are made per cell, and one patient contributes many cells, so the same patient's cells land "
     "in train and test: cell-level accuracy is optimistic (published: ~0.99 with leaky cell-level splits "
@@ -260,74 +256,6 @@ def _fallback(what: str, exc: BaseException, fix: str, source: str) -> str:
     return note
 
 
-def _import_tfds():
-    """tensorflow_datasets, imported after TensorFlow (safely, see runtime.import_tensorflow)."""
-    runtime.import_tensorflow()
-    import tensorflow_datasets as tfds  # noqa: PLC0415
-
-    return tfds
-
-
-@contextlib.contextmanager
-def _few_retries(module, attr: str = "MAX_RETRIES", value: int = 1):
-    old = getattr(module, attr, None)
-    if old is not None:
-        setattr(module, attr, value)
-    try:
-        yield
-    finally:
-        if old is not None:
-            setattr(module, attr, old)
-
-
-@contextlib.contextmanager
-def _quiet_attempt(tfds, downloader):
-    """One try of a download that is expected to fail (its hosts did not answer), without the noise: tfds'
-    "Downloading and preparing" line and progress bars, urllib3's retry warnings. The error itself still
-    propagates, and its reason reaches the stand-in banner. (A proxy may still get through: hence the try.)"""
-    tfds.disable_progress_bar()
-    try:
-        with _quiet_logs(), _few_retries(downloader), contextlib.redirect_stdout(io.StringIO()):
-            yield
-    finally:
-        tfds.enable_progress_bar()
-
-
-@contextlib.contextmanager
-def _quiet_logs(names: tuple[str, ...] = ("urllib3", "absl", "tensorflow_datasets")):
-    """Only errors from these loggers inside the block (tfds' "Variant folder ... has no dataset_info.json"
-    warning on every check of a data set that is simply not downloaded yet; urllib3's retries)."""
-    import logging  # noqa: PLC0415
-
-    loggers = [logging.getLogger(name) for name in names]
-    levels = [lg.level for lg in loggers]
-    for lg in loggers:
-        lg.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        for lg, level in zip(loggers, levels):
-            lg.setLevel(level)
-
-
-def _remove_empty_dirs(folder: Path, up_to: Path) -> None:
-    """Remove ``folder`` and its parents up to (not including) ``up_to`` while they are empty: a failed tfds
-    attempt leaves an empty ``malaria/1.0.0``, and the next ``tfds.builder`` warns about it."""
-    with contextlib.suppress(OSError):
-        while up_to in folder.parents and not (folder.is_dir() and any(folder.iterdir())):
-            if folder.is_dir():
-                folder.rmdir()
-            folder = folder.parent
-
-
-def _remove_empty_download_dirs(downloads: Path) -> None:
-    """tfds leaves an empty ``*.tmp.*`` folder behind for every failed download; tidy those (only empty ones)."""
-    with contextlib.suppress(OSError):
-        for d in downloads.glob("*/*.tmp.*"):
-            if d.is_dir() and not any(d.iterdir()):
-                d.rmdir()
-
-
 def _to_8_bit(im):
     """A PIL image with more than 8 bits per pixel, scaled to 8 bits (mode ``L``) over its type's range.
 
@@ -363,27 +291,6 @@ def _to_8_bit(im):
     return Image.fromarray(np.clip(np.rint(scaled), 0, 255).astype(np.uint8), mode="L")
 
 
-def _no_downloads() -> str | None:
-    """Why no download may be attempted (``COURSE_OFFLINE=1``, as the README promises), else None."""
-    if os.environ.get("COURSE_OFFLINE", "").strip().lower() in runtime._TRUTHY:
-        return "COURSE_OFFLINE is set: no download attempted"
-    return None
-
-
-@contextlib.contextmanager
-def _no_tfds_temp_leftovers():
-    """Remove the ``tmp*tfds`` folders tfds creates in the temp directory during the block (it makes
-    one for its metadata each time a builder is created and never removes it); others' stay."""
-    tmp = Path(tempfile.gettempdir())
-    before = {p.name for p in tmp.glob("tmp*tfds")}
-    try:
-        yield
-    finally:
-        for p in tmp.glob("tmp*tfds"):
-            if p.name not in before and p.is_dir():
-                shutil.rmtree(p, ignore_errors=True)
-
-
 def _decode(encoded: bytes, size: int, channels: int = 3) -> np.ndarray:
     """One image file's bytes -> uint8 ``size x size x channels`` (16-bit and float pixels scaled, not clipped)."""
     from PIL import Image  # noqa: PLC0415
@@ -394,47 +301,17 @@ def _decode(encoded: bytes, size: int, channels: int = 3) -> np.ndarray:
     return arr if channels == 3 else arr[..., None]
 
 
-def _load_malaria_tfds(image_size: int, max_images: int | None, seed: int, data_dir) -> tuple[np.ndarray, np.ndarray]:
-    """Read tfds' malaria (one ``train`` split), subset by label before decoding, resize each image once."""
-    tfds = _import_tfds()
-    with _no_tfds_temp_leftovers():
-        return _read_malaria_tfds(tfds, image_size, max_images, seed, data_dir)
-
-
-def _read_malaria_tfds(tfds, image_size: int, max_images: int | None, seed: int, data_dir):
-    with _quiet_logs():
-        builder = tfds.builder("malaria", data_dir=data_dir)
-        prepared = builder.is_prepared()
-    if not prepared:
-        if _no_downloads():
-            raise ConnectionError(_no_downloads())
-        # Not downloaded yet. tfds retries a failing download for minutes; when the hosts cannot even be
-        # reached, let the real call fail after one try instead (a cached download never gets here).
-        from tensorflow_datasets.core.download import downloader  # noqa: PLC0415
-
-        reachable = runtime.can_reach(*MALARIA_HOSTS)
-        try:
-            with contextlib.nullcontext() if reachable else _quiet_attempt(tfds, downloader):
-                builder.download_and_prepare()
-        except Exception:
-            _remove_empty_download_dirs(Path(builder.data_dir).parents[1] / "downloads")
-            _remove_empty_dirs(Path(builder.data_dir), up_to=Path(builder.data_dir).parents[1])
-            raise
-    ds = builder.as_dataset(split="train", as_supervised=True,
-                            decoders={"image": tfds.decode.SkipDecoding()})  # bytes: decode only what we keep
-    encoded, labels = [], []
-    for img, label in _progress(tfds.as_numpy(ds), total=None, desc="reading malaria", disable=False):
-        encoded.append(img)
-        labels.append(int(label))
-    labels_arr = np.asarray(labels, dtype=np.int64)
-    idx = np.arange(len(labels_arr))
+def _decode_subset(encoded: list[bytes], labels: np.ndarray, image_size: int, max_images: int | None,
+                   seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """A stratified subset of encoded images (chosen before decoding: only those are decoded), resized once."""
+    idx = np.arange(len(labels))
     if max_images is not None and max_images < len(idx):
-        idx = np.sort(_stratified_indices(labels_arr, max_images, seed=seed))
+        idx = np.sort(_stratified_indices(labels, max_images, seed=seed))
     images = np.empty((len(idx), image_size, image_size, 3), np.uint8)
     for j, i in enumerate(_progress(idx, total=len(idx), desc=f"decoding + resizing to {image_size}px",
                                     disable=len(idx) < 2000)):
         images[j] = _decode(encoded[i], image_size)
-    return images, labels_arr[idx]
+    return images, labels[idx]
 
 
 def load_malaria(*, source: str = "auto", image_size: int = 64, max_images: int | None = None,
@@ -451,7 +328,8 @@ def load_malaria(*, source: str = "auto", image_size: int = 64, max_images: int 
     used = "stand-in"
     if source != "stand-in":
         try:
-            images, labels = _load_malaria_tfds(image_size, max_images, seed, data_dir)
+            encoded, labels = tfds_malaria.read_encoded(data_dir)
+            images, labels = _decode_subset(encoded, labels, image_size, max_images, seed)
             used = "tfds"
         except Exception as exc:  # noqa: BLE001 - any failure of the real path means: fall back or explain
             fix = ("check the internet connection (the download is ~350 MB), or pass data_dir= to a folder "
@@ -469,6 +347,11 @@ def load_malaria(*, source: str = "auto", image_size: int = 64, max_images: int 
 def _loaded(ds: "ImageDataset") -> "ImageDataset":
     """Every loader's last step: note the source for the course summary, show the stand-in banner."""
     runtime.record_data_source(ds.info.name, ds.info.source)
+    if runtime.rehearsal():  # what full mode holds in memory, for the rehearsal's table
+        splits = ds.splits().values()
+        runtime._record({"kind": "data", "name": ds.info.name, "images": int(sum(len(s) for s in splits)),
+                         "bytes": int(sum(s.images.nbytes for s in splits)),
+                         "shape": list(next(iter(splits)).images.shape[1:])})
     if ds.info.source == "stand-in":
         banner(ds.info)
     return ds
@@ -627,13 +510,13 @@ def load_medmnist(flag: str, *, size: int = 28, source: str = "auto", root: str 
             real_file = real_root / npz_name(flag, size)
             cached = real_file.exists()  # a downloaded file is used as it is, once it is known to be whole
             if cached and (damage := _npz_problem(real_file, {})) is not None:
-                if _no_downloads():
-                    raise CourseError(f"{real_file} is damaged ({damage}) and {_no_downloads()}: delete it and "
+                if runtime.offline_reason():
+                    raise CourseError(f"{real_file} is damaged ({damage}) and {runtime.offline_reason()}: delete it and "
                                       "download it again (or unset COURSE_OFFLINE)")
                 warnings.warn(f"{real_file} is damaged ({damage}); downloading it again.", stacklevel=2)
                 cached = False  # medmnist checks the file's MD5 and downloads it again
-            if not cached and _no_downloads():
-                raise ConnectionError(_no_downloads())
+            if not cached and runtime.offline_reason():
+                raise ConnectionError(runtime.offline_reason())
             data = _read_medmnist(flag, size, str(real_root), download=not cached)
             used = "medmnist"
         except Exception as exc:  # noqa: BLE001

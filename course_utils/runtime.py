@@ -7,6 +7,7 @@ TensorFlow or torch at import time: frameworks are looked up only when a functio
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import importlib
 import importlib.util
 import json
@@ -113,6 +114,74 @@ def pick(*, full: T, lite: T, smoke: T, mode: str | None = None) -> T:
     return {"full": full, "lite": lite, "smoke": smoke}[mode]
 
 
+# --------------------------------------------------------------------------- rehearsal cap
+REHEARSAL_ENV = "COURSE_REHEARSAL"
+
+
+@dataclasses.dataclass(frozen=True)
+class Caps:
+    """What a full-mode rehearsal (``COURSE_REHEARSAL=1``, ``make rehearse``) cuts: full-size data and models,
+    but every training and query loop shortened so that a notebook runs on a CPU in minutes."""
+
+    steps: int = 2          # optimizer steps per epoch (torch engine, Keras fit, the torch loaders that shuffle)
+    epochs: int = 1         # epochs per fit
+    mc_passes: int = 2      # MC-dropout forward passes
+    ig_steps: int = 32      # integrated-gradients steps (the completeness check needs about 32)
+    randomisation_steps: int = 2   # layer groups re-initialised in the randomisation check
+    standin_images: int = 2048     # distinct malaria stand-in cells rendered; repeated to the full count
+
+
+CAPS = Caps()
+
+
+def rehearsal() -> bool:
+    """True during a full-mode rehearsal: env ``COURSE_REHEARSAL`` is ``1`` (``0`` or unset: off).
+
+    A rehearsal runs full mode (full-size data, models and settings) with every training and query loop
+    capped (:data:`CAPS`), to measure full mode's memory and count its work on a machine without a GPU.
+    Any other value is a :class:`CourseError`; so is a rehearsal in a mode other than ``full``.
+    """
+    raw = os.environ.get(REHEARSAL_ENV, "").strip().lower()
+    if raw in ("", "0", "false", "no", "off"):
+        return False
+    if raw not in _TRUTHY:
+        raise CourseError(f"{REHEARSAL_ENV}={raw!r} is not understood: use 1 (a full-mode rehearsal: full-size data, "
+                          "training capped) or 0 / unset (no cap).")
+    mode = os.environ.get("COURSE_MODE", "").strip().lower()
+    if mode != "full":
+        raise CourseError(f"{REHEARSAL_ENV}=1 rehearses full mode, but COURSE_MODE={mode or 'unset'!s}: set "
+                          "COURSE_MODE=full too (`make rehearse` does both).")
+    return True
+
+
+def caps() -> Caps | None:
+    """The caps in force (:data:`CAPS`) during a rehearsal, else ``None``."""
+    return CAPS if rehearsal() else None
+
+
+def cap(n: int, what: str = "steps") -> int:
+    """``n`` capped by the rehearsal's ``what`` (a field of :class:`Caps`); ``n`` unchanged outside a rehearsal.
+    ``None`` (no limit) becomes the cap."""
+    c = caps()
+    if c is None:
+        return n
+    limit = getattr(c, what)
+    return limit if n is None else min(int(n), limit)
+
+
+def record_work(kind: str, *, model: Any = None, images: int = 0, flops_per_image: float | None = None,
+                steps: int = 0, what: str = "", framework: str = "") -> None:
+    """During a rehearsal, note work that full mode WOULD do: ``images`` image passes of ``kind``
+    (``"train"``: forward and backward, or ``"forward"``), their FLOPs per image, and ``steps`` batches.
+    Appended to ``COURSE_REPORT`` (kind ``work``); ``scripts/run_course.py --rehearse`` sums them per notebook."""
+    if not rehearsal() or not images:
+        return
+    _record({"kind": "work", "pass": kind, "images": int(images), "steps": int(steps),
+             "flops_per_image": None if flops_per_image is None else float(flops_per_image),
+             "model": what or (type(model).__name__ if model is not None else ""),
+             "framework": framework or (framework_of(model) if model is not None else "") or ""})
+
+
 # --------------------------------------------------------------------------- frameworks
 def import_torch():
     """Import and return torch (a clear error if it is not installed)."""
@@ -141,6 +210,8 @@ def import_tensorflow():
     local setup also removes triton on machines without a CUDA GPU, where it does nothing.
     """
     if "tensorflow" in sys.modules:
+        if rehearsal() and "keras" in sys.modules:
+            importlib.import_module("course_utils.train_keras").install_rehearsal_cap()
         return sys.modules["tensorflow"]
     guard_import_order()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -153,6 +224,8 @@ def import_tensorflow():
         if has_module("keras"):
             importlib.import_module("keras")            # loads more of TensorFlow's libraries (more lines)
         tf.config.list_physical_devices()              # initialises CUDA: its line comes now, not mid-lesson
+    if rehearsal() and "keras" in sys.modules:         # a rehearsal caps every Keras fit, a notebook's own too
+        importlib.import_module("course_utils.train_keras").install_rehearsal_cap()
     return tf
 
 
@@ -247,6 +320,13 @@ def progress(iterable: Any = None, *, total: int | None = None, desc: str = "", 
 
     return tqdm(iterable, total=total, desc=desc, leave=leave, disable=disable, mininterval=mininterval,
                 file=sys.stdout, ncols=None if sys.stdout.isatty() else 90)
+
+
+def offline_reason() -> str | None:
+    """Why no download may be attempted (``COURSE_OFFLINE=1``, as the README promises), else None."""
+    if os.environ.get("COURSE_OFFLINE", "").strip().lower() in _TRUTHY:
+        return "COURSE_OFFLINE is set: no download attempted"
+    return None
 
 
 def network_problem(host: str, port: int = 443, timeout: float = 3.0) -> str | None:
@@ -350,6 +430,7 @@ def setup(seed: int = 0, *, data_sources: dict[str, str] | None = None, quiet: b
     mode = get_mode()
     guard_import_order()
     seed_everything(seed)
+    _watch_gpu_memory()
     gpu = gpu_available()
     info: dict[str, Any] = {
         "mode": mode,
@@ -359,6 +440,7 @@ def setup(seed: int = 0, *, data_sources: dict[str, str] | None = None, quiet: b
         "seed": seed,
         "versions": versions(),
         "data_sources": data_sources or {},
+        "rehearsal": rehearsal(),
     }
     if not quiet:
         v = info["versions"]
@@ -369,6 +451,10 @@ def setup(seed: int = 0, *, data_sources: dict[str, str] | None = None, quiet: b
         if mode != "full" and not gpu:
             print("  no GPU: running the smaller 'lite' settings" if mode == "lite" else
                   "  smoke mode: tiny sizes, just checking that everything runs")
+        if rehearsal():
+            print(f"  REHEARSAL of full mode: full-size data, training capped at {CAPS.steps} steps x "
+                  f"{CAPS.epochs} epoch per fit, {CAPS.mc_passes} MC passes; the numbers are not results, "
+                  "and checks that need a trained model are skipped")
         if data_sources:
             print("  data: " + ", ".join(f"{k} <- {s}" for k, s in data_sources.items()))
     return info
@@ -390,6 +476,44 @@ def report(name: str, value: Any, *, source: str | None = None, fmt: str = ".3f"
              "value": value if isinstance(value, (int, float, str)) else str(value),
              "source": source or "", "mode": get_mode()})
     return value
+
+
+def gpu_memory_peak() -> dict[str, Any] | None:
+    """The GPU memory peak so far in this process: ``torch.cuda.max_memory_allocated`` and TensorFlow's
+    ``get_memory_info("GPU:0")["peak"]`` (each only if that framework is imported), the larger one in ``bytes``,
+    and the device's name. ``None`` without a GPU."""
+    peaks, name = {}, ""
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available():
+        peaks["torch"] = int(torch.cuda.max_memory_allocated())
+        name = torch.cuda.get_device_name(0)
+    tf = sys.modules.get("tensorflow")
+    if tf is not None and tf.config.list_physical_devices("GPU"):
+        try:
+            peaks["tensorflow"] = int(tf.config.experimental.get_memory_info("GPU:0")["peak"])
+        except (ValueError, RuntimeError):
+            pass
+    if not peaks:
+        return None
+    return {"bytes": max(peaks.values()), **{f"{k}_bytes": v for k, v in peaks.items()}, "device": name}
+
+
+def _record_gpu_memory(*_: Any) -> None:
+    peak = gpu_memory_peak()
+    if peak is not None:
+        _record({"kind": "gpu_memory", **peak})
+
+
+def _watch_gpu_memory() -> bool:
+    """With ``COURSE_GPU_REPORT=1`` (``make gpu-check``), record the GPU memory peak after every cell."""
+    if os.environ.get("COURSE_GPU_REPORT", "").strip().lower() not in _TRUTHY or not in_notebook():
+        return False
+    from IPython import get_ipython  # noqa: PLC0415
+
+    shell = get_ipython()
+    if _record_gpu_memory not in shell.events.callbacks.get("post_run_cell", []):
+        shell.events.register("post_run_cell", _record_gpu_memory)
+    return True
 
 
 def record_data_source(dataset: str, source: str) -> None:

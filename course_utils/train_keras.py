@@ -10,6 +10,8 @@ Mixed precision is decided when a model is built (``cu.models_keras`` builds wit
 """
 from __future__ import annotations
 
+import functools
+import inspect
 import sys
 import time
 import warnings
@@ -20,6 +22,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from . import metrics as _metrics
+from . import runtime
 from .history import History
 from .runtime import CourseError, cache_dir, get_mode, import_keras, import_tensorflow, in_ci
 
@@ -104,6 +107,85 @@ def fit(model, train_ds, val_ds=None, *, epochs: int, learning_rate: float = 1e-
                               dtype_policy=policy, wall_s=round(wall, 2))
 
 
+# ============================================================================ the rehearsal cap
+def install_rehearsal_cap() -> bool:
+    """In a full-mode rehearsal, make every ``keras.Model.fit`` (the course's and a notebook's own) run at most
+    ``runtime.CAPS.epochs`` epochs of ``runtime.CAPS.steps`` steps, after recording the work the uncapped call
+    would do (``runtime.record_work``). Called by ``runtime.import_tensorflow``; does nothing outside a rehearsal.
+    Returns True when the cap is in place."""
+    if not runtime.rehearsal():
+        return False
+    keras = sys.modules.get("keras") or import_keras()
+    if getattr(keras.Model.fit, "_course_rehearsal_cap", False):
+        return True
+    original = keras.Model.fit
+    signature = inspect.signature(original)
+
+    @functools.wraps(original)
+    def capped_fit(self, *args, **kwargs):
+        if not runtime.rehearsal():  # the rehearsal ended (tests): Keras as it is
+            return original(self, *args, **kwargs)
+        bound = signature.bind(self, *args, **kwargs)
+        a = bound.arguments
+        epochs = int(a.get("epochs", 1))
+        full_steps = a.get("steps_per_epoch") or _n_batches(a.get("x"), a.get("batch_size"))
+        if full_steps:
+            flops = _keras_flops(self, a.get("x"))
+            runtime.record_work("train", images=epochs * _n_images(a.get("x"), full_steps), steps=epochs * full_steps,
+                                flops_per_image=flops, what=self.name, framework="keras")
+            val = a.get("validation_data")
+            val_steps = _n_batches(val, None) if val is not None else None
+            if val_steps:
+                runtime.record_work("forward", images=epochs * _n_images(val, val_steps), steps=epochs * val_steps,
+                                    flops_per_image=flops, what=self.name, framework="keras")
+            a["steps_per_epoch"] = runtime.cap(full_steps, "steps")
+        a["epochs"] = runtime.cap(epochs, "epochs")
+        return original(*bound.args, **bound.kwargs)
+
+    capped_fit._course_rehearsal_cap = True
+    capped_fit._course_original = original
+    keras.Model.fit = capped_fit
+    return True
+
+
+def _n_batches(data, batch_size) -> int | None:
+    """Batches per epoch of a ``tf.data.Dataset`` (its cardinality) or an array (``batch_size``, default 32)."""
+    if data is None:
+        return None
+    if isinstance(data, (tuple, list)):
+        data = data[0]
+    if hasattr(data, "cardinality"):
+        n = int(data.cardinality())
+        return n if n > 0 else None
+    if hasattr(data, "shape"):
+        return -(-len(data) // (batch_size or 32))
+    return None
+
+
+def _n_images(data, batches: int) -> int:
+    """Images per epoch: ``pipelines.to_tf_dataset`` notes its count (``_course_images``), else batches x 32."""
+    if isinstance(data, (tuple, list)):
+        data = data[0]
+    if hasattr(data, "shape") and not hasattr(data, "cardinality"):
+        return len(data)
+    return int(getattr(data, "_course_images", 0) or batches * 32)
+
+
+def _keras_flops(model, data) -> float | None:
+    from .work import keras_flops_per_image  # noqa: PLC0415
+
+    shape = None
+    spec = getattr(data, "element_spec", None)
+    if isinstance(spec, tuple):
+        spec = spec[0]
+    if getattr(spec, "shape", None) is not None and spec.shape.rank == 4:
+        shape = tuple(spec.shape[1:])
+    try:
+        return keras_flops_per_image(model, shape)
+    except Exception:  # noqa: BLE001  (counting is best effort: never stop a rehearsal over it)
+        return None
+
+
 def _eager(model, run_eagerly: bool | str) -> bool:
     if run_eagerly == "auto":
         return get_mode() == "smoke" and model.count_params() > 1_000_000
@@ -131,6 +213,11 @@ def predict(model, data, *, batch_size: int = 64, check_dataset: bool = True
     ``check_dataset=False`` refuses only a count it can read (evaluate, given labels, counts against them).
     """
     tf = import_tensorflow()
+    if runtime.rehearsal():
+        n = _n_images(data, _n_batches(data, batch_size) or 0) if isinstance(data, tf.data.Dataset) else len(data)
+        runtime.record_work("forward", images=n, steps=_n_batches(data, batch_size) or 0,
+                            flops_per_image=_keras_flops(model, data if isinstance(data, tf.data.Dataset) else None),
+                            what=model.name, framework="keras")
     if isinstance(data, tf.data.Dataset):
         probs, labels = [], []
         for batch in data:

@@ -75,7 +75,7 @@ TASKS = _metrics.TASKS
 def train_one_epoch(model, loader, loss_fn: Callable, optimizer, *, task: str = "binary", scheduler=None,
                     scaler=None, clip_grad_norm: float | None = None, amp: bool = False,
                     channels_last: bool = False, batchnorm_eval: bool = False, check: bool = True,
-                    progress: bool = False, desc: str = "train") -> dict[str, float]:
+                    progress: bool = False, desc: str = "train", _planned: dict | None = None) -> dict[str, float]:
     """One pass over ``loader`` with one optimizer step per batch, on the device the model is on.
 
     Per batch: skip it if its pixels are not finite; forward (float16 autocast with ``amp``); the
@@ -89,6 +89,9 @@ def train_one_epoch(model, loader, loss_fn: Callable, optimizer, *, task: str = 
     accuracy over the batches used, the mean gradient norm before clipping (NaN without clipping), the
     steps whose norm exceeded ``clip_grad_norm`` (so clipping shortened them; 0 with ``inf``), the
     optimizer steps taken, batches skipped, samples used.
+
+    In a full-mode rehearsal (``runtime.rehearsal()``) the epoch stops after ``runtime.CAPS.steps`` batches,
+    and the work the whole epoch would do is recorded (``runtime.record_work``; ``fit`` passes its plan).
     """
     torch = import_torch()
     dev = next(model.parameters()).device
@@ -100,7 +103,10 @@ def train_one_epoch(model, loader, loss_fn: Callable, optimizer, *, task: str = 
     run = EpochSums(dev, task)
     bar = _bar(loader, progress, desc)
     n_out = None  # the model's output count, known after the first forward pass
+    limit = runtime.cap(None, "steps") if runtime.rehearsal() else None
     for step, batch in enumerate(bar):
+        if limit is not None and step >= limit:
+            break
         x, y, extra = split_batch(batch)
         if check:
             check_inputs(x, y, task, extra)
@@ -110,6 +116,8 @@ def train_one_epoch(model, loader, loss_fn: Callable, optimizer, *, task: str = 
         if not bool(torch.isfinite(x.sum())):  # NaN/inf pixels survive a sum: skip before BatchNorm sees them
             run.skipped += 1
             continue
+        if limit is not None and step == 0:
+            _note_work(model, x, "train", loader, _planned)
         with torch.autocast(dev.type, dtype=torch.float16, enabled=amp):
             logits = model(x)
             if check:
@@ -213,6 +221,8 @@ def _forward_all(model, loader, device, amp, channels_last, *, progress: bool = 
             for i, batch in enumerate(_bar(loader, progress, "predict")):
                 x, y, extra = split_batch(batch, labels_required=False)
                 x = x.to(dev, non_blocking=True, memory_format=memory_format)
+                if i == 0 and runtime.rehearsal():
+                    _note_work(model, x, "forward", loader, None)
                 with torch.autocast(dev.type, dtype=torch.float16, enabled=use_amp):
                     out = model(x)
                 if out.ndim != 2:
@@ -338,6 +348,11 @@ def fit(model, train_loader, val_loader=None, *, epochs: int, loss_fn: Callable 
     """
     torch = import_torch()
     check_args(task, epochs, schedule, min_lr_ratio, train_loader, val_loader)
+    planned = None
+    if runtime.rehearsal():  # full mode's work is recorded; the run itself is capped
+        planned = {"epochs": epochs, "images": epochs * _n_images(train_loader),
+                   "steps": epochs * _n_batches(train_loader)}
+        epochs = runtime.cap(epochs, "epochs")
     if seed is not None:
         seed_everything(seed)
     dev = torch.device(torch_device(device))
@@ -360,10 +375,15 @@ def fit(model, train_loader, val_loader=None, *, epochs: int, loss_fn: Callable 
     run = RunProgress(ckpt, epochs, start_epoch if history.meta["resumed_from_epoch"] is not None else None)
     train = functools.partial(train_one_epoch, model, train_loader, loss_fn, optimizer, task=task,
                               scheduler=scheduler, scaler=scaler, clip_grad_norm=clip_grad_norm, amp=use_amp,
-                              channels_last=use_cl, batchnorm_eval=batchnorm_eval, progress=progress)
+                              channels_last=use_cl, batchnorm_eval=batchnorm_eval, progress=progress,
+                              _planned=planned)
     validate = None if val_loader is None else functools.partial(
         evaluate, model, val_loader, task, loss_fn=loss_fn, device=str(dev), amp=use_amp, channels_last=use_cl)
     _run_epochs(train, validate, state, run, start_epoch, bad_epochs, early_stopping_patience, progress)
+    if planned is not None and val_loader is not None and planned["epochs"] > epochs:  # the uncapped validations
+        runtime.record_work("forward", images=(planned["epochs"] - epochs) * _n_images(val_loader),
+                            steps=(planned["epochs"] - epochs) * _n_batches(val_loader),
+                            flops_per_image=planned.get("flops"), what=type(model).__name__, framework="torch")
     restore_best_epoch(model, best, history, restore_best, progress)
     return history
 
@@ -547,6 +567,35 @@ def _frozen_batchnorm_to_eval(model, every: bool = False) -> None:
             params = list(m.parameters(recurse=False))
             if every or (params and not any(p.requires_grad for p in params)):
                 m.eval()
+
+
+def _n_batches(loader) -> int:
+    """Batches per epoch (what full mode runs; the rehearsal stops train_one_epoch early instead)."""
+    return len(loader)
+
+
+def _n_images(loader) -> int:
+    """Images per epoch: the dataset's length when it has one, else batches x batch size."""
+    try:
+        return len(loader.dataset)
+    except (AttributeError, TypeError):
+        return _n_batches(loader) * (getattr(loader, "batch_size", None) or 1)
+
+
+def _note_work(model, x, kind: str, loader, planned: dict | None) -> None:
+    """Rehearsal: record the images one epoch (or ``fit``'s ``planned`` run) passes through ``model``, with the
+    FLOPs of one forward pass counted on this batch's first image."""
+    from .work import torch_flops_per_image  # noqa: PLC0415
+
+    flops = torch_flops_per_image(model, x[:1])
+    if planned is not None:
+        if planned.get("recorded"):
+            return
+        planned.update(flops=flops, recorded=True)
+        images, steps = planned["images"], planned["steps"]
+    else:
+        images, steps = _n_images(loader), _n_batches(loader)
+    runtime.record_work(kind, images=images, steps=steps, flops_per_image=flops, what=type(model).__name__, framework="torch")
 
 
 def _bar(iterable, progress: bool, desc: str):

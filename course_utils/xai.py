@@ -302,6 +302,7 @@ def integrated_gradients(model: Any, images: Any, target: Any = None, *, baselin
     ``reduce=True`` gives maps ``[N, H, W]`` (sum of ``|attribution|`` over channels); ``reduce=False``
     gives the raw attributions in the model's input layout, which sum to ``score(x) - score(baseline)``.
     """
+    steps = runtime.cap(steps, "ig_steps")            # a full-mode rehearsal takes fewer steps; otherwise as asked
     ad = adapter(model, preprocess)
     x = ad.prepare(images)
     t = _target_classes(ad, x, target)
@@ -373,6 +374,7 @@ def randomization_check(model: Any, images: Any, method: str = "grad_cam", targe
     layers = ad.param_layer_names()[::-1]                          # top (output) first
     if not layers:
         raise CourseError("this model has no layers with weights to randomise")
+    max_steps = runtime.cap(max_steps, "randomisation_steps")   # unchanged outside a full-mode rehearsal
     n_groups = len(layers) if not max_steps else min(max_steps, len(layers))
     groups = [list(g) for g in np.array_split(np.array(layers, dtype=object), n_groups)]
     work = ad.copy(seed=seed)

@@ -10,6 +10,14 @@ others still run; the exit code is non-zero if any failed.
     python scripts/run_course.py                 # auto mode (full with a GPU, lite without)
     python scripts/run_course.py --mode smoke    # or lite / full
     python scripts/run_course.py --only 01 03    # a subset, by number prefix
+    python scripts/run_course.py --rehearse      # full mode on a CPU, training capped: memory, work, T4 estimate
+
+``--rehearse`` (``make rehearse``) runs every notebook in full mode with ``COURSE_REHEARSAL=1``: full-size data,
+every training and query loop capped (``course_utils.runtime.CAPS``). It samples each kernel's resident
+memory (``scripts/rehearsal.py``), stops a kernel that passes ``--budget-gb`` (10 GB: Colab has about 12.7),
+and writes ``build/rehearsal.csv`` and ``build/rehearsal.md`` (peak memory, wall time, data loaded, counted
+full-mode work, T4 estimate); its executed notebooks, reports and the kernels' ``runs/`` go to ``build/rehearsal/``,
+apart from the main job's.
 """
 from __future__ import annotations
 
@@ -27,6 +35,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
 import output_scan  # noqa: E402  (scripts/output_scan.py: what must not reach a student, and frame folding)
+import rehearsal  # noqa: E402  (scripts/rehearsal.py: the memory watch and the T4 estimate of --rehearse)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -38,6 +47,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--out", default=str(ROOT / "build"), help="output folder (default: build/)")
     p.add_argument("--cell-timeout", type=int, default=3600, help="seconds one cell may run")
     p.add_argument("--no-html", action="store_true", help="skip the HTML pages")
+    p.add_argument("--rehearse", action="store_true",
+                   help="full-mode rehearsal: full-size data, training capped; writes build/rehearsal.csv")
+    p.add_argument("--workdir", default=None,
+                   help="folder the kernels run in (their runs/ go there); default: notebooks/, "
+                        "or build/rehearsal/work with --rehearse (never mixed with other runs' files)")
+    p.add_argument("--budget-gb", type=float, default=10.0,
+                   help="rehearsal: stop a notebook whose kernel passes this much resident memory (default 10)")
     return p.parse_args(argv)
 
 
@@ -74,8 +90,10 @@ def read_reports(path: Path) -> list[dict]:
     return rows
 
 
-def execute(nb_path: Path, out_dir: Path, mode: str, cell_timeout: int, html_pages: bool) -> dict:
-    """Run one notebook in a fresh kernel; returns its summary row."""
+def execute(nb_path: Path, out_dir: Path, mode: str, cell_timeout: int, html_pages: bool,
+            budget_gb: float | None = None, workdir: Path | None = None) -> dict:
+    """Run one notebook in a fresh kernel; returns its summary row. With ``budget_gb`` (a rehearsal) the kernel's
+    memory is sampled and the kernel stopped when it passes the budget; the row gets the peak and the work."""
     import nbformat
     from nbclient import NotebookClient
     from nbclient.exceptions import CellExecutionError
@@ -93,9 +111,12 @@ def execute(nb_path: Path, out_dir: Path, mode: str, cell_timeout: int, html_pag
     n_code = sum(1 for c in nb.cells if c.cell_type == "code")
     bar = tqdm(total=n_code, desc=nb_path.stem, unit="cell", leave=True)
     client = NotebookClient(nb, timeout=cell_timeout, kernel_name="python3",
-                            resources={"metadata": {"path": str(nb_path.parent)}},
+                            resources={"metadata": {"path": str(workdir or nb_path.parent)}},
                             on_cell_executed=lambda **_: bar.update(1))
     status, error = "ok", ""
+    watch = rehearsal.MemoryWatch(client, budget_gb * rehearsal.GB if budget_gb else None) if budget_gb else None
+    if watch is not None:
+        watch.start()
     start = time.perf_counter()
     try:
         client.execute()
@@ -107,7 +128,11 @@ def execute(nb_path: Path, out_dir: Path, mode: str, cell_timeout: int, html_pag
         error = f"{type(exc).__name__}: {exc}"[:300]
     finally:
         bar.close()
+        if watch is not None:
+            watch.stop()
     wall = time.perf_counter() - start
+    if watch is not None and watch.exceeded is not None:
+        status, error = "failed", rehearsal.watch_note(watch, nb_path.stem, budget_gb)
 
     output_scan.fold_notebook(nb)             # progress frames folded to their last one, as Jupyter shows them
     findings = [f"cell {i}: {p}" for i, cell in enumerate(nb.cells) if cell.cell_type == "code"
@@ -126,7 +151,7 @@ def execute(nb_path: Path, out_dir: Path, mode: str, cell_timeout: int, html_pag
     numbers = [r for r in reports if r.get("kind", "number") == "number"]
     loaded = {f"{r['name']}: {r['source']}" for r in reports if r.get("kind") == "source"}
     sources = sorted(loaded or {r["source"] for r in numbers if r.get("source")})
-    return {
+    row = {
         "notebook": nb_path.stem,
         "mode": mode,
         "data_source": ", ".join(sources) or "-",
@@ -136,6 +161,14 @@ def execute(nb_path: Path, out_dir: Path, mode: str, cell_timeout: int, html_pag
         "headline": "; ".join(_fmt(r) for r in numbers),
         "output_findings": len(findings),
     }
+    if watch is not None:
+        work = rehearsal.summarize(reports)
+        row["rehearsal"] = {"peak_rss_gb": round(watch.peak / rehearsal.GB, 2), **work, **rehearsal.t4_estimate(work)}
+    gpu = [r for r in reports if r.get("kind") == "gpu_memory"]
+    if gpu:
+        row["peak_gpu_gb"] = round(max(r["bytes"] for r in gpu) / rehearsal.GB, 2)
+        row["gpu"] = gpu[-1].get("device", "")
+    return row
 
 
 def _fmt(rec: dict) -> str:
@@ -148,10 +181,41 @@ def _fmt(rec: dict) -> str:
     return f"{rec.get('name')}={shown}{mark}"
 
 
+REHEARSAL_COLS = ["notebook", "status", "wall_s", "peak_rss_gb", "data_images", "data_gb", "train_images",
+                  "forward_images", "steps", "tflops", "t4_compute_s", "t4_overhead_s", "t4_data_setup_s",
+                  "t4_estimate_s", "error"]
+
+
+def write_rehearsal(rows: list[dict], out_dir: Path, budget_gb: float) -> str:
+    """``build/rehearsal.csv`` and the same as a Markdown table (returned, to print)."""
+    flat = [{"notebook": r["notebook"], "status": r["status"], "wall_s": r["wall_s"], "error": r["error"],
+             **{k: v for k, v in r.get("rehearsal", {}).items() if k in REHEARSAL_COLS}} for r in rows]
+    with open(out_dir / "rehearsal.csv", "w", newline="", encoding="utf-8") as fh:
+        w = csv.DictWriter(fh, fieldnames=REHEARSAL_COLS, extrasaction="ignore")
+        w.writeheader()
+        w.writerows(flat)
+    md = ["| notebook | status | peak RSS (GB) | wall (s) | data loaded (images, GB) | train / forward image passes "
+          "| steps | TFLOPs | T4 estimate (s) |", "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for f in flat:
+        md.append(f"| {f['notebook']} | {f['status']} | {f.get('peak_rss_gb', '-')} | {f['wall_s']} | "
+                  f"{f.get('data_images', '-'):,} ({f.get('data_gb', '-')}) | "
+                  f"{f.get('train_images', 0):,} / {f.get('forward_images', 0):,} | {f.get('steps', 0):,} | "
+                  f"{f.get('tflops', '-')} | {f.get('t4_estimate_s', '-')} |")
+    note = (f"\nBudget: {budget_gb:g} GB resident memory per notebook. T4 estimate = counted FLOPs / "
+            f"{rehearsal.T4_SUSTAINED_FLOPS / 1e12:g} TFLOP/s + {rehearsal.STEP_OVERHEAD_S * 1e3:g} ms per step "
+            f"+ {rehearsal.KERAS_FIT_OVERHEAD_S:g} s per Keras fit + data download/preparation and "
+            f"{rehearsal.SETUP_S:g} s setup (scripts/rehearsal.py says where each figure comes from).\n")
+    text = "\n".join(md) + "\n" + note
+    (out_dir / "rehearsal.md").write_text("# Full-mode rehearsal\n\n" + text, encoding="utf-8")
+    return text
+
+
 def write_summary(rows: list[dict], out_dir: Path) -> None:
     cols = ["notebook", "mode", "data_source", "wall_s", "status", "headline", "error", "output_findings"]
+    if any("peak_gpu_gb" in r for r in rows):
+        cols += ["peak_gpu_gb", "gpu"]
     with open(out_dir / "summary.csv", "w", newline="", encoding="utf-8") as fh:
-        w = csv.DictWriter(fh, fieldnames=cols)
+        w = csv.DictWriter(fh, fieldnames=cols, extrasaction="ignore")
         w.writeheader()
         w.writerows(rows)
     md = ["| notebook | mode | data source | wall time (s) | status | headline numbers |",
@@ -177,19 +241,41 @@ def write_summary(rows: list[dict], out_dir: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.rehearse:
+        os.environ["COURSE_REHEARSAL"] = "1"
+        args.mode = "full"
+    else:
+        os.environ.pop("COURSE_REHEARSAL", None)
     mode = resolve_mode(args.mode)
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     notebooks = find_notebooks(Path(args.notebooks), args.only)
-    print(f"Running {len(notebooks)} notebook(s) in {mode} mode -> {out_dir}")
-    rows = []
+    what = "a full-mode rehearsal (training capped)" if args.rehearse else f"{mode} mode"
+    print(f"Running {len(notebooks)} notebook(s) in {what} -> {out_dir}")
+    # a rehearsal keeps its executed notebooks, reports and the kernels' runs/ apart from the main job's
+    nb_dir = out_dir / "rehearsal" if args.rehearse else out_dir
+    workdir = Path(args.workdir) if args.workdir else (nb_dir / "work" if args.rehearse else None)
+    for folder in (nb_dir, workdir):
+        if folder is not None:
+            folder.mkdir(parents=True, exist_ok=True)
+    rows, start = [], time.perf_counter()
     for nb in notebooks:
-        row = execute(nb, out_dir, mode, args.cell_timeout, not args.no_html)
+        row = execute(nb, nb_dir, mode, args.cell_timeout, not args.no_html,
+                      budget_gb=args.budget_gb if args.rehearse else None, workdir=workdir)
         rows.append(row)
-        print(f"  {row['notebook']}: {row['status']} in {row['wall_s']} s"
+        peak = f", peak {row['rehearsal']['peak_rss_gb']} GB" if "rehearsal" in row else ""
+        print(f"  {row['notebook']}: {row['status']} in {row['wall_s']} s{peak}"
               + (f" ({row['error']})" if row["error"] else ""))
-        write_summary(rows, out_dir)  # keep a partial summary if a later notebook hangs
-    print((out_dir / "summary.md").read_text(encoding="utf-8"))
+        write_summary(rows, nb_dir)  # keep a partial summary if a later notebook hangs
+        if args.rehearse:
+            table = write_rehearsal(rows, out_dir, args.budget_gb)
+    print((nb_dir / "summary.md").read_text(encoding="utf-8"))
+    if args.rehearse:
+        print(f"Full-mode rehearsal ({time.perf_counter() - start:.0f} s in all):\n" + table)
+        over = [r for r in rows if r.get("rehearsal", {}).get("peak_rss_gb", 0) > args.budget_gb]
+        for r in over:
+            print(f"OVER BUDGET: {r['notebook']} peaked at {r['rehearsal']['peak_rss_gb']} GB resident memory; "
+                  f"the budget is {args.budget_gb:g} GB", file=sys.stderr)
     failed = [r["notebook"] for r in rows if r["status"] != "ok"]
     if failed:
         print(f"FAILED: {', '.join(failed)}", file=sys.stderr)

@@ -162,3 +162,34 @@ def test_auto_verbosity_is_one_line_per_epoch_in_a_notebook(monkeypatch):
     monkeypatch.setitem(sys.modules, "ipykernel", sys.modules.get("ipykernel") or type(sys)("ipykernel"))
     assert tk._verbose("auto") == 2          # Keras' bar would print hundreds of fragments into the notebook
     assert tk._verbose(0) == 0 and tk._verbose(1) == 1
+
+
+def test_the_rehearsal_caps_every_keras_fit_and_records_the_uncapped_work(data, tmp_path, monkeypatch):
+    import json
+
+    import keras
+
+    (xtr, ytr), (xva, yva) = data
+    report = tmp_path / "report.jsonl"
+    monkeypatch.setenv("COURSE_MODE", "full")
+    monkeypatch.setenv("COURSE_REHEARSAL", "1")
+    monkeypatch.setenv("COURSE_REPORT", str(report))
+    original = keras.Model.fit
+    try:
+        assert tk.install_rehearsal_cap()
+        train = cu.pipelines.to_tf_dataset(xtr, ytr, batch_size=16, training=True)   # 12 batches
+        model, _ = mk.small_cnn((24, 24, 3), n_classes=2, filters=(4,))
+        steps = []
+        count = keras.callbacks.LambdaCallback(on_train_batch_end=lambda batch, logs: steps.append(batch))
+        hist = tk.fit(model, train, dataset(xva, yva), epochs=4, run_dir=tmp_path / "run", verbose=0,
+                      callbacks=[count])
+        assert len(hist["loss"]) == 1 and len(steps) == 2           # 1 epoch of 2 steps, not 4 x 12
+        recs = [json.loads(line) for line in report.read_text().splitlines()]
+        train_rec = next(r for r in recs if r["kind"] == "work" and r["pass"] == "train")
+        assert train_rec["images"] == 4 * 192 and train_rec["steps"] == 4 * 12 and train_rec["flops_per_image"] > 0
+        monkeypatch.delenv("COURSE_REHEARSAL")                       # outside a rehearsal: Keras as it is
+        steps.clear()
+        model.fit(train, epochs=1, verbose=0, callbacks=[count], shuffle=False)
+        assert len(steps) == 12
+    finally:
+        keras.Model.fit = original

@@ -1,0 +1,86 @@
+"""course_utils.work: FLOPs per image, counted for the rehearsal's T4 estimate; and the engines honouring the cap."""
+import json
+
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+from course_utils import models_torch as mt
+from course_utils import train_torch as tt
+from course_utils import work
+
+
+def test_torch_flops_of_a_linear_and_a_conv_are_counted_by_hand():
+    lin = torch.nn.Linear(10, 4)
+    assert work.torch_flops_per_image(lin, torch.zeros(3, 10)) == 2 * 10 * 4      # a batch: one row counted
+    conv = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.Flatten(), torch.nn.Linear(8 * 16, 2))
+    want = 2 * (16 * 8 * 3 * 3 * 3) + 2 * (8 * 16 * 2)   # 4 x 4 image: 16 positions x 8 filters x 27 inputs
+    assert work.torch_flops_per_image(conv, torch.zeros(3, 4, 4)) == want
+
+
+def test_counting_leaves_frozen_batchnorm_in_eval_mode():
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4))
+    model.train()
+    model[1].eval()
+    work.torch_flops_per_image(model, torch.zeros(1, 3, 8, 8))
+    assert model.training and model[0].training and not model[1].training
+
+
+@pytest.fixture
+def rehearsal(monkeypatch, tmp_path):
+    report = tmp_path / "report.jsonl"
+    monkeypatch.setenv("COURSE_MODE", "full")
+    monkeypatch.setenv("COURSE_REHEARSAL", "1")
+    monkeypatch.setenv("COURSE_REPORT", str(report))
+    return report
+
+
+def _loaders(n=96, batch=8):
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.rand(n, 3, 16, 16, generator=g), torch.randint(0, 2, (n,), generator=g)
+    return DataLoader(TensorDataset(x, y), batch_size=batch, shuffle=True, generator=g), \
+        DataLoader(TensorDataset(x, y), batch_size=32)
+
+
+def test_torch_fit_honours_the_cap_and_records_the_uncapped_work(rehearsal):
+    train, val = _loaders()
+    model, info = mt.small_cnn(1, in_chans=3)
+    hist = tt.fit(model, train, val, epochs=5, info=info, progress=False, device="cpu")
+    assert hist.n_epochs == 1                                   # 5 epochs asked, 1 run
+    recs = [json.loads(line) for line in rehearsal.read_text().splitlines()]
+    work_recs = [r for r in recs if r["kind"] == "work"]
+    train_rec = [r for r in work_recs if r["pass"] == "train"]
+    assert train_rec[0]["images"] == 5 * 96 and train_rec[0]["steps"] == 5 * 12     # what full mode does
+    assert train_rec[0]["flops_per_image"] > 0 and train_rec[0]["framework"] == "torch"
+    assert sum(r["images"] for r in work_recs if r["pass"] == "forward") == 5 * 96   # a validation per epoch
+
+
+def test_train_one_epoch_stops_after_the_capped_steps(rehearsal):
+    train, _ = _loaders()
+    model, _ = mt.small_cnn(1, in_chans=3)
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    stats = tt.train_one_epoch(model, train, torch.nn.BCEWithLogitsLoss(), opt, task="binary")
+    assert stats["steps"] == 2 and stats["n"] == 16
+
+
+def test_without_the_rehearsal_nothing_is_capped(monkeypatch, tmp_path):
+    monkeypatch.setenv("COURSE_MODE", "smoke")
+    monkeypatch.delenv("COURSE_REHEARSAL", raising=False)
+    monkeypatch.setenv("COURSE_REPORT", str(tmp_path / "r.jsonl"))
+    train, _ = _loaders()
+    model, _ = mt.small_cnn(1, in_chans=3)
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    stats = tt.train_one_epoch(model, train, torch.nn.BCEWithLogitsLoss(), opt, task="binary")
+    assert stats["steps"] == 12 and not (tmp_path / "r.jsonl").exists()
+
+
+def test_mc_passes_are_capped_in_a_rehearsal(rehearsal):
+    from course_utils import active_torch
+
+    head = torch.nn.Sequential(torch.nn.Linear(6, 8), torch.nn.ReLU(), torch.nn.Dropout(0.5), torch.nn.Linear(8, 3))
+    x = np.random.default_rng(0).normal(size=(20, 6)).astype(np.float32)
+    mc = active_torch.torch_mc_samples(head, x, mc_passes=20)
+    assert mc.shape == (2, 20, 3)
+    rec = json.loads(rehearsal.read_text().splitlines()[0])
+    assert rec["images"] == 20 * 20 and rec["flops_per_image"] == 2 * (6 * 8 + 8 * 3)
