@@ -11,6 +11,7 @@ from course_utils import CourseError
 from course_utils import data as D
 from course_utils import pipelines as P
 from course_utils import runtime as cu_runtime
+from course_utils import tfds_malaria
 
 
 # --------------------------------------------------------------------------- helpers
@@ -42,7 +43,7 @@ def _write_nih_folder(root: Path, n_per_class: int = 6) -> Path:
 
 
 def _online() -> bool:
-    return cu_runtime.can_reach("zenodo.org", *D.MALARIA_HOSTS, timeout=2)
+    return cu_runtime.can_reach("zenodo.org", *tfds_malaria.MALARIA_HOSTS, timeout=2)
 
 
 offline_only = pytest.mark.skipif(_online(), reason="checks the offline failure; this machine is online")
@@ -50,7 +51,7 @@ offline_only = pytest.mark.skipif(_online(), reason="checks the offline failure;
 
 # --------------------------------------------------------------------------- real code paths
 def test_malaria_through_tfds_mock_data(tmp_path):
-    tfds = D._import_tfds()
+    tfds = tfds_malaria.import_tfds()
     with tfds.testing.mock_data(num_examples=60):
         ds = D.load_malaria(source="real", image_size=32, max_images=40, cache_dir=tmp_path)
     assert ds.info.source == "tfds" and not ds.info.is_stand_in
@@ -232,7 +233,7 @@ def test_auto_falls_back_when_the_real_path_cannot_even_start(monkeypatch, tmp_p
     def no_tfds():
         raise CourseError("TensorFlow is not installed. Run `make setup`.")
 
-    monkeypatch.setattr(D, "_import_tfds", no_tfds)
+    monkeypatch.setattr(tfds_malaria, "import_tfds", no_tfds)
     with pytest.warns(UserWarning, match="STAND-IN"):
         ds = D.load_malaria(image_size=16, max_images=20, cache_dir=tmp_path)
     assert ds.info.source == "stand-in" and "TensorFlow is not installed" in ds.info.notes
