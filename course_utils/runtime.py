@@ -329,13 +329,6 @@ def offline_reason() -> str | None:
     return None
 
 
-def offline_reason() -> str | None:
-    """Why no download may be attempted (``COURSE_OFFLINE=1``, as the README promises), else None."""
-    if os.environ.get("COURSE_OFFLINE", "").strip().lower() in _TRUTHY:
-        return "COURSE_OFFLINE is set: no download attempted"
-    return None
-
-
 def network_problem(host: str, port: int = 443, timeout: float = 3.0) -> str | None:
     """None when ``host:port`` accepts a TCP connection within ``timeout`` s, else the reason it did not.
 
