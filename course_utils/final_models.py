@@ -243,6 +243,6 @@ def load(name: str, *, folder: str | os.PathLike | None = None, verbose: bool = 
             print(f"not using the saved model {name!r}: {why}")
         else:
             arch = loaded.info.arch if loaded.info is not None else type(loaded.model).__name__
-            extra = ", ".join(f"{k} {v}" for k, v in loaded.meta.items())
+            extra = ", ".join(f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}" for k, v in loaded.meta.items())
             print(f"loaded the saved model {name!r} from {path} ({arch}{', ' + extra if extra else ''})")
     return loaded

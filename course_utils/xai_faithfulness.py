@@ -66,10 +66,16 @@ class DeletionInsertion:
         return out
 
     def verdict(self, confidence: float = 0.95, min_difference: float = 0.01) -> str:
-        """One verdict for both scores: ``"better than random"`` / ``"worse than random"`` when both
-        intervals agree on it, else ``"inconclusive"``."""
-        verdicts = {v["verdict"] for v in self.compare(confidence, min_difference).values()}
-        return verdicts.pop() if len(verdicts) == 1 else "inconclusive"
+        """One verdict for both scores: the shared one when they agree (``"better than random"``,
+        ``"worse than random"``, ``"inconclusive"``); ``"the two checks disagree (...)"`` when one is better and
+        the other worse; ``"inconclusive (...)"`` when only one of them is clear. The brackets name each."""
+        each = {k: v["verdict"] for k, v in self.compare(confidence, min_difference).items()}
+        if len(set(each.values())) == 1:
+            return each["deletion"]
+        detail = f"deletion {each['deletion']}, insertion {each['insertion']}"
+        if set(each.values()) == {"better than random", "worse than random"}:
+            return f"the two checks disagree ({detail})"
+        return f"inconclusive ({detail})"
 
     @property
     def beats_random(self) -> bool:

@@ -32,6 +32,11 @@ FORBIDDEN: dict[str, str] = {
     r"Variant folder .* has no": "tfds warning about an empty data set folder",
 }
 
+# Text that must not appear in printed text (streams, text/plain; HTML tables have their own formatting).
+FORBIDDEN_IN_TEXT: dict[str, str] = {
+    r"(?<![\w.])-?\d+\.\d{9,}(?![\w.])": "an unrounded number (print it rounded, e.g. f'{x:.3f}')",
+}
+
 # stderr lines that may appear (each with why it is acceptable). Anything else on stderr is a finding.
 STDERR_ALLOWED: dict[str, str] = {
     r"^\s*$": "blank",
@@ -79,8 +84,10 @@ def problems(outputs: Iterable[dict]) -> list[str]:
     for out in fold(outputs):
         kind = out.get("output_type")
         texts: list[str] = []
+        plain_texts: list[str] = []
         if kind == "stream":
             texts.append(out["text"])
+            plain_texts.append(out["text"])
             if out.get("name") == "stderr":
                 allowed_block = False
                 for line in out["text"].splitlines():
@@ -96,10 +103,13 @@ def problems(outputs: Iterable[dict]) -> list[str]:
             if "application/vnd.jupyter.widget-view+json" in data and _TQDM_FRAME.search(plain):
                 found.append(f"a tqdm widget bar: a static notebook shows its first frame: {plain.strip()[:100]}")
             texts += [plain, _text(data.get("text/html"))]
+            if "application/vnd.jupyter.widget-view+json" not in data:
+                plain_texts.append(plain)
         elif kind == "error":
             continue  # a failing cell fails on its own
-        for text in texts:
-            for rx, why in FORBIDDEN.items():
+        checks = [(t, FORBIDDEN) for t in texts] + [(t, FORBIDDEN_IN_TEXT) for t in plain_texts]
+        for text, rules in checks:
+            for rx, why in rules.items():
                 m = re.search(rx, text)
                 if m:
                     line = text[max(0, text.rfind("\n", 0, m.start()) + 1):].split("\n", 1)[0]

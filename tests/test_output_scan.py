@@ -62,6 +62,8 @@ def test_the_course_progress_bar_is_text_that_folds_to_its_last_frame():
     (stream("x.py:3: DeprecationWarning: __array__ implementation doesn't accept a copy keyword\n", "stderr"),
      "deprecation"),
     (stream("mean AUC np.float64(0.118)\n"), "numpy scalar repr"),
+    (stream("threshold 0.651939332485199, size 28\n"), "unrounded number"),
+    ({"output_type": "execute_result", "data": {"text/plain": "0.7307692307692307"}, "metadata": {}}, "unrounded"),
     (display("epoch 1/2:   0%|          | 0/10 [00:00<?, ?it/s]", widget=True), "first frame"),
     (stream("/tmp/ipykernel_1/2.py:8: UserWarning: something\n", "stderr"), "stderr output"),
 ])
@@ -71,7 +73,8 @@ def test_each_rule_finds_what_it_names(out, words):
 
 
 def test_clean_outputs_pass():
-    outs = [stream("train 280 images | Parasitized: 140\n"), display("<Figure size 640x480>"),
+    outs = [stream("train 280 images | Parasitized: 140; lr 1e-05; 3.14159265 is pi to 8\n"),
+            display("<Figure size 640x480>"),
             display("VBox(children=(HTML(value='<h3>panel</h3>'),))", widget=True),
             display("", html="<div>STAND-IN DATA ... NameResolutionError(\"HTTPSConnection(host=...)\")</div>"),
             stream("\n", "stderr"),

@@ -89,3 +89,23 @@ def test_deletion_bad_input(blob_model):
     with pytest.raises(CourseError, match="maps must be"):
         xai_faithfulness.deletion_insertion(model, x[:2], maps[:1], target=1)
 
+
+
+def test_the_overall_verdict_names_checks_that_disagree_or_only_one_that_is_clear():
+    rng = np.random.default_rng(0)
+    base = rng.uniform(0.4, 0.6, 40)
+    noise = lambda: rng.normal(0, 0.01, 40)   # noqa: E731
+    curve = np.zeros(3)
+
+    def scores(deletion_shift, insertion_shift):
+        return xai_faithfulness.DeletionInsertion(
+            deletion=base + deletion_shift + noise(), insertion=base + insertion_shift + noise(),
+            deletion_random=base, insertion_random=base, fractions=curve, deletion_curve=curve,
+            insertion_curve=curve, deletion_curve_random=curve, insertion_curve_random=curve)
+
+    assert scores(-0.1, +0.1).verdict() == "better than random"
+    # deletion higher (worse) and insertion higher (better): the checks disagree, and the verdict says which is which
+    assert scores(+0.1, +0.1).verdict() == ("the two checks disagree (deletion worse than random, "
+                                            "insertion better than random)")
+    assert scores(0.0, +0.1).verdict() == "inconclusive (deletion inconclusive, insertion better than random)"
+    assert not scores(+0.1, +0.1).beats_random
