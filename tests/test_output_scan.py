@@ -97,7 +97,7 @@ def test_scan_notebook_names_the_cell(tmp_path):
 
 def test_the_conftest_hook_fails_a_notebook_cell_that_shows_noise():
     """The hook in conftest.py scans the cells nbval runs: a probe notebook inside the checkout (so the
-    hook applies) with one noisy cell fails that cell and passes the clean one."""
+    hook applies) with one noisy cell fails that cell and passes the clean ones (a value hidden by ';' too)."""
     import os
     import subprocess
     import sys
@@ -106,7 +106,8 @@ def test_the_conftest_hook_fails_a_notebook_cell_that_shows_noise():
 
     nb = nbformat.v4.new_notebook()
     nb.cells = [nbformat.v4.new_code_cell("import numpy as np\nprint({'auc': np.float64(0.5)})"),
-                nbformat.v4.new_code_cell("print('fine')")]
+                nbformat.v4.new_code_cell("print('fine')"),
+                nbformat.v4.new_code_cell("x = 0.7307692307692307\nfloat(x);")]   # ';' hides it, as in Jupyter
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     probe = ROOT / "build" / f"scan_probe_{os.getpid()}.ipynb"
     probe.parent.mkdir(exist_ok=True)
@@ -117,4 +118,4 @@ def test_the_conftest_hook_fails_a_notebook_cell_that_shows_noise():
     finally:
         probe.unlink(missing_ok=True)
     assert run.returncode == 1, run.stdout[-2000:]
-    assert "1 failed, 1 passed" in run.stdout and "numpy scalar repr" in run.stdout, run.stdout[-2000:]
+    assert "1 failed, 2 passed" in run.stdout and "numpy scalar repr" in run.stdout, run.stdout[-2000:]
