@@ -11,7 +11,7 @@ from course_utils import exercises as ex
 
 # what the notebooks pass as context (value exercises) or as the run's outcome (prediction exercises)
 CONTEXT = {"01.1": {"labels": np.array([0, 1, 1, 0, 1, 1, 1, 1])}, "03.3": {"n_test": 70}}
-OBSERVED = {"01.3": 35, "02.3": (0.61, 0.72), "03.2": (0.95, 0.81), "04.2": (0.55, 0.40), "05.3": 6, "06.2": (0.31, 0.44)}
+OBSERVED = {"01.3": 35, "02.3": (0.61, 0.72), "03.2": (0.95, 0.81), "04.2": (0.55, 0.40), "05.3": 6, "06.2": "better than random"}
 
 
 def stored_solution(e):
@@ -91,3 +91,10 @@ def test_a_prediction_is_judged_by_the_run_not_by_a_fixed_answer(capsys):
     assert e.check("lower", observed=(0.81, 0.95)) is False and "higher" in capsys.readouterr().out
     assert ex.get("02.3").check("higher", observed=(0.5, 0.9)) is True
     assert math.isclose(ex.EXERCISES["04.3"].expected(), math.log(0.02 / 0.98))
+
+
+def test_the_deletion_prediction_is_judged_by_the_interval_verdict():
+    e = ex.get("06.2")
+    assert e.check("inconclusive", observed="inconclusive") is True
+    assert e.check("better", observed="worse than random") is False
+    assert e.check("worse", observed="worse than random") is True
