@@ -129,6 +129,8 @@ class Caps:
     ig_steps: int = 32      # integrated-gradients steps (the completeness check needs about 32)
     randomisation_steps: int = 2   # layer groups re-initialised in the randomisation check
     standin_images: int = 2048     # distinct malaria stand-in cells rendered; repeated to the full count
+    eval_batches: int = 4          # batches the course's evaluate/predict run through the model; later batches
+                                   # reuse those outputs (full-size arrays, every label read and checked)
 
 
 CAPS = Caps()

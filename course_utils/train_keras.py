@@ -139,6 +139,8 @@ def install_rehearsal_cap() -> bool:
                 runtime.record_work("forward", images=epochs * _n_images(val, val_steps), steps=epochs * val_steps,
                                     flops_per_image=flops, what=self.name, framework="keras")
             a["steps_per_epoch"] = runtime.cap(full_steps, "steps")
+            if val_steps:
+                a["validation_steps"] = runtime.cap(val_steps, "eval_batches")
         a["epochs"] = runtime.cap(epochs, "epochs")
         return original(*bound.args, **bound.kwargs)
 
@@ -218,11 +220,12 @@ def predict(model, data, *, batch_size: int = 64, check_dataset: bool = True
         runtime.record_work("forward", images=n, steps=_n_batches(data, batch_size) or 0,
                             flops_per_image=_keras_flops(model, data if isinstance(data, tf.data.Dataset) else None),
                             what=model.name, framework="keras")
+    limit = runtime.cap(None, "eval_batches") if runtime.rehearsal() else None
     if isinstance(data, tf.data.Dataset):
         probs, labels = [], []
-        for batch in data:
+        for i, batch in enumerate(data):
             x, y = (batch[0], batch[1]) if isinstance(batch, (tuple, list)) else (batch, None)
-            probs.append(np.asarray(model(x, training=False), dtype=np.float64))
+            probs.append(_capped_call(model, x, probs, i, limit))
             if y is not None:
                 y = np.asarray(y)
                 labels.append(y.argmax(-1) if y.ndim == 2 and y.shape[-1] > 1 else y.reshape(-1))
@@ -243,8 +246,17 @@ def predict(model, data, *, batch_size: int = 64, check_dataset: bool = True
         x = x.astype(np.float32) / 255.0 if x.dtype == np.uint8 else x.astype(np.float32)
         if size is not None and x.shape[1:3] != size:
             x = tf.image.resize(x, size).numpy()
-        out.append(np.asarray(model(x, training=False), dtype=np.float64))
+        out.append(_capped_call(model, x, out, start // batch_size, limit))
     return _two_columns(np.concatenate(out)), None
+
+
+def _capped_call(model, x, done: list, i: int, limit: int | None) -> np.ndarray:
+    """The model's outputs for batch ``i``; in a rehearsal, from batch ``limit`` on, the first batches' outputs
+    again (as many rows as the batch has: the arrays keep their full size, the model is not run)."""
+    if limit is None or i < limit:
+        return np.asarray(model(x, training=False), dtype=np.float64)
+    seen = np.concatenate(done)
+    return seen[np.arange(len(x)) % len(seen)]
 
 
 def _batching_of(ds):

@@ -21,7 +21,8 @@ The T4 estimate, per notebook (every figure below is an assumption, stated once 
   checks, typically 2-5 ms in eager PyTorch), plus ``KERAS_FIT_OVERHEAD_S`` = 5 s per Keras ``fit`` (graph
   tracing; assumed).
 * data: download and preparation per data set loaded (``DATA_PREP_S``: malaria's 337 MB tfds download and
-  preparation 150 s; MedMNIST npz files 5-20 s), plus ``SETUP_S`` = 60 s per notebook (the setup cell's pip
+  preparation and the decoding of 27,558 PNGs 240 s, after the README's earlier 2-4 min for download and preparation;
+  MedMNIST npz files 5-20 s), plus ``SETUP_S`` = 60 s per notebook (the setup cell's pip
   install and the TensorFlow/torch imports).
 """
 from __future__ import annotations
@@ -33,7 +34,7 @@ T4_SUSTAINED_FLOPS = 1.2e12
 STEP_OVERHEAD_S = 0.003
 KERAS_FIT_OVERHEAD_S = 5.0
 SETUP_S = 60.0
-DATA_PREP_S = {"malaria": 150.0, "chestmnist": 20.0, "pathmnist": 20.0, "dermamnist": 10.0, "breastmnist": 5.0,
+DATA_PREP_S = {"malaria": 240.0, "chestmnist": 20.0, "pathmnist": 20.0, "dermamnist": 10.0, "breastmnist": 5.0,
                "pneumoniamnist": 5.0, "bloodmnist": 10.0}
 TRAIN_FACTOR = 3.0
 GB = 1e9

@@ -255,3 +255,13 @@ def test_work_is_recorded_only_in_a_rehearsal(rehearsal_env, tmp_path):
     rec = json.loads(path.read_text())
     assert rec == {"kind": "work", "pass": "train", "images": 100, "steps": 4, "flops_per_image": 1e6,
                    "model": "m", "framework": "torch"}
+
+
+def test_gpu_memory_peak_is_none_without_a_gpu_and_the_watch_needs_a_kernel(monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.delitem(sys.modules, "tensorflow", raising=False)
+    assert runtime.gpu_memory_peak() is None
+    monkeypatch.setenv("COURSE_GPU_REPORT", "1")
+    assert runtime._watch_gpu_memory() is False          # outside a Jupyter kernel: nothing to hook

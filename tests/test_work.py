@@ -84,3 +84,32 @@ def test_mc_passes_are_capped_in_a_rehearsal(rehearsal):
     assert mc.shape == (2, 20, 3)
     rec = json.loads(rehearsal.read_text().splitlines()[0])
     assert rec["images"] == 20 * 20 and rec["flops_per_image"] == 2 * (6 * 8 + 8 * 3)
+
+
+def test_evaluation_runs_the_model_on_the_capped_batches_and_keeps_full_size_outputs(rehearsal):
+    calls = []
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 16 * 16, 1))
+    model.register_forward_hook(lambda *_: calls.append(1))
+    _, val = _loaders(n=200)                                   # 7 batches of 32
+    result = tt.evaluate(model, val, "binary")
+    assert result["n"] == 200 and len(result["probs"]) == 200
+    assert len(calls) == 1 + 4               # one pass counting its FLOPs, then runtime.CAPS.eval_batches batches
+
+
+def test_query_outputs_run_a_model_on_its_first_batches_only_over_all_calls(rehearsal):
+    from course_utils import active_torch
+
+    calls = []
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(8 * 8 * 3, 8), torch.nn.ReLU(), torch.nn.Linear(8, 3))
+    net.register_forward_hook(lambda *_: calls.append(1))
+    x = np.random.default_rng(0).integers(0, 255, size=(100, 8, 8, 3), dtype=np.uint8)   # images (NHWC uint8)
+    for _ in range(3):                                  # 3 calls of 2 batches: 4 batches run, then reused
+        out = active_torch.torch_outputs(net, x, needs=("probs", "embeddings"), batch_size=50)
+        assert out["probs"].shape == (100, 3) and out["embeddings"].shape == (100, 8)
+    assert len(calls) == 1 + 4                          # one pass counting FLOPs (cached), then CAPS.eval_batches
+    head, feats = net[1:], np.random.default_rng(1).normal(size=(100, 192)).astype(np.float32)
+    calls.clear()
+    head.register_forward_hook(lambda *_: calls.append(1))
+    for _ in range(3):                                  # a head on features always runs in full
+        active_torch.torch_outputs(head, feats, needs=("probs",), batch_size=50)
+    assert len(calls) == 1 + 3 * 2
