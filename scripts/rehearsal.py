@@ -19,7 +19,10 @@ The T4 estimate, per notebook (every figure below is an assumption, stated once 
 * per step: ``STEP_OVERHEAD_S`` = 3 ms per batch (optimizer step or inference batch; assumed: a small model's
   step on a T4 is bound by Python, kernel launches, host-to-device copies and the engine's per-step finite
   checks, typically 2-5 ms in eager PyTorch), plus ``KERAS_FIT_OVERHEAD_S`` = 5 s per Keras ``fit`` (graph
-  tracing; assumed).
+  tracing; assumed). A head on precomputed features (under ``HEAD_FLOPS`` = 1 MFLOP per sample: notebook 05's
+  active-learning classifier) costs ``HEAD_TRAIN_STEP_S`` = 1 ms per training step and ``HEAD_FORWARD_STEP_S``
+  = 0.5 ms per inference batch: lite mode's notebook 05 runs its ~35,000 head steps and their inference in
+  40 s on this 2-core CPU, about 1 ms per step in all.
 * data: download and preparation per data set loaded (``DATA_PREP_S``: malaria's 337 MB tfds download and
   preparation and the decoding of 27,558 PNGs 240 s, after the README's earlier 2-4 min for download and preparation;
   MedMNIST npz files 5-20 s), plus ``SETUP_S`` = 60 s per notebook (the setup cell's pip
@@ -32,6 +35,9 @@ from typing import Any
 
 T4_SUSTAINED_FLOPS = 1.2e12
 STEP_OVERHEAD_S = 0.003
+HEAD_FLOPS = 1e6                 # below this many FLOPs per sample a model is a "head" on precomputed features
+HEAD_TRAIN_STEP_S = 0.001
+HEAD_FORWARD_STEP_S = 0.0005
 KERAS_FIT_OVERHEAD_S = 5.0
 SETUP_S = 60.0
 DATA_PREP_S = {"malaria": 240.0, "chestmnist": 20.0, "pathmnist": 20.0, "dermamnist": 10.0, "breastmnist": 5.0,
@@ -124,6 +130,7 @@ def summarize(reports: list[dict]) -> dict[str, Any]:
         "train_images": train,
         "forward_images": forward,
         "steps": sum(r.get("steps", 0) for r in work),
+        "overhead_s": sum(r.get("steps", 0) * _step_cost(r) for r in work),
         "keras_fits": sum(1 for r in work if r["pass"] == "train" and r.get("framework") == "keras"),
         "fits": sum(1 for r in work if r["pass"] == "train"),
         "tflops": round(flops / 1e12, 2),
@@ -131,10 +138,17 @@ def summarize(reports: list[dict]) -> dict[str, Any]:
     }
 
 
+def _step_cost(rec: dict) -> float:
+    """Seconds of overhead per step (batch) of one work record (see the module docstring)."""
+    if (rec.get("flops_per_image") or 0) and rec["flops_per_image"] < HEAD_FLOPS:
+        return HEAD_TRAIN_STEP_S if rec["pass"] == "train" else HEAD_FORWARD_STEP_S
+    return STEP_OVERHEAD_S
+
+
 def t4_estimate(s: dict[str, Any]) -> dict[str, float]:
     """Seconds on a T4 from the counted work (see the module docstring for every figure)."""
     compute = s["tflops"] * 1e12 / T4_SUSTAINED_FLOPS
-    overhead = s["steps"] * STEP_OVERHEAD_S + s["keras_fits"] * KERAS_FIT_OVERHEAD_S
+    overhead = s["overhead_s"] + s["keras_fits"] * KERAS_FIT_OVERHEAD_S
     data = SETUP_S + sum(DATA_PREP_S.get(name, 10.0) for name in s["datasets"])
     return {"t4_compute_s": round(compute), "t4_overhead_s": round(overhead), "t4_data_setup_s": round(data),
             "t4_estimate_s": round(compute + overhead + data)}

@@ -203,6 +203,7 @@ def write_rehearsal(rows: list[dict], out_dir: Path, budget_gb: float) -> str:
                   f"{f.get('tflops', '-')} | {f.get('t4_estimate_s', '-')} |")
     note = (f"\nBudget: {budget_gb:g} GB resident memory per notebook. T4 estimate = counted FLOPs / "
             f"{rehearsal.T4_SUSTAINED_FLOPS / 1e12:g} TFLOP/s + {rehearsal.STEP_OVERHEAD_S * 1e3:g} ms per step "
+            f"({rehearsal.HEAD_TRAIN_STEP_S * 1e3:g} / {rehearsal.HEAD_FORWARD_STEP_S * 1e3:g} ms for a head on features) "
             f"+ {rehearsal.KERAS_FIT_OVERHEAD_S:g} s per Keras fit + data download/preparation and "
             f"{rehearsal.SETUP_S:g} s setup (scripts/rehearsal.py says where each figure comes from).\n")
     text = "\n".join(md) + "\n" + note

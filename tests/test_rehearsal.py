@@ -42,9 +42,15 @@ def test_work_is_summed_and_turned_into_a_t4_estimate():
     assert s["datasets"] == ["malaria"] and s["data_gb"] == pytest.approx(2.12, abs=0.01) and s["keras_fits"] == 1
     t = rehearsal.t4_estimate(s)
     compute = 5e12 / rehearsal.T4_SUSTAINED_FLOPS
-    overhead = 40 * rehearsal.STEP_OVERHEAD_S + rehearsal.KERAS_FIT_OVERHEAD_S
+    overhead = 40 * rehearsal.STEP_OVERHEAD_S + rehearsal.KERAS_FIT_OVERHEAD_S    # 1 GFLOP per image: not a head
     data = rehearsal.SETUP_S + rehearsal.DATA_PREP_S["malaria"]
     assert t["t4_estimate_s"] == round(compute + overhead + data)
+
+
+def test_a_head_on_features_costs_less_per_step():
+    head = {"kind": "work", "pass": "train", "images": 3200, "steps": 100, "flops_per_image": 2e5, "model": "h"}
+    s = rehearsal.summarize([head])
+    assert s["overhead_s"] == pytest.approx(100 * rehearsal.HEAD_TRAIN_STEP_S)
 
 
 def test_rehearsal_csv_has_the_estimate_column(tmp_path):
