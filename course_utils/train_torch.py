@@ -63,6 +63,7 @@ from ._torch_records import (BestEpoch, EpochSums, is_better, log_epoch, patienc
                              user_stacklevel)
 from .history import History
 from .model_info import ModelInfo
+from .work import note_torch_work, plan_torch_work, record_uncapped_validation
 from .runtime import CourseError, import_torch, seed_everything, torch_device
 
 __all__ = ["fit", "fit_two_phase", "train_one_epoch", "evaluate", "predict", "recalibrate_batchnorm", "join_histories",
@@ -117,7 +118,7 @@ def train_one_epoch(model, loader, loss_fn: Callable, optimizer, *, task: str = 
             run.skipped += 1
             continue
         if limit is not None and step == 0:
-            _note_work(model, x, "train", loader, _planned)
+            note_torch_work(model, x, "train", loader, _planned)
         with torch.autocast(dev.type, dtype=torch.float16, enabled=amp):
             logits = model(x)
             if check:
@@ -227,7 +228,7 @@ def _forward_all(model, loader, device, amp, channels_last, *, progress: bool = 
                 else:
                     x = x.to(dev, non_blocking=True, memory_format=memory_format)
                     if i == 0 and limit is not None:
-                        _note_work(model, x, "forward", loader, None)
+                        note_torch_work(model, x, "forward", loader, None)
                     with torch.autocast(dev.type, dtype=torch.float16, enabled=use_amp):
                         out = model(x)
                 if out.ndim != 2:
@@ -353,11 +354,8 @@ def fit(model, train_loader, val_loader=None, *, epochs: int, loss_fn: Callable 
     """
     torch = import_torch()
     check_args(task, epochs, schedule, min_lr_ratio, train_loader, val_loader)
-    planned = None
-    if runtime.rehearsal():  # full mode's work is recorded; the run itself is capped
-        planned = {"epochs": epochs, "images": epochs * _n_images(train_loader),
-                   "steps": epochs * _n_batches(train_loader)}
-        epochs = runtime.cap(epochs, "epochs")
+    planned = plan_torch_work(epochs, train_loader) if runtime.rehearsal() else None   # full mode's work
+    epochs = runtime.cap(epochs, "epochs")                                                # capped in a rehearsal
     if seed is not None:
         seed_everything(seed)
     dev = torch.device(torch_device(device))
@@ -385,10 +383,7 @@ def fit(model, train_loader, val_loader=None, *, epochs: int, loss_fn: Callable 
     validate = None if val_loader is None else functools.partial(
         evaluate, model, val_loader, task, loss_fn=loss_fn, device=str(dev), amp=use_amp, channels_last=use_cl)
     _run_epochs(train, validate, state, run, start_epoch, bad_epochs, early_stopping_patience, progress)
-    if planned is not None and val_loader is not None and planned["epochs"] > epochs:  # the uncapped validations
-        runtime.record_work("forward", images=(planned["epochs"] - epochs) * _n_images(val_loader),
-                            steps=(planned["epochs"] - epochs) * _n_batches(val_loader),
-                            flops_per_image=planned.get("flops"), what=type(model).__name__, framework="torch")
+    record_uncapped_validation(planned, epochs, val_loader, model)
     restore_best_epoch(model, best, history, restore_best, progress)
     return history
 
@@ -572,35 +567,6 @@ def _frozen_batchnorm_to_eval(model, every: bool = False) -> None:
             params = list(m.parameters(recurse=False))
             if every or (params and not any(p.requires_grad for p in params)):
                 m.eval()
-
-
-def _n_batches(loader) -> int:
-    """Batches per epoch (what full mode runs; the rehearsal stops train_one_epoch early instead)."""
-    return len(loader)
-
-
-def _n_images(loader) -> int:
-    """Images per epoch: the dataset's length when it has one, else batches x batch size."""
-    try:
-        return len(loader.dataset)
-    except (AttributeError, TypeError):
-        return _n_batches(loader) * (getattr(loader, "batch_size", None) or 1)
-
-
-def _note_work(model, x, kind: str, loader, planned: dict | None) -> None:
-    """Rehearsal: record the images one epoch (or ``fit``'s ``planned`` run) passes through ``model``, with the
-    FLOPs of one forward pass counted on this batch's first image."""
-    from .work import torch_flops_per_image  # noqa: PLC0415
-
-    flops = torch_flops_per_image(model, x[:1])
-    if planned is not None:
-        if planned.get("recorded"):
-            return
-        planned.update(flops=flops, recorded=True)
-        images, steps = planned["images"], planned["steps"]
-    else:
-        images, steps = _n_images(loader), _n_batches(loader)
-    runtime.record_work(kind, images=images, steps=steps, flops_per_image=flops, what=type(model).__name__, framework="torch")
 
 
 def _bar(iterable, progress: bool, desc: str):

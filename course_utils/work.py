@@ -15,9 +15,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from .runtime import import_torch
+from .runtime import import_torch, record_work
 
-__all__ = ["torch_flops_per_image", "keras_flops_per_image", "TRAIN_FACTOR"]
+__all__ = ["torch_flops_per_image", "keras_flops_per_image", "TRAIN_FACTOR", "plan_torch_work", "note_torch_work",
+           "record_uncapped_validation", "n_images", "n_batches"]
 
 TRAIN_FACTOR = 3.0   # a training image pass ~ forward + backward (2x forward) FLOPs
 _CACHE: dict[tuple, float] = {}
@@ -108,3 +109,45 @@ def _keras_layer_flops(model: Any) -> float:
         elif name == "Dense":
             total += 2.0 * positions * inp[-1] * out[-1]
     return total
+
+
+# --------------------------------------------------------------------------- the torch engine's records
+def plan_torch_work(epochs: int, train_loader) -> dict:
+    """What ``fit`` would run uncapped: epochs, training images and steps (FLOPs are added by the first batch)."""
+    return {"epochs": epochs, "images": epochs * n_images(train_loader), "steps": epochs * n_batches(train_loader)}
+
+
+def record_uncapped_validation(planned: dict | None, epochs_run: int, val_loader, model) -> None:
+    """The validation passes of the epochs a rehearsal's ``fit`` did not run, recorded as forward work."""
+    if planned is None or val_loader is None or planned["epochs"] <= epochs_run:
+        return
+    left = planned["epochs"] - epochs_run
+    record_work("forward", images=left * n_images(val_loader), steps=left * n_batches(val_loader),
+                flops_per_image=planned.get("flops"), what=type(model).__name__, framework="torch")
+
+
+def n_batches(loader) -> int:
+    """Batches per epoch (what full mode runs; the rehearsal stops train_one_epoch early instead)."""
+    return len(loader)
+
+
+def n_images(loader) -> int:
+    """Images per epoch: the dataset's length when it has one, else batches x batch size."""
+    try:
+        return len(loader.dataset)
+    except (AttributeError, TypeError):
+        return n_batches(loader) * (getattr(loader, "batch_size", None) or 1)
+
+
+def note_torch_work(model, x, kind: str, loader, planned: dict | None) -> None:
+    """Rehearsal: record the images one epoch (or ``fit``'s ``planned`` run) passes through ``model``, with the
+    FLOPs of one forward pass counted on this batch's first image."""
+    flops = torch_flops_per_image(model, x[:1])
+    if planned is not None:
+        if planned.get("recorded"):
+            return
+        planned.update(flops=flops, recorded=True)
+        images, steps = planned["images"], planned["steps"]
+    else:
+        images, steps = n_images(loader), n_batches(loader)
+    record_work(kind, images=images, steps=steps, flops_per_image=flops, what=type(model).__name__, framework="torch")
