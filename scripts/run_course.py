@@ -26,6 +26,7 @@ import csv
 import html
 import json
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -186,11 +187,28 @@ REHEARSAL_COLS = ["notebook", "status", "wall_s", "peak_rss_gb", "data_images", 
                   "t4_estimate_s", "error"]
 
 
+def _number(text: str):
+    """A CSV cell back as int or float when it is one (the Markdown table formats numbers)."""
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except (TypeError, ValueError):
+            continue
+    return text
+
+
 def write_rehearsal(rows: list[dict], out_dir: Path, budget_gb: float) -> str:
     """``build/rehearsal.csv`` and the same as a Markdown table (returned, to print)."""
-    flat = [{"notebook": r["notebook"], "status": r["status"], "wall_s": r["wall_s"], "error": r["error"],
+    flat = [{"notebook": r["notebook"], "status": r["status"], "wall_s": r["wall_s"],
+             "error": re.sub(r"\x1b\[[0-9;]*m", "", r["error"]),     # no terminal colours in a CSV
              **{k: v for k, v in r.get("rehearsal", {}).items() if k in REHEARSAL_COLS}} for r in rows]
-    with open(out_dir / "rehearsal.csv", "w", newline="", encoding="utf-8") as fh:
+    path = out_dir / "rehearsal.csv"
+    if path.exists():  # a partial rehearsal (--only) replaces its notebooks' rows and keeps the others
+        with open(path, newline="", encoding="utf-8") as fh:
+            kept = {r["notebook"]: {k: _number(v) for k, v in r.items()} for r in csv.DictReader(fh)}
+        kept.update({f["notebook"]: f for f in flat})
+        flat = [kept[name] for name in sorted(kept)]
+    with open(path, "w", newline="", encoding="utf-8") as fh:
         w = csv.DictWriter(fh, fieldnames=REHEARSAL_COLS, extrasaction="ignore")
         w.writeheader()
         w.writerows(flat)

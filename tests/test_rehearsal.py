@@ -62,6 +62,9 @@ def test_rehearsal_csv_has_the_estimate_column(tmp_path):
     assert got[0]["notebook"] == "01_x" and float(got[0]["peak_rss_gb"]) == 3.2
     assert int(got[0]["t4_estimate_s"]) == rehearsal.t4_estimate(s)["t4_estimate_s"]
     assert "| 01_x | ok | 3.2 |" in table
+    run_course.write_rehearsal([{**rows[0], "notebook": "02_y"}], tmp_path, 10.0)   # a partial rerun (--only 02)
+    got = list(csv.DictReader(open(tmp_path / "rehearsal.csv")))
+    assert [r["notebook"] for r in got] == ["01_x", "02_y"]
 
 
 def test_memory_watch_stops_a_kernel_over_budget():
