@@ -185,9 +185,13 @@ def keras_view(model: Any, layer: str | None = None) -> Callable:
 
 
 def predict_logits(model: Any, images: Any, *, preprocess: Callable | None = None) -> np.ndarray:
-    """The model's logits for a batch of images, as numpy ``[N, K]``."""
+    """The model's logits for a batch of images, as numpy ``[N, K]`` (in a full-mode rehearsal: of the first
+    ``runtime.CAPS.eval_batches`` batches, repeated to ``N`` rows)."""
     ad = adapter(model, preprocess)
-    return ad.logits(ad.prepare(images))
+    n = len(images)
+    keep = _rehearsal_keep(n, ad)
+    logits = ad.logits(ad.prepare(images[:keep] if keep < n else images))
+    return logits[np.arange(n) % keep] if keep < n else logits
 
 
 def predict_proba(model: Any, images: Any, target: Any = None, *,
@@ -270,9 +274,22 @@ def explain(model: Any, images: Any, method: str = "grad_cam", target: Any = Non
     if method not in METHODS:
         raise CourseError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
     ad = adapter(model, preprocess)
+    n = len(images)
+    keep = _rehearsal_keep(n, ad)
+    if keep < n:  # a full-mode rehearsal: maps of the first images, repeated (full-size output, minutes saved)
+        images, target = images[:keep], target[:keep] if np.ndim(target) and len(target) == n else target
     x = ad.prepare(images)
     maps = METHODS[method](ad, x, _target_classes(ad, x, target), **kwargs)
+    maps = maps[np.arange(n) % keep] if keep < n else maps
     return normalize_maps(maps) if normalize else maps
+
+
+def _rehearsal_keep(n: int, ad) -> int:
+    """How many of ``n`` images a full-mode rehearsal runs through the model (``runtime.CAPS.eval_batches``
+    batches); ``n`` outside a rehearsal."""
+    if not runtime.rehearsal():
+        return n
+    return min(n, runtime.CAPS.eval_batches * getattr(ad, "batch_size", 32))
 
 
 def grad_cam(model: Any, images: Any, target: Any = None, *, layer: str | None = None,

@@ -113,3 +113,16 @@ def test_query_outputs_run_a_model_on_its_first_batches_only_over_all_calls(rehe
     for _ in range(3):                                  # a head on features always runs in full
         active_torch.torch_outputs(head, feats, needs=("probs",), batch_size=50)
     assert len(calls) == 1 + 3 * 2
+
+
+def test_explanations_in_a_rehearsal_run_the_first_batches_and_keep_the_full_size(rehearsal):
+    from course_utils import xai
+
+    calls = []
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1),
+                                torch.nn.Flatten(), torch.nn.Linear(4, 2)).eval()
+    model.register_forward_hook(lambda _m, inp, _o: calls.append(len(inp[0])))
+    x = torch.rand(300, 3, 8, 8)
+    assert xai.predict_logits(model, x).shape == (300, 2)
+    assert sum(c for c in calls if c > 1) == 128               # 4 batches of 32 (and a one-image probe)
+    assert xai.grad_cam(model, x, target=1).shape == (300, 8, 8)
