@@ -319,6 +319,7 @@ def integrated_gradients(model: Any, images: Any, target: Any = None, *, baselin
     ``reduce=True`` gives maps ``[N, H, W]`` (sum of ``|attribution|`` over channels); ``reduce=False``
     gives the raw attributions in the model's input layout, which sum to ``score(x) - score(baseline)``.
     """
+    steps = runtime.cap(steps, "ig_steps")            # fewer in a full-mode rehearsal; otherwise as asked
     ad = adapter(model, preprocess)
     x = ad.prepare(images)
     t = _target_classes(ad, x, target)
