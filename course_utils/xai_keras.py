@@ -178,7 +178,8 @@ class KerasAdapter:
                                   f"{x.shape[1:]}: axis {axis + 1} is {got}, not {exp}. Resize the images "
                                   "or convert their channels (grey <-> RGB) to match the model.")
         if x.dtype == np.uint8:
-            x = x.astype(np.float32) / 255.0
+            x = x.astype(np.float32)
+            x /= 255.0                      # in place: one float copy of the batch, not two
         return np.ascontiguousarray(x, dtype=np.float32)
 
     def image_size(self, x: np.ndarray) -> tuple[int, int]:
