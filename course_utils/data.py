@@ -200,10 +200,6 @@ def class_counts(labels: np.ndarray, class_names: Sequence[str]) -> dict[str, in
     return {name: int(counts[i]) for i, name in enumerate(class_names)}
 
 
-def _progress(iterable, *, total: int | None = None, desc: str = "", disable: bool = False):
-    return runtime.progress(iterable, total=total, desc=desc, disable=disable)
-
-
 def _resize_one(img: np.ndarray, size: int):
     from PIL import Image  # noqa: PLC0415
 
@@ -231,7 +227,7 @@ def resize_images(images: np.ndarray | Sequence[np.ndarray], size: int) -> np.nd
         n = len(images)
         channels = images[0].shape[-1] if n else 3
     out = np.empty((n, size, size, channels), dtype=np.uint8)
-    for i in _progress(range(n), total=n, desc=f"resizing to {size}px", disable=n < 2000):
+    for i in runtime.progress(range(n), total=n, desc=f"resizing to {size}px", disable=n < 2000):
         out[i] = _resize_one(np.asarray(images[i], dtype=np.uint8), size)
     return out
 
@@ -308,8 +304,8 @@ def _decode_subset(encoded: list[bytes], labels: np.ndarray, image_size: int, ma
     if max_images is not None and max_images < len(idx):
         idx = np.sort(_stratified_indices(labels, max_images, seed=seed))
     images = np.empty((len(idx), image_size, image_size, 3), np.uint8)
-    for j, i in enumerate(_progress(idx, total=len(idx), desc=f"decoding + resizing to {image_size}px",
-                                    disable=len(idx) < 2000)):
+    for j, i in enumerate(runtime.progress(idx, total=len(idx), desc=f"decoding + resizing to {image_size}px",
+                                           disable=len(idx) < 2000)):
         images[j] = _decode(encoded[i], image_size)
     return images, labels[idx]
 
@@ -413,7 +409,7 @@ def load_malaria_folder(path: str | os.PathLike, *, image_size: int = 64, on_err
         idx = np.sort(_stratified_indices(labels, max_images, seed=seed))
     images = np.empty((len(idx), image_size, image_size, 3), np.uint8)
     keep = np.ones(len(idx), bool)
-    for j, i in enumerate(_progress(idx, total=len(idx), desc="reading images", disable=len(idx) < 2000)):
+    for j, i in enumerate(runtime.progress(idx, total=len(idx), desc="reading images", disable=len(idx) < 2000)):
         try:
             images[j] = _decode(files[i].read_bytes(), image_size)
         except Exception as exc:  # noqa: BLE001 - PIL raises several types for broken files

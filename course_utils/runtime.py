@@ -343,7 +343,7 @@ def network_problem(host: str, port: int = 443, timeout: float = 3.0) -> str | N
     import socket  # noqa: PLC0415
     import threading  # noqa: PLC0415
 
-    if os.environ.get("COURSE_OFFLINE", "").strip().lower() in _TRUTHY:
+    if offline_reason():
         return "COURSE_OFFLINE is set"
     result: dict[str, str | None] = {"error": f"no answer within {timeout:.0f} s"}
 
