@@ -204,12 +204,13 @@ EXERCISES: dict[str, Exercise] = {e.key: e for e in [
              "RGB input?", "value", "every filter sees all input channels, and each filter has one bias.",
              "32 * (5 * 5 * 3) + 32 = 2432: a filter is 5 x 5 x 3 weights plus a bias.",
              expected=lambda: 32 * (5 * 5 * 3) + 32, accepts="a whole number"),
-    Exercise("02.3", "predict, then run: train the small CNN for the same epochs with ten times the learning rate. "
-             "Will its final validation loss be 'lower' or 'higher' than the first run's?", "prediction",
+    Exercise("02.3", "predict, then run: train the small CNN for FAST_EPOCHS epochs with ten times the learning "
+             "rate. Will its validation loss then be 'lower' or 'higher' than the main run's after as many epochs?",
+             "prediction",
              "a larger step can go further per step, or overshoot: which happened depends on the loss surface; "
              "look at both curves.",
-             "compare the two validation losses the run printed: 'lower' if the faster run ended below the first "
-             "one, else 'higher'. Large rates often make the loss jump around or get stuck.",
+             "compare the two validation losses the run printed: 'lower' if the faster run ended below the main "
+             "run at the same epoch, else 'higher'. Large rates often make the loss jump around or get stuck.",
              expected=lambda observed: "lower" if observed[1] < observed[0] else "higher",
              accepts="'lower' or 'higher'"),
     # ------------------------------------------------------------------ 03 transfer learning
