@@ -33,6 +33,7 @@ import socket
 from pathlib import Path
 from typing import Any, Sequence
 
+from . import runtime
 from .model_info import ModelInfo
 from .runtime import CourseError, import_keras, import_tensorflow, network_problem
 
@@ -491,8 +492,11 @@ def recompute_batchnorm(model, images, *, batch_size: int = 64) -> dict[str, Any
     shape = model.input_shape[0] if isinstance(model.input_shape, list) else model.input_shape
     size = (int(shape[1]), int(shape[2])) if len(shape) == 4 and shape[1] and shape[2] else None
     seen = n_batches = 0
+    limit = runtime.cap(None, "eval_batches")    # a full-mode rehearsal: the first few batches; otherwise None (all)
     try:
         for x in _as_batches(images, batch_size, size):
+            if limit is not None and n_batches >= limit:
+                break
             n = int(x.shape[0])
             if n == 0:
                 continue
@@ -510,6 +514,12 @@ def recompute_batchnorm(model, images, *, batch_size: int = 64) -> dict[str, Any
             layer.momentum = momentum
     if seen == 0:
         raise CourseError("recompute_batchnorm got no images")
+    if limit is not None:                        # what full mode passes through the model
+        from .work import keras_flops_per_image  # noqa: PLC0415
+
+        total = len(images) if hasattr(images, "__len__") and not hasattr(images, "cardinality") else seen
+        runtime.record_work("forward", images=total, steps=-(-total // batch_size),
+                            flops_per_image=keras_flops_per_image(model), what=model.name, framework="keras")
     shift, ratio = {}, {}
     for layer, (mean, var) in zip(layers_, before):
         new_mean, new_var = to_np(layer.moving_mean), to_np(layer.moving_variance)

@@ -130,6 +130,7 @@ class Caps:
     mc_passes: int = 2      # MC-dropout forward passes
     ig_steps: int = 32             # integrated-gradients steps (128 took 6 min for 8 images on this CPU)
     randomisation_steps: int = 2   # layer groups re-initialised in the randomisation check
+    deletion_steps: int = 4        # deletion/insertion steps (20 in full mode: 2 x 2 curves x 21 passes per image)
     standin_images: int = 2048     # distinct malaria stand-in cells rendered; repeated to the full count
     eval_batches: int = 4          # batches the course's evaluate/predict run through the model; later batches
                                    # reuse those outputs (full-size arrays, every label read and checked)

@@ -10,8 +10,10 @@ Mixed precision is decided when a model is built (``cu.models_keras`` builds wit
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
+import logging
 import sys
 import time
 import warnings
@@ -142,12 +144,64 @@ def install_rehearsal_cap() -> bool:
             if val_steps:
                 a["validation_steps"] = runtime.cap(val_steps, "eval_batches")
         a["epochs"] = runtime.cap(epochs, "epochs")
-        return original(*bound.args, **bound.kwargs)
+        with _quiet_retracing():
+            return original(*bound.args, **bound.kwargs)
 
     capped_fit._course_rehearsal_cap = True
     capped_fit._course_original = original
     keras.Model.fit = capped_fit
+    keras.Model.predict = _capped_predict(keras.Model.predict)
     return True
+
+
+@contextlib.contextmanager
+def _quiet_retracing():
+    """Hide TensorFlow's "triggered tf.function retracing" warning inside a capped call: the rehearsal's short,
+    differently sized epochs cause it (a full-mode run does not), and it would stand in the rehearsal's outputs as
+    a finding. Other TensorFlow warnings still show."""
+    log = logging.getLogger("tensorflow")
+    quiet = _DropRetracing()
+    log.addFilter(quiet)
+    try:
+        yield
+    finally:
+        log.removeFilter(quiet)
+
+
+class _DropRetracing(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "triggered tf.function retracing" not in record.getMessage()
+
+
+def _capped_predict(original):
+    """``keras.Model.predict`` that, in a rehearsal, runs the model on the first ``CAPS.eval_batches`` batches only
+    and reuses those outputs for the rest (one output per input, as full mode returns; the work of every batch
+    is recorded). Outside a rehearsal, or for a model with several outputs, it is Keras' own."""
+
+    @functools.wraps(original)
+    def capped_predict(self, x, *args, **kwargs):
+        if not runtime.rehearsal():
+            return original(self, x, *args, **kwargs)
+        limit, batch_size = runtime.CAPS.eval_batches, kwargs.get("batch_size") or 32
+        if hasattr(x, "cardinality"):      # a tf.data.Dataset of batches (or of (images, labels) batches)
+            tf = import_tensorflow()
+            sizes = [int(tf.nest.flatten(b)[0].shape[0]) for b in x]   # the input pipeline only, no model
+            head = x.take(limit)
+        elif isinstance(x, np.ndarray) and x.ndim >= 2:
+            sizes = [len(x[i:i + batch_size]) for i in range(0, len(x), batch_size)]
+            head = x[:limit * batch_size]
+        else:
+            return original(self, x, *args, **kwargs)
+        with _quiet_retracing():
+            out = original(self, head, *args, **kwargs)
+        runtime.record_work("forward", images=sum(sizes), steps=len(sizes), flops_per_image=_keras_flops(self, x),
+                            what=self.name, framework="keras")
+        if not isinstance(out, np.ndarray) or len(sizes) <= limit:
+            return out
+        return np.resize(out, (sum(sizes), *out.shape[1:]))   # later batches repeat the first outputs
+
+    capped_predict._course_original = original
+    return capped_predict
 
 
 def _n_batches(data, batch_size) -> int | None:

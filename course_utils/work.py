@@ -15,10 +15,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from .runtime import import_torch, record_work
+from .runtime import import_torch, record_work, rehearsal
 
 __all__ = ["torch_flops_per_image", "keras_flops_per_image", "TRAIN_FACTOR", "plan_torch_work", "note_torch_work",
-           "record_uncapped_validation", "n_images", "n_batches"]
+           "record_uncapped_validation", "n_images", "n_batches", "count_adapter_passes", "note_adapter_work"]
 
 TRAIN_FACTOR = 3.0   # a training image pass ~ forward + backward (2x forward) FLOPs
 _CACHE: dict[tuple, float] = {}
@@ -151,3 +151,49 @@ def note_torch_work(model, x, kind: str, loader, planned: dict | None) -> None:
     else:
         images, steps = n_images(loader), n_batches(loader)
     record_work(kind, images=images, steps=steps, flops_per_image=flops, what=type(model).__name__, framework="torch")
+
+
+# --------------------------------------------------------------------------- the XAI methods' passes
+_PASSES = (("logits", "forward"), ("layer_activations_and_grads", "train"), ("input_grads", "train"))
+
+
+def count_adapter_passes(ad):
+    """Rehearsal: make an XAI adapter (``xai.adapter``) record each forward (``logits``) and gradient pass it runs
+    as work, and keep a tally in ``ad.course_passes``. Outside a rehearsal ``ad`` is returned untouched."""
+    if not rehearsal() or hasattr(ad, "course_passes"):
+        return ad
+    ad.course_passes = {"forward": 0, "train": 0}
+    for name, kind in _PASSES:
+        method = getattr(ad, name)
+
+        def counted(x, *args, _method=method, _kind=kind, **kwargs):
+            note_adapter_work(ad, _kind, len(x), x)
+            return _method(x, *args, **kwargs)
+
+        setattr(ad, name, counted)
+    return ad
+
+
+def note_adapter_work(ad, kind: str, images: int, x=None) -> None:
+    """Rehearsal: record ``images`` passes of ``kind`` (``"forward"``, or ``"train"`` for forward + backward)
+    through the adapter's model; also what a capped loop (IG steps, deletion steps) skipped. FLOPs counted once."""
+    if not rehearsal() or images <= 0:
+        return
+    if not hasattr(ad, "course_flops"):
+        ad.course_flops = _adapter_flops(ad, x)
+    if hasattr(ad, "course_passes"):
+        ad.course_passes[kind] += int(images)
+    model = ad.model
+    record_work(kind, images=int(images), steps=-(-int(images) // max(1, int(getattr(ad, "batch_size", 32)))),
+                flops_per_image=ad.course_flops, what=getattr(model, "name", "") or type(model).__name__,
+                framework="torch" if ad.channel_axis == 1 else "keras")
+
+
+def _adapter_flops(ad, x) -> float | None:
+    try:
+        if ad.channel_axis == 1:                     # torch, N x C x H x W
+            torch = import_torch()
+            return torch_flops_per_image(ad.model, torch.as_tensor(x[:1], dtype=torch.float32))
+        return keras_flops_per_image(ad.model)
+    except Exception:  # noqa: BLE001  (counting is best effort: never stop a rehearsal over it)
+        return None

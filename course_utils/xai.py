@@ -39,6 +39,7 @@ import numpy as np
 from .metrics import probabilities
 from . import runtime
 from .runtime import CourseError, framework_of
+from .work import count_adapter_passes, note_adapter_work
 
 __all__ = [
     "METHODS", "grad_cam", "grad_cam_plus_plus", "saliency", "integrated_gradients", "occlusion",
@@ -128,10 +129,10 @@ def adapter(model: Any, preprocess: Callable | None = None, batch_size: int = 32
     if _framework(model) == "torch":
         from .xai_torch import TorchAdapter  # noqa: PLC0415
 
-        return TorchAdapter(model, preprocess=preprocess, batch_size=batch_size)
+        return count_adapter_passes(TorchAdapter(model, preprocess=preprocess, batch_size=batch_size))
     from .xai_keras import KerasAdapter  # noqa: PLC0415
 
-    return KerasAdapter(model, preprocess=preprocess, batch_size=batch_size)
+    return count_adapter_passes(KerasAdapter(model, preprocess=preprocess, batch_size=batch_size))
 
 
 def conv_layers(model: Any) -> list[str]:
@@ -319,10 +320,11 @@ def integrated_gradients(model: Any, images: Any, target: Any = None, *, baselin
     ``reduce=True`` gives maps ``[N, H, W]`` (sum of ``|attribution|`` over channels); ``reduce=False``
     gives the raw attributions in the model's input layout, which sum to ``score(x) - score(baseline)``.
     """
-    steps = runtime.cap(steps, "ig_steps")            # fewer in a full-mode rehearsal; otherwise as asked
+    requested, steps = steps, runtime.cap(steps, "ig_steps")   # fewer in a full-mode rehearsal; otherwise as asked
     ad = adapter(model, preprocess)
     x = ad.prepare(images)
     t = _target_classes(ad, x, target)
+    note_adapter_work(ad, "train", len(x) * (requested - steps), x)   # the gradient passes a rehearsal skips
     if not reduce:
         return _ig_attributions(ad, x, t, baseline=baseline, steps=steps)
     maps = _ig_raw(ad, x, t, baseline=baseline, steps=steps)
@@ -391,18 +393,22 @@ def randomization_check(model: Any, images: Any, method: str = "grad_cam", targe
     layers = ad.param_layer_names()[::-1]                          # top (output) first
     if not layers:
         raise CourseError("this model has no layers with weights to randomise")
+    full_groups = len(layers) if not max_steps else min(max_steps, len(layers))
     max_steps = runtime.cap(max_steps, "randomisation_steps")   # unchanged outside a full-mode rehearsal
     n_groups = len(layers) if not max_steps else min(max_steps, len(layers))
     groups = [list(g) for g in np.array_split(np.array(layers, dtype=object), n_groups)]
-    work = ad.copy(seed=seed)
+    work = count_adapter_passes(ad.copy(seed=seed))
     steps, reset, per_image, maps = ["trained model"], [[]], [np.ones(len(x))], [original]
     done: list[str] = []
     if progress:
         groups = runtime.progress(groups, desc="randomising layers (top down)")
-    for g in groups:
+    for i, g in enumerate(groups):
         work.reset_layers(g)
         done = done + g
         m = normalize_maps(METHODS[method](work, x, t, **kwargs))
+        if i == 0 and hasattr(work, "course_passes"):   # rehearsal: the groups it skips cost as much as this one
+            for kind, n in work.course_passes.items():
+                note_adapter_work(work, kind, n * (full_groups - n_groups), x)
         steps.append(f"reset down to {g[-1]}")
         reset.append(list(done))
         per_image.append(np.array([spearman(a, b) for a, b in zip(original, m)]))

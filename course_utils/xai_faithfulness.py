@@ -15,7 +15,9 @@ from typing import Any, Callable
 
 import numpy as np
 
+from . import runtime
 from .runtime import CourseError
+from .work import note_adapter_work
 from .xai import _target_classes, _target_probs, adapter, paired_interval
 
 __all__ = ["deletion_insertion", "DeletionInsertion", "BASELINES"]
@@ -152,8 +154,10 @@ def deletion_insertion(model: Any, images: Any, maps: np.ndarray, target: Any = 
             raise CourseError(f"{name} must be one of {', '.join(map(repr, BASELINES))}, not {value!r}")
     if not isinstance(steps, (int, np.integer)) or steps < 1:
         raise CourseError(f"steps must be a whole number >= 1, got {steps!r}")
+    requested, steps = steps, runtime.cap(steps, "deletion_steps")   # fewer in a full-mode rehearsal only
     ad = adapter(model, preprocess, batch_size=batch_size)
     x = ad.prepare(images)
+    note_adapter_work(ad, "forward", 4 * len(x) * (requested - steps), x)   # 2 maps x 2 curves a rehearsal skips
     maps = np.asarray(maps, dtype=np.float64)
     if maps.shape != (len(x), *ad.image_size(x)):
         raise CourseError(f"maps must be [N, H, W] = {(len(x), *ad.image_size(x))} to match the images, "

@@ -113,3 +113,66 @@ def test_the_last_rehearsal_kept_every_notebook_within_colabs_memory_budget():
     rows = list(csv.DictReader(open(path)))
     over = [f"{r['notebook']}: {r['peak_rss_gb']} GB" for r in rows if r.get("peak_rss_gb") and float(r["peak_rss_gb"]) > 10]
     assert not over, f"full mode over the 10 GB memory budget: {', '.join(over)}"
+
+
+# ----------------------------------------------------------------------------- float32 copies of whole arrays
+# A full-mode split is large (malaria's 27,558 cells at 160 px: 2.1 GB as uint8, 8.5 GB as float32): notebooks
+# convert batches or slices to float (the pipelines and the course's predict do it per batch), never a whole split.
+import ast  # noqa: E402
+import json  # noqa: E402
+import re  # noqa: E402
+
+WHOLE_ARRAY = re.compile(r"(^|\.)(images|x_train|x_val|x_test|train_x|val_x|test_x|pool_x|raw_x|check_x)$")
+
+
+def _float_conversions(tree: ast.AST):
+    """(operand, line) of every conversion to float: ``.astype(float...)``, ``/ 255``, ``np.asarray/np.array(...,
+    dtype=float...)``, ``tf.cast(..., float...)``, ``np.float32(...)``."""
+    floaty = lambda node: node is not None and "float" in ast.unparse(node)   # noqa: E731
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
+            name, args = node.func.attr, node.args
+            dtype = next((k.value for k in node.keywords if k.arg == "dtype"), None)
+            if name == "astype" and (floaty(args[0] if args else dtype)):
+                yield node.func.value, node.lineno
+            elif name in ("asarray", "array") and args and floaty(dtype):
+                yield args[0], node.lineno
+            elif name == "cast" and len(args) > 1 and floaty(args[1]):
+                yield args[0], node.lineno
+            elif name in ("float32", "float64") and args:
+                yield args[0], node.lineno
+        elif isinstance(node, ast.BinOp) and isinstance(node.op, ast.Div) and \
+                isinstance(node.right, ast.Constant) and node.right.value in (255, 255.0):
+            yield node.left, node.lineno
+
+
+def _whole_array_conversions(source: str) -> list[str]:
+    code = "\n".join(line[:len(line) - len(line.lstrip())] + "pass" if line.lstrip().startswith(("%", "!")) else line
+                     for line in source.splitlines())                # IPython magics: not Python
+    found = []
+    for operand, line in _float_conversions(ast.parse(code)):
+        if isinstance(operand, ast.Subscript):      # an index or a slice: part of an array
+            continue
+        text = ast.unparse(operand)
+        if WHOLE_ARRAY.search(text):
+            found.append(f"line {line}: {text}")
+    return found
+
+
+def test_the_float_check_finds_whole_array_conversions():
+    bad = ("x = data.train.images.astype('float32') / 255\ny = np.asarray(x_train, dtype=np.float32)\n"
+           "z = tf.cast(test_x, tf.float32)\nw = malaria.val.images / 255.0\n")
+    assert len(_whole_array_conversions(bad)) == 4
+    good = ("x = x_val[:8].astype('float32') / 255\nds.map(lambda x, y: (tf.cast(x, tf.float32) / 255.0, y))\n"
+            "cell = data.train.images[i].mean(axis=-1) / 255.0\n%pip install x\n")
+    assert _whole_array_conversions(good) == []
+
+
+@pytest.mark.parametrize("notebook", sorted(p.name for p in (ROOT / "notebooks").glob("0*.ipynb")))
+def test_no_notebook_converts_a_whole_split_to_float(notebook):
+    cells = json.loads((ROOT / "notebooks" / notebook).read_text(encoding="utf-8"))["cells"]
+    found = [f"cell {i} {hit}" for i, c in enumerate(cells) if c["cell_type"] == "code"
+             for hit in _whole_array_conversions("".join(c["source"]))]
+    assert not found, (f"{notebook} converts a whole image array to float (4x its uint8 memory; over Colab's budget "
+                       "in full mode): convert per batch (cu.data.to_tf_dataset / to_torch_loader) or a slice. "
+                       + "; ".join(found))

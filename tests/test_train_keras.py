@@ -174,7 +174,7 @@ def test_the_rehearsal_caps_every_keras_fit_and_records_the_uncapped_work(data, 
     monkeypatch.setenv("COURSE_MODE", "full")
     monkeypatch.setenv("COURSE_REHEARSAL", "1")
     monkeypatch.setenv("COURSE_REPORT", str(report))
-    original = keras.Model.fit
+    original, original_predict = keras.Model.fit, keras.Model.predict
     try:
         assert tk.install_rehearsal_cap()
         train = cu.pipelines.to_tf_dataset(xtr, ytr, batch_size=16, training=True)   # 12 batches
@@ -192,4 +192,39 @@ def test_the_rehearsal_caps_every_keras_fit_and_records_the_uncapped_work(data, 
         model.fit(train, epochs=1, verbose=0, callbacks=[count], shuffle=False)
         assert len(steps) == 12
     finally:
-        keras.Model.fit = original
+        keras.Model.fit, keras.Model.predict = original, original_predict
+
+
+def test_rehearsal_caps_keras_predict_but_returns_one_output_per_image(tmp_path, monkeypatch, data):
+    """In a rehearsal ``model.predict`` (a notebook's own call) runs CAPS.eval_batches batches and repeats their
+    outputs, so lengths stay what full mode gives (here 64 of 70 images with drop_remainder); outside it, Keras'."""
+    import json
+
+    import keras
+    import tensorflow as tf
+
+    (xtr, ytr), _ = data
+    x = xtr[:70].astype("float32") / 255.0
+    model, _ = mk.small_cnn((24, 24, 3), n_classes=2, filters=(4,))
+    exact = model.predict(x, batch_size=8, verbose=0)
+    report = tmp_path / "report.jsonl"
+    monkeypatch.setenv("COURSE_MODE", "full")
+    monkeypatch.setenv("COURSE_REHEARSAL", "1")
+    monkeypatch.setenv("COURSE_REPORT", str(report))
+    original, original_predict = keras.Model.fit, keras.Model.predict
+    try:
+        assert tk.install_rehearsal_cap()
+        leaky = tf.data.Dataset.from_tensor_slices((x, ytr[:70])).batch(8, drop_remainder=True)   # 8 batches
+        out = model.predict(leaky, verbose=0)
+        assert out.shape == (64, 2)
+        kept = cu.runtime.CAPS.eval_batches * 8
+        assert np.allclose(out[:kept], exact[:kept], atol=1e-5)          # the batches it ran are the real outputs
+        assert np.allclose(out[kept:2 * kept], out[:kept])                # the rest repeat them
+        work = [json.loads(line) for line in report.read_text().splitlines()]
+        assert [(r["pass"], r["images"], r["steps"]) for r in work if r["kind"] == "work"] == [("forward", 64, 8)]
+        arrays = model.predict(x, batch_size=8, verbose=0)                 # arrays: 9 batches, 4 run
+        assert arrays.shape == (70, 2) and np.allclose(arrays[:kept], exact[:kept], atol=1e-5)
+        monkeypatch.delenv("COURSE_REHEARSAL")                            # outside a rehearsal: Keras as it is
+        assert np.allclose(model.predict(x, batch_size=8, verbose=0), exact, atol=1e-6)
+    finally:
+        keras.Model.fit, keras.Model.predict = original, original_predict

@@ -126,3 +126,25 @@ def test_explanations_in_a_rehearsal_run_the_first_batches_and_keep_the_full_siz
     assert xai.predict_logits(model, x).shape == (300, 2)
     assert sum(c for c in calls if c > 1) == 128               # 4 batches of 32 (and a one-image probe)
     assert xai.grad_cam(model, x, target=1).shape == (300, 8, 8)
+
+
+def test_explanation_passes_are_recorded_with_what_capped_loops_skip(rehearsal):
+    """Every forward and gradient pass of an explanation is recorded as work; a capped loop (deletion steps, IG
+    steps) also records the passes full mode would add. Counted by hand: FLOPs too."""
+    from course_utils import xai, xai_faithfulness
+
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1),
+                                torch.nn.Flatten(), torch.nn.Linear(4, 2)).eval()
+    flops = 2 * (64 * 4 * 27) + 2 * 4 * 2                    # 8 x 8 image: conv + linear
+    x = torch.rand(6, 3, 8, 8)
+    maps = np.random.default_rng(0).random((6, 8, 8))
+    di = xai_faithfulness.deletion_insertion(model, x, maps, target=1, steps=20)
+    assert len(di.fractions) == 4 + 1                        # CAPS.deletion_steps, not 20
+    records = [json.loads(line) for line in rehearsal.read_text().splitlines()]
+    forward = sum(r["images"] for r in records if r["kind"] == "work" and r["pass"] == "forward")
+    assert forward >= 4 * 6 * 21                             # 2 maps x 2 curves x 21 points per image, as full mode
+    assert all(r["flops_per_image"] == flops for r in records if r["kind"] == "work")
+    rehearsal.write_text("")
+    xai.integrated_gradients(model, x, target=1, steps=128)
+    records = [json.loads(line) for line in rehearsal.read_text().splitlines()]
+    assert sum(r["images"] for r in records if r["kind"] == "work" and r["pass"] == "train") == 6 * 128
