@@ -1,11 +1,12 @@
 # The course's entry points. Each target creates the local environment first if it is missing
 # or older than pyproject.toml.  make course | make test | make lab | make rehearse | make gpu-check
+# | make mutation
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup course test rehearse gpu-check lab clean
+.PHONY: setup course test rehearse gpu-check lab mutation clean
 
 setup: $(STAMP)
 
@@ -39,8 +40,13 @@ rehearse: setup
 gpu-check: setup
 	$(BIN)/python scripts/gpu_check.py
 
+# Mutation testing of the core numeric and state code with its unit tests (mutmut; scripts/mutation.py):
+# prints the score, writes build/mutation.csv and build/mutation.md, fails under 90 % of mutants killed
+mutation: setup
+	$(BIN)/python scripts/mutation.py
+
 lab: setup
 	$(BIN)/jupyter lab notebooks/
 
 clean:
-	rm -rf build .pytest_cache
+	rm -rf build .pytest_cache mutants

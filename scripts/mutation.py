@@ -1,0 +1,163 @@
+"""Mutation testing of the core numeric and state code (``make mutation``; issue 14).
+
+    python scripts/mutation.py          # fresh mutmut run over SCOPE, then the score (exit 1 under 90 %)
+    python scripts/mutation.py --score  # only the score of the last run (mutants/ must exist)
+
+mutmut (configured in pyproject.toml, ``[tool.mutmut]``: the modules and their unit tests) plants one
+small change at a time in a function and runs the unit tests that call it; a mutant is *killed* when a
+test fails (or the change makes the tests hang: a timeout). SCOPE names the functions that are scored:
+the numeric and state logic of each module, not its argument checks, messages, plots or file
+formats. Writes build/mutation.csv (one row per mutant) and build/mutation.md (the score and every
+survivor with its diff), and prints the score.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import fnmatch
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+THRESHOLD = 0.90
+
+# module -> the functions whose mutants are scored ("Class.method" for a method, "Class*.method" for
+# every class whose name starts so). Everything else in these files is mutated by mutmut but not run.
+SCOPE: dict[str, list[str]] = {
+    "strategies": ["_entropy", "_least_confidence", "_margin", "entropy", "least_confidence", "margin",
+                   "predictive_entropy", "bald", "gradient_embedding", "_ranked", "_sqnorms",
+                   "k_center_greedy", "kmeans_pp", "*.score", "_ScoreStrategy._select",
+                   "BADGE._select", "Coreset._select"],
+    "metrics": ["probabilities", "_binary_scores", "to_predictions", "accuracy", "per_label_accuracy",
+                "macro_f1", "roc_auc", "average_precision", "confusion_matrix", "class_recall",
+                "best_threshold", "summarize"],
+    "history": ["History.append", "History.n_epochs", "History.epochs", "History.last", "History.best",
+                "History.summary"],
+    "labels": ["LabelStore.counts", "LabelStore.ids", "LabelStore.labels", "LabelStore.label",
+               "LabelStore.undo", "LabelStore.set_holdout_labels", "LabelStore.next_batch",
+               "LabelStore.evaluate_holdout"],
+    "active": ["_test_scores", "ALResult.label_efficiency", "labels_to_reach", "paired_differences",
+               "distillation_loss", "simulate"],
+    "xai": ["cam_from_gradients", "cam_plus_plus_from_gradients", "normalize_maps", "_class_scores",
+            "_occlusion_raw", "spearman", "heatmap_box", "box_iou", "peak_location", "center_of_mass"],
+    "pipelines": ["nchw_float", "to_tf_dataset", "_tf_augment", "to_torch_loader"],
+    "train_torch": ["_optimization", "_cosine"],
+    "_torch_records": ["EpochSums.add", "EpochSums.result"],
+}
+
+STATUS = {1: "killed", 3: "killed", 0: "survived", 5: "no tests", 33: "no tests", 34: "skipped",
+          36: "timeout", 24: "timeout", -24: "timeout", 152: "timeout", 255: "timeout", 37: "killed",
+          -11: "segfault", -9: "segfault", None: "not checked"}
+DETECTED = {"killed", "timeout", "segfault"}
+
+
+def mangled(module: str, function: str) -> str:
+    """mutmut 3's name of a function's mutants, as an fnmatch pattern."""
+    if "." in function:
+        cls, meth = function.split(".", 1)
+        return f"course_utils.{module}.x\u01c1{cls}\u01c1{meth}__mutmut_*"
+    return f"course_utils.{module}.x_{function}__mutmut_*"
+
+
+def patterns(scope: dict[str, list[str]] = SCOPE) -> list[str]:
+    return [mangled(m, f) for m, fs in scope.items() for f in fs]
+
+
+def in_scope(name: str, pats: list[str]) -> bool:
+    return any(fnmatch.fnmatchcase(name, p) for p in pats)
+
+
+def status_of(code) -> str:
+    return STATUS.get(code, "suspicious")
+
+
+def collect(mutants_dir: Path, pats: list[str]) -> list[dict]:
+    """One row per scored mutant: name, module, function, status (from mutmut's .meta files)."""
+    rows = []
+    for meta in sorted(mutants_dir.glob("course_utils/*.py.meta")):
+        codes = json.loads(meta.read_text())["exit_code_by_key"]
+        for name, code in sorted(codes.items()):
+            if in_scope(name, pats):
+                func = name.split(".", 2)[2].rsplit("__mutmut_", 1)[0]
+                rows.append({"mutant": name, "module": meta.name[:-len(".py.meta")],
+                             "function": func[2:].replace("\u01c1", ".") if func.startswith("x_") else
+                             func[1:].strip("\u01c1").replace("\u01c1", "."),
+                             "status": status_of(code)})
+    return rows
+
+
+def score(rows: list[dict]) -> dict:
+    n = len(rows)
+    by = {s: sum(r["status"] == s for r in rows) for s in sorted({r["status"] for r in rows})}
+    detected = sum(r["status"] in DETECTED for r in rows)
+    return {"total": n, "detected": detected, "by_status": by, "score": detected / n if n else 0.0}
+
+
+def _diff(name: str) -> str:
+    out = subprocess.run([sys.executable, "-m", "mutmut", "show", name], cwd=ROOT, capture_output=True, text=True)
+    lines = [ln for ln in out.stdout.splitlines()[1:] if ln.startswith(("+", "-")) and
+             not ln.startswith(("+++", "---"))]
+    return "\n".join(lines)
+
+
+def write_reports(rows: list[dict], s: dict, wall_s: float | None, build: Path) -> None:
+    build.mkdir(exist_ok=True)
+    with open(build / "mutation.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=["mutant", "module", "function", "status"])
+        w.writeheader()
+        w.writerows(rows)
+    md = [f"# Mutation testing: {s['detected']} of {s['total']} mutants detected ({s['score']:.1%})", ""]
+    if wall_s is not None:
+        md.append(f"Wall time of the run: {wall_s / 60:.1f} min.")
+    md += ["", "| status | mutants |", "|---|---|"] + [f"| {k} | {v} |" for k, v in s["by_status"].items()]
+    md += ["", "## Not detected", ""]
+    for r in rows:
+        if r["status"] not in DETECTED:
+            md += [f"### {r['mutant']} ({r['status']})", "", "```diff", _diff(r["mutant"]), "```", ""]
+    (build / "mutation.md").write_text("\n".join(md) + "\n")
+
+
+def run_mutmut(pats: list[str]) -> int:
+    shutil.rmtree(ROOT / "mutants", ignore_errors=True)   # a fresh run: no result kept from older code
+    env = dict(os.environ, COURSE_MODE="smoke", COURSE_OFFLINE="1",
+               # mutmut forks a worker per mutant from a process that has run the tests: with one
+               # thread, torch has no OpenMP pool that a forked child could deadlock on
+               OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    return subprocess.run([sys.executable, "-m", "mutmut", "run", *pats], cwd=ROOT, env=env).returncode
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--score", action="store_true", help="only score the last run")
+    args = ap.parse_args(argv)
+    pats = patterns()
+    wall = None
+    if not args.score:
+        t0 = time.perf_counter()
+        rc = run_mutmut(pats)
+        wall = time.perf_counter() - t0
+        if rc != 0:  # e.g. the unmutated tests fail
+            print(f"mutmut failed (exit {rc})")
+            return rc
+    rows = collect(ROOT / "mutants", pats)
+    if not rows:
+        print("no mutants found: run `make mutation` first")
+        return 2
+    s = score(rows)
+    write_reports(rows, s, wall, ROOT / "build")
+    print(f"mutation score: {s['detected']}/{s['total']} detected = {s['score']:.1%} "
+          f"({', '.join(f'{k} {v}' for k, v in s['by_status'].items())})"
+          + (f"; {wall / 60:.1f} min" if wall is not None else "") + "; survivors in build/mutation.md")
+    if s["score"] < THRESHOLD:
+        print(f"FAILED: under {THRESHOLD:.0%} of the mutants detected")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
