@@ -134,3 +134,129 @@ def test_paired_differences_follow_the_interval():
     assert set(one_seed["verdict"]) == {"no clear difference"}                         # one seed proves nothing
     with pytest.raises(CourseError, match="baseline 'margin'"):
         al.paired_differences(pd.DataFrame(rows), baseline="margin")
+
+
+# =========================================================================== the loop, checked step by step
+class _RecordingLearner:
+    """A framework-free learner whose 'model' is the set of pool ids it was trained on.
+
+    Pool images are their own ids (x = [[id]]), test images are negative. Test probabilities depend on the
+    number of training images only, through fixed hand-chosen scores, so every accuracy and AUC of the table
+    can be recomputed with sklearn from what this learner returned.
+    """
+
+    def __init__(self, pool_p1):
+        self.pool_p1 = np.asarray(pool_p1, float)
+        self.fits, self.pool_calls = [], []
+
+    def fit(self, x, y, *, model=None, teacher=None, seed=0):
+        ids = np.asarray(x)[:, 0].astype(int).tolist()
+        self.fits.append({"ids": ids, "y": np.asarray(y).tolist(), "model": model, "teacher": teacher,
+                          "seed": seed})
+        return {"ids": ids, "from": None if model is None else list(model["ids"])}
+
+    def test_p1(self, model):
+        s = np.array([2.0, -1.05, 0.55, -0.2, 1.5, -2.3, 0.1, -0.6])  # fixed per test image (no p of 0.5)
+        q = len(model["ids"]) / 10.0 - 1.0                               # shifts the decisions with the size
+        return 1.0 / (1.0 + np.exp(-(s + q)))
+
+    def outputs(self, model, x, needs, seed=0):
+        x = np.asarray(x)[:, 0]
+        if x[0] < 0:
+            p1 = self.test_p1(model)
+        else:
+            self.pool_calls.append({"needs": set(needs), "seed": seed, "n": len(x)})
+            p1 = self.pool_p1
+        return {"probs": np.stack([1 - p1, p1], axis=1)}
+
+    def clone(self, model):
+        return {"ids": list(model["ids"]), "from": model["from"]}
+
+
+def _ids_data(n_pool=30):
+    x_pool = np.arange(n_pool, dtype=np.float32)[:, None]
+    y_pool = (np.arange(n_pool) % 3 == 0).astype(int)
+    x_test = -(np.arange(8, dtype=np.float32)[:, None] + 1)
+    y_test = np.array([1, 0, 1, 1, 0, 0, 0, 1])
+    return x_pool, y_pool, x_test, y_test
+
+
+def test_simulate_queries_labels_and_scores_step_by_step():
+    from sklearn.metrics import accuracy_score, roc_auc_score
+
+    x_pool, y_pool, x_test, y_test = _ids_data()
+    rng = np.random.default_rng(3)
+    pool_p1 = rng.uniform(0.01, 0.99, len(y_pool))
+    learner = _RecordingLearner(pool_p1)
+    start = [4, 1, 7]
+    res = al.simulate(learner, x_pool, y_pool, x_test, y_test, strategies=["entropy"], initial=start, budget=4,
+                      rounds=3, seeds=[5], progress=False, full_data=True)
+    t = res.table
+    # the labelled set by hand: each round the 4 unlabelled pool images whose p1 is nearest 0.5 (highest entropy)
+    ent = -(pool_p1 * np.log(pool_p1) + (1 - pool_p1) * np.log(1 - pool_p1))
+    labelled = set(start)
+    expected_sets = [sorted(labelled)]
+    for _ in range(3):
+        rest = [i for i in np.argsort(-ent) if i not in labelled]
+        labelled |= set(int(i) for i in rest[:4])
+        expected_sets.append(sorted(labelled))
+    fits = learner.fits
+    assert [f["ids"] for f in fits[:4]] == expected_sets             # trained on exactly the labelled images
+    assert all(f["y"] == y_pool[f["ids"]].tolist() for f in fits)   # with their true labels
+    assert fits[-1]["ids"] == list(range(30))                       # full_data: the whole pool
+    assert [f["model"] for f in fits] == [None] * 5                 # retrain="scratch": always from scratch
+    assert all(f["teacher"] is None for f in fits)
+    assert [f["seed"] for f in fits] == [5, 5001, 5002, 5003, 5]
+    assert [c["seed"] for c in learner.pool_calls] == [6, 7, 8]     # pool read once per round, seed + round
+    assert all(c["needs"] == {"probs"} and c["n"] == 30 for c in learner.pool_calls)
+    assert t["n_labelled"].tolist() == [3, 7, 11, 15] and t["round"].tolist() == [0, 1, 2, 3]
+    assert t["strategy"].tolist() == ["entropy"] * 4 and t["seed"].tolist() == [5] * 4
+    for row, ids in zip(t.itertuples(), expected_sets):
+        p1 = learner.test_p1({"ids": ids})
+        assert row.accuracy == pytest.approx(accuracy_score(y_test, p1 > 0.5))
+        assert row.auc == pytest.approx(roc_auc_score(y_test, p1))       # the positive class's column
+    assert t["accuracy"].nunique() > 1                                   # the sizes do change the decisions
+    assert res.full_accuracy == pytest.approx(accuracy_score(y_test, learner.test_p1({"ids": range(30)}) > 0.5))
+
+
+def test_simulate_continue_and_distill_start_from_the_previous_model():
+    x_pool, y_pool, x_test, y_test = _ids_data()
+    learner = _RecordingLearner(np.linspace(0.05, 0.9, 30))
+    al.simulate(learner, x_pool, y_pool, x_test, y_test, strategies=["random"], initial=[0, 1], budget=3,
+                rounds=2, seeds=[0], retrain="continue", distill=True, progress=False)
+    f = learner.fits
+    assert f[0]["model"] is None and f[0]["teacher"] is None                       # round 0
+    for prev, cur in zip(f[:-1], f[1:]):
+        assert cur["model"] is not None and cur["model"]["ids"] == prev["ids"]    # goes on from the last weights
+        assert cur["teacher"]["ids"] == prev["ids"]                                # taught by the last model
+    assert learner.pool_calls == []                                                # random needs no outputs
+    learner = _RecordingLearner(np.linspace(0.05, 0.9, 30))
+    res = al.simulate(learner, x_pool, y_pool, x_test, y_test, strategies=["random", "margin"], initial=[0, 1],
+                      budget=3, rounds=1, seeds=[0, 1], progress=False)
+    assert [f["model"] for f in learner.fits] == [None] * 6 and res.full_accuracy is None
+    assert res.table["strategy"].tolist() == ["random", "random", "margin", "margin"] * 2
+    assert res.table["seed"].tolist() == [0] * 4 + [1] * 4
+
+
+def test_label_efficiency_by_hand():
+    import pandas as pd
+
+    rows = []
+    acc = {"a": {10: [0.5, 0.6], 20: [0.7, 0.76], 30: [0.8, 0.9]}, "b": {10: [0.6, 0.7], 20: [0.66, 0.7],
+                                                                         30: [0.7, 0.7]}}
+    for name, by_n in acc.items():
+        for rnd, (n, accs) in enumerate(by_n.items()):
+            for seed, a in enumerate(accs):
+                rows.append({"strategy": name, "seed": seed, "round": rnd, "n_labelled": n, "accuracy": a})
+    res = al.ALResult(table=pd.DataFrame(rows), full_accuracy=0.8)
+    eff = res.label_efficiency(0.9).set_index("strategy")     # target 0.72: a's means 0.55, 0.73, 0.85
+    assert eff.loc["a", "labels_needed"] == 20 and eff.loc["a", "target_accuracy"] == pytest.approx(0.72)
+    assert np.isnan(eff.loc["b", "labels_needed"])                 # b's means 0.65, 0.68, 0.7: never
+    assert eff.loc["b", "best_mean_accuracy"] == pytest.approx(0.7) and eff.loc["a", "fraction_of_full"] == 0.9
+    assert list(res.label_efficiency(0.9).strategy) == ["a", "b"]              # reached first, never last
+    eff = res.label_efficiency(0.75, full_accuracy=0.8).set_index("strategy")  # target 0.6
+    assert eff.loc["a", "labels_needed"] == 20 and eff.loc["b", "labels_needed"] == 10
+    assert res.label_efficiency(1.0).set_index("strategy").loc["a", "labels_needed"] == 30     # 0.85 >= 0.8
+    t = al.labels_to_reach(pd.DataFrame(rows), 0.64)
+    assert t.set_index("strategy")["labels_needed"].to_dict() == {"a": 20, "b": 10}
+    assert "fraction_of_full" not in t
