@@ -400,3 +400,91 @@ def test_in_place_relu_after_the_target_layer_does_not_change_the_map():
         a = xai.grad_cam(build(False), x, target=1, layer=layer, normalize=False)
         b = xai.grad_cam(build(True), x, target=1, layer=layer, normalize=False)
         assert a.max() > 0 and np.allclose(a, b, atol=1e-7)
+
+
+# --------------------------------------------------------------------------- localisation and occlusion by hand
+def test_center_of_mass_and_peak_by_hand():
+    maps = np.zeros((3, 4, 6))
+    maps[0, 1, 4] = 3.0                       # one point: row 1, col 4
+    maps[1, 0, 0], maps[1, 3, 2] = 1.0, 3.0   # rows (0*1 + 3*3)/4 = 2.25, cols (0*1 + 2*3)/4 = 1.5
+    com = xai.center_of_mass(maps)            # maps[2] is all zero: the image centre
+    np.testing.assert_allclose(com, [[1.0, 4.0], [2.25, 1.5], [1.5, 2.5]])
+    np.testing.assert_array_equal(xai.peak_location(maps[:2]), [[1, 4], [3, 2]])
+    rng = np.random.default_rng(0)
+    m = rng.random((2, 5, 7))
+    brute = [[max(((r, c) for r in range(5) for c in range(7)), key=lambda rc: mi[rc])] for mi in m]
+    np.testing.assert_array_equal(xai.peak_location(m), np.array(brute)[:, 0])
+    brute_com = [[sum(mi[r, c] * r for r in range(5) for c in range(7)) / mi.sum(),
+                  sum(mi[r, c] * c for r in range(5) for c in range(7)) / mi.sum()] for mi in m]
+    np.testing.assert_allclose(xai.center_of_mass(m), brute_com)
+
+
+def test_heatmap_box_and_iou_by_hand():
+    m = np.zeros((6, 8))
+    m[1:3, 5:8] = 1.0          # 6 cells: rows 1-2, cols 5-7  -> box (x0=5, y0=1, x1=8, y1=3)
+    m[4, 0:2] = 2.0            # the maximum, but only 2 cells
+    assert xai.heatmap_box(m, 0.5) == (5, 1, 8, 3)                 # the largest region, not the peak's
+    assert xai.heatmap_box(m, 0.6) == (0, 4, 2, 5)                 # above 0.6 x 2 only the small one is left
+    assert xai.heatmap_box(np.zeros((4, 4))) is None
+    assert xai.box_iou((0, 0, 2, 2), (1, 1, 3, 3)) == pytest.approx(1 / 7)        # 1 / (4 + 4 - 1)
+    assert xai.box_iou((0, 0, 4, 2), (2, 0, 6, 3)) == pytest.approx(4 / (8 + 12 - 4))
+    assert xai.box_iou((0, 0, 1, 1), (2, 2, 3, 3)) == 0.0 and xai.box_iou(None, (0, 0, 1, 1)) == 0.0
+    assert xai.box_iou((1, 1, 3, 4), (1, 1, 3, 4)) == 1.0 and xai.box_iou((1, 1, 1, 1), (1, 1, 1, 1)) == 0.0
+
+
+def test_spearman_equals_scipy():
+    from scipy.stats import spearmanr
+
+    rng = np.random.default_rng(1)
+    a, b = rng.random((4, 5)), rng.random((4, 5))
+    b[0, :2] = b[1, 2]                                              # ties
+    assert xai.spearman(a, b) == pytest.approx(spearmanr(a.ravel(), b.ravel())[0])
+    assert xai.spearman(a, -a) == pytest.approx(-1.0) and xai.spearman(a, np.ones((4, 5))) == 0.0
+
+
+def test_cam_formulas_by_hand():
+    act = np.zeros((1, 2, 2, 2))
+    act[0, 0] = [[1, 2], [3, 4]]
+    act[0, 1] = [[4, 0], [0, 1]]
+    grad = np.zeros((1, 2, 2, 2))
+    grad[0, 0] = 0.5                    # channel weights 0.5 and -1
+    grad[0, 1] = -1.0
+    np.testing.assert_allclose(xai.cam_from_gradients(act, grad)[0], np.maximum([[0.5 - 4, 1], [1.5, 2 - 1]], 0))
+    # Grad-CAM++ with one positive channel: alpha = g^2 / (2 g^2 + sum(A) g^3), weight = sum(relu(g) * alpha)
+    g = 0.5
+    alpha = g ** 2 / (2 * g ** 2 + 10 * g ** 3 + 1e-6)
+    np.testing.assert_allclose(xai.cam_plus_plus_from_gradients(act, grad)[0], 4 * g * alpha * act[0, 0])
+    np.testing.assert_allclose(xai.normalize_maps(np.array([[[2.0, 4.0], [3.0, 6.0]]]))[0],
+                               [[0, 0.5], [0.25, 1]], atol=1e-6)
+
+
+def test_occlusion_is_the_score_drop_of_each_window_by_brute_force():
+    H = W = 6
+    w = np.zeros((2, 1, H, W), dtype=np.float32)
+    w[1, 0, :3, :3] = 1.0                # class 1's score: the top-left quarter's sum ...
+    w[1, 0, 3:, 3:] = -1.0               # ... minus the bottom-right quarter's
+    w[0, 0] = 0.1
+    model = nn.Sequential(nn.Flatten(), nn.Linear(H * W, 2, bias=False)).eval()
+    with torch.no_grad():
+        model[1].weight.copy_(torch.as_tensor(w.reshape(2, -1)))
+    x = np.random.default_rng(2).uniform(0.5, 1.0, (1, 1, H, W)).astype(np.float32)
+    patch, stride = 2, 2
+    got = xai.occlusion(model, x, target=1, patch=patch, stride=stride, normalize=False)
+    ref = np.zeros((H, W))
+    for r in range(0, H, stride):                                  # non-overlapping windows: each pixel once
+        for c in range(0, W, stride):
+            occluded = x[0, 0].copy()
+            occluded[r:r + patch, c:c + patch] = 0.0
+            drop = (w[1, 0] * x[0, 0]).sum() - (w[1, 0] * occluded).sum()
+            ref[r:r + patch, c:c + patch] = max(drop, 0.0)         # only drops count as evidence
+    np.testing.assert_allclose(got[0], ref, rtol=1e-5, atol=1e-6)
+    assert got[0, :2, :2].min() > 0 and got[0, 4:, 4:].max() == 0   # evidence for, never against
+    got3 = xai.occlusion(model, x, target=1, patch=3, stride=2, normalize=False)   # overlaps: the mean drop
+    sums, hits = np.zeros((H, W)), np.zeros((H, W))
+    for r in (0, 2, 3):                                            # the last window is moved flush to the edge
+        for c in (0, 2, 3):
+            occluded = x[0, 0].copy()
+            occluded[r:r + 3, c:c + 3] = 0.0
+            sums[r:r + 3, c:c + 3] += (w[1, 0] * (x[0, 0] - occluded)).sum()
+            hits[r:r + 3, c:c + 3] += 1
+    np.testing.assert_allclose(got3[0], np.maximum(sums / hits, 0), rtol=1e-5, atol=1e-6)
