@@ -1,4 +1,6 @@
 """course_utils.metrics against scikit-learn and hand-computed values on small arrays."""
+import warnings
+
 import numpy as np
 import pytest
 from sklearn import metrics as skm
@@ -109,3 +111,126 @@ def test_probabilities_numpy_and_torch_agree_with_scipy(shape, task):
         expected = softmax(z2, axis=1)
     np.testing.assert_allclose(p_np, expected, rtol=1e-10, atol=1e-12)
     assert p_np.shape == (z2.shape if task == "multi-label" else (len(z), max(2, z2.shape[1])))
+
+
+# --------------------------------------------------------------------------- every task against sklearn
+def _data(task, n=40, c=3, seed=0):
+    rng = np.random.default_rng(seed)
+    if task == "binary":
+        y = rng.integers(0, 2, n)
+        return y, np.clip(0.35 * y + rng.uniform(0, 0.65, n), 0, 1)
+    if task == "multi-class":
+        y = rng.integers(0, c, n)
+        z = rng.normal(size=(n, c)) + 1.2 * np.eye(c)[y]
+        return y, np.exp(z) / np.exp(z).sum(1, keepdims=True)
+    y = rng.integers(0, 2, (n, c))
+    return y, np.clip(0.3 * y + rng.uniform(0, 0.7, (n, c)), 0, 1)
+
+
+@pytest.mark.parametrize("threshold", [0.3, 0.5, 0.62])
+def test_summarize_binary_equals_sklearn_at_the_threshold(threshold):
+    y, s = _data("binary")
+    pred = (s >= threshold).astype(int)
+    out = M.summarize(y, s, "binary", class_names=["neg", "pos"], threshold=threshold)
+    assert out["accuracy"] == pytest.approx(skm.accuracy_score(y, pred))
+    assert out["macro_f1"] == pytest.approx(skm.f1_score(y, pred, average="macro"))
+    assert out["auc"] == pytest.approx(skm.roc_auc_score(y, s))
+    assert out["ap"] == pytest.approx(skm.average_precision_score(y, s))
+    rec = skm.recall_score(y, pred, average=None)
+    assert out["recall_neg"] == pytest.approx(rec[0]) and out["recall_pos"] == pytest.approx(rec[1])
+    two = M.summarize(y, np.stack([1 - s, s], 1), "binary", threshold=threshold)
+    assert two == pytest.approx({k.replace("neg", "0").replace("pos", "1"): v for k, v in out.items()})
+
+
+def test_summarize_multi_class_and_multi_label_equal_sklearn():
+    y, s = _data("multi-class")
+    pred = s.argmax(1)
+    out = M.summarize(y, s, "multi-class")
+    assert set(out) == {"accuracy", "macro_f1", "auc", "ap", "recall_0", "recall_1", "recall_2"}
+    assert out["accuracy"] == pytest.approx(skm.accuracy_score(y, pred))
+    assert out["macro_f1"] == pytest.approx(skm.f1_score(y, pred, average="macro"))
+    assert out["auc"] == pytest.approx(skm.roc_auc_score(y, s, multi_class="ovr"))
+    assert out["ap"] == pytest.approx(np.mean([skm.average_precision_score(y == c, s[:, c]) for c in range(3)]))
+    rec = skm.recall_score(y, pred, average=None)
+    assert [out[f"recall_{c}"] for c in range(3)] == pytest.approx(list(rec))
+    assert M.summarize(y, s, "multi-class", threshold=0.9) == out            # argmax: no threshold
+    yl, sl = _data("multi-label")
+    for thr in (0.4, 0.6):
+        out = M.summarize(yl, sl, "multi-label", threshold=thr)
+        pred = (sl >= thr).astype(int)
+        assert set(out) == {"accuracy", "macro_f1", "auc", "ap"}
+        assert out["accuracy"] == pytest.approx((pred == yl).mean())
+        assert out["macro_f1"] == pytest.approx(skm.f1_score(yl, pred, average="macro"))
+        assert out["auc"] == pytest.approx(skm.roc_auc_score(yl, sl, average="macro"))
+        assert out["ap"] == pytest.approx(skm.average_precision_score(yl, sl, average="macro"))
+        np.testing.assert_allclose(M.per_label_accuracy(yl, sl, threshold=thr), (pred == yl).mean(0))
+
+
+def test_auc_ap_partial_classes_and_two_softmax_columns():
+    y, s = _data("multi-class", n=30, c=4, seed=3)
+    y = np.where(y == 3, 0, y)                                            # class 3 never occurs
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")                                    # scored without a warning
+        auc = M.roc_auc(y, s, "multi-class")
+    assert auc == pytest.approx(np.mean([skm.roc_auc_score(y == c, s[:, c]) for c in range(3)]))
+    assert M.average_precision(y, s, "multi-class") == pytest.approx(
+        np.mean([skm.average_precision_score(y == c, s[:, c]) for c in range(3)]))
+    yb, sb = _data("binary", seed=4)
+    two = np.stack([1 - sb, sb], 1)
+    assert M.roc_auc(yb, two, "multi-class") == pytest.approx(skm.roc_auc_score(yb, sb))   # class 1's column
+    assert M.roc_auc(yb, sb[:, None], "binary") == pytest.approx(skm.roc_auc_score(yb, sb))
+    assert M.average_precision(yb, two, "binary") == pytest.approx(skm.average_precision_score(yb, sb))
+    yl, sl = _data("multi-label", seed=5)
+    yl[:, 1] = 1                                                          # label 1 has a single class
+    with pytest.warns(UserWarning, match="1 label"):
+        assert M.roc_auc(yl, sl, "multi-label") == pytest.approx(skm.roc_auc_score(yl[:, [0, 2]], sl[:, [0, 2]]))
+    yl[:, 2] = 0                                                          # label 2 has no positive
+    assert M.average_precision(yl, sl, "multi-label") == pytest.approx(
+        skm.average_precision_score(yl[:, :2], sl[:, :2], average="macro"))
+    with pytest.warns(UserWarning, match="undefined"):
+        assert np.isnan(M.roc_auc(np.zeros(5, int), np.linspace(0, 1, 5)))
+    with pytest.warns(UserWarning, match="undefined"):
+        assert np.isnan(M.average_precision(np.zeros(5, int), np.linspace(0, 1, 5)))
+
+
+def test_confusion_matrix_recall_and_thresholds_by_hand():
+    y = np.array([0, 0, 1, 1, 1, 2])
+    p = np.array([0, 1, 1, 1, 2, 2])
+    np.testing.assert_array_equal(M.confusion_matrix(y, p), [[1, 1, 0], [0, 2, 1], [0, 0, 1]])
+    np.testing.assert_array_equal(M.confusion_matrix(y, p, n_classes=4)[3], [0, 0, 0, 0])
+    np.testing.assert_allclose(M.confusion_matrix(y, p, normalize="true")[1], [0, 2 / 3, 1 / 3])
+    probs = np.eye(3)[p] * 0.6 + 0.1333
+    np.testing.assert_array_equal(M.confusion_matrix(y, probs), [[1, 1, 0], [0, 2, 1], [0, 0, 1]])
+    assert M.class_recall(y, p, 1) == pytest.approx(2 / 3) and M.class_recall(y, probs, 0) == 0.5
+    assert M.class_recall(y, p, "c", ["a", "b", "c"]) == 1.0
+    with pytest.warns(UserWarning, match="undefined"):
+        assert np.isnan(M.class_recall(np.array([0, 0, 2]), np.array([0, 0, 2]), 1))
+    s = np.array([0.2, 0.45, 0.55, 0.7])
+    yb = np.array([0, 1, 0, 1])
+    np.testing.assert_array_equal(M.confusion_matrix(yb, s, threshold=0.5), [[1, 1], [1, 1]])
+    np.testing.assert_array_equal(M.confusion_matrix(yb, s, threshold=0.4), [[1, 1], [0, 2]])
+    assert M.class_recall(yb, s, 1, threshold=0.4) == 1.0 and M.class_recall(yb, s, 1, threshold=0.5) == 0.5
+    assert M.accuracy(yb, s, threshold=0.4) == 0.75 and M.accuracy(yb, s, threshold=0.5) == 0.5
+    assert M.macro_f1(yb, s, threshold=0.4) == pytest.approx(skm.f1_score(yb, s >= 0.4, average="macro"))
+    np.testing.assert_array_equal(M.to_predictions(s, "binary", 0.55), [0, 0, 1, 1])   # >= the threshold
+
+
+def test_best_threshold_by_brute_force():
+    y, s = _data("binary", n=50, seed=7)
+    cands = np.unique(s)
+
+    def f1(t):
+        return skm.f1_score(y, s >= t)
+
+    def youden(t):
+        pred = s >= t
+        return pred[y == 1].mean() - pred[y == 0].mean()
+
+    for crit, fn in (("f1", f1), ("youden", youden)):
+        t = M.best_threshold(y, s, crit)
+        assert fn(t) == pytest.approx(max(fn(c) for c in cands)), crit
+    assert M.best_threshold(y, np.stack([1 - s, s], 1)) == M.best_threshold(y, s)
+    with pytest.raises(CourseError, match="criterion"):
+        M.best_threshold(y, s, "accuracy")
+    with pytest.raises(CourseError, match="both classes"):
+        M.best_threshold(np.ones(4, int), np.linspace(0, 1, 4))
