@@ -610,3 +610,71 @@ def test_recalibrated_batchnorm_removes_the_shift_from_augmented_training():
         tt.recalibrate_batchnorm(model, _loader(x, y))
         after = torch.sigmoid(model(x)).mean()
     assert abs(after - on_train) < abs(before - on_train)
+
+
+# ---------------------------------------------------------------------------- accuracy and lr schedule by hand
+def test_epoch_sums_accuracy_by_hand_for_every_head():
+    from course_utils._torch_records import EpochSums
+
+    dev = torch.device("cpu")
+    single = EpochSums(dev, "binary")                        # one logit: decided at 0, targets float [B, 1]
+    single.add(torch.tensor(0.5), torch.tensor([[1.2], [-0.3], [0.4]]), torch.tensor([[1.0], [1.0], [0.0]]))
+    single.add(torch.tensor(1.0), torch.tensor([[-2.0]]), torch.tensor([[0.0]]))
+    r = single.result()
+    assert r["accuracy"] == pytest.approx(2 / 4) and r["n"] == 4 and r["steps"] == 2
+    assert r["loss"] == pytest.approx((0.5 * 3 + 1.0 * 1) / 4)    # per-image mean, not per-batch
+    soft = EpochSums(dev, "binary")                           # two logits: argmax, long targets [B]
+    soft.add(torch.tensor(0.2), torch.tensor([[0.1, 0.3], [2.0, -1.0], [0.0, 0.5]]), torch.tensor([1, 1, 1]))
+    assert soft.result()["accuracy"] == pytest.approx(2 / 3)
+    multi = EpochSums(dev, "multi-class")
+    multi.add(torch.tensor(0.2), torch.tensor([[0.1, 0.3, 0.2], [2.0, -1.0, 3.0]]), torch.tensor([1, 0]))
+    assert multi.result()["accuracy"] == pytest.approx(1 / 2)
+    ml = EpochSums(dev, "multi-label")                        # every label decision counts
+    ml.add(torch.tensor(0.3), torch.tensor([[1.0, -1.0, 2.0], [-0.5, 0.5, 0.1]]),
+           torch.tensor([[1.0, 1.0, 1.0], [0.0, 1.0, 0.0]]))
+    r = ml.result()
+    assert r["accuracy"] == pytest.approx(4 / 6) and r["n"] == 2
+    assert math.isnan(r["grad_norm"]) and r["clipped"] == 0 and r["skipped"] == 0
+
+
+@pytest.mark.parametrize("min_ratio", [0.0, 0.05, 0.3])
+def test_cosine_schedule_equals_torchs_cosine_annealing_down_to_the_floor(min_ratio):
+    lr, steps = 0.02, 12
+    model = torch.nn.Linear(3, 2)
+    optimizer, scheduler, _ = tt._optimization(model, lr, 1e-4, "cosine", min_ratio, steps, torch.device("cpu"),
+                                               False)
+    peer_opt = torch.optim.SGD(torch.nn.Linear(3, 2).parameters(), lr=lr)
+    peer = torch.optim.lr_scheduler.CosineAnnealingLR(peer_opt, T_max=steps, eta_min=min_ratio * lr)
+    ours, theirs = [], []
+    for _ in range(steps):
+        ours.append(optimizer.param_groups[0]["lr"])
+        theirs.append(peer_opt.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+        peer_opt.step()
+        peer.step()
+    ours.append(optimizer.param_groups[0]["lr"])
+    theirs.append(peer_opt.param_groups[0]["lr"])
+    np.testing.assert_allclose(ours, theirs, rtol=1e-9, atol=1e-15)
+    assert ours[0] == lr and ours[-1] == pytest.approx(min_ratio * lr, abs=1e-15)
+    assert ours[steps // 2] == pytest.approx(lr * (1 + min_ratio) / 2)               # half way: the mean
+    for _ in range(3):                                                                # past the end: the floor
+        optimizer.step()
+        scheduler.step()
+        assert optimizer.param_groups[0]["lr"] == pytest.approx(min_ratio * lr, abs=1e-15)
+    assert all(g["lr"] == optimizer.param_groups[0]["lr"] for g in optimizer.param_groups)
+    assert isinstance(optimizer, torch.optim.AdamW)
+    assert [g["weight_decay"] for g in optimizer.param_groups] == [1e-4, 0.0]      # no decay on the bias
+    assert [len(g["params"]) for g in optimizer.param_groups] == [1, 1]
+
+
+def test_constant_schedule_and_a_zero_step_cosine():
+    model = torch.nn.Linear(3, 2)
+    optimizer, scheduler, scaler = tt._optimization(model, 0.01, 0.0, "constant", 0.1, 5, torch.device("cpu"), False)
+    for _ in range(8):
+        assert optimizer.param_groups[0]["lr"] == 0.01
+        optimizer.step()
+        scheduler.step()
+    assert not scaler.is_enabled()
+    f = tt._cosine(0, 0.1)                           # no steps: already at the floor, no division by zero
+    assert f(0) == 1.0 and f(1) == pytest.approx(0.1)
