@@ -119,3 +119,30 @@ def test_tensor_loader_yields_whole_seeded_batches_of_every_tensor():
     assert len(list(P.tensor_loader(x, y, batch_size=3, drop_last=True))) == 3
     with pytest.raises(CourseError, match="same length"):
         P.tensor_loader(x, y[:5])
+
+
+@pytest.mark.parametrize("cache", [True, False])
+def test_tf_training_pipeline_shuffles_every_epoch_and_flips(cache):
+    rng = np.random.default_rng(3)
+    images = rng.integers(0, 256, (64, 6, 6, 3), dtype=np.uint8)
+    ids = np.arange(64)                                            # the label names the image
+    ds = P.to_tf_dataset(images, ids, batch_size=64, training=True, cache=cache, seed=4)
+    (x1, y1), (x2, y2) = (next(iter(ds)) for _ in range(2))
+    y1, y2 = y1.numpy(), y2.numpy()
+    assert sorted(y1.tolist()) == list(range(64)) and y1.tolist() != list(range(64))   # shuffled, complete
+    assert y2.tolist() != y1.tolist()                                                   # again each epoch
+    np.testing.assert_allclose(x1.numpy(), images[y1] / 255.0, atol=1e-6)               # images follow labels
+    again = next(iter(P.to_tf_dataset(images, ids, batch_size=64, training=True, cache=cache, seed=4)))[1]
+    assert again.numpy().tolist() == y1.tolist()                                        # seeded
+    xf, yf = next(iter(P.to_tf_dataset(images, ids, batch_size=64, training=True, cache=cache, seed=4,
+                                       augment="flip")))
+    kinds = []
+    for img, i in zip(xf.numpy(), yf.numpy()):
+        ref = images[i] / 255.0
+        views = [ref, ref[:, ::-1], ref[::-1], ref[::-1, ::-1]]        # as is, left-right, up-down, both
+        match = [k for k, v in enumerate(views) if np.abs(img - v).max() < 1e-6]
+        assert match, i                                                  # a flipped copy of its own image
+        kinds.append(match[0])
+    assert set(kinds) == {0, 1, 2, 3}                                    # every flip happens
+    plain = next(iter(P.to_tf_dataset(images, ids, batch_size=64, augment="flip")))[0]   # not training: no flip
+    np.testing.assert_allclose(plain.numpy(), images / 255.0, atol=1e-6)
