@@ -323,3 +323,81 @@ def test_a_store_is_tied_to_its_data_and_never_mixes_labels_of_other_images(tmp_
     with pytest.raises(CourseError, match="labels for other images.*abc123"):
         LabelStore.create(path, 10, ["a", "b"], data_id="fff999", reuse=True)
     assert LabelStore(path).labels() == {0: 1}                                        # kept, untouched
+
+
+def test_holdout_labels_scores_and_counts_by_hand(store):
+    from sklearn.metrics import roc_auc_score
+
+    hold = store.ids("holdout")
+    assert len(hold) == 5 and store.ids("holdout", labelled=False).tolist() == hold.tolist()
+    with pytest.raises(CourseError, match="got 4 labels for 5"):
+        store.set_holdout_labels([0, 1, 0, 1])
+    with pytest.raises(CourseError, match="not in the hold-out"):
+        store.set_holdout_labels({int(store.ids("pool")[0]): 1})
+    with pytest.raises(CourseError, match=r"class indices 0\.\.1"):
+        store.set_holdout_labels({int(hold[0]): 2})
+    assert store.labels("holdout") == {}                              # a refused call changes nothing
+    store.set_holdout_labels({int(hold[1]): 1})                       # a dict may give some of them
+    assert store.labels("holdout") == {int(hold[1]): 1} and store.labels() == {}
+    with pytest.raises(CourseError, match="4 hold-out images have no reference label"):
+        store.evaluate_holdout(np.full((5, 2), 0.5))
+    truth = [1, 0, 0, 1, 1]
+    store.set_holdout_labels(truth)                                   # a sequence, aligned with ids("holdout")
+    assert store.labels("holdout") == dict(zip(hold.tolist(), truth))
+    assert store.ids("holdout", labelled=True).tolist() == hold.tolist() and store.labels(None) == store.labels(
+        "holdout")
+    c = store.counts()
+    assert (c["pool"], c["holdout"], c["labelled"], c["predicted"]) == (45, 5, 0, 0)   # hold-out is not 'labelled'
+    p1 = np.array([0.7, 0.6, 0.2, 0.4, 0.9])
+    probs = np.stack([1 - p1, p1], 1)
+    r = store.evaluate_holdout(probs)
+    assert r["accuracy"] == pytest.approx(np.mean((p1 >= 0.5) == truth)) and r["n"] == 5
+    assert r["auc"] == pytest.approx(roc_auc_score(truth, p1)) and r["evaluations"] == 1
+    other = [0, 1, 1, 0, 0]                                           # labels given: stored ones are not used
+    with pytest.warns(UserWarning, match="2 times"):
+        r = store.evaluate_holdout(probs, labels=other)
+    assert r["auc"] == pytest.approx(roc_auc_score(other, p1)) and r["evaluations"] == 2
+    with pytest.raises(CourseError, match="labels has 4 entries"):            # checked before it counts
+        store.evaluate_holdout(probs, labels=other[:4])
+    three = np.array([[0.2, 0.5, 0.3], [0.6, 0.3, 0.1], [0.1, 0.1, 0.8], [0.3, 0.4, 0.3], [0.5, 0.2, 0.3]])
+    with pytest.warns(UserWarning):
+        r = store.evaluate_holdout(three, labels=[1, 0, 2, 0, 0])
+    assert r["accuracy"] == pytest.approx(4 / 5)                      # multi-class: argmax 1, 0, 2, 1, 0
+
+
+def test_counts_ids_and_undo_step_by_step(store):
+    pool = store.ids("pool")
+    a, b = int(pool[0]), int(pool[1])
+    store.write_predictions(pool[:3], np.full((3, 2), 0.5))
+    store.label(a, 1)
+    store.label(b, 0)
+    store.label(a, 0)                                                 # relabelled
+    c = store.counts()
+    assert (c["pool"], c["holdout"], c["labelled"], c["predicted"]) == (45, 5, 2, 3)
+    assert store.ids("pool", labelled=True).tolist() == sorted([a, b])
+    assert len(store.ids("pool", labelled=False)) == 43 and len(store.ids(None, labelled=False)) == 48
+    assert store.labels() == {a: 0, b: 0}
+    assert store.undo() == a and store.labels() == {a: 1, b: 0}      # the newest first: back to 1
+    assert store.undo() == b and store.labels() == {a: 1}
+    assert store.undo() == a and store.labels() == {}                # back to unlabelled
+    assert store.undo() is None and store.counts()["labelled"] == 0
+    store.label(b, 1)
+    assert store.undo() == b and store.labels() == {}                # undone events are not undone twice
+    assert store.undo() is None
+
+
+def test_next_batch_follows_the_strategy_and_skips_labelled_and_unpredicted(store):
+    pool = store.ids("pool")
+    p1 = np.linspace(0.02, 0.45, len(pool))                            # nearer 0.5 = more uncertain
+    store.write_predictions(pool[:-5], np.stack([1 - p1, p1], 1)[:-5])  # the last 5 have no predictions
+    order = [int(pool[j]) for j in np.argsort(-p1[:-5])]               # most uncertain first, by hand
+    assert store.next_batch("least_confidence", 4) == order[:4]
+    assert store.next_batch("margin", 4) == order[:4]
+    store.label(order[0], 1)
+    assert store.next_batch("entropy", 3) == order[1:4]               # the labelled one is gone
+    got = store.next_batch("entropy", 100, return_scores=True)
+    assert [i for i, _ in got] == order[1:]                            # capped at what is left
+    ent = {int(pool[j]): -(p1[j] * np.log(p1[j]) + (1 - p1[j]) * np.log(1 - p1[j])) for j in range(len(pool))}
+    assert [s for _, s in got] == pytest.approx([ent[i] for i in order[1:]], rel=1e-4)  # stored rounded
+    rnd = store.next_batch("random", 50, random_state=0)
+    assert len(rnd) == 44 and set(rnd) == set(pool.tolist()) - {order[0]}   # random needs no predictions
