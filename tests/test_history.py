@@ -46,3 +46,24 @@ def test_from_keras_history_object():
 def test_missing_csv_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="no history file"):
         History.from_csv(tmp_path / "nope.csv")
+
+
+def test_last_best_and_summary_over_three_epochs_by_hand():
+    h = History()
+    h.append(loss=0.9, accuracy=0.6)
+    h.append(loss=0.4, accuracy=0.8, val_loss=0.7)
+    h.append(loss=0.5, accuracy=None, val_loss=0.6)                  # None is a missing value
+    assert h.n_epochs == 3 and h.epochs == [1, 2, 3] and History().n_epochs == 0 and History().epochs == []
+    assert h["val_loss"][1:] == [0.7, 0.6] and math.isnan(h["accuracy"][2])
+    assert h.last("loss") == 0.5 and h.last("val_loss") == 0.6
+    assert h.best("loss") == 0.4 and h.best("val_loss") == 0.6 and h.best("accuracy") == 0.8   # NaN skipped
+    assert h.best("loss", mode="max") == 0.9 and h.best("accuracy", mode="min") == 0.6
+    s = h.summary()
+    assert s["loss"] == 0.5 and s["val_loss"] == 0.6 and math.isnan(s["accuracy"])
+    h.metrics["empty"] = []
+    assert "empty" not in h.summary() and "empty" in h and "nope" not in h
+    with pytest.raises(ValueError, match="no values"):
+        h.last("empty")
+    h.append(auc=float("nan"))
+    with pytest.raises(ValueError, match="no finite values"):
+        h.best("auc")
