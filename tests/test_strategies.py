@@ -291,3 +291,27 @@ def test_agrees_with_scikit_activeml_uncertainty_scores_and_k_center():
     theirs = np.asarray(theirs[0] if isinstance(theirs, tuple) else theirs).ravel()
     mine = st.Coreset(random_state=0).query(embeddings=x, labelled=np.arange(4), batch_size=6)
     np.testing.assert_array_equal(mine, theirs)
+
+
+def test_scores_and_gradient_embedding_by_hand():
+    p = np.array([[0.7, 0.2, 0.1], [0.4, 0.4, 0.2]])
+    np.testing.assert_allclose(st.least_confidence(p), [0.3, 0.6])
+    np.testing.assert_allclose(st.margin(p), [1 - 0.5, 1 - 0.0])
+    np.testing.assert_allclose(st.entropy(p), [-(0.7 * np.log(0.7) + 0.2 * np.log(0.2) + 0.1 * np.log(0.1)),
+                                               -(2 * 0.4 * np.log(0.4) + 0.2 * np.log(0.2))])
+    mc = np.array([[[0.9, 0.1], [0.5, 0.5]], [[0.1, 0.9], [0.5, 0.5]]])       # T=2 passes, N=2, C=2
+    h2 = -2 * 0.5 * np.log(0.5)
+    h_conf = -(0.9 * np.log(0.9) + 0.1 * np.log(0.1))
+    np.testing.assert_allclose(st.predictive_entropy(mc), [h2, h2])           # the mean is uniform for both
+    np.testing.assert_allclose(st.bald(mc), [h2 - h_conf, 0.0], atol=1e-12)   # only the first disagrees
+    h = np.array([[1.0, 2.0], [3.0, -1.0]])
+    g = st.gradient_embedding(p, h)
+    a0 = np.array([0.7 - 1, 0.2, 0.1])                                        # p - onehot(argmax p)
+    a1 = np.array([0.4 - 1, 0.4, 0.2])                                        # a tie goes to the first class
+    np.testing.assert_allclose(g, [np.outer(a0, h[0]).ravel(), np.outer(a1, h[1]).ravel()])
+    assert g.shape == (2, 6) and g.dtype == np.float64
+    assert st.gradient_embedding(p, h.astype(np.float32)).dtype == np.float64
+    with pytest.raises(CourseError, match="N x D"):
+        st.gradient_embedding(p, h[:1])
+    with pytest.raises(CourseError, match="N x D"):
+        st.gradient_embedding(p, h[:, :, None])
