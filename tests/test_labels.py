@@ -401,3 +401,22 @@ def test_next_batch_follows_the_strategy_and_skips_labelled_and_unpredicted(stor
     assert [s for _, s in got] == pytest.approx([ent[i] for i in order[1:]], rel=1e-4)  # stored rounded
     rnd = store.next_batch("random", 50, random_state=0)
     assert len(rnd) == 44 and set(rnd) == set(pool.tolist()) - {order[0]}   # random needs no predictions
+
+
+def test_defaults_seeds_first_evaluation_and_times(store):
+    import warnings
+
+    pool, hold = store.ids("pool"), store.ids("holdout")
+    p1 = np.linspace(0.05, 0.45, len(pool))
+    store.write_predictions(pool, np.stack([1 - p1, p1], 1))
+    assert store.next_batch() == [int(pool[j]) for j in np.argsort(-p1)[:8]]     # entropy, 8 by default
+    a = store.next_batch("random", 6, random_state=3)
+    assert store.next_batch("random", 6, random_state=3) == a                     # the seed is used
+    assert store.next_batch("random", 6, random_state=4) != a
+    store.label(int(pool[0]), 1)                                                  # a pool label must not count
+    store.set_holdout_labels([0, 1, 0, 1, 1])
+    assert store.table().set_index("id").loc[hold, "labeled_at"].notna().all()    # when they were given
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")                                            # the first look: no warning
+        r = store.evaluate_holdout(np.tile([[0.3, 0.7]], (5, 1)))
+    assert r["accuracy"] == pytest.approx(3 / 5) and r["evaluations"] == 1
