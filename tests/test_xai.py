@@ -488,3 +488,24 @@ def test_occlusion_is_the_score_drop_of_each_window_by_brute_force():
             sums[r:r + 3, c:c + 3] += (w[1, 0] * (x[0, 0] - occluded)).sum()
             hits[r:r + 3, c:c + 3] += 1
     np.testing.assert_allclose(got3[0], np.maximum(sums / hits, 0), rtol=1e-5, atol=1e-6)
+
+
+def test_box_iou_equals_counting_cells_and_center_of_mass_of_a_light_map():
+    rng = np.random.default_rng(4)
+
+    def cells(b):
+        return {(x, y) for x in range(b[0], b[2]) for y in range(b[1], b[3])}
+
+    for _ in range(40):
+        a = sorted(rng.choice(9, 2, replace=False)), sorted(rng.choice(9, 2, replace=False))
+        b = sorted(rng.choice(9, 2, replace=False)), sorted(rng.choice(9, 2, replace=False))
+        a = (int(a[0][0]), int(a[1][0]), int(a[0][1]), int(a[1][1]))           # (x0, y0, x1, y1)
+        b = (int(b[0][0]), int(b[1][0]), int(b[0][1]), int(b[1][1]))
+        ca, cb = cells(a), cells(b)
+        assert xai.box_iou(a, b) == pytest.approx(len(ca & cb) / len(ca | cb)), (a, b)
+    assert xai.box_iou((0, 0, 1, 2), (2, 0, 3, 2)) == 0.0                       # apart along x only
+    assert xai.box_iou((0, 0, 2, 1), (0, 2, 2, 3)) == 0.0                       # apart along y only
+    assert xai.box_iou((0, 0, 0.5, 1), (0, 0, 0.5, 1)) == 1.0                   # a union under 1 still counts
+    m = np.zeros((1, 3, 5))
+    m[0, 2, 1], m[0, 0, 3] = 0.2, 0.2                                           # total mass 0.4 < 1
+    np.testing.assert_allclose(xai.center_of_mass(m), [[1.0, 2.0]])
