@@ -260,3 +260,38 @@ def test_label_efficiency_by_hand():
     t = al.labels_to_reach(pd.DataFrame(rows), 0.64)
     assert t.set_index("strategy")["labels_needed"].to_dict() == {"a": 20, "b": 10}
     assert "fraction_of_full" not in t
+
+
+def test_paired_differences_edge_cases_by_hand():
+    import pandas as pd
+    from scipy import stats
+
+    def table(diffs_by_strategy, rounds=(0, 1)):
+        rows = []
+        for seed in range(len(next(iter(diffs_by_strategy.values())))):
+            for rnd in rounds:
+                rows.append({"strategy": "random", "seed": seed, "round": rnd, "accuracy": 0.5 + 0.01 * seed})
+                for name, d in diffs_by_strategy.items():
+                    rows.append({"strategy": name, "seed": seed, "round": rnd,
+                                 "accuracy": 0.5 + 0.01 * seed + (d[seed] if rnd else 0.3)})   # round 0 ignored
+        return pd.DataFrame(rows)
+
+    res = al.paired_differences(table({"same": [0.02, 0.02], "worse": [-0.1, -0.11], "tiny": [0.123456, 0.1234]}))
+    assert res["strategy"].tolist() == ["tiny", "same", "worse"]                 # best first
+    assert res.index.tolist() == [0, 1, 2]
+    r = res.set_index("strategy")
+    assert r.loc["same", "mean_difference"] == 0.02 and r.loc["same", "ci_low"] == 0.02   # no spread: no width
+    assert r.loc["same", "verdict"] == "better than random" and r.loc["same", "seeds"] == 2
+    half = stats.t.ppf(0.975, 1) * np.std([-0.1, -0.11], ddof=1) / np.sqrt(2)
+    assert r.loc["worse", "ci_high"] == round(-0.105 + half, 4) and r.loc["worse", "ci_low"] == round(-0.105 - half, 4)
+    assert r.loc["worse", "verdict"] == "worse than random"                      # the interval is wider than it
+    assert r.loc["tiny", "mean_difference"] == round(0.123428, 4)                # rounded to 4 digits
+    zero = al.paired_differences(table({"flat": [0.0, 0.0]})).iloc[0]
+    assert zero["verdict"] == "no clear difference" and zero["ci_low"] == 0.0     # an interval touching 0 proves nothing
+    one = al.paired_differences(table({"a": [0.2]})).iloc[0]
+    assert one["mean_difference"] == 0.2 and one["ci_low"] == -np.inf and one["ci_high"] == np.inf
+    wide = al.paired_differences(table({"w": [0.3, -0.1]}), confidence=0.5).iloc[0]
+    half = stats.t.ppf(0.75, 1) * np.std([0.3, -0.1], ddof=1) / np.sqrt(2)
+    assert wide["ci_low"] == round(0.1 - half, 4) and wide["ci_high"] == round(0.1 + half, 4)
+    late = al.paired_differences(table({"b": [0.05, 0.07]}, rounds=(0, 1, 2)), metric="accuracy").iloc[0]
+    assert late["mean_difference"] == 0.06                                       # rounds 1 and 2 both count
