@@ -146,3 +146,34 @@ def test_tf_training_pipeline_shuffles_every_epoch_and_flips(cache):
     assert set(kinds) == {0, 1, 2, 3}                                    # every flip happens
     plain = next(iter(P.to_tf_dataset(images, ids, batch_size=64, augment="flip")))[0]   # not training: no flip
     np.testing.assert_allclose(plain.numpy(), images / 255.0, atol=1e-6)
+
+
+def test_torch_loader_settings_follow_the_documented_rule(monkeypatch):
+    """The loader's settings, read without iterating (no worker process is started)."""
+    import os
+
+    import torch
+
+    from course_utils import runtime
+
+    images = np.zeros((40, 4, 4, 3), np.uint8)
+    labels = np.arange(40) % 2
+    flip = lambda t: t  # noqa: E731  (any transform)
+    loader = P.to_torch_loader(images, labels)
+    assert loader.batch_size == 32 and loader.drop_last is False and loader.num_workers == 0
+    assert loader.pin_memory == torch.cuda.is_available() and loader.persistent_workers is False
+    for mode, cpus, transform, want in [("smoke", 8, flip, 0), ("lite", 2, flip, 0), ("lite", 8, None, 0),
+                                        ("lite", 8, flip, 2), ("full", 3, flip, 2), ("full", None, flip, 0)]:
+        monkeypatch.setattr(runtime, "get_mode", lambda mode=mode: mode)
+        monkeypatch.setattr(os, "cpu_count", lambda cpus=cpus: cpus)
+        got = P.to_torch_loader(images, labels, transform=transform)
+        assert got.num_workers == want, (mode, cpus, transform)
+        assert got.persistent_workers is (want > 0)
+    assert P.to_torch_loader(images, labels, num_workers=7).num_workers == 2          # at most 2
+    assert P.to_torch_loader(images, labels, num_workers=-3).num_workers == 0
+    assert P.to_torch_loader(images, labels, num_workers=1).num_workers == 1
+    default = [int(v) for v in next(iter(P.to_torch_loader(images, labels, batch_size=40, shuffle=True)))[1]]
+    seeded = [int(v) for v in next(iter(P.to_torch_loader(images, labels, batch_size=40, shuffle=True, seed=0)))[1]]
+    assert default == seeded                                                           # the default seed is 0
+    other = [int(v) for v in next(iter(P.to_torch_loader(images, labels, batch_size=40, shuffle=True, seed=1)))[1]]
+    assert other != default
