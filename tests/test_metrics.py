@@ -234,3 +234,30 @@ def test_best_threshold_by_brute_force():
         M.best_threshold(y, s, "accuracy")
     with pytest.raises(CourseError, match="both classes"):
         M.best_threshold(np.ones(4, int), np.linspace(0, 1, 4))
+
+
+def test_confusion_matrix_shapes_and_best_threshold_edges():
+    np.testing.assert_array_equal(M.confusion_matrix([0, 0], [0, 0]), [[2]])                 # one class seen
+    y = np.array([0, 1, 1, 0, 1, 1])
+    np.testing.assert_array_equal(M.confusion_matrix(y[:, None], y), [[2, 0], [0, 4]])        # an N x 1 column
+    with pytest.raises(CourseError, match="multi-label"):
+        M.confusion_matrix(np.ones((6, 2), int), y)
+    s = np.array([0.1, 0.35, 0.45, 0.2, 0.8, 0.9])
+    two = np.stack([1 - s, s], 1)                                                             # binary: thresholded
+    np.testing.assert_array_equal(M.confusion_matrix(y, two, threshold=0.15), [[1, 1], [0, 4]])
+    assert M.class_recall(y, two, 1, threshold=0.4) == 0.75
+    three = np.array([[0.2, 0.5, 0.3], [0.1, 0.1, 0.8]])                                      # two rows, 3 classes
+    np.testing.assert_array_equal(M.confusion_matrix([1, 0], three), [[0, 0, 1], [0, 1, 0], [0, 0, 0]])
+    assert M.class_recall([1, 0], three, 1) == 1.0
+    # Youden's best is the 'nothing positive' point for anti-correlated scores: clipped to 1 for probabilities,
+    # left infinite for logits
+    assert M.best_threshold([1, 0, 1, 0], [0.1, 0.9, 0.2, 0.8], "youden") == 1.0
+    assert M.best_threshold([1, 0, 1, 0], [-2.0, 3.0, -1.0, 2.0], "youden") == np.inf
+    assert M.best_threshold([0, 1, 0, 1], [0.0, 0.6, 0.3, 0.4], "youden") == 0.4
+    for seed in range(25):                                                                    # F1: brute force
+        rng = np.random.default_rng(seed)
+        yy = rng.integers(0, 2, 14)
+        yy[:2] = [0, 1]
+        ss = np.round(rng.uniform(0, 1, 14) * 0.6 + 0.4 * yy, 2)
+        t = M.best_threshold(yy, ss, "f1")
+        assert skm.f1_score(yy, ss >= t) == pytest.approx(max(skm.f1_score(yy, ss >= c) for c in np.unique(ss)))
