@@ -295,3 +295,15 @@ def test_paired_differences_edge_cases_by_hand():
     assert wide["ci_low"] == round(0.1 - half, 4) and wide["ci_high"] == round(0.1 + half, 4)
     late = al.paired_differences(table({"b": [0.05, 0.07]}, rounds=(0, 1, 2)), metric="accuracy").iloc[0]
     assert late["mean_difference"] == 0.06                                       # rounds 1 and 2 both count
+
+
+def test_distillation_loss_accepts_its_whole_range_and_refuses_outside_it():
+    s, t = torch.tensor([[1.0, -1.0, 0.5]]), torch.tensor([[0.2, 0.1, 0.0]])
+    y = torch.tensor([2])
+    pt, ps = torch.softmax(t, 1), torch.softmax(s, 1)                       # T = 1: plain softmax
+    kl = (pt * (pt.log() - ps.log())).sum()
+    torch.testing.assert_close(al.distillation_loss(s, t, y, temperature=1.0, weight=1.0), kl)
+    torch.testing.assert_close(al.distillation_loss(s, t, y, temperature=0.5, weight=0.0), -ps.log()[0, 2])
+    for bad in (1.5, -0.1):
+        with pytest.raises(CourseError):
+            al.distillation_loss(s, t, y, weight=bad)

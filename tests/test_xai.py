@@ -509,3 +509,40 @@ def test_box_iou_equals_counting_cells_and_center_of_mass_of_a_light_map():
     m = np.zeros((1, 3, 5))
     m[0, 2, 1], m[0, 0, 3] = 0.2, 0.2                                           # total mass 0.4 < 1
     np.testing.assert_allclose(xai.center_of_mass(m), [[1.0, 2.0]])
+
+
+def test_occlusion_defaults_single_logit_and_a_patch_as_large_as_the_image():
+    H = 16                                     # default patch max(2, 16 // 8) = 2, stride max(1, 2 // 2) = 1
+    rng = np.random.default_rng(5)
+    w = rng.normal(size=(1, H * H)).astype(np.float32)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(H * H, 1, bias=False)).eval()   # one logit
+    with torch.no_grad():
+        model[1].weight.copy_(torch.as_tensor(w))
+    x = rng.uniform(0.2, 1.0, (2, 1, H, H)).astype(np.float32)
+    wm = w.reshape(H, H)
+    for target, sign in ((1, 1.0), (0, -1.0)):          # the score is +logit for class 1, -logit for class 0
+        got = xai.occlusion(model, x, target=target, normalize=False)
+        for i in range(2):
+            sums, hits = np.zeros((H, H)), np.zeros((H, H))
+            for r in range(H - 1):
+                for c in range(H - 1):
+                    sums[r:r + 2, c:c + 2] += sign * (wm[r:r + 2, c:c + 2] * x[i, 0, r:r + 2, c:c + 2]).sum()
+                    hits[r:r + 2, c:c + 2] += 1
+            np.testing.assert_allclose(got[i], np.maximum(sums / hits, 0), rtol=1e-4, atol=1e-5)
+    whole = xai.occlusion(model, x, target=1, patch=H, normalize=False)            # one window: the whole image
+    drop = (wm * x[:, 0]).sum(axis=(1, 2))
+    np.testing.assert_allclose(whole[:, 0, 0], np.maximum(drop, 0), rtol=1e-4, atol=1e-5)
+    assert np.all(whole == whole[:, :1, :1])
+
+
+def test_heatmap_box_prefers_the_largest_region_wherever_it_is_and_cam_pp_at_a_unit_gradient():
+    m = np.zeros((6, 8))
+    m[0, 0:2] = 2.0            # the peak, first in raster order, 2 cells
+    m[3:5, 2:6] = 1.5          # 8 cells
+    m[5, 7] = 1.2              # 1 cell
+    assert xai.heatmap_box(m, 0.5) == (2, 3, 6, 5)
+    assert xai.heatmap_box(m.astype(int), 0.5) == (2, 3, 6, 5)
+    act = np.ones((1, 1, 2, 2))
+    act[0, 0, 0, 0] = 3.0
+    grad = np.ones((1, 1, 2, 2))                                  # gradient exactly 1: alpha = 1 / (2 + 6)
+    np.testing.assert_allclose(xai.cam_plus_plus_from_gradients(act, grad)[0], 4 * (1 / 8) * act[0, 0], rtol=1e-5)
