@@ -45,7 +45,7 @@ SCOPE: dict[str, list[str]] = {
                "distillation_loss", "simulate"],
     "xai": ["cam_from_gradients", "cam_plus_plus_from_gradients", "normalize_maps", "_class_scores",
             "_occlusion_raw", "spearman", "heatmap_box", "box_iou", "peak_location", "center_of_mass"],
-    "pipelines": ["nchw_float", "to_tf_dataset", "_tf_augment", "to_torch_loader"],
+    "pipelines": ["nchw_float", "to_torch_loader"],   # tf.data: TensorFlow deadlocks in forked workers
     "train_torch": ["_optimization", "_cosine"],
     "_torch_records": ["EpochSums.add", "EpochSums.result"],
 }
