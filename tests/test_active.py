@@ -279,6 +279,7 @@ def test_paired_differences_edge_cases_by_hand():
     res = al.paired_differences(table({"same": [0.02, 0.02], "worse": [-0.1, -0.11], "tiny": [0.123456, 0.1234]}))
     assert res["strategy"].tolist() == ["tiny", "same", "worse"]                 # best first
     assert res.index.tolist() == [0, 1, 2]
+    assert list(res.columns) == ["strategy", "mean_difference", "ci_low", "ci_high", "seeds", "verdict"]
     r = res.set_index("strategy")
     assert r.loc["same", "mean_difference"] == 0.02 and r.loc["same", "ci_low"] == 0.02   # no spread: no width
     assert r.loc["same", "verdict"] == "better than random" and r.loc["same", "seeds"] == 2

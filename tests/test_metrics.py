@@ -261,3 +261,11 @@ def test_confusion_matrix_shapes_and_best_threshold_edges():
         ss = np.round(rng.uniform(0, 1, 14) * 0.6 + 0.4 * yy, 2)
         t = M.best_threshold(yy, ss, "f1")
         assert skm.f1_score(yy, ss >= t) == pytest.approx(max(skm.f1_score(yy, ss >= c) for c in np.unique(ss)))
+
+
+def test_huge_logits_and_youden_clipping_edges():
+    z = np.array([[1000.0, 0.0], [0.0, 1.0]])                          # rows far apart: each shifted by its own max
+    np.testing.assert_allclose(M.probabilities(z, "multi-class"), [[1, 0], [1 / (1 + np.e), np.e / (1 + np.e)]])
+    y = [1, 0, 1, 0]
+    assert M.best_threshold(y, [0.0, 1.0, 0.2, 0.8], "youden") == 1.0   # 0 and 1 are probabilities too
+    assert M.best_threshold(y, [0.1, 1.5, 0.2, 1.2], "youden") == np.inf   # scores above 1: not probabilities

@@ -171,7 +171,8 @@ def test_torch_loader_settings_follow_the_documented_rule(monkeypatch):
         assert got.persistent_workers is (want > 0)
     assert P.to_torch_loader(images, labels, num_workers=7).num_workers == 2          # at most 2
     assert P.to_torch_loader(images, labels, num_workers=-3).num_workers == 0
-    assert P.to_torch_loader(images, labels, num_workers=1).num_workers == 1
+    one = P.to_torch_loader(images, labels, num_workers=1)
+    assert one.num_workers == 1 and one.persistent_workers is True
     default = [int(v) for v in next(iter(P.to_torch_loader(images, labels, batch_size=40, shuffle=True)))[1]]
     seeded = [int(v) for v in next(iter(P.to_torch_loader(images, labels, batch_size=40, shuffle=True, seed=0)))[1]]
     assert default == seeded                                                           # the default seed is 0

@@ -546,3 +546,28 @@ def test_heatmap_box_prefers_the_largest_region_wherever_it_is_and_cam_pp_at_a_u
     act[0, 0, 0, 0] = 3.0
     grad = np.ones((1, 1, 2, 2))                                  # gradient exactly 1: alpha = 1 / (2 + 6)
     np.testing.assert_allclose(xai.cam_plus_plus_from_gradients(act, grad)[0], 4 * (1 / 8) * act[0, 0], rtol=1e-5)
+
+
+def test_occlusion_default_patch_on_a_larger_image_and_heatmap_box_threshold_range():
+    H = 32                                     # default patch max(2, 32 // 8) = 4, stride 4 // 2 = 2
+    rng = np.random.default_rng(6)
+    w = rng.normal(size=(2, H * H)).astype(np.float32)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(H * H, 2, bias=False)).eval()
+    with torch.no_grad():
+        model[1].weight.copy_(torch.as_tensor(w))
+    x = rng.uniform(0.2, 1.0, (1, 1, H, H)).astype(np.float32)
+    got = xai.occlusion(model, x, target=0, normalize=False)
+    wx = w[0].reshape(H, H) * x[0, 0]
+    sums, hits = np.zeros((H, H)), np.zeros((H, H))
+    for r in range(0, H - 3, 2):
+        for c in range(0, H - 3, 2):
+            sums[r:r + 4, c:c + 4] += wx[r:r + 4, c:c + 4].sum()
+            hits[r:r + 4, c:c + 4] += 1
+    np.testing.assert_allclose(got[0], np.maximum(sums / hits, 0), rtol=1e-4, atol=1e-5)
+    m = np.zeros((4, 4))
+    m[1, 1], m[2, 3] = 1.0, 0.999
+    assert xai.heatmap_box(m, 1.0) == (1, 1, 2, 2)                       # threshold 1: the maximum only
+    for bad in (0.0, 1.5, -0.2):
+        with pytest.raises(CourseError, match="fraction"):
+            xai.heatmap_box(m, bad)
+    assert xai.spearman(np.array([0.0, 1.0]), np.array([2.0, 3.0])) == pytest.approx(1.0)   # tiny maps too
