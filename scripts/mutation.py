@@ -98,11 +98,14 @@ def score(rows: list[dict]) -> dict:
     return {"total": n, "detected": detected, "by_status": by, "score": detected / n if n else 0.0}
 
 
-def _diff(name: str) -> str:
-    out = subprocess.run([sys.executable, "-m", "mutmut", "show", name], cwd=ROOT, capture_output=True, text=True)
-    lines = [ln for ln in out.stdout.splitlines()[1:] if ln.startswith(("+", "-")) and
-             not ln.startswith(("+++", "---"))]
-    return "\n".join(lines)
+def _diff(name: str, module: str) -> str:
+    """The mutant's changed lines (mutmut's own diff, read in this process: no `mutmut show` per mutant)."""
+    try:
+        from mutmut.mutation.diff_apply import get_diff_for_mutant  # noqa: PLC0415
+        text = get_diff_for_mutant(name, path=Path("course_utils") / f"{module}.py")
+    except Exception as e:  # noqa: BLE001 - a report line, never a failed run
+        return f"(no diff: {e})"
+    return "\n".join(ln for ln in text.splitlines()[2:] if ln.startswith(("+", "-")))
 
 
 def write_reports(rows: list[dict], s: dict, wall_s: float | None, build: Path) -> None:
@@ -118,7 +121,7 @@ def write_reports(rows: list[dict], s: dict, wall_s: float | None, build: Path) 
     md += ["", "## Not detected", ""]
     for r in rows:
         if r["status"] not in DETECTED:
-            md += [f"### {r['mutant']} ({r['status']})", "", "```diff", _diff(r["mutant"]), "```", ""]
+            md += [f"### {r['mutant']} ({r['status']})", "", "```diff", _diff(r["mutant"], r["module"]), "```", ""]
     (build / "mutation.md").write_text("\n".join(md) + "\n")
 
 
@@ -144,6 +147,7 @@ def main(argv: list[str] | None = None) -> int:
         if rc != 0:  # e.g. the unmutated tests fail
             print(f"mutmut failed (exit {rc})")
             return rc
+    os.chdir(ROOT)    # mutmut reads its configuration and mutants/ from here
     rows = collect(ROOT / "mutants", pats)
     if not rows:
         print("no mutants found: run `make mutation` first")
