@@ -147,7 +147,7 @@ class _RecordingLearner:
 
     def __init__(self, pool_p1):
         self.pool_p1 = np.asarray(pool_p1, float)
-        self.fits, self.pool_calls = [], []
+        self.fits, self.pool_calls, self.test_calls = [], [], []
 
     def fit(self, x, y, *, model=None, teacher=None, seed=0):
         ids = np.asarray(x)[:, 0].astype(int).tolist()
@@ -163,6 +163,7 @@ class _RecordingLearner:
     def outputs(self, model, x, needs, seed=0):
         x = np.asarray(x)[:, 0]
         if x[0] < 0:
+            self.test_calls.append({"needs": set(needs), "seed": seed, "n": len(model["ids"])})
             p1 = self.test_p1(model)
         else:
             self.pool_calls.append({"needs": set(needs), "seed": seed, "n": len(x)})
@@ -308,3 +309,70 @@ def test_distillation_loss_accepts_its_whole_range_and_refuses_outside_it():
     for bad in (1.5, -0.1):
         with pytest.raises(CourseError):
             al.distillation_loss(s, t, y, weight=bad)
+
+
+def test_simulate_defaults_progress_seeds_and_refusals(monkeypatch):
+    from course_utils import runtime
+
+    bars = []
+    real_progress = runtime.progress
+
+    def spy(**kw):
+        bars.append(kw)
+        return real_progress(**{**kw, "disable": True})
+
+    monkeypatch.setattr(runtime, "progress", spy)
+    x_pool = np.arange(130, dtype=np.float32)[:, None]
+    y_pool = (np.arange(130) % 2)[:, None]                          # a column: flattened
+    x_test, y_test = _ids_data()[2:]
+    learner = _RecordingLearner(np.linspace(0.05, 0.95, 130))
+    res = al.simulate(learner, x_pool, y_pool, x_test, y_test)      # every default
+    t = res.table
+    assert t["strategy"].tolist() == (["random"] * 6 + ["entropy"] * 6) * 3 and sorted(set(t["seed"])) == [0, 1, 2]
+    assert t["n_labelled"].tolist() == [20, 40, 60, 80, 100, 120] * 6 and t["round"].tolist() == list(range(6)) * 6
+    assert all(f["y"] == (np.array(f["ids"]) % 2).tolist() for f in learner.fits)
+    assert bars == [{"total": 3 * 2 * 6, "desc": "active learning", "disable": False, "leave": True}]
+    assert (t["seconds"] >= 0).all() and (t["seconds"] < 60).all()
+    assert {c["seed"] for c in learner.test_calls} == {0, 1, 2} and all(c["needs"] == set() for c in learner.test_calls)
+    assert [c["seed"] for c in learner.test_calls[:3]] == [0, 0, 0] and learner.test_calls[0]["n"] == 20
+    # the same seeds give the same random picks; another seed, others
+    first = [f["ids"] for f in learner.fits]
+    learner2 = _RecordingLearner(np.linspace(0.05, 0.95, 130))
+    al.simulate(learner2, x_pool, y_pool, x_test, y_test, strategies=["random"], rounds=1, seeds=[0, 1],
+                full_data=True, distill=True, progress=False)
+    assert [f["ids"] for f in learner2.fits][:2] == first[:2]
+    assert learner2.fits[1]["ids"] != learner2.fits[3]["ids"]                       # seed 1's random picks differ
+    assert bars[-1]["total"] == 2 * 1 * 2 + 2 and bars[-1]["disable"] is True
+    assert set(al.simulate(learner2, x_pool, y_pool, x_test, y_test, strategies=["random"], rounds=1, seeds=[0],
+                           distill=True, progress=False).table["strategy"]) == {"random+distill"}
+    ok = dict(strategies=["random"], seeds=[0], progress=False)
+    al.simulate(learner, x_pool[:3], y_pool[:3], x_test, y_test, initial=1, budget=1, rounds=2, **ok)   # the edges
+    al.simulate(learner, x_pool[:1], y_pool[:1], x_test, y_test, initial=1, budget=1, rounds=0, **ok)
+    al.simulate(learner, x_pool[:3], y_pool[:3], x_test, y_test, initial=[0, 2], budget=1, rounds=1, **ok)
+    bad = [dict(initial=0), dict(budget=0), dict(rounds=-1), dict(initial=2, budget=1, rounds=2),
+           dict(initial=[]), dict(initial=[-1, 0]), dict(initial=[0, 3]), dict(retrain="warm")]
+    for kw in bad:
+        with pytest.raises(CourseError):
+            al.simulate(learner, x_pool[:3], y_pool[:3], x_test, y_test, **{"budget": 1, "rounds": 1, **ok, **kw})
+    for pool, test in (((x_pool[:5], y_pool[:4]), (x_test, y_test)), ((x_pool[:5], y_pool[:5]), (x_test[:3], y_test))):
+        with pytest.raises(CourseError, match="differ in length"):
+            al.simulate(learner, *pool, *test, initial=1, budget=1, rounds=1, **ok)
+
+
+def test_test_scores_multi_class_and_labels_to_reach_at_the_target():
+    import pandas as pd
+    from sklearn.metrics import accuracy_score, roc_auc_score
+
+    rng = np.random.default_rng(0)
+    y = np.array([0, 1, 2, 2, 1, 0, 2, 1])
+    p = rng.dirichlet([1, 1, 1], 8)
+    acc, auc = al._test_scores(y, p)
+    assert acc == pytest.approx(accuracy_score(y, p.argmax(1))) and auc == pytest.approx(roc_auc_score(y, p,
+                                                                                                       multi_class="ovr"))
+    t = pd.DataFrame({"strategy": ["b", "b", "a", "a"], "seed": 0, "round": [0, 1, 0, 1], "n_labelled": [10, 20] * 2,
+                      "accuracy": [0.5, 0.7, 0.6, 0.65]})
+    r = al.labels_to_reach(t, 0.7, fraction=0.123456)
+    assert r["strategy"].tolist() == ["b", "a"] and r["labels_needed"].iloc[0] == 20      # reached exactly: counts
+    assert r["fraction_of_full"].iloc[0] == 0.123456 and list(r.columns)[0] == "strategy"
+    assert al.labels_to_reach(t, 0.123456)["target_accuracy"].iloc[0] == 0.1235
+    assert r.index.tolist() == [0, 1]
