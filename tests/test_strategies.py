@@ -315,3 +315,58 @@ def test_scores_and_gradient_embedding_by_hand():
         st.gradient_embedding(p, h[:1])
     with pytest.raises(CourseError, match="N x D"):
         st.gradient_embedding(p, h[:, :, None])
+
+
+def _brute_k_center(x, labelled, cand, k, first=None, cosine=False):
+    """Greedy k-center by brute force: the candidate whose nearest center is farthest, each step."""
+    def dist(a, b):
+        if cosine:
+            return 1 - a @ b / (np.linalg.norm(a) * np.linalg.norm(b))
+        return np.sqrt(((a - b) ** 2).sum())
+
+    centers, picks, dists = list(labelled), [], []
+    for step in range(k):
+        if step == 0 and not centers:
+            j, d = first, np.inf
+        else:
+            left = [c for c in cand if c not in picks]
+            near = {c: min(dist(x[c], x[m]) for m in centers) for c in left}
+            j = max(near, key=near.get)
+            d = near[j]
+        picks.append(j)
+        dists.append(d)
+        centers.append(j)
+    return picks, dists
+
+
+@pytest.mark.parametrize("n_cand, labelled, chunk", [(30, [3, 17], 8), (6, [0, 5, 9], 64 * 2**20), (30, [], 8),
+                                                     (6, [], 16)])
+def test_k_center_greedy_equals_brute_force_small_distances_and_chunks(n_cand, labelled, chunk):
+    rng = np.random.default_rng(n_cand + len(labelled))
+    x = rng.normal(size=(40, 3)) * 0.05                      # squared distances well under 1
+    cand = np.setdiff1d(rng.permutation(40)[:n_cand + len(labelled)], labelled)[:n_cand]
+    picks = {}
+    for metric in ("euclidean", "cosine"):
+        picked, dist = st.k_center_greedy(x, np.array(labelled, dtype=np.int64), cand, 4, metric=metric,
+                                          rng=np.random.default_rng(1), chunk_bytes=chunk)
+        xs = x if metric == "euclidean" else x / np.linalg.norm(x, axis=1, keepdims=True)
+        ref, ref_d = _brute_k_center(xs if metric == "euclidean" else x, labelled, cand.tolist(), 4,
+                                     first=int(picked[0]), cosine=metric == "cosine")
+        assert picked.tolist() == ref, metric
+        np.testing.assert_allclose(dist, ref_d, rtol=2e-3, atol=1e-6)
+        assert set(picked.tolist()) <= set(cand.tolist()) and len(set(picked.tolist())) == 4
+        picks[metric] = picked.tolist()
+    again = st.k_center_greedy(x, np.array(labelled, dtype=np.int64), cand, 4, rng=np.random.default_rng(1),
+                               chunk_bytes=chunk)[0]
+    assert again.tolist() == picks["euclidean"]                     # seeded, also the cold start
+    st.k_center_greedy(x, np.array(labelled, dtype=np.int64), cand, 2)   # no rng given: still runs
+
+
+def test_k_center_greedy_breaks_exact_ties_among_the_tied_only():
+    x = np.array([[0.0, 0.0], [1.0, 0.0], [-1.0, 0.0], [0.0, 1.0], [0.0, -1.0], [0.2, 0.1]])
+    seen = set()
+    for seed in range(12):
+        picked, dist = st.k_center_greedy(x, np.array([0]), np.arange(1, 6), 1, rng=np.random.default_rng(seed))
+        assert picked[0] in {1, 2, 3, 4} and dist[0] == pytest.approx(1.0)   # four points tie at distance 1
+        seen.add(int(picked[0]))
+    assert len(seen) > 1                                                     # the tie is broken at random
