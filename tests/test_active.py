@@ -166,7 +166,7 @@ class _RecordingLearner:
             self.test_calls.append({"needs": set(needs), "seed": seed, "n": len(model["ids"])})
             p1 = self.test_p1(model)
         else:
-            self.pool_calls.append({"needs": set(needs), "seed": seed, "n": len(x)})
+            self.pool_calls.append({"needs": set(needs), "seed": seed, "n": len(model["ids"])})
             p1 = self.pool_p1
         return {"probs": np.stack([1 - p1, p1], axis=1)}
 
@@ -209,7 +209,8 @@ def test_simulate_queries_labels_and_scores_step_by_step():
     assert all(f["teacher"] is None for f in fits)
     assert [f["seed"] for f in fits] == [5, 5001, 5002, 5003, 5]
     assert [c["seed"] for c in learner.pool_calls] == [6, 7, 8]     # pool read once per round, seed + round
-    assert all(c["needs"] == {"probs"} and c["n"] == 30 for c in learner.pool_calls)
+    assert all(c["needs"] == {"probs"} for c in learner.pool_calls)
+    assert [c["n"] for c in learner.pool_calls] == [3, 7, 11]          # read with the current model
     assert t["n_labelled"].tolist() == [3, 7, 11, 15] and t["round"].tolist() == [0, 1, 2, 3]
     assert t["strategy"].tolist() == ["entropy"] * 4 and t["seed"].tolist() == [5] * 4
     for row, ids in zip(t.itertuples(), expected_sets):
@@ -255,7 +256,9 @@ def test_label_efficiency_by_hand():
     assert np.isnan(eff.loc["b", "labels_needed"])                 # b's means 0.65, 0.68, 0.7: never
     assert eff.loc["b", "best_mean_accuracy"] == pytest.approx(0.7) and eff.loc["a", "fraction_of_full"] == 0.9
     assert list(res.label_efficiency(0.9).strategy) == ["a", "b"]              # reached first, never last
+    assert res.label_efficiency()["target_accuracy"].iloc[0] == pytest.approx(0.95 * 0.8)   # the default fraction
     eff = res.label_efficiency(0.75, full_accuracy=0.8).set_index("strategy")  # target 0.6
+    assert res.label_efficiency(0.5, full_accuracy=1.4)["target_accuracy"].iloc[0] == pytest.approx(0.7)   # given
     assert eff.loc["a", "labels_needed"] == 20 and eff.loc["b", "labels_needed"] == 10
     assert res.label_efficiency(1.0).set_index("strategy").loc["a", "labels_needed"] == 30     # 0.85 >= 0.8
     t = al.labels_to_reach(pd.DataFrame(rows), 0.64)
@@ -314,12 +317,21 @@ def test_distillation_loss_accepts_its_whole_range_and_refuses_outside_it():
 def test_simulate_defaults_progress_seeds_and_refusals(monkeypatch):
     from course_utils import runtime
 
-    bars = []
-    real_progress = runtime.progress
+    bars, steps = [], []
+
+    class Bar:
+        def update(self, n):
+            steps.append(n)
+
+        def set_postfix(self, **kw):
+            assert set(kw) == {"strategy", "seed", "acc"} and None not in kw.values()
+
+        def close(self):
+            steps.append("closed")
 
     def spy(**kw):
         bars.append(kw)
-        return real_progress(**{**kw, "disable": True})
+        return Bar()
 
     monkeypatch.setattr(runtime, "progress", spy)
     x_pool = np.arange(130, dtype=np.float32)[:, None]
@@ -332,6 +344,10 @@ def test_simulate_defaults_progress_seeds_and_refusals(monkeypatch):
     assert t["n_labelled"].tolist() == [20, 40, 60, 80, 100, 120] * 6 and t["round"].tolist() == list(range(6)) * 6
     assert all(f["y"] == (np.array(f["ids"]) % 2).tolist() for f in learner.fits)
     assert bars == [{"total": 3 * 2 * 6, "desc": "active learning", "disable": False, "leave": True}]
+    assert steps == [1] * 36 + ["closed"]                              # one step per row, then closed
+    assert [c["seed"] for c in learner.test_calls] == [0] * 11 + [1] * 11 + [2] * 11   # each seed's own
+    sizes = [c["n"] for c in learner.pool_calls]                       # the pool is read by the current model
+    assert sizes == [20, 40, 60, 80, 100] * 3
     assert (t["seconds"] >= 0).all() and (t["seconds"] < 60).all()
     assert {c["seed"] for c in learner.test_calls} == {0, 1, 2} and all(c["needs"] == set() for c in learner.test_calls)
     assert [c["seed"] for c in learner.test_calls[:3]] == [0, 0, 0] and learner.test_calls[0]["n"] == 20
@@ -342,18 +358,23 @@ def test_simulate_defaults_progress_seeds_and_refusals(monkeypatch):
                 full_data=True, distill=True, progress=False)
     assert [f["ids"] for f in learner2.fits][:2] == first[:2]
     assert learner2.fits[1]["ids"] != learner2.fits[3]["ids"]                       # seed 1's random picks differ
-    assert bars[-1]["total"] == 2 * 1 * 2 + 2 and bars[-1]["disable"] is True
+    assert bars[-1]["total"] == 2 * 1 * 2 + 2 and bars[-1]["disable"] is True and steps[-7:] == [1] * 6 + ["closed"]
+    assert [c["seed"] for c in learner2.test_calls] == [0, 0, 0, 1, 1, 1]             # full data too
     assert set(al.simulate(learner2, x_pool, y_pool, x_test, y_test, strategies=["random"], rounds=1, seeds=[0],
                            distill=True, progress=False).table["strategy"]) == {"random+distill"}
     ok = dict(strategies=["random"], seeds=[0], progress=False)
     al.simulate(learner, x_pool[:3], y_pool[:3], x_test, y_test, initial=1, budget=1, rounds=2, **ok)   # the edges
     al.simulate(learner, x_pool[:1], y_pool[:1], x_test, y_test, initial=1, budget=1, rounds=0, **ok)
     al.simulate(learner, x_pool[:3], y_pool[:3], x_test, y_test, initial=[0, 2], budget=1, rounds=1, **ok)
-    bad = [dict(initial=0), dict(budget=0), dict(rounds=-1), dict(initial=2, budget=1, rounds=2),
-           dict(initial=[]), dict(initial=[-1, 0]), dict(initial=[0, 3]), dict(retrain="warm")]
-    for kw in bad:
-        with pytest.raises(CourseError):
+    bad = [(dict(initial=0), "need initial"), (dict(budget=0), "need initial"), (dict(rounds=-1), "need initial"),
+           (dict(initial=2, budget=1, rounds=2), "pool has only"), (dict(initial=[]), "inside the pool"),
+           (dict(initial=[-1, 0]), "inside the pool"), (dict(initial=[0, 3]), "inside the pool"),
+           (dict(retrain="warm"), "retrain")]
+    for kw, match in bad:
+        with pytest.raises(CourseError, match=match):
             al.simulate(learner, x_pool[:3], y_pool[:3], x_test, y_test, **{"budget": 1, "rounds": 1, **ok, **kw})
+    assert al.simulate(learner, x_pool[:3], y_pool[:3], x_test, y_test, initial=1, budget=1, rounds=1, source="s",
+                       **ok).source == "s"
     for pool, test in (((x_pool[:5], y_pool[:4]), (x_test, y_test)), ((x_pool[:5], y_pool[:5]), (x_test[:3], y_test))):
         with pytest.raises(CourseError, match="differ in length"):
             al.simulate(learner, *pool, *test, initial=1, budget=1, rounds=1, **ok)

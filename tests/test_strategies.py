@@ -370,3 +370,11 @@ def test_k_center_greedy_breaks_exact_ties_among_the_tied_only():
         assert picked[0] in {1, 2, 3, 4} and dist[0] == pytest.approx(1.0)   # four points tie at distance 1
         seen.add(int(picked[0]))
     assert len(seen) > 1                                                     # the tie is broken at random
+
+
+def test_coreset_cold_start_is_seeded_through_the_strategy():
+    h = np.random.default_rng(9).normal(size=(40, 4))
+    for seed in (0, 1, 2):
+        a = st.get_strategy("coreset", random_state=seed).query(embeddings=h, batch_size=3)
+        b = st.get_strategy("coreset", random_state=seed).query(embeddings=h, batch_size=3)
+        assert list(a) == list(b)
