@@ -378,3 +378,20 @@ def test_coreset_cold_start_is_seeded_through_the_strategy():
         a = st.get_strategy("coreset", random_state=seed).query(embeddings=h, batch_size=3)
         b = st.get_strategy("coreset", random_state=seed).query(embeddings=h, batch_size=3)
         assert list(a) == list(b)
+
+
+def test_kmeans_pp_probabilities_by_hand_small_distances_and_duplicates():
+    x = np.array([0.0, 0.1, 0.3, 0.35])                         # squared distances all well under 1
+
+    def d2(j):
+        return (x - x[j]) ** 2
+
+    for seed in range(6):
+        picked, probs = st.kmeans_pp(x ** 2, d2, 2, np.random.default_rng(seed))
+        assert picked[0] == 3 and probs[0] == 1.0               # the largest norm first
+        w = d2(3)
+        assert probs[1] == pytest.approx(w[picked[1]] / w.sum())   # D^2 sampling, by hand
+    same = np.ones(4)
+    picked, probs = st.kmeans_pp(same, lambda j: np.zeros(4), 3, np.random.default_rng(0))
+    assert len(set(picked.tolist())) == 3                       # all duplicates: uniform over the rest
+    np.testing.assert_allclose(probs, [1.0, 1 / 3, 1 / 2])
