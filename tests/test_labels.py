@@ -374,7 +374,7 @@ def test_counts_ids_and_undo_step_by_step(store):
     store.label(a, 0)                                                 # relabelled
     c = store.counts()
     assert (c["pool"], c["holdout"], c["labelled"], c["predicted"]) == (45, 5, 2, 3)
-    assert store.ids("pool", labelled=True).tolist() == sorted([a, b])
+    assert store.ids("pool", labelled=True).tolist() == sorted([a, b]) and store.ids().tolist() == pool.tolist()
     assert len(store.ids("pool", labelled=False)) == 43 and len(store.ids(None, labelled=False)) == 48
     assert store.labels() == {a: 0, b: 0}
     assert store.undo() == a and store.labels() == {a: 1, b: 0}      # the newest first: back to 1

@@ -269,3 +269,22 @@ def test_huge_logits_and_youden_clipping_edges():
     y = [1, 0, 1, 0]
     assert M.best_threshold(y, [0.0, 1.0, 0.2, 0.8], "youden") == 1.0   # 0 and 1 are probabilities too
     assert M.best_threshold(y, [0.1, 1.5, 0.2, 1.2], "youden") == np.inf   # scores above 1: not probabilities
+
+
+def test_defaults_partial_classes_and_exact_thresholds():
+    s = np.array([0.2, 0.5, 0.7])
+    np.testing.assert_array_equal(M.to_predictions(s, "binary"), [0, 1, 1])                    # 0.5 by default
+    np.testing.assert_array_equal(M.to_predictions(np.array([[0.5, 0.49]]), "multi-label"), [[1, 0]])  # >= too
+    assert M.to_predictions(s, "binary").dtype.kind == "i"
+    y3 = np.array([0, 2, 0, 2, 2, 0])                                                          # class 1 absent
+    p3 = np.random.default_rng(2).dirichlet([1, 1, 1], 6)
+    assert M.roc_auc(y3, p3, "multi-class") == pytest.approx(
+        np.mean([skm.roc_auc_score(y3 == c, p3[:, c]) for c in (0, 2)]))
+    yl, sl = _data("multi-label", seed=8)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")                                                        # nothing skipped: no warning
+        assert M.roc_auc(yl, sl, "multi-label") == pytest.approx(skm.roc_auc_score(yl, sl, average="macro"))
+    y = np.array([0, 1, 1, 0])
+    assert M.class_recall(y[:, None], np.array([0, 1, 0, 0]), 1) == 0.5                        # an N x 1 column
+    with pytest.raises(CourseError, match="multi-label"):
+        M.class_recall(np.ones((4, 2), int), np.ones((4, 2)), 1)
