@@ -338,7 +338,7 @@ def test_simulate_defaults_progress_seeds_and_refusals(monkeypatch):
     y_pool = (np.arange(130) % 2)[:, None]                          # a column: flattened
     x_test, y_test = _ids_data()[2:]
     learner = _RecordingLearner(np.linspace(0.05, 0.95, 130))
-    res = al.simulate(learner, x_pool, y_pool, x_test, y_test)      # every default
+    res = al.simulate(learner, x_pool, y_pool, x_test, y_test[:, None])   # every default; labels as columns
     t = res.table
     assert t["strategy"].tolist() == (["random"] * 6 + ["entropy"] * 6) * 3 and sorted(set(t["seed"])) == [0, 1, 2]
     assert t["n_labelled"].tolist() == [20, 40, 60, 80, 100, 120] * 6 and t["round"].tolist() == list(range(6)) * 6

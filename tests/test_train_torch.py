@@ -629,6 +629,13 @@ def test_epoch_sums_accuracy_by_hand_for_every_head():
     multi = EpochSums(dev, "multi-class")
     multi.add(torch.tensor(0.2), torch.tensor([[0.1, 0.3, 0.2], [2.0, -1.0, 3.0]]), torch.tensor([1, 0]))
     assert multi.result()["accuracy"] == pytest.approx(1 / 2)
+    multi.add(torch.tensor(0.2), torch.tensor([[0.0, 0.3, 0.9]]), torch.tensor([1]))     # sums over batches
+    assert multi.result()["accuracy"] == pytest.approx(1 / 3)
+    multi.add_norm(torch.tensor(3.0), 2.0)
+    multi.add_norm(torch.tensor(1.0), 2.0)
+    multi.add_norm(torch.tensor(float("inf")), 2.0)                                      # a skipped AMP step
+    r = multi.result()
+    assert r["grad_norm"] == pytest.approx(2.0) and r["clipped"] == 1                   # mean of the finite norms
     ml = EpochSums(dev, "multi-label")                        # every label decision counts
     ml.add(torch.tensor(0.3), torch.tensor([[1.0, -1.0, 2.0], [-0.5, 0.5, 0.1]]),
            torch.tensor([[1.0, 1.0, 1.0], [0.0, 1.0, 0.0]]))

@@ -507,8 +507,8 @@ def test_box_iou_equals_counting_cells_and_center_of_mass_of_a_light_map():
     assert xai.box_iou((0, 0, 2, 1), (0, 2, 2, 3)) == 0.0                       # apart along y only
     assert xai.box_iou((0, 0, 0.5, 1), (0, 0, 0.5, 1)) == 1.0                   # a union under 1 still counts
     m = np.zeros((1, 3, 5))
-    m[0, 2, 1], m[0, 0, 3] = 0.2, 0.2                                           # total mass 0.4 < 1
-    np.testing.assert_allclose(xai.center_of_mass(m), [[1.0, 2.0]])
+    m[0, 2, 1], m[0, 0, 3] = 0.3, 0.1                                           # total mass 0.4 < 1
+    np.testing.assert_allclose(xai.center_of_mass(m), [[1.5, 1.5]])             # not the centre (1, 2)
 
 
 def test_occlusion_defaults_single_logit_and_a_patch_as_large_as_the_image():
