@@ -237,7 +237,8 @@ def test_best_threshold_by_brute_force():
 
 
 def test_confusion_matrix_shapes_and_best_threshold_edges():
-    np.testing.assert_array_equal(M.confusion_matrix([0, 0], [0, 0]), [[2]])                 # one class seen
+    with pytest.warns(UserWarning, match="single label"):                                    # sklearn says so
+        np.testing.assert_array_equal(M.confusion_matrix([0, 0], [0, 0]), [[2]])             # one class seen
     y = np.array([0, 1, 1, 0, 1, 1])
     np.testing.assert_array_equal(M.confusion_matrix(y[:, None], y), [[2, 0], [0, 4]])        # an N x 1 column
     with pytest.raises(CourseError, match="multi-label"):
