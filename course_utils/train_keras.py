@@ -186,19 +186,20 @@ def _capped_predict(original):
         if hasattr(x, "cardinality"):      # a tf.data.Dataset of batches (or of (images, labels) batches)
             tf = import_tensorflow()
             sizes = [int(tf.nest.flatten(b)[0].shape[0]) for b in x]   # the input pipeline only, no model
+            images, steps = sum(sizes), len(sizes)
             head = x.take(limit)
         elif isinstance(x, np.ndarray) and x.ndim >= 2:
-            sizes = [len(x[i:i + batch_size]) for i in range(0, len(x), batch_size)]
+            images, steps = len(x), _n_batches(x, batch_size)
             head = x[:limit * batch_size]
         else:
             return original(self, x, *args, **kwargs)
         with _quiet_retracing():
             out = original(self, head, *args, **kwargs)
-        runtime.record_work("forward", images=sum(sizes), steps=len(sizes), flops_per_image=_keras_flops(self, x),
+        runtime.record_work("forward", images=images, steps=steps, flops_per_image=_keras_flops(self, x),
                             what=self.name, framework="keras")
-        if not isinstance(out, np.ndarray) or len(sizes) <= limit:
+        if not isinstance(out, np.ndarray) or steps <= limit:
             return out
-        return np.resize(out, (sum(sizes), *out.shape[1:]))   # later batches repeat the first outputs
+        return np.resize(out, (images, *out.shape[1:]))   # later batches repeat the first outputs
 
     capped_predict._course_original = original
     return capped_predict

@@ -393,9 +393,11 @@ def randomization_check(model: Any, images: Any, method: str = "grad_cam", targe
     layers = ad.param_layer_names()[::-1]                          # top (output) first
     if not layers:
         raise CourseError("this model has no layers with weights to randomise")
-    full_groups = len(layers) if not max_steps else min(max_steps, len(layers))
-    max_steps = runtime.cap(max_steps, "randomisation_steps")   # unchanged outside a full-mode rehearsal
-    n_groups = len(layers) if not max_steps else min(max_steps, len(layers))
+    def groups_for(limit):                                          # None or 0: one group per layer
+        return len(layers) if not limit else min(limit, len(layers))
+
+    full_groups = groups_for(max_steps)
+    n_groups = groups_for(runtime.cap(max_steps, "randomisation_steps"))   # unchanged outside a rehearsal
     groups = [list(g) for g in np.array_split(np.array(layers, dtype=object), n_groups)]
     work = count_adapter_passes(ad.copy(seed=seed))
     steps, reset, per_image, maps = ["trained model"], [[]], [np.ones(len(x))], [original]
