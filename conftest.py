@@ -24,6 +24,17 @@ _spec.loader.exec_module(output_scan)
 matplotlib.use("Agg")
 
 
+@pytest.fixture
+def rehearsal(monkeypatch, tmp_path):
+    """A full-mode rehearsal (COURSE_MODE=full, COURSE_REHEARSAL=1) for this test; returns the report file
+    (COURSE_REPORT) where the capped engines record the work full mode would do."""
+    report = tmp_path / "report.jsonl"
+    monkeypatch.setenv("COURSE_MODE", "full")
+    monkeypatch.setenv("COURSE_REHEARSAL", "1")
+    monkeypatch.setenv("COURSE_REPORT", str(report))
+    return report
+
+
 @pytest.fixture(autouse=True)
 def _close_figures():
     yield

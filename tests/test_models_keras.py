@@ -277,18 +277,14 @@ def test_after_recompute_inference_equals_training_mode_on_the_same_images():
     np.testing.assert_allclose(keras.ops.convert_to_numpy(model(x, training=False)), train_mode, atol=1e-4)
 
 
-def test_recompute_batchnorm_in_a_rehearsal_runs_a_few_batches_and_records_all(tmp_path, monkeypatch):
+def test_recompute_batchnorm_in_a_rehearsal_runs_a_few_batches_and_records_all(rehearsal):
     """A full-mode rehearsal re-estimates on CAPS.eval_batches batches and records the forward work of all."""
     import json
 
-    report = tmp_path / "report.jsonl"
-    monkeypatch.setenv("COURSE_MODE", "full")
-    monkeypatch.setenv("COURSE_REHEARSAL", "1")
-    monkeypatch.setenv("COURSE_REPORT", str(report))
     summary = mk.recompute_batchnorm(_bn_net(), _images(100), batch_size=8)          # 13 batches in full mode
     limit = cu.runtime.CAPS.eval_batches
     assert summary["batches"] == limit and summary["images"] == 8 * limit
-    work = [json.loads(line) for line in report.read_text().splitlines()]
+    work = [json.loads(line) for line in rehearsal.read_text().splitlines()]
     assert [(r["pass"], r["images"], r["steps"]) for r in work if r["kind"] == "work"] == [("forward", 100, 13)]
 
 

@@ -164,67 +164,62 @@ def test_auto_verbosity_is_one_line_per_epoch_in_a_notebook(monkeypatch):
     assert tk._verbose(0) == 0 and tk._verbose(1) == 1
 
 
-def test_the_rehearsal_caps_every_keras_fit_and_records_the_uncapped_work(data, tmp_path, monkeypatch):
+@pytest.fixture
+def keras_cap(rehearsal):
+    """The rehearsal's cap on ``keras.Model.fit`` and ``predict`` installed for one test, Keras' own put back
+    afterwards; returns the report file."""
+    import keras
+
+    original = keras.Model.fit, keras.Model.predict
+    assert tk.install_rehearsal_cap()
+    yield rehearsal
+    keras.Model.fit, keras.Model.predict = original
+
+
+def test_the_rehearsal_caps_every_keras_fit_and_records_the_uncapped_work(data, tmp_path, monkeypatch, keras_cap):
     import json
 
     import keras
 
     (xtr, ytr), (xva, yva) = data
-    report = tmp_path / "report.jsonl"
-    monkeypatch.setenv("COURSE_MODE", "full")
-    monkeypatch.setenv("COURSE_REHEARSAL", "1")
-    monkeypatch.setenv("COURSE_REPORT", str(report))
-    original, original_predict = keras.Model.fit, keras.Model.predict
-    try:
-        assert tk.install_rehearsal_cap()
-        train = cu.pipelines.to_tf_dataset(xtr, ytr, batch_size=16, training=True)   # 12 batches
-        model, _ = mk.small_cnn((24, 24, 3), n_classes=2, filters=(4,))
-        steps = []
-        count = keras.callbacks.LambdaCallback(on_train_batch_end=lambda batch, logs: steps.append(batch))
-        hist = tk.fit(model, train, dataset(xva, yva), epochs=4, run_dir=tmp_path / "run", verbose=0,
-                      callbacks=[count])
-        assert len(hist["loss"]) == 1 and len(steps) == 2           # 1 epoch of 2 steps, not 4 x 12
-        recs = [json.loads(line) for line in report.read_text().splitlines()]
-        train_rec = next(r for r in recs if r["kind"] == "work" and r["pass"] == "train")
-        assert train_rec["images"] == 4 * 192 and train_rec["steps"] == 4 * 12 and train_rec["flops_per_image"] > 0
-        monkeypatch.delenv("COURSE_REHEARSAL")                       # outside a rehearsal: Keras as it is
-        steps.clear()
-        model.fit(train, epochs=1, verbose=0, callbacks=[count], shuffle=False)
-        assert len(steps) == 12
-    finally:
-        keras.Model.fit, keras.Model.predict = original, original_predict
+    train = cu.pipelines.to_tf_dataset(xtr, ytr, batch_size=16, training=True)   # 12 batches
+    model, _ = mk.small_cnn((24, 24, 3), n_classes=2, filters=(4,))
+    steps = []
+    count = keras.callbacks.LambdaCallback(on_train_batch_end=lambda batch, logs: steps.append(batch))
+    hist = tk.fit(model, train, dataset(xva, yva), epochs=4, run_dir=tmp_path / "run", verbose=0,
+                  callbacks=[count])
+    assert len(hist["loss"]) == 1 and len(steps) == 2           # 1 epoch of 2 steps, not 4 x 12
+    recs = [json.loads(line) for line in keras_cap.read_text().splitlines()]
+    train_rec = next(r for r in recs if r["kind"] == "work" and r["pass"] == "train")
+    assert train_rec["images"] == 4 * 192 and train_rec["steps"] == 4 * 12 and train_rec["flops_per_image"] > 0
+    monkeypatch.delenv("COURSE_REHEARSAL")                       # outside a rehearsal: Keras as it is
+    steps.clear()
+    model.fit(train, epochs=1, verbose=0, callbacks=[count], shuffle=False)
+    assert len(steps) == 12
 
 
-def test_rehearsal_caps_keras_predict_but_returns_one_output_per_image(tmp_path, monkeypatch, data):
+def test_rehearsal_caps_keras_predict_but_returns_one_output_per_image(monkeypatch, data, keras_cap):
     """In a rehearsal ``model.predict`` (a notebook's own call) runs CAPS.eval_batches batches and repeats their
     outputs, so lengths stay what full mode gives (here 64 of 70 images with drop_remainder); outside it, Keras'."""
     import json
 
-    import keras
     import tensorflow as tf
 
     (xtr, ytr), _ = data
     x = xtr[:70].astype("float32") / 255.0
     model, _ = mk.small_cnn((24, 24, 3), n_classes=2, filters=(4,))
-    exact = model.predict(x, batch_size=8, verbose=0)
-    report = tmp_path / "report.jsonl"
-    monkeypatch.setenv("COURSE_MODE", "full")
+    monkeypatch.setenv("COURSE_REHEARSAL", "0")
+    exact = model.predict(x, batch_size=8, verbose=0)                     # Keras' own, all 9 batches
     monkeypatch.setenv("COURSE_REHEARSAL", "1")
-    monkeypatch.setenv("COURSE_REPORT", str(report))
-    original, original_predict = keras.Model.fit, keras.Model.predict
-    try:
-        assert tk.install_rehearsal_cap()
-        leaky = tf.data.Dataset.from_tensor_slices((x, ytr[:70])).batch(8, drop_remainder=True)   # 8 batches
-        out = model.predict(leaky, verbose=0)
-        assert out.shape == (64, 2)
-        kept = cu.runtime.CAPS.eval_batches * 8
-        assert np.allclose(out[:kept], exact[:kept], atol=1e-5)          # the batches it ran are the real outputs
-        assert np.allclose(out[kept:2 * kept], out[:kept])                # the rest repeat them
-        work = [json.loads(line) for line in report.read_text().splitlines()]
-        assert [(r["pass"], r["images"], r["steps"]) for r in work if r["kind"] == "work"] == [("forward", 64, 8)]
-        arrays = model.predict(x, batch_size=8, verbose=0)                 # arrays: 9 batches, 4 run
-        assert arrays.shape == (70, 2) and np.allclose(arrays[:kept], exact[:kept], atol=1e-5)
-        monkeypatch.delenv("COURSE_REHEARSAL")                            # outside a rehearsal: Keras as it is
-        assert np.allclose(model.predict(x, batch_size=8, verbose=0), exact, atol=1e-6)
-    finally:
-        keras.Model.fit, keras.Model.predict = original, original_predict
+    leaky = tf.data.Dataset.from_tensor_slices((x, ytr[:70])).batch(8, drop_remainder=True)   # 8 batches
+    out = model.predict(leaky, verbose=0)
+    assert out.shape == (64, 2)
+    kept = cu.runtime.CAPS.eval_batches * 8
+    assert np.allclose(out[:kept], exact[:kept], atol=1e-5)          # the batches it ran are the real outputs
+    assert np.allclose(out[kept:2 * kept], out[:kept])                # the rest repeat them
+    work = [json.loads(line) for line in keras_cap.read_text().splitlines()]
+    assert [(r["pass"], r["images"], r["steps"]) for r in work if r["kind"] == "work"] == [("forward", 64, 8)]
+    arrays = model.predict(x, batch_size=8, verbose=0)                 # arrays: 9 batches, 4 run
+    assert arrays.shape == (70, 2) and np.allclose(arrays[:kept], exact[:kept], atol=1e-5)
+    monkeypatch.delenv("COURSE_REHEARSAL")                            # outside a rehearsal: Keras as it is
+    assert np.allclose(model.predict(x, batch_size=8, verbose=0), exact, atol=1e-6)

@@ -27,15 +27,6 @@ def test_counting_leaves_frozen_batchnorm_in_eval_mode():
     assert model.training and model[0].training and not model[1].training
 
 
-@pytest.fixture
-def rehearsal(monkeypatch, tmp_path):
-    report = tmp_path / "report.jsonl"
-    monkeypatch.setenv("COURSE_MODE", "full")
-    monkeypatch.setenv("COURSE_REHEARSAL", "1")
-    monkeypatch.setenv("COURSE_REPORT", str(report))
-    return report
-
-
 def _loaders(n=96, batch=8):
     g = torch.Generator().manual_seed(0)
     x, y = torch.rand(n, 3, 16, 16, generator=g), torch.randint(0, 2, (n,), generator=g)
