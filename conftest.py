@@ -26,13 +26,17 @@ matplotlib.use("Agg")
 
 @pytest.fixture
 def rehearsal(monkeypatch, tmp_path):
-    """A full-mode rehearsal (COURSE_MODE=full, COURSE_REHEARSAL=1) for this test; returns the report file
-    (COURSE_REPORT) where the capped engines record the work full mode would do."""
+    """A full-mode rehearsal (COURSE_MODE=full, COURSE_REHEARSAL=1, the capped functions installed) for this test;
+    yields the report file (COURSE_REPORT) where the capped functions record the work full mode would do."""
     report = tmp_path / "report.jsonl"
     monkeypatch.setenv("COURSE_MODE", "full")
     monkeypatch.setenv("COURSE_REHEARSAL", "1")
     monkeypatch.setenv("COURSE_REPORT", str(report))
-    return report
+    from course_utils import rehearsal as caps  # noqa: PLC0415  (loaded only for rehearsal tests, as in a session)
+
+    caps.install()
+    yield report
+    caps.uninstall()
 
 
 @pytest.fixture(autouse=True)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from .checks import check
+from .checks import check, expect
 from .history import History
 from .runtime import (
     CourseError,
@@ -17,7 +17,7 @@ from .runtime import (
     in_ci,
     in_colab,
     pick,
-    rehearsal,
+    rehearsal as _rehearsal,
     report,
     seed_everything,
     set_mode,
@@ -30,13 +30,17 @@ _SUBMODULES = {
     "runtime", "data", "history", "checks", "plots", "widgets", "labeller", "metrics", "strategies", "active",
     "active_torch", "active_keras", "labels", "model_info", "exercises", "final_models",
     "xai", "xai_faithfulness", "models_keras", "lite0_keras", "models_torch", "train_keras", "train_torch",
-    "losses", "augment", "standins", "standin_cache", "pipelines", "work",
+    "losses", "augment", "standins", "standin_cache", "pipelines", "stats",
 }
 
 __all__ = [
-    "CourseError", "History", "check", "get_mode", "in_ci", "in_colab", "pick", "rehearsal", "report",
+    "CourseError", "History", "check", "expect", "get_mode", "in_ci", "in_colab", "pick", "report",
     "seed_everything", "set_mode", "setup", *sorted(_SUBMODULES),
 ]
+
+
+if _rehearsal():   # a maintainer's full-mode rehearsal (`make rehearse`): it wraps the loops from outside
+    importlib.import_module(".rehearsal", __name__).install()
 
 
 def __getattr__(name: str) -> Any:  # PEP 562: load submodules lazily

@@ -22,6 +22,7 @@ from . import metrics, runtime
 from . import strategies as st
 from .pipelines import nchw_float, tensor_loader
 from .runtime import CourseError, import_torch, torch_device, torch_threads
+from .stats import PairedInterval, paired_t_interval
 
 __all__ = ["distillation_loss", "train_torch_classifier", "TorchLearner", "simulate", "ALResult",
            "labels_to_reach", "paired_differences", "head_gradient_embedding"]
@@ -197,11 +198,10 @@ def paired_differences(table, *, baseline: str = "random", metric: str = "accura
 
     Per seed, the difference in ``metric`` averaged over the rounds after the start (the area under the
     learning curve, per round); the seeds share initial sets, so differences are paired. The mean
-    difference gets a t-interval over seeds, and the verdict follows the interval: "better" or "worse"
-    only when it excludes 0, else "no clear difference" (always so with a single seed).
+    difference gets a t-interval over seeds (:func:`.stats.paired_t_interval`), and the verdict follows the
+    interval: "better" or "worse" only when it excludes 0, else "no clear difference" (always so with a single seed).
     """
     import pandas as pd  # noqa: PLC0415
-    from scipy import stats  # noqa: PLC0415
 
     if metric not in table.columns:
         raise CourseError(f"the table has no column {metric!r}; it has {', '.join(map(str, table.columns))}")
@@ -212,14 +212,12 @@ def paired_differences(table, *, baseline: str = "random", metric: str = "accura
     rows = []
     for name in per_seed.index.drop(baseline):
         d = (per_seed.loc[name] - per_seed.loc[baseline]).dropna().to_numpy()
-        mean = float(d.mean()) if len(d) else math.nan
-        if len(d) > 1 and d.std(ddof=1) > 0:
-            half = float(stats.t.ppf(0.5 + confidence / 2, len(d) - 1) * d.std(ddof=1) / math.sqrt(len(d)))
-        else:
-            half = math.inf if len(d) <= 1 else 0.0
-        low, high = mean - half, mean + half
-        verdict = (f"better than {baseline}" if low > 0 else f"worse than {baseline}" if high < 0
-                   else "no clear difference")
+        if len(d):
+            iv = paired_t_interval(d, 0.0, confidence)
+        else:                                    # no seed in common with the baseline
+            iv = PairedInterval(math.nan, math.nan, math.nan, 0, confidence)
+        mean, low, high = iv.mean, iv.low, iv.high
+        verdict = iv.verdict(baseline, above="better than {what}", below="worse than {what}")
         rows.append({"strategy": name, "mean_difference": round(mean, 4), "ci_low": round(low, 4),
                      "ci_high": round(high, 4), "seeds": len(d), "verdict": verdict})
     return pd.DataFrame(rows).sort_values("mean_difference", ascending=False).reset_index(drop=True)

@@ -7,7 +7,6 @@ keeps its running statistics); BADGE gradient embeddings ``[N, C * D]`` take C f
 """
 from __future__ import annotations
 
-import weakref
 from typing import Iterable
 
 import numpy as np
@@ -15,7 +14,6 @@ import numpy as np
 from .active import head_gradient_embedding
 from .metrics import probabilities_torch
 from .pipelines import nchw_float
-from . import runtime
 from .runtime import CourseError, import_torch
 
 __all__ = ["torch_outputs", "torch_probs", "torch_mc_samples", "torch_embeddings", "torch_gradient_embeddings"]
@@ -57,15 +55,9 @@ def torch_outputs(model, x: np.ndarray, *, needs: Iterable[str] = ("probs", "emb
     with a forward hook) and ``grad_embeddings``. Probabilities and embeddings come from one pass in
     eval mode; MC samples from ``mc_passes`` passes with only the Dropout modules in train mode, so
     batch-norm keeps its running statistics. The model's own train/eval state is restored afterwards.
-    In a full-mode rehearsal the MC passes are capped, and a model given images runs on its first
-    ``runtime.CAPS.eval_batches`` batches only (counted over calls); later batches reuse those outputs, so the
-    arrays keep their full size. Heads given features (cheap) always run in full.
     """
     torch = import_torch()
     needs = set(needs)
-    if runtime.rehearsal():  # full mode's passes are recorded; the MC passes run capped
-        _note_work(model, x, needs, mc_passes, batch_size)
-        mc_passes = runtime.cap(mc_passes, "mc_passes")
     unknown = needs - {"probs", "mc_samples", "embeddings", "grad_embeddings"}
     if unknown:
         raise CourseError(f"unknown output(s) {sorted(unknown)}; choose from probs, mc_samples, embeddings, "
@@ -79,17 +71,10 @@ def torch_outputs(model, x: np.ndarray, *, needs: Iterable[str] = ("probs", "emb
             feats: list = []
             hook = head.register_forward_hook(lambda _m, inp, _o: feats.append(inp[0].detach().flatten(1).cpu()))
             probs = []
-            seen = _rehearsal_outputs(model) if getattr(x, "ndim", 0) == 4 else None   # images, not features
             try:
                 with torch.no_grad():
                     for xb in _torch_batches(model, x, batch_size, device):
-                        if seen is not None and len(seen["probs"]) >= runtime.CAPS.eval_batches:
-                            _reuse(seen, len(xb), probs, feats)  # a rehearsal: this model's first batches again
-                            continue
                         probs.append(probabilities_torch(model(xb)).cpu())
-                        if seen is not None:
-                            seen["probs"].append(probs[-1])
-                            seen["feats"].append(feats[-1])
             finally:
                 hook.remove()
             p = torch.cat(probs).double().numpy()
@@ -120,44 +105,6 @@ def torch_outputs(model, x: np.ndarray, *, needs: Iterable[str] = ("probs", "emb
         for m, flag in was_training.items():
             m.train(flag)
     return {k: v for k, v in out.items() if k in needs}
-
-
-_SEEN: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
-
-
-def _rehearsal_outputs(model) -> dict | None:
-    """In a rehearsal, the outputs of the first ``runtime.CAPS.eval_batches`` batches this model has run (over all
-    calls: notebook 05 extracts its features 256 images per call); None otherwise."""
-    if not runtime.rehearsal():
-        return None
-    return _SEEN.setdefault(model, {"probs": [], "feats": []})
-
-
-def _reuse(seen: dict, n: int, probs: list, feats: list) -> None:
-    torch = import_torch()
-    p, h = torch.cat(seen["probs"]), torch.cat(seen["feats"])
-    idx = torch.arange(n) % len(p)
-    probs.append(p[idx])
-    feats.append(h[idx])
-
-
-def _note_work(model, x, needs: set, mc_passes: int, batch_size: int) -> None:
-    """Rehearsal: record the forward passes full mode makes here (one, plus the MC-dropout passes)."""
-    from .work import torch_flops_per_image  # noqa: PLC0415
-
-    n = len(x)
-    if not n:
-        return
-    passes = (1 if needs & {"probs", "embeddings", "grad_embeddings"} else 0) + (mc_passes if "mc_samples" in needs else 0)
-    try:
-        first = x[:1]
-        example = _to_tensor_images(first) if getattr(first, "ndim", 0) == 4 else import_torch().as_tensor(
-            np.asarray(first, dtype=np.float32))
-        flops = torch_flops_per_image(model, example)
-    except Exception:  # noqa: BLE001  (counting is best effort)
-        flops = None
-    runtime.record_work("forward", images=passes * n, steps=passes * -(-n // batch_size), flops_per_image=flops,
-                        what=type(model).__name__, framework="torch")
 
 
 def torch_probs(model, x, **kw) -> np.ndarray:

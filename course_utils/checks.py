@@ -1,4 +1,4 @@
-"""Exercise checks: tell a student whether an answer is right, and give a hint when it is not."""
+"""Exercise checks (is an answer right? a hint when not) and :func:`expect`, a lesson's claim checked in one line."""
 from __future__ import annotations
 
 from typing import Any
@@ -18,7 +18,7 @@ def check(answer: Any, expected: Any, *, hint: str, name: str = "exercise",
         print(f"[{name}] not answered yet. Hint: {hint}")
         return None
     try:
-        ok = _close(answer, expected, rtol=rtol, atol=atol)
+        ok = close_enough(answer, expected, rtol=rtol, atol=atol)
     except (TypeError, ValueError) as exc:
         print(f"[{name}] could not compare your answer ({type(answer).__name__}) with the expected "
               f"{type(expected).__name__}: {exc}. Hint: {hint}")
@@ -30,7 +30,15 @@ def check(answer: Any, expected: Any, *, hint: str, name: str = "exercise",
     return False
 
 
-def _close(answer: Any, expected: Any, *, rtol: float, atol: float) -> bool:
+def expect(condition: Any, claim: str) -> None:
+    """Check what a lesson claims, in one line: ``cu.expect(loss[-1] < loss[0], "the training loss did not fall")``.
+    Raises ``AssertionError(claim)`` when ``condition`` is false (say in ``claim`` what went wrong)."""
+    if not condition:
+        raise AssertionError(claim)
+
+
+def close_enough(answer: Any, expected: Any, *, rtol: float, atol: float) -> bool:
+    """Whether ``answer`` equals ``expected``: strings without case, sets as sets, numbers within tolerance."""
     if isinstance(expected, str) or isinstance(answer, str):
         return str(answer).strip().lower() == str(expected).strip().lower()
     if isinstance(expected, (set, frozenset)):

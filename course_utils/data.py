@@ -343,11 +343,6 @@ def load_malaria(*, source: str = "auto", image_size: int = 64, max_images: int 
 def _loaded(ds: "ImageDataset") -> "ImageDataset":
     """Every loader's last step: note the source for the course summary, show the stand-in banner."""
     runtime.record_data_source(ds.info.name, ds.info.source)
-    if runtime.rehearsal():  # what full mode holds in memory, for the rehearsal's table
-        splits = ds.splits().values()
-        runtime._record({"kind": "data", "name": ds.info.name, "images": int(sum(len(s) for s in splits)),
-                         "bytes": int(sum(s.images.nbytes for s in splits)),
-                         "shape": list(next(iter(splits)).images.shape[1:])})
     if ds.info.source == "stand-in":
         banner(ds.info)
     return ds

@@ -18,7 +18,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from .checks import _close
+from .checks import close_enough
 from .runtime import CourseError
 
 __all__ = ["Exercise", "get", "all_exercises"]
@@ -79,14 +79,14 @@ class Exercise:
             shape_ok, why = _same_kind(answer, want, self.accepts)
             if not shape_ok:
                 return False, why
-            ok = _close(answer, want, rtol=self.rtol, atol=1e-9)
+            ok = close_enough(answer, want, rtol=self.rtol, atol=1e-9)
             return ok, (f"The run gave {_fmt(context['observed'])}, so the answer is {want!r}."
                         + ("" if ok else " What made you expect otherwise? Check the hint."))
         want = self.expected(**context)
         shape_ok, why = _same_kind(answer, want, self.accepts)
         if not shape_ok:
             return False, why
-        ok = _close(answer, want, rtol=self.rtol, atol=1e-9)
+        ok = close_enough(answer, want, rtol=self.rtol, atol=1e-9)
         return ok, "" if ok else "Try ex.hint()."
 
     def _judge_function(self, fn: Any) -> tuple[bool, str]:
@@ -99,7 +99,7 @@ class Exercise:
             except Exception as exc:  # noqa: BLE001 - reported to the student in a sentence
                 return False, f"your function raised {type(exc).__name__}: {exc} for arguments {_fmt(args)}."
             shape_ok, why = _same_kind(got, want, self.accepts)
-            if not shape_ok or not _close(got, want, rtol=self.rtol, atol=1e-9):
+            if not shape_ok or not close_enough(got, want, rtol=self.rtol, atol=1e-9):
                 return False, (f"for arguments {_fmt(args)} it returned {_fmt(got)}, expected {_fmt(want)}."
                                if shape_ok else why)
         return True, f"it agrees with the reference on {len(self.cases)} cases you did not see."

@@ -29,7 +29,6 @@ from pathlib import Path
 from typing import Any
 
 from .model_info import ModelInfo
-from . import runtime
 from .runtime import CourseError, framework_of
 
 __all__ = ["FOLDER", "FinalModel", "save", "load", "path_of"]
@@ -56,8 +55,6 @@ class FinalModel:
 
 # --------------------------------------------------------------------------- helpers
 def _folder(folder: str | os.PathLike | None) -> Path:
-    if folder is None and runtime.rehearsal():   # a rehearsal's capped models never replace real ones
-        return FOLDER.parent / "rehearsal" / FOLDER.name
     return Path(folder) if folder is not None else FOLDER
 
 

@@ -453,7 +453,7 @@ def _as_batches(images, batch_size: int, size: tuple[int, int] | None):
         yield x
 
 
-def recompute_batchnorm(model, images, *, batch_size: int = 64) -> dict[str, Any]:
+def recompute_batchnorm(model, images, *, batch_size: int = 64, max_batches: int | None = None) -> dict[str, Any]:
     """Re-estimate the moving statistics of ``model``'s trainable BatchNormalization layers on ``images``.
 
     In training, a BatchNormalization layer normalises each batch with that batch's own mean and
@@ -470,7 +470,8 @@ def recompute_batchnorm(model, images, *, batch_size: int = 64) -> dict[str, Any
     Dropout runs in training mode too: in the course's models it comes after every BN layer, so it
     changes no statistic. ``images``: the training images as a uint8 (0-255) or float ([0, 1]) array
     (resized to the model's input size when it differs), or a ``tf.data.Dataset`` of images or
-    ``(images, labels)``. On an error part-way the old statistics are put back.
+    ``(images, labels)``. ``max_batches``: use only the first that many batches (None: all). On an error
+    part-way the old statistics are put back.
 
     Returns ``{"layers", "batches", "images", "mean_shift", "variance_ratio", "worst_layer"}``: per layer
     (name -> value) how far the old moving mean was from the new one in units of the new standard
@@ -492,7 +493,7 @@ def recompute_batchnorm(model, images, *, batch_size: int = 64) -> dict[str, Any
     shape = model.input_shape[0] if isinstance(model.input_shape, list) else model.input_shape
     size = (int(shape[1]), int(shape[2])) if len(shape) == 4 and shape[1] and shape[2] else None
     seen = n_batches = 0
-    limit = runtime.cap(None, "eval_batches")    # a full-mode rehearsal: the first few batches; otherwise None (all)
+    limit = max_batches                          # None: every batch
     try:
         for x in _as_batches(images, batch_size, size):
             if limit is not None and n_batches >= limit:
@@ -514,12 +515,6 @@ def recompute_batchnorm(model, images, *, batch_size: int = 64) -> dict[str, Any
             layer.momentum = momentum
     if seen == 0:
         raise CourseError("recompute_batchnorm got no images")
-    if limit is not None:                        # what full mode passes through the model
-        from .work import keras_flops_per_image  # noqa: PLC0415
-
-        total = len(images) if hasattr(images, "__len__") and not hasattr(images, "cardinality") else seen
-        runtime.record_work("forward", images=total, steps=-(-total // batch_size),
-                            flops_per_image=keras_flops_per_image(model), what=model.name, framework="keras")
     shift, ratio = {}, {}
     for layer, (mean, var) in zip(layers_, before):
         new_mean, new_var = to_np(layer.moving_mean), to_np(layer.moving_variance)

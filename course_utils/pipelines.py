@@ -121,7 +121,6 @@ def to_tf_dataset(images: np.ndarray, labels: np.ndarray, *, batch_size: int = 3
         ds = ds.map(tf.autograph.experimental.do_not_convert(_tf_augment(tf, augment, seed)),
                     num_parallel_calls=tf.data.AUTOTUNE)
     ds = ds.prefetch(tf.data.AUTOTUNE)
-    ds._course_images = len(images)  # images per epoch, for the rehearsal's count of full mode's work
     return ds
 
 

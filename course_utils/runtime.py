@@ -7,7 +7,6 @@ TensorFlow or torch at import time: frameworks are looked up only when a functio
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import importlib
 import importlib.util
 import json
@@ -19,7 +18,7 @@ import sys
 import tempfile
 import warnings
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Callable, TypeVar
 
 T = TypeVar("T")
 
@@ -114,37 +113,16 @@ def pick(*, full: T, lite: T, smoke: T, mode: str | None = None) -> T:
     return {"full": full, "lite": lite, "smoke": smoke}[mode]
 
 
-# --------------------------------------------------------------------------- rehearsal cap
+# --------------------------------------------------------------------------- the rehearsal switch
 REHEARSAL_ENV = "COURSE_REHEARSAL"
-
-
-@dataclasses.dataclass(frozen=True)
-class Caps:
-    """What a full-mode rehearsal (``COURSE_REHEARSAL=1``, ``make rehearse``) cuts: full-size data and models,
-    but every training and query loop shortened so that a notebook runs on a CPU in minutes. With 32
-    integrated-gradients steps instead of 128, notebook 06's completeness check (attributions sum to the score
-    difference within 5 %) does not hold for notebook 04's EfficientNet (SiLU): a rehearsal skips it."""
-
-    steps: int = 2          # optimizer steps per epoch (torch engine, Keras fit, the torch loaders that shuffle)
-    epochs: int = 1         # epochs per fit
-    mc_passes: int = 2      # MC-dropout forward passes
-    ig_steps: int = 32             # integrated-gradients steps (128 took 6 min for 8 images on this CPU)
-    randomisation_steps: int = 2   # layer groups re-initialised in the randomisation check
-    deletion_steps: int = 4        # deletion/insertion steps (20 in full mode: 2 x 2 curves x 21 passes per image)
-    standin_images: int = 2048     # distinct malaria stand-in cells rendered; repeated to the full count
-    eval_batches: int = 4          # batches the course's evaluate/predict run through the model; later batches
-                                   # reuse those outputs (full-size arrays, every label read and checked)
-
-
-CAPS = Caps()
 
 
 def rehearsal() -> bool:
     """True during a full-mode rehearsal: env ``COURSE_REHEARSAL`` is ``1`` (``0`` or unset: off).
 
-    A rehearsal runs full mode (full-size data, models and settings) with every training and query loop
-    capped (:data:`CAPS`), to measure full mode's memory and count its work on a machine without a GPU.
-    Any other value is a :class:`CourseError`; so is a rehearsal in a mode other than ``full``.
+    A rehearsal (``make rehearse``, a maintainer's tool) runs full mode with every training and query loop capped
+    by :mod:`course_utils.rehearsal`, which ``import course_utils`` loads only then and which wraps the engines
+    from outside. Any other value is a :class:`CourseError`; so is a rehearsal in a mode other than ``full``.
     """
     raw = os.environ.get(REHEARSAL_ENV, "").strip().lower()
     if raw in ("", "0", "false", "no", "off"):
@@ -157,34 +135,6 @@ def rehearsal() -> bool:
         raise CourseError(f"{REHEARSAL_ENV}=1 rehearses full mode, but COURSE_MODE={mode or 'unset'!s}: set "
                           "COURSE_MODE=full too (`make rehearse` does both).")
     return True
-
-
-def caps() -> Caps | None:
-    """The caps in force (:data:`CAPS`) during a rehearsal, else ``None``."""
-    return CAPS if rehearsal() else None
-
-
-def cap(n: int, what: str = "steps") -> int:
-    """``n`` capped by the rehearsal's ``what`` (a field of :class:`Caps`); ``n`` unchanged outside a rehearsal.
-    ``None`` (no limit) becomes the cap."""
-    c = caps()
-    if c is None:
-        return n
-    limit = getattr(c, what)
-    return limit if n is None else min(int(n), limit)
-
-
-def record_work(kind: str, *, model: Any = None, images: int = 0, flops_per_image: float | None = None,
-                steps: int = 0, what: str = "", framework: str = "") -> None:
-    """During a rehearsal, note work that full mode WOULD do: ``images`` image passes of ``kind``
-    (``"train"``: forward and backward, or ``"forward"``), their FLOPs per image, and ``steps`` batches.
-    Appended to ``COURSE_REPORT`` (kind ``work``); ``scripts/run_course.py --rehearse`` sums them per notebook."""
-    if not rehearsal() or not images:
-        return
-    _record({"kind": "work", "pass": kind, "images": int(images), "steps": int(steps),
-             "flops_per_image": None if flops_per_image is None else float(flops_per_image),
-             "model": what or (type(model).__name__ if model is not None else ""),
-             "framework": framework or (framework_of(model) if model is not None else "") or ""})
 
 
 # --------------------------------------------------------------------------- frameworks
@@ -215,8 +165,7 @@ def import_tensorflow():
     local setup also removes triton on machines without a CUDA GPU, where it does nothing.
     """
     if "tensorflow" in sys.modules:
-        if rehearsal() and "keras" in sys.modules:
-            importlib.import_module("course_utils.train_keras").install_rehearsal_cap()
+        _after_import("tensorflow")
         return sys.modules["tensorflow"]
     guard_import_order()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -229,9 +178,18 @@ def import_tensorflow():
         if has_module("keras"):
             importlib.import_module("keras")            # loads more of TensorFlow's libraries (more lines)
         tf.config.list_physical_devices()              # initialises CUDA: its line comes now, not mid-lesson
-    if rehearsal() and "keras" in sys.modules:         # a rehearsal caps every Keras fit, a notebook's own too
-        importlib.import_module("course_utils.train_keras").install_rehearsal_cap()
+    _after_import("tensorflow")
     return tf
+
+
+AFTER_IMPORT: dict[str, list[Callable[[], None]]] = {"tensorflow": []}
+
+
+def _after_import(name: str) -> None:
+    """Run the callbacks registered in :data:`AFTER_IMPORT` for ``name``, once it is imported (a tool that must
+    wrap a framework, such as the rehearsal, registers one; a normal run has none)."""
+    for callback in AFTER_IMPORT.get(name, []):
+        callback()
 
 
 def _tf_startup_noise() -> tuple[str, ...]:
@@ -457,9 +415,8 @@ def setup(seed: int = 0, *, data_sources: dict[str, str] | None = None, quiet: b
             print("  no GPU: running the smaller 'lite' settings" if mode == "lite" else
                   "  smoke mode: tiny sizes, just checking that everything runs")
         if rehearsal():
-            print(f"  REHEARSAL of full mode: full-size data, training capped at {CAPS.steps} steps x "
-                  f"{CAPS.epochs} epoch per fit, {CAPS.mc_passes} MC passes; the numbers are not results, "
-                  "and checks that need a trained model are skipped")
+            print("  REHEARSAL of full mode (make rehearse): full-size data, every training and query loop capped; "
+                  "the numbers are not results, and checks that need a trained model are skipped")
         if data_sources:
             print("  data: " + ", ".join(f"{k} <- {s}" for k, s in data_sources.items()))
     return info
@@ -477,7 +434,7 @@ def report(name: str, value: Any, *, source: str | None = None, fmt: str = ".3f"
     stand_in = source == "stand-in"
     shown = format(value, fmt) if isinstance(value, float) else str(value)
     print(f"{name}: {shown}" + ("  [stand-in data: not a real result]" if stand_in else ""))
-    _record({"kind": "number", "name": name,
+    append_report({"kind": "number", "name": name,
              "value": value if isinstance(value, (int, float, str)) else str(value),
              "source": source or "", "mode": get_mode()})
     return value
@@ -506,7 +463,7 @@ def gpu_memory_peak() -> dict[str, Any] | None:
 def _record_gpu_memory(*_: Any) -> None:
     peak = gpu_memory_peak()
     if peak is not None:
-        _record({"kind": "gpu_memory", **peak})
+        append_report({"kind": "gpu_memory", **peak})
 
 
 def _watch_gpu_memory() -> bool:
@@ -523,10 +480,10 @@ def _watch_gpu_memory() -> bool:
 
 def record_data_source(dataset: str, source: str) -> None:
     """Note which source a loader used (``tfds``, ``medmnist``, ``folder``, ``stand-in``) for the summary."""
-    _record({"kind": "source", "name": dataset, "source": source})
+    append_report({"kind": "source", "name": dataset, "source": source})
 
 
-def _record(rec: dict[str, Any]) -> None:
+def append_report(rec: dict[str, Any]) -> None:
     """Append one JSON line to the file named by ``COURSE_REPORT`` (set by the main job), if any."""
     path = os.environ.get("COURSE_REPORT")
     if not path:

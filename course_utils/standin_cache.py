@@ -253,21 +253,20 @@ def make_medmnist_stand_in(flag: str, *, size: int = 28, root: str | os.PathLike
 
 
 def make_malaria_stand_in(n: int, *, image_size: int = 64, seed: int = 0,
-                          cache_dir: str | os.PathLike | None = None, cache: bool = True
-                          ) -> tuple[np.ndarray, np.ndarray]:
+                          cache_dir: str | os.PathLike | None = None, cache: bool = True,
+                          distinct: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """``n`` malaria-like cells (uint8 N x S x S x 3) with labels (0 = parasitized, 1 = uninfected, half each).
 
     Deterministic for a given (n, image_size, seed); cached on disk (``cache_dir`` or the course cache).
-    In a full-mode rehearsal (``runtime.rehearsal()``) only the first ``runtime.CAPS.standin_images`` cells are
-    rendered and repeated to ``n`` (the same arrays and memory in minutes, not the 11 min that 27,558 cells at
-    160 px take on 2 cores), and nothing is cached.
+    ``distinct``: render only the first that many cells and repeat them to ``n``, uncached (the same arrays and
+    memory in minutes, not the 11 min that 27,558 cells at 160 px take on 2 cores).
     """
     if n < 2:
         raise CourseError(f"a malaria stand-in needs at least 2 images, not {n}.")
     if image_size < 8:
         raise CourseError(f"image_size must be at least 8 pixels, not {image_size}.")
     path = None
-    distinct = runtime.cap(n, "standin_images") if runtime.rehearsal() else n
+    distinct = n if distinct is None else max(1, min(int(distinct), n))
     if cache and distinct == n:
         path = _stand_in_dir(cache_dir) / f"malaria_{STAND_IN_VERSION}_n{n}_{image_size}px_seed{seed}.npz"
         if path.exists():
@@ -281,7 +280,7 @@ def make_malaria_stand_in(n: int, *, image_size: int = 64, seed: int = 0,
     for i, start in enumerate(runtime.progress(starts, total=len(starts), desc="malaria stand-in",
                                                disable=n * image_size ** 2 < 2e7)):
         stop = min(n, start + chunk)
-        if start >= distinct:  # a rehearsal: full-size arrays, the rendered cells repeated (not cached)
+        if start >= distinct:  # full-size arrays, the rendered cells repeated (not cached)
             images[start:stop] = images[np.arange(start, stop) % distinct]
             labels[start:stop] = labels[np.arange(start, stop) % distinct]
             continue

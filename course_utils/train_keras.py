@@ -10,10 +10,6 @@ Mixed precision is decided when a model is built (``cu.models_keras`` builds wit
 """
 from __future__ import annotations
 
-import contextlib
-import functools
-import inspect
-import logging
 import sys
 import time
 import warnings
@@ -24,7 +20,6 @@ from typing import Any, Sequence
 import numpy as np
 
 from . import metrics as _metrics
-from . import runtime
 from .history import History
 from .runtime import CourseError, cache_dir, get_mode, import_keras, import_tensorflow, in_ci
 
@@ -109,140 +104,6 @@ def fit(model, train_ds, val_ds=None, *, epochs: int, learning_rate: float = 1e-
                               dtype_policy=policy, wall_s=round(wall, 2))
 
 
-# ============================================================================ the rehearsal cap
-def install_rehearsal_cap() -> bool:
-    """In a full-mode rehearsal, make every ``keras.Model.fit`` (the course's and a notebook's own) run at most
-    ``runtime.CAPS.epochs`` epochs of ``runtime.CAPS.steps`` steps, after recording the work the uncapped call
-    would do (``runtime.record_work``). Called by ``runtime.import_tensorflow``; does nothing outside a rehearsal.
-    Returns True when the cap is in place."""
-    if not runtime.rehearsal():
-        return False
-    keras = sys.modules.get("keras") or import_keras()
-    if getattr(keras.Model.fit, "_course_rehearsal_cap", False):
-        return True
-    original = keras.Model.fit
-    signature = inspect.signature(original)
-
-    @functools.wraps(original)
-    def capped_fit(self, *args, **kwargs):
-        if not runtime.rehearsal():  # the rehearsal ended (tests): Keras as it is
-            return original(self, *args, **kwargs)
-        bound = signature.bind(self, *args, **kwargs)
-        a = bound.arguments
-        epochs = int(a.get("epochs", 1))
-        full_steps = a.get("steps_per_epoch") or _n_batches(a.get("x"), a.get("batch_size"))
-        if full_steps:
-            flops = _keras_flops(self, a.get("x"))
-            runtime.record_work("train", images=epochs * _n_images(a.get("x"), full_steps), steps=epochs * full_steps,
-                                flops_per_image=flops, what=self.name, framework="keras")
-            val = a.get("validation_data")
-            val_steps = _n_batches(val, None) if val is not None else None
-            if val_steps:
-                runtime.record_work("forward", images=epochs * _n_images(val, val_steps), steps=epochs * val_steps,
-                                    flops_per_image=flops, what=self.name, framework="keras")
-            a["steps_per_epoch"] = runtime.cap(full_steps, "steps")
-            if val_steps:
-                a["validation_steps"] = runtime.cap(val_steps, "eval_batches")
-        a["epochs"] = runtime.cap(epochs, "epochs")
-        with _quiet_retracing():
-            return original(*bound.args, **bound.kwargs)
-
-    capped_fit._course_rehearsal_cap = True
-    capped_fit._course_original = original
-    keras.Model.fit = capped_fit
-    keras.Model.predict = _capped_predict(keras.Model.predict)
-    return True
-
-
-@contextlib.contextmanager
-def _quiet_retracing():
-    """Hide TensorFlow's "triggered tf.function retracing" warning inside a capped call: the rehearsal's short,
-    differently sized epochs cause it (a full-mode run does not), and it would stand in the rehearsal's outputs as
-    a finding. Other TensorFlow warnings still show."""
-    log = logging.getLogger("tensorflow")
-    quiet = _DropRetracing()
-    log.addFilter(quiet)
-    try:
-        yield
-    finally:
-        log.removeFilter(quiet)
-
-
-class _DropRetracing(logging.Filter):
-    def filter(self, record: logging.LogRecord) -> bool:
-        return "triggered tf.function retracing" not in record.getMessage()
-
-
-def _capped_predict(original):
-    """``keras.Model.predict`` that, in a rehearsal, runs the model on the first ``CAPS.eval_batches`` batches only
-    and reuses those outputs for the rest (one output per input, as full mode returns; the work of every batch
-    is recorded). Outside a rehearsal, or for a model with several outputs, it is Keras' own."""
-
-    @functools.wraps(original)
-    def capped_predict(self, x, *args, **kwargs):
-        if not runtime.rehearsal():
-            return original(self, x, *args, **kwargs)
-        limit, batch_size = runtime.CAPS.eval_batches, kwargs.get("batch_size") or 32
-        if hasattr(x, "cardinality"):      # a tf.data.Dataset of batches (or of (images, labels) batches)
-            tf = import_tensorflow()
-            sizes = [int(tf.nest.flatten(b)[0].shape[0]) for b in x]   # the input pipeline only, no model
-            images, steps = sum(sizes), len(sizes)
-            head = x.take(limit)
-        elif isinstance(x, np.ndarray) and x.ndim >= 2:
-            images, steps = len(x), _n_batches(x, batch_size)
-            head = x[:limit * batch_size]
-        else:
-            return original(self, x, *args, **kwargs)
-        with _quiet_retracing():
-            out = original(self, head, *args, **kwargs)
-        runtime.record_work("forward", images=images, steps=steps, flops_per_image=_keras_flops(self, x),
-                            what=self.name, framework="keras")
-        if not isinstance(out, np.ndarray) or steps <= limit:
-            return out
-        return np.resize(out, (images, *out.shape[1:]))   # later batches repeat the first outputs
-
-    capped_predict._course_original = original
-    return capped_predict
-
-
-def _n_batches(data, batch_size) -> int | None:
-    """Batches per epoch of a ``tf.data.Dataset`` (its cardinality) or an array (``batch_size``, default 32)."""
-    if data is None:
-        return None
-    if isinstance(data, (tuple, list)):
-        data = data[0]
-    if hasattr(data, "cardinality"):
-        n = int(data.cardinality())
-        return n if n > 0 else None
-    if hasattr(data, "shape"):
-        return -(-len(data) // (batch_size or 32))
-    return None
-
-
-def _n_images(data, batches: int) -> int:
-    """Images per epoch: ``pipelines.to_tf_dataset`` notes its count (``_course_images``), else batches x 32."""
-    if isinstance(data, (tuple, list)):
-        data = data[0]
-    if hasattr(data, "shape") and not hasattr(data, "cardinality"):
-        return len(data)
-    return int(getattr(data, "_course_images", 0) or batches * 32)
-
-
-def _keras_flops(model, data) -> float | None:
-    from .work import keras_flops_per_image  # noqa: PLC0415
-
-    shape = None
-    spec = getattr(data, "element_spec", None)
-    if isinstance(spec, tuple):
-        spec = spec[0]
-    if getattr(spec, "shape", None) is not None and spec.shape.rank == 4:
-        shape = tuple(spec.shape[1:])
-    try:
-        return keras_flops_per_image(model, shape)
-    except Exception:  # noqa: BLE001  (counting is best effort: never stop a rehearsal over it)
-        return None
-
-
 def _eager(model, run_eagerly: bool | str) -> bool:
     if run_eagerly == "auto":
         return get_mode() == "smoke" and model.count_params() > 1_000_000
@@ -270,17 +131,11 @@ def predict(model, data, *, batch_size: int = 64, check_dataset: bool = True
     ``check_dataset=False`` refuses only a count it can read (evaluate, given labels, counts against them).
     """
     tf = import_tensorflow()
-    if runtime.rehearsal():
-        n = _n_images(data, _n_batches(data, batch_size) or 0) if isinstance(data, tf.data.Dataset) else len(data)
-        runtime.record_work("forward", images=n, steps=_n_batches(data, batch_size) or 0,
-                            flops_per_image=_keras_flops(model, data if isinstance(data, tf.data.Dataset) else None),
-                            what=model.name, framework="keras")
-    limit = runtime.cap(None, "eval_batches") if runtime.rehearsal() else None
     if isinstance(data, tf.data.Dataset):
         probs, labels = [], []
-        for i, batch in enumerate(data):
+        for batch in data:
             x, y = (batch[0], batch[1]) if isinstance(batch, (tuple, list)) else (batch, None)
-            probs.append(_capped_call(model, x, probs, i, limit))
+            probs.append(np.asarray(model(x, training=False), dtype=np.float64))
             if y is not None:
                 y = np.asarray(y)
                 labels.append(y.argmax(-1) if y.ndim == 2 and y.shape[-1] > 1 else y.reshape(-1))
@@ -301,17 +156,8 @@ def predict(model, data, *, batch_size: int = 64, check_dataset: bool = True
         x = x.astype(np.float32) / 255.0 if x.dtype == np.uint8 else x.astype(np.float32)
         if size is not None and x.shape[1:3] != size:
             x = tf.image.resize(x, size).numpy()
-        out.append(_capped_call(model, x, out, start // batch_size, limit))
+        out.append(np.asarray(model(x, training=False), dtype=np.float64))
     return _two_columns(np.concatenate(out)), None
-
-
-def _capped_call(model, x, done: list, i: int, limit: int | None) -> np.ndarray:
-    """The model's outputs for batch ``i``; in a rehearsal, from batch ``limit`` on, the first batches' outputs
-    again (as many rows as the batch has: the arrays keep their full size, the model is not run)."""
-    if limit is None or i < limit:
-        return np.asarray(model(x, training=False), dtype=np.float64)
-    seen = np.concatenate(done)
-    return seen[np.arange(len(x)) % len(seen)]
 
 
 def _batching_of(ds):

@@ -63,7 +63,6 @@ from ._torch_records import (BestEpoch, EpochSums, is_better, log_epoch, patienc
                              user_stacklevel)
 from .history import History
 from .model_info import ModelInfo
-from .work import note_torch_work, plan_torch_work, record_uncapped_validation
 from .runtime import CourseError, import_torch, seed_everything, torch_device
 
 __all__ = ["fit", "fit_two_phase", "train_one_epoch", "evaluate", "predict", "recalibrate_batchnorm", "join_histories",
@@ -76,7 +75,7 @@ TASKS = _metrics.TASKS
 def train_one_epoch(model, loader, loss_fn: Callable, optimizer, *, task: str = "binary", scheduler=None,
                     scaler=None, clip_grad_norm: float | None = None, amp: bool = False,
                     channels_last: bool = False, batchnorm_eval: bool = False, check: bool = True,
-                    progress: bool = False, desc: str = "train", _planned: dict | None = None) -> dict[str, float]:
+                    progress: bool = False, desc: str = "train") -> dict[str, float]:
     """One pass over ``loader`` with one optimizer step per batch, on the device the model is on.
 
     Per batch: skip it if its pixels are not finite; forward (float16 autocast with ``amp``); the
@@ -90,9 +89,6 @@ def train_one_epoch(model, loader, loss_fn: Callable, optimizer, *, task: str = 
     accuracy over the batches used, the mean gradient norm before clipping (NaN without clipping), the
     steps whose norm exceeded ``clip_grad_norm`` (so clipping shortened them; 0 with ``inf``), the
     optimizer steps taken, batches skipped, samples used.
-
-    In a full-mode rehearsal (``runtime.rehearsal()``) the epoch stops after ``runtime.CAPS.steps`` batches,
-    and the work the whole epoch would do is recorded (``runtime.record_work``; ``fit`` passes its plan).
     """
     torch = import_torch()
     dev = next(model.parameters()).device
@@ -104,10 +100,7 @@ def train_one_epoch(model, loader, loss_fn: Callable, optimizer, *, task: str = 
     run = EpochSums(dev, task)
     bar = _bar(loader, progress, desc)
     n_out = None  # the model's output count, known after the first forward pass
-    limit = runtime.cap(None, "steps") if runtime.rehearsal() else None
     for step, batch in enumerate(bar):
-        if limit is not None and step >= limit:
-            break
         x, y, extra = split_batch(batch)
         if check:
             check_inputs(x, y, task, extra)
@@ -117,8 +110,6 @@ def train_one_epoch(model, loader, loss_fn: Callable, optimizer, *, task: str = 
         if not bool(torch.isfinite(x.sum())):  # NaN/inf pixels survive a sum: skip before BatchNorm sees them
             run.skipped += 1
             continue
-        if limit is not None and step == 0:
-            note_torch_work(model, x, "train", loader, _planned)
         with torch.autocast(dev.type, dtype=torch.float16, enabled=amp):
             logits = model(x)
             if check:
@@ -217,20 +208,13 @@ def _forward_all(model, loader, device, amp, channels_last, *, progress: bool = 
     was_training = model.training
     model.eval()
     logits, labels, extras = [], [], []
-    limit = runtime.cap(None, "eval_batches") if runtime.rehearsal() else None
     try:
         with torch.inference_mode():
             for i, batch in enumerate(_bar(loader, progress, "predict")):
                 x, y, extra = split_batch(batch, labels_required=False)
-                if limit is not None and i >= limit:  # a rehearsal: the first batches' outputs again, full size
-                    done = torch.cat(logits)
-                    out = done[torch.arange(len(x)) % len(done)]
-                else:
-                    x = x.to(dev, non_blocking=True, memory_format=memory_format)
-                    if i == 0 and limit is not None:
-                        note_torch_work(model, x, "forward", loader, None)
-                    with torch.autocast(dev.type, dtype=torch.float16, enabled=use_amp):
-                        out = model(x)
+                x = x.to(dev, non_blocking=True, memory_format=memory_format)
+                with torch.autocast(dev.type, dtype=torch.float16, enabled=use_amp):
+                    out = model(x)
                 if out.ndim != 2:
                     raise CourseError(f"the model returned shape {tuple(out.shape)}; expected [batch, outputs]")
                 out = out.float().cpu()
@@ -354,8 +338,6 @@ def fit(model, train_loader, val_loader=None, *, epochs: int, loss_fn: Callable 
     """
     torch = import_torch()
     check_args(task, epochs, schedule, min_lr_ratio, train_loader, val_loader)
-    planned = plan_torch_work(epochs, train_loader) if runtime.rehearsal() else None   # full mode's work
-    epochs = runtime.cap(epochs, "epochs")                                                # capped in a rehearsal
     if seed is not None:
         seed_everything(seed)
     dev = torch.device(torch_device(device))
@@ -378,12 +360,10 @@ def fit(model, train_loader, val_loader=None, *, epochs: int, loss_fn: Callable 
     run = RunProgress(ckpt, epochs, start_epoch if history.meta["resumed_from_epoch"] is not None else None)
     train = functools.partial(train_one_epoch, model, train_loader, loss_fn, optimizer, task=task,
                               scheduler=scheduler, scaler=scaler, clip_grad_norm=clip_grad_norm, amp=use_amp,
-                              channels_last=use_cl, batchnorm_eval=batchnorm_eval, progress=progress,
-                              _planned=planned)
+                              channels_last=use_cl, batchnorm_eval=batchnorm_eval, progress=progress)
     validate = None if val_loader is None else functools.partial(
         evaluate, model, val_loader, task, loss_fn=loss_fn, device=str(dev), amp=use_amp, channels_last=use_cl)
     _run_epochs(train, validate, state, run, start_epoch, bad_epochs, early_stopping_patience, progress)
-    record_uncapped_validation(planned, epochs, val_loader, model)
     restore_best_epoch(model, best, history, restore_best, progress)
     return history
 

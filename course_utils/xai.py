@@ -17,7 +17,8 @@ Checks that a heat map means something:
 - :func:`course_utils.xai_faithfulness.deletion_insertion`: remove (or reveal) the most relevant pixels
   first and follow the class probability (Petsiuk et al. 2018), compared with a random map on the same
   images (its own module: the faithfulness metrics).
-- :func:`paired_interval`: mean of paired differences with a t-interval (also for comparing two methods).
+- :func:`paired_interval`: mean of paired differences with a t-interval (also for comparing two methods);
+  it is :func:`course_utils.stats.paired_t_interval`, kept here under this name.
 - :func:`heatmap_box`: weak localisation, a box from a heat map without any box labels.
 
 Conventions. ``images`` are what the model eats, as a batch: torch ``N x C x H x W`` (a numpy ``N x H x W x C``
@@ -39,7 +40,7 @@ import numpy as np
 from .metrics import probabilities
 from . import runtime
 from .runtime import CourseError, framework_of
-from .work import count_adapter_passes, note_adapter_work
+from .stats import PairedInterval, paired_t_interval as paired_interval  # kept here: the notebooks' names
 
 __all__ = [
     "METHODS", "grad_cam", "grad_cam_plus_plus", "saliency", "integrated_gradients", "occlusion",
@@ -129,10 +130,10 @@ def adapter(model: Any, preprocess: Callable | None = None, batch_size: int = 32
     if _framework(model) == "torch":
         from .xai_torch import TorchAdapter  # noqa: PLC0415
 
-        return count_adapter_passes(TorchAdapter(model, preprocess=preprocess, batch_size=batch_size))
+        return TorchAdapter(model, preprocess=preprocess, batch_size=batch_size)
     from .xai_keras import KerasAdapter  # noqa: PLC0415
 
-    return count_adapter_passes(KerasAdapter(model, preprocess=preprocess, batch_size=batch_size))
+    return KerasAdapter(model, preprocess=preprocess, batch_size=batch_size)
 
 
 def conv_layers(model: Any) -> list[str]:
@@ -186,13 +187,9 @@ def keras_view(model: Any, layer: str | None = None) -> Callable:
 
 
 def predict_logits(model: Any, images: Any, *, preprocess: Callable | None = None) -> np.ndarray:
-    """The model's logits for a batch of images, as numpy ``[N, K]`` (in a full-mode rehearsal: of the first
-    ``runtime.CAPS.eval_batches`` batches, repeated to ``N`` rows)."""
+    """The model's logits for a batch of images, as numpy ``[N, K]``."""
     ad = adapter(model, preprocess)
-    n = len(images)
-    keep = _rehearsal_keep(n, ad)
-    logits = ad.logits(ad.prepare(images[:keep] if keep < n else images))
-    return logits[np.arange(n) % keep] if keep < n else logits
+    return ad.logits(ad.prepare(images))
 
 
 def predict_proba(model: Any, images: Any, target: Any = None, *,
@@ -275,22 +272,9 @@ def explain(model: Any, images: Any, method: str = "grad_cam", target: Any = Non
     if method not in METHODS:
         raise CourseError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
     ad = adapter(model, preprocess)
-    n = len(images)
-    keep = _rehearsal_keep(n, ad)
-    if keep < n:  # a full-mode rehearsal: maps of the first images, repeated (full-size output, minutes saved)
-        images, target = images[:keep], target[:keep] if np.ndim(target) and len(target) == n else target
     x = ad.prepare(images)
     maps = METHODS[method](ad, x, _target_classes(ad, x, target), **kwargs)
-    maps = maps[np.arange(n) % keep] if keep < n else maps
     return normalize_maps(maps) if normalize else maps
-
-
-def _rehearsal_keep(n: int, ad) -> int:
-    """How many of ``n`` images a full-mode rehearsal runs through the model (``runtime.CAPS.eval_batches``
-    batches); ``n`` outside a rehearsal."""
-    if not runtime.rehearsal():
-        return n
-    return min(n, runtime.CAPS.eval_batches * getattr(ad, "batch_size", 32))
 
 
 def grad_cam(model: Any, images: Any, target: Any = None, *, layer: str | None = None,
@@ -320,11 +304,9 @@ def integrated_gradients(model: Any, images: Any, target: Any = None, *, baselin
     ``reduce=True`` gives maps ``[N, H, W]`` (sum of ``|attribution|`` over channels); ``reduce=False``
     gives the raw attributions in the model's input layout, which sum to ``score(x) - score(baseline)``.
     """
-    requested, steps = steps, runtime.cap(steps, "ig_steps")   # fewer in a full-mode rehearsal; otherwise as asked
     ad = adapter(model, preprocess)
     x = ad.prepare(images)
     t = _target_classes(ad, x, target)
-    note_adapter_work(ad, "train", len(x) * (requested - steps), x)   # the gradient passes a rehearsal skips
     if not reduce:
         return _ig_attributions(ad, x, t, baseline=baseline, steps=steps)
     maps = _ig_raw(ad, x, t, baseline=baseline, steps=steps)
@@ -393,13 +375,9 @@ def randomization_check(model: Any, images: Any, method: str = "grad_cam", targe
     layers = ad.param_layer_names()[::-1]                          # top (output) first
     if not layers:
         raise CourseError("this model has no layers with weights to randomise")
-    def groups_for(limit):                                          # None or 0: one group per layer
-        return len(layers) if not limit else min(limit, len(layers))
-
-    full_groups = groups_for(max_steps)
-    n_groups = groups_for(runtime.cap(max_steps, "randomisation_steps"))   # unchanged outside a rehearsal
+    n_groups = len(layers) if not max_steps else min(max_steps, len(layers))   # None or 0: one group per layer
     groups = [list(g) for g in np.array_split(np.array(layers, dtype=object), n_groups)]
-    work = count_adapter_passes(ad.copy(seed=seed))
+    work = ad.copy(seed=seed)
     steps, reset, per_image, maps = ["trained model"], [[]], [np.ones(len(x))], [original]
     done: list[str] = []
     if progress:
@@ -408,9 +386,6 @@ def randomization_check(model: Any, images: Any, method: str = "grad_cam", targe
         work.reset_layers(g)
         done = done + g
         m = normalize_maps(METHODS[method](work, x, t, **kwargs))
-        if i == 0 and hasattr(work, "course_passes"):   # rehearsal: the groups it skips cost as much as this one
-            for kind, n in work.course_passes.items():
-                note_adapter_work(work, kind, n * (full_groups - n_groups), x)
         steps.append(f"reset down to {g[-1]}")
         reset.append(list(done))
         per_image.append(np.array([spearman(a, b) for a, b in zip(original, m)]))
@@ -442,48 +417,6 @@ def class_sensitivity(model: Any, images: Any, class_a: int = 0, class_b: int = 
     b = explain(model, images, method, class_b, preprocess=preprocess, **kwargs)
     corr = np.array([spearman(u, v) for u, v in zip(a, b)])
     return ClassSensitivity(class_a, class_b, corr, np.abs(a - b).mean(axis=(1, 2)), a, b)
-
-
-@dataclass(frozen=True)
-class PairedInterval:
-    """Mean of paired differences ``a - b`` (one per image) with a t-interval."""
-
-    mean: float
-    low: float
-    high: float
-    n: int
-    confidence: float
-
-    @property
-    def sign(self) -> int:
-        """+1 when the whole interval lies above 0, -1 when below, 0 when it covers 0 (no clear difference)."""
-        return 1 if self.low > 0 else -1 if self.high < 0 else 0
-
-    def __str__(self) -> str:
-        return (f"{self.mean:+.3f} ({self.confidence:.0%} interval {self.low:+.3f} to {self.high:+.3f}, "
-                f"{self.n} images)")
-
-
-def paired_interval(a: Any, b: Any, confidence: float = 0.95) -> PairedInterval:
-    """The mean of ``a - b`` over paired values (e.g. one per image) and its t-interval.
-
-    With one value, or all differences equal, the interval is ``(-inf, inf)`` or a single point.
-    """
-    from scipy import stats  # noqa: PLC0415
-
-    d = np.asarray(a, dtype=np.float64).ravel() - np.asarray(b, dtype=np.float64).ravel()
-    if d.size == 0 or not np.isfinite(d).all():
-        raise CourseError(f"paired_interval needs finite paired values, got {d.size} differences"
-                          + ("" if d.size == 0 else " with NaN or inf"))
-    if not 0 < confidence < 1:
-        raise CourseError(f"confidence must be in (0, 1), got {confidence}")
-    mean = float(d.mean())
-    if d.size < 2:
-        half = float("inf")
-    else:
-        sd = float(d.std(ddof=1))
-        half = float(stats.t.ppf(0.5 + confidence / 2, d.size - 1) * sd / np.sqrt(d.size)) if sd > 0 else 0.0
-    return PairedInterval(mean, mean - half, mean + half, int(d.size), confidence)
 
 
 # =========================================================================== localisation

@@ -15,9 +15,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from . import runtime
 from .runtime import CourseError
-from .work import note_adapter_work
 from .xai import _target_classes, _target_probs, adapter, paired_interval
 
 __all__ = ["deletion_insertion", "DeletionInsertion", "BASELINES"]
@@ -61,10 +59,10 @@ class DeletionInsertion:
         for name, good, a, b in (("deletion", -1, self.deletion, self.deletion_random),
                                  ("insertion", +1, self.insertion, self.insertion_random)):
             iv = paired_interval(a, b, confidence)
-            sign = iv.sign if abs(iv.mean) >= min_difference else 0
-            verdict = ("inconclusive" if sign == 0 else
-                       "better than random" if sign == good else "worse than random")
-            out[name] = {"interval": iv, "verdict": verdict}
+            better, worse = "better than random", "worse than random"
+            above, below = (better, worse) if good > 0 else (worse, better)
+            out[name] = {"interval": iv, "verdict": iv.verdict(above=above, below=below, neither="inconclusive",
+                                                               min_difference=min_difference)}
         return out
 
     def verdict(self, confidence: float = 0.95, min_difference: float = 0.01) -> str:
@@ -154,10 +152,8 @@ def deletion_insertion(model: Any, images: Any, maps: np.ndarray, target: Any = 
             raise CourseError(f"{name} must be one of {', '.join(map(repr, BASELINES))}, not {value!r}")
     if not isinstance(steps, (int, np.integer)) or steps < 1:
         raise CourseError(f"steps must be a whole number >= 1, got {steps!r}")
-    requested, steps = steps, runtime.cap(steps, "deletion_steps")   # fewer in a full-mode rehearsal only
     ad = adapter(model, preprocess, batch_size=batch_size)
     x = ad.prepare(images)
-    note_adapter_work(ad, "forward", 4 * len(x) * (requested - steps), x)   # 2 maps x 2 curves a rehearsal skips
     maps = np.asarray(maps, dtype=np.float64)
     if maps.shape != (len(x), *ad.image_size(x)):
         raise CourseError(f"maps must be [N, H, W] = {(len(x), *ad.image_size(x))} to match the images, "

@@ -3,7 +3,7 @@
 While a notebook runs, :class:`MemoryWatch` samples the kernel's resident memory every 0.2 s (the kernel's
 RSS plus what each child process adds, its USS: DataLoader workers share the parent's pages) and stops the
 kernel once it passes the budget, so that the notebook fails with a clear message instead of being killed by
-the operating system. Afterwards :func:`summarize` adds up what the notebook recorded (``runtime.record_work``,
+the operating system. Afterwards :func:`summarize` adds up what the notebook recorded (``course_utils.rehearsal.record_work``,
 the ``kind: work`` and ``kind: data`` lines of its report file) and :func:`t4_estimate` turns the counted
 work into seconds on a T4.
 

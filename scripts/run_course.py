@@ -13,7 +13,7 @@ others still run; the exit code is non-zero if any failed.
     python scripts/run_course.py --rehearse      # full mode on a CPU, training capped: memory, work, T4 estimate
 
 ``--rehearse`` (``make rehearse``) runs every notebook in full mode with ``COURSE_REHEARSAL=1``: full-size data,
-every training and query loop capped (``course_utils.runtime.CAPS``). It samples each kernel's resident
+every training and query loop capped (``course_utils.rehearsal.CAPS``). It samples each kernel's resident
 memory (``scripts/rehearsal.py``), stops a kernel that passes ``--budget-gb`` (10 GB: Colab has about 12.7),
 and writes ``build/rehearsal.csv`` and ``build/rehearsal.md`` (peak memory, wall time, data loaded, counted
 full-mode work, T4 estimate); its executed notebooks, reports and the kernels' ``runs/`` go to ``build/rehearsal/``,

@@ -9,6 +9,9 @@
 A CSV that is missing, or has no row for a notebook, leaves that cell as it is. The header line reads
 ``**Time:** <T4 cell> on a Colab T4 (`full` mode); <CPU cell> on a 2-core CPU (`lite` mode, measured by
 `make course`).`` so a student sees the same figures as the README.
+
+Only the table and the headers are written here; the fuller figures of the same runs (memory, work counted,
+benchmarks, CI) are kept by hand, each with its command, in docs/MEASURED.md.
 """
 from __future__ import annotations
 

@@ -282,7 +282,7 @@ def test_recompute_batchnorm_in_a_rehearsal_runs_a_few_batches_and_records_all(r
     import json
 
     summary = mk.recompute_batchnorm(_bn_net(), _images(100), batch_size=8)          # 13 batches in full mode
-    limit = cu.runtime.CAPS.eval_batches
+    limit = cu.rehearsal.CAPS.eval_batches
     assert summary["batches"] == limit and summary["images"] == 8 * limit
     work = [json.loads(line) for line in rehearsal.read_text().splitlines()]
     assert [(r["pass"], r["images"], r["steps"]) for r in work if r["kind"] == "work"] == [("forward", 100, 13)]

@@ -98,13 +98,16 @@ def _function(notebook: str, name: str, **namespace):
 
 
 def _condition(notebook: str, needle: str):
-    """The test expression of the notebook's one ``assert`` whose condition contains ``needle``, as
-    ``check(**names) -> bool`` (np and cu are provided)."""
+    """The test expression of the notebook's one ``assert`` or ``cu.expect(condition, claim)`` whose condition
+    contains ``needle``, as ``check(**names) -> bool`` (np and cu are provided)."""
     hits = []
     for src, _ in _cells(notebook):
         for node in ast.walk(ast.parse(src)):
-            if isinstance(node, ast.Assert) and needle in ast.get_source_segment(src, node.test):
-                hits.append(ast.get_source_segment(src, node.test))
+            test = node.test if isinstance(node, ast.Assert) else (
+                node.args[0] if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+                and node.func.attr == "expect" and node.args else None)
+            if test is not None and needle in ast.get_source_segment(src, test):
+                hits.append(ast.get_source_segment(src, test))
     assert len(hits) == 1, f"{notebook}: {len(hits)} asserts contain {needle!r}, expected exactly one"
     code = compile(hits[0], f"<{notebook} assert>", "eval")
 
@@ -131,7 +134,7 @@ def mode(request, monkeypatch):
     monkeypatch.setenv("COURSE_MODE", request.param)
     monkeypatch.delenv("COURSE_REHEARSAL", raising=False)
     monkeypatch.delenv("COURSE_REPORT", raising=False)
-    assert cu.runtime.get_mode() == request.param and not cu.rehearsal()
+    assert cu.runtime.get_mode() == request.param and not cu.runtime.rehearsal()
     return request.param
 
 
@@ -208,7 +211,7 @@ def test_02_validation_accuracy_assert_fails_for_a_guessing_model(mode, measured
     p = _parameters("02_cnn_basics")
     data = _malaria(p["MAX_IMAGES"], p["SEED"])
     y = data.val.labels
-    chance = _run("02_cnn_basics", 'assert hist.last("val_accuracy")', "chance =", data=data)["chance"]
+    chance = _run("02_cnn_basics", 'cu.expect(hist.last("val_accuracy")', "chance =", data=data)["chance"]
     check = _condition("02_cnn_basics", 'hist.last("val_accuracy")')
     rng = np.random.default_rng(2)
 

@@ -24,6 +24,33 @@ def test_ci_runs_exactly_the_readme_test_command():
     assert "make test" in commands and "make course" in commands and "make lab" in commands
     ci = (ROOT / ".ci" / "run").read_text()
     assert re.search(r"^make test$", ci, flags=re.M), ci
+    # the longer check CI runs after the tests is named in the README too
+    assert re.search(r"^make test\nmake rehearse$", ci, flags=re.M), ci
+    assert "`make rehearse`" in README
+
+
+def _slug(heading):
+    """GitHub's anchor for a Markdown heading."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def test_readme_fits_two_screens_and_links_the_measured_page():
+    lines = README.count("\n")
+    assert lines < 170, f"README.md has {lines} lines: keep it to about two screens, move detail to docs/"
+    assert "](docs/MEASURED.md" in README and "](CONTRIBUTING.md" in README
+    measured = ROOT / "docs" / "MEASURED.md"
+    assert measured.is_file() and "## Mutation testing" in measured.read_text()
+    for page in (ROOT / "README.md", measured, ROOT / "CONTRIBUTING.md"):  # every local link and anchor resolves
+        text = page.read_text()
+        for target in re.findall(r"\]\(([^)\s]+)\)", text):
+            if re.match(r"[a-z]+:", target):
+                continue
+            path, _, anchor = target.partition("#")
+            dest = (page.parent / path).resolve() if path else page
+            assert dest.exists(), f"{page.name}: link to missing {target}"
+            if anchor and dest.suffix == ".md":
+                heads = {_slug(h) for h in re.findall(r"^#+ (.+)$", dest.read_text(), flags=re.M)}
+                assert anchor in heads, f"{page.name}: no heading for #{anchor} in {dest.name}"
 
 
 def test_readme_starts_with_the_commands():

@@ -170,10 +170,10 @@ def keras_cap(rehearsal):
     afterwards; returns the report file."""
     import keras
 
-    original = keras.Model.fit, keras.Model.predict
-    assert tk.install_rehearsal_cap()
+    assert hasattr(keras.Model.fit, "rehearsal_original") and hasattr(keras.Model.predict, "rehearsal_original")
     yield rehearsal
-    keras.Model.fit, keras.Model.predict = original
+    cu.rehearsal.uninstall()
+    assert not hasattr(keras.Model.fit, "rehearsal_original") and not hasattr(keras.Model.predict, "rehearsal_original")
 
 
 def test_the_rehearsal_caps_every_keras_fit_and_records_the_uncapped_work(data, tmp_path, monkeypatch, keras_cap):
@@ -192,7 +192,7 @@ def test_the_rehearsal_caps_every_keras_fit_and_records_the_uncapped_work(data, 
     recs = [json.loads(line) for line in keras_cap.read_text().splitlines()]
     train_rec = next(r for r in recs if r["kind"] == "work" and r["pass"] == "train")
     assert train_rec["images"] == 4 * 192 and train_rec["steps"] == 4 * 12 and train_rec["flops_per_image"] > 0
-    monkeypatch.delenv("COURSE_REHEARSAL")                       # outside a rehearsal: Keras as it is
+    cu.rehearsal.uninstall()                                     # outside a rehearsal: Keras as it is
     steps.clear()
     model.fit(train, epochs=1, verbose=0, callbacks=[count], shuffle=False)
     assert len(steps) == 12
@@ -208,18 +208,18 @@ def test_rehearsal_caps_keras_predict_but_returns_one_output_per_image(monkeypat
     (xtr, ytr), _ = data
     x = xtr[:70].astype("float32") / 255.0
     model, _ = mk.small_cnn((24, 24, 3), n_classes=2, filters=(4,))
-    monkeypatch.setenv("COURSE_REHEARSAL", "0")
-    exact = model.predict(x, batch_size=8, verbose=0)                     # Keras' own, all 9 batches
-    monkeypatch.setenv("COURSE_REHEARSAL", "1")
+    import keras
+
+    exact = keras.Model.predict.rehearsal_original(model, x, batch_size=8, verbose=0)   # Keras' own, all 9 batches
     leaky = tf.data.Dataset.from_tensor_slices((x, ytr[:70])).batch(8, drop_remainder=True)   # 8 batches
     out = model.predict(leaky, verbose=0)
     assert out.shape == (64, 2)
-    kept = cu.runtime.CAPS.eval_batches * 8
+    kept = cu.rehearsal.CAPS.eval_batches * 8
     assert np.allclose(out[:kept], exact[:kept], atol=1e-5)          # the batches it ran are the real outputs
     assert np.allclose(out[kept:2 * kept], out[:kept])                # the rest repeat them
     work = [json.loads(line) for line in keras_cap.read_text().splitlines()]
     assert [(r["pass"], r["images"], r["steps"]) for r in work if r["kind"] == "work"] == [("forward", 64, 8)]
     arrays = model.predict(x, batch_size=8, verbose=0)                 # arrays: 9 batches, 4 run
     assert arrays.shape == (70, 2) and np.allclose(arrays[:kept], exact[:kept], atol=1e-5)
-    monkeypatch.delenv("COURSE_REHEARSAL")                            # outside a rehearsal: Keras as it is
+    cu.rehearsal.uninstall()                                          # outside a rehearsal: Keras as it is
     assert np.allclose(model.predict(x, batch_size=8, verbose=0), exact, atol=1e-6)

@@ -1,8 +1,7 @@
 """The work a model does per image, counted for the full-mode rehearsal's T4 estimate.
 
-During a rehearsal (``COURSE_REHEARSAL=1``, see :func:`course_utils.runtime.rehearsal`) the engines
-record how many images full mode WOULD pass through each model (``runtime.record_work``) with the
-FLOPs of one forward pass per image, counted here once per model and input shape:
+The rehearsal's wrappers (:mod:`course_utils.rehearsal.caps`) record how many images full mode WOULD pass
+through each model, with the FLOPs of one forward pass per image, counted here once per model and input shape:
 
 * torch: ``torch.utils.flop_counter.FlopCounterMode`` on a one-image batch (matrix multiplies and
   convolutions, the operations that dominate; a multiply-add counts as 2 FLOPs).
@@ -15,10 +14,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from .runtime import import_torch, record_work, rehearsal
+from ..runtime import import_torch
 
-__all__ = ["torch_flops_per_image", "keras_flops_per_image", "TRAIN_FACTOR", "plan_torch_work", "note_torch_work",
-           "record_uncapped_validation", "n_images", "n_batches", "count_adapter_passes", "note_adapter_work"]
+__all__ = ["torch_flops_per_image", "keras_flops_per_image", "TRAIN_FACTOR", "n_images", "n_batches"]
 
 TRAIN_FACTOR = 3.0   # a training image pass ~ forward + backward (2x forward) FLOPs
 _CACHE: dict[tuple, float] = {}
@@ -111,21 +109,7 @@ def _keras_layer_flops(model: Any) -> float:
     return total
 
 
-# --------------------------------------------------------------------------- the torch engine's records
-def plan_torch_work(epochs: int, train_loader) -> dict:
-    """What ``fit`` would run uncapped: epochs, training images and steps (FLOPs are added by the first batch)."""
-    return {"epochs": epochs, "images": epochs * n_images(train_loader), "steps": epochs * n_batches(train_loader)}
-
-
-def record_uncapped_validation(planned: dict | None, epochs_run: int, val_loader, model) -> None:
-    """The validation passes of the epochs a rehearsal's ``fit`` did not run, recorded as forward work."""
-    if planned is None or val_loader is None or planned["epochs"] <= epochs_run:
-        return
-    left = planned["epochs"] - epochs_run
-    record_work("forward", images=left * n_images(val_loader), steps=left * n_batches(val_loader),
-                flops_per_image=planned.get("flops"), what=type(model).__name__, framework="torch")
-
-
+# --------------------------------------------------------------------------- loaders
 def n_batches(loader) -> int:
     """Batches per epoch (what full mode runs; the rehearsal stops train_one_epoch early instead)."""
     return len(loader)
@@ -137,63 +121,3 @@ def n_images(loader) -> int:
         return len(loader.dataset)
     except (AttributeError, TypeError):
         return n_batches(loader) * (getattr(loader, "batch_size", None) or 1)
-
-
-def note_torch_work(model, x, kind: str, loader, planned: dict | None) -> None:
-    """Rehearsal: record the images one epoch (or ``fit``'s ``planned`` run) passes through ``model``, with the
-    FLOPs of one forward pass counted on this batch's first image."""
-    flops = torch_flops_per_image(model, x[:1])
-    if planned is not None:
-        if planned.get("recorded"):
-            return
-        planned.update(flops=flops, recorded=True)
-        images, steps = planned["images"], planned["steps"]
-    else:
-        images, steps = n_images(loader), n_batches(loader)
-    record_work(kind, images=images, steps=steps, flops_per_image=flops, what=type(model).__name__, framework="torch")
-
-
-# --------------------------------------------------------------------------- the XAI methods' passes
-_PASSES = (("logits", "forward"), ("layer_activations_and_grads", "train"), ("input_grads", "train"))
-
-
-def count_adapter_passes(ad):
-    """Rehearsal: make an XAI adapter (``xai.adapter``) record each forward (``logits``) and gradient pass it runs
-    as work, and keep a tally in ``ad.course_passes``. Outside a rehearsal ``ad`` is returned untouched."""
-    if not rehearsal() or hasattr(ad, "course_passes"):
-        return ad
-    ad.course_passes = {"forward": 0, "train": 0}
-    for name, kind in _PASSES:
-        method = getattr(ad, name)
-
-        def counted(x, *args, _method=method, _kind=kind, **kwargs):
-            note_adapter_work(ad, _kind, len(x), x)
-            return _method(x, *args, **kwargs)
-
-        setattr(ad, name, counted)
-    return ad
-
-
-def note_adapter_work(ad, kind: str, images: int, x=None) -> None:
-    """Rehearsal: record ``images`` passes of ``kind`` (``"forward"``, or ``"train"`` for forward + backward)
-    through the adapter's model; also what a capped loop (IG steps, deletion steps) skipped. FLOPs counted once."""
-    if not rehearsal() or images <= 0:
-        return
-    if not hasattr(ad, "course_flops"):
-        ad.course_flops = _adapter_flops(ad, x)
-    if hasattr(ad, "course_passes"):
-        ad.course_passes[kind] += int(images)
-    model = ad.model
-    record_work(kind, images=int(images), steps=-(-int(images) // max(1, int(getattr(ad, "batch_size", 32)))),
-                flops_per_image=ad.course_flops, what=getattr(model, "name", "") or type(model).__name__,
-                framework="torch" if ad.channel_axis == 1 else "keras")
-
-
-def _adapter_flops(ad, x) -> float | None:
-    try:
-        if ad.channel_axis == 1:                     # torch, N x C x H x W
-            torch = import_torch()
-            return torch_flops_per_image(ad.model, torch.as_tensor(x[:1], dtype=torch.float32))
-        return keras_flops_per_image(ad.model)
-    except Exception:  # noqa: BLE001  (counting is best effort: never stop a rehearsal over it)
-        return None

@@ -1,4 +1,5 @@
-"""course_utils.work: FLOPs per image, counted for the rehearsal's T4 estimate; and the engines honouring the cap."""
+"""course_utils.rehearsal: FLOPs per image counted for the T4 estimate, the capped functions installed from outside
+(and only in a rehearsal), the one repeat helper, and the work each capped loop records."""
 import json
 
 import numpy as np
@@ -8,7 +9,8 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from course_utils import models_torch as mt
 from course_utils import train_torch as tt
-from course_utils import work
+from course_utils import rehearsal as rh
+from course_utils.rehearsal import flops as work
 
 
 def test_torch_flops_of_a_linear_and_a_conv_are_counted_by_hand():
@@ -55,6 +57,49 @@ def test_train_one_epoch_stops_after_the_capped_steps(rehearsal):
     assert stats["steps"] == 2 and stats["n"] == 16
 
 
+def test_caps_are_what_the_rehearsal_cuts():
+    assert (rh.CAPS.steps, rh.CAPS.epochs, rh.CAPS.mc_passes, rh.CAPS.eval_batches) == (2, 1, 2, 4)
+    assert rh.CAPS.ig_steps == 32 and rh.CAPS.deletion_steps == 4 and rh.CAPS.randomisation_steps == 2
+
+
+def test_record_work_appends_one_line(monkeypatch, tmp_path):
+    path = tmp_path / "report.jsonl"
+    monkeypatch.setenv("COURSE_REPORT", str(path))
+    rh.record_work("train", images=0, steps=4, flops_per_image=1e6, what="m")      # nothing done: nothing noted
+    assert not path.exists()
+    rh.record_work("train", images=100, steps=4, flops_per_image=1e6, what="m", framework="torch")
+    rec = json.loads(path.read_text())
+    assert rec == {"kind": "work", "pass": "train", "images": 100, "steps": 4, "flops_per_image": 1e6,
+                   "model": "m", "framework": "torch"}
+
+
+@pytest.mark.parametrize("env", [{}, {"COURSE_MODE": "full", "COURSE_REHEARSAL": "1"}])
+def test_the_rehearsal_is_loaded_and_installed_only_when_asked(env):
+    """A normal session never loads the rehearsal, and no course function or Keras method is replaced."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("import sys, course_utils as cu, keras; from course_utils import train_torch as tt; "
+            "print(hasattr(tt.fit, 'rehearsal_original'), 'course_utils.rehearsal' in sys.modules); "
+            "cu.runtime.import_tensorflow(); print(hasattr(keras.Model.fit, 'rehearsal_original'))")
+    base = {k: v for k, v in os.environ.items() if k not in ("COURSE_REHEARSAL", "COURSE_MODE")}
+    out = subprocess.run([sys.executable, "-c", code], env={**base, **env}, capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0, out.stderr
+    want = "True" if env else "False"
+    assert out.stdout.split() == [want, want, want]
+
+
+def test_repeat_rows_and_first_outputs_run_the_first_batches_only():
+    first = rh.FirstOutputs(2)
+    calls = []
+    outs = [first(lambda i=i: (calls.append(i), np.full((3, 1), i))[1], 3) for i in range(4)]
+    assert calls == [0, 1] and [o[:, 0].tolist() for o in outs] == [[0, 0, 0], [1, 1, 1], [0, 0, 0], [0, 0, 0]]
+    assert rh.repeat_rows(torch.arange(3), 5).tolist() == [0, 1, 2, 0, 1]
+    assert len(rh.FirstBatches(range(10), 3)) == 3 and list(rh.FirstBatches(range(10), 3)) == [0, 1, 2]
+
+
 def test_without_the_rehearsal_nothing_is_capped(monkeypatch, tmp_path):
     monkeypatch.setenv("COURSE_MODE", "smoke")
     monkeypatch.delenv("COURSE_REHEARSAL", raising=False)
@@ -84,7 +129,7 @@ def test_evaluation_runs_the_model_on_the_capped_batches_and_keeps_full_size_out
     _, val = _loaders(n=200)                                   # 7 batches of 32
     result = tt.evaluate(model, val, "binary")
     assert result["n"] == 200 and len(result["probs"]) == 200
-    assert len(calls) == 1 + 4               # one pass counting its FLOPs, then runtime.CAPS.eval_batches batches
+    assert len(calls) == 1 + 4               # one pass counting its FLOPs, then rehearsal.CAPS.eval_batches batches
 
 
 def test_query_outputs_run_a_model_on_its_first_batches_only_over_all_calls(rehearsal):

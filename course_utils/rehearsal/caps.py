@@ -1,0 +1,556 @@
+"""The rehearsal's wrappers: each caps one course function from outside and records the work full mode would do.
+
+:func:`install` replaces the functions below (and, once TensorFlow is imported, ``keras.Model.fit`` / ``predict``)
+with capped versions; :func:`uninstall` puts every original back. ``import course_utils`` installs them only when
+``COURSE_REHEARSAL=1``; a normal run never has any function replaced. Each wrapper records, in ``COURSE_REPORT``,
+the image passes full mode WOULD make (kind ``work``): read from the call's own arguments (loader lengths, epochs,
+steps, images) and the model's FLOPs per image (:mod:`.flops`), so the T4 estimate counts what full mode does,
+not what the capped run did.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import functools
+import inspect
+import logging
+import sys
+import weakref
+from collections import Counter
+from typing import Any, Callable
+
+import numpy as np
+
+from .. import runtime
+from .flops import TRAIN_FACTOR, keras_flops_per_image, n_batches, n_images, torch_flops_per_image
+from ..pipelines import nchw_float
+from .repeat import FirstBatches, FirstOutputs, repeat_rows
+
+__all__ = ["Caps", "CAPS", "install", "uninstall", "installed", "record_work"]
+
+
+@dataclasses.dataclass(frozen=True)
+class Caps:
+    """What a full-mode rehearsal cuts: full-size data and models, every training and query loop shortened so that
+    a notebook runs on a CPU in minutes. With 32 integrated-gradients steps instead of 128, notebook 06's
+    completeness check does not hold for an EfficientNet (SiLU): a rehearsal skips the lessons' checks."""
+
+    steps: int = 2                 # optimizer steps per epoch (torch engine, Keras fit)
+    epochs: int = 1                # epochs per fit
+    mc_passes: int = 2             # MC-dropout forward passes
+    ig_steps: int = 32             # integrated-gradients steps (128 took 6 min for 8 images on this CPU)
+    randomisation_steps: int = 2   # layer groups re-initialised in the randomisation check
+    deletion_steps: int = 4        # deletion/insertion steps (20 in full mode)
+    standin_images: int = 2048     # distinct malaria stand-in cells rendered; repeated to the full count
+    eval_batches: int = 4          # batches evaluate/predict run through a model; later batches reuse those outputs
+
+
+CAPS = Caps()
+_ORIGINALS: list[tuple[Any, str, Any]] = []
+_TALLIES: list[Counter] = []
+
+
+def record_work(kind: str, *, images: int, steps: int = 0, flops_per_image: float | None = None, what: str = "",
+                framework: str = "") -> None:
+    """Note work full mode WOULD do: ``images`` passes of ``kind`` (``"train"``: forward and backward, or
+    ``"forward"``), their FLOPs per image, ``steps`` batches; ``scripts/run_course.py --rehearse`` sums them."""
+    if images <= 0:
+        return
+    for tally in _TALLIES:
+        tally[kind] += int(images)
+    runtime.append_report({"kind": "work", "pass": kind, "images": int(images), "steps": int(steps),
+                           "flops_per_image": None if flops_per_image is None else float(flops_per_image),
+                           "model": what, "framework": framework})
+
+
+def installed() -> bool:
+    """True while the capped functions are in place."""
+    return bool(_ORIGINALS)
+
+
+def install() -> bool:
+    """Replace the course's loops by capped versions (once; a second call does nothing). Returns True."""
+    if _ORIGINALS:
+        return True
+    from .. import (active_torch, checks, data, final_models, models_keras, pipelines, standin_cache,  # noqa: PLC0415
+                    train_keras, train_torch, xai, xai_faithfulness)
+
+    _patch(train_torch, "train_one_epoch", _capped_epoch)
+    _patch(train_torch, "fit", _capped_fit)
+    for name in ("evaluate", "predict"):
+        _patch(train_torch, name, _torch_first_batches)
+    _patch(active_torch, "torch_outputs", _capped_outputs)
+    _patch(train_keras, "predict", _keras_first_batches)
+    _patch(models_keras, "recompute_batchnorm", _capped_recompute)
+    for owner in (xai, xai_faithfulness):
+        _patch(owner, "adapter", _counted_adapter)
+    _patch(xai, "predict_logits", _first_images)
+    _patch(xai, "explain", _first_images)
+    _patch(xai, "integrated_gradients", _capped_ig)
+    _patch(xai, "randomization_check", _capped_randomisation)
+    _patch(xai_faithfulness, "deletion_insertion", _capped_deletion)
+    for owner in (standin_cache, data):
+        _patch(owner, "make_malaria_stand_in", _few_standin_cells)
+    for owner in (pipelines, data):
+        _patch(owner, "to_tf_dataset", _counted_tf_dataset)
+    for name in ("load_malaria", "load_malaria_folder", "load_medmnist"):
+        _patch(data, name, _data_recorded)
+    for owner in (checks, sys.modules["course_utils"]):
+        _patch(owner, "expect", _not_checked)
+    _ORIGINALS.append((final_models, "FOLDER", final_models.FOLDER))   # capped models never replace real ones
+    final_models.FOLDER = final_models.FOLDER.parent / "rehearsal" / final_models.FOLDER.name
+    runtime.AFTER_IMPORT["tensorflow"].append(_install_keras)
+    if "keras" in sys.modules:
+        _install_keras()
+    return True
+
+
+def uninstall() -> None:
+    """Put every original back (the tests use it; a rehearsal's kernel simply ends)."""
+    while _ORIGINALS:
+        owner, name, original = _ORIGINALS.pop()
+        setattr(owner, name, original)
+    if _install_keras in runtime.AFTER_IMPORT["tensorflow"]:
+        runtime.AFTER_IMPORT["tensorflow"].remove(_install_keras)
+
+
+def _patch(owner: Any, name: str, make: Callable[[Callable], Callable]) -> None:
+    original = getattr(owner, name)
+    _ORIGINALS.append((owner, name, original))
+    wrapper = functools.wraps(original)(make(original))
+    wrapper.rehearsal_original = original     # what a normal session has (the tests compare with it)
+    setattr(owner, name, wrapper)
+
+
+def _name(model: Any) -> str:
+    return getattr(model, "name", "") if runtime.framework_of(model) == "keras" else type(model).__name__
+
+
+def _best_effort(count: Callable[[], float | None]) -> float | None:
+    try:
+        return count()
+    except Exception:  # noqa: BLE001  (counting is best effort: never stop a rehearsal over it)
+        return None
+
+
+# ============================================================================ the torch engine
+_FIT_PLAN: list[dict] = []   # the fit running now: its planned epochs (its train work is recorded once, in full)
+
+
+def _capped_epoch(original):
+    def train_one_epoch(model, loader, *args, **kwargs):
+        plan = _FIT_PLAN[-1] if _FIT_PLAN else None
+
+        def note(batch):
+            flops = torch_flops_per_image(model, batch[0][:1])
+            if plan is not None:
+                plan["flops"] = flops
+                if plan.pop("record", False):
+                    record_work("train", images=plan["epochs"] * n_images(loader),
+                                steps=plan["epochs"] * n_batches(loader), flops_per_image=flops,
+                                what=_name(model), framework="torch")
+                return
+            record_work("train", images=n_images(loader), steps=n_batches(loader), flops_per_image=flops,
+                        what=_name(model), framework="torch")
+
+        return original(model, FirstBatches(loader, CAPS.steps, note), *args, **kwargs)
+    return train_one_epoch
+
+
+def _capped_fit(original):
+    def fit(model, train_loader, val_loader=None, *args, epochs: int, **kwargs):
+        plan = {"epochs": int(epochs), "record": True}
+        run = min(int(epochs), CAPS.epochs)
+        _FIT_PLAN.append(plan)
+        try:
+            history = original(model, train_loader, val_loader, *args, epochs=run, **kwargs)
+        finally:
+            _FIT_PLAN.remove(plan)
+        left = plan["epochs"] - run            # the validation passes of the epochs not run
+        if left > 0 and val_loader is not None:
+            record_work("forward", images=left * n_images(val_loader), steps=left * n_batches(val_loader),
+                        flops_per_image=plan.get("flops"), what=_name(model), framework="torch")
+        return history
+    return fit
+
+
+@functools.lru_cache(maxsize=1)
+def _first_batches_module() -> type:
+    import torch  # noqa: PLC0415
+
+    class FirstBatchesModel(torch.nn.Module):
+        """``model`` run on its first ``CAPS.eval_batches`` batches; later batches repeat their outputs."""
+
+        def __init__(self, model):
+            super().__init__()
+            self.model, self.first = model, FirstOutputs(CAPS.eval_batches)
+            self.train(model.training)
+
+        def forward(self, x):
+            return self.first(lambda: self.model(x), len(x))
+
+    return FirstBatchesModel
+
+
+def _torch_first_batches(original):
+    def capped(model, loader, *args, **kwargs):
+        wrapper = _first_batches_module()
+        if isinstance(model, wrapper):
+            return original(model, loader, *args, **kwargs)
+        flops = _best_effort(lambda: torch_flops_per_image(model, next(iter(loader))[0][:1]))
+        record_work("forward", images=n_images(loader), steps=n_batches(loader), flops_per_image=flops,
+                    what=_name(model), framework="torch")
+        return original(wrapper(model), loader, *args, **kwargs)
+    return capped
+
+
+# ============================================================================ active-learning outputs
+_SEEN: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+def _capped_outputs(original):
+    def torch_outputs(model, x, *, needs=("probs", "embeddings"), mc_passes: int = 10, batch_size: int = 256,
+                      **kwargs):
+        needs, n = tuple(needs), len(x)
+        passes = (1 if set(needs) & {"probs", "embeddings", "grad_embeddings"} else 0) + \
+            (mc_passes if "mc_samples" in needs else 0)
+        images = getattr(x, "ndim", 0) == 4                      # images; a head on features runs in full
+        if n:
+            flops = _best_effort(lambda: torch_flops_per_image(model, _float_tensor(x[:1], images)))
+            record_work("forward", images=passes * n, steps=passes * -(-n // batch_size), flops_per_image=flops,
+                        what=_name(model), framework="torch")
+        call = functools.partial(original, model, needs=needs, mc_passes=min(mc_passes, CAPS.mc_passes),
+                                 batch_size=batch_size, **kwargs)
+        if not images:
+            return call(x)
+        done = _SEEN.setdefault(model, {}).setdefault(needs, [])   # this model's first batches, over all calls
+        room = CAPS.eval_batches * batch_size - sum(_rows(d) for d in done)
+        if room > 0:
+            done.append(call(x[:room]))
+            if room >= n:
+                return done[-1]
+        return {k: _tile([d[k] for d in done], n, axis=1 if k == "mc_samples" else 0) for k in done[0]}
+    return torch_outputs
+
+
+def _rows(out: dict) -> int:
+    k, v = next(iter(out.items()))
+    return v.shape[1] if k == "mc_samples" else len(v)
+
+
+def _tile(parts: list, n: int, axis: int) -> np.ndarray:
+    whole = np.moveaxis(np.concatenate(parts, axis=axis), axis, 0)
+    return np.moveaxis(repeat_rows(whole, n), 0, axis)
+
+
+def _float_tensor(x, images: bool):
+    import torch  # noqa: PLC0415
+
+    if isinstance(x, torch.Tensor):
+        return x.float()
+    return torch.from_numpy(nchw_float(x) if images else np.asarray(x, np.float32))
+
+
+# ============================================================================ Keras
+def _install_keras() -> None:
+    """Cap every ``keras.Model.fit`` and ``predict`` (the course's and a notebook's own); once per install."""
+    import keras  # noqa: PLC0415
+
+    if any(owner is keras.Model for owner, _, _ in _ORIGINALS):
+        return
+    _patch(keras.Model, "fit", _capped_keras_fit)
+    _patch(keras.Model, "predict", _capped_keras_predict)
+
+
+_TF_IMAGES: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()   # images per epoch of to_tf_dataset's pipelines
+
+
+def _counted_tf_dataset(original):
+    def to_tf_dataset(images, *args, **kwargs):
+        ds = original(images, *args, **kwargs)
+        with contextlib.suppress(TypeError):
+            _TF_IMAGES[ds] = len(images)
+        return ds
+    return to_tf_dataset
+
+
+def _keras_batches(data, batch_size) -> int | None:
+    """Batches per epoch of a ``tf.data.Dataset`` (its cardinality) or an array (``batch_size``, default 32)."""
+    if data is None:
+        return None
+    if isinstance(data, (tuple, list)):
+        data = data[0]
+    if hasattr(data, "cardinality"):
+        n = int(data.cardinality())
+        return n if n > 0 else None
+    if hasattr(data, "shape"):
+        return -(-len(data) // (batch_size or 32))
+    return None
+
+
+def _keras_images(data, batches: int) -> int:
+    """Images per epoch: an array's length, a ``to_tf_dataset`` pipeline's count, else batches x 32."""
+    if isinstance(data, (tuple, list)):
+        data = data[0]
+    if hasattr(data, "shape") and not hasattr(data, "cardinality"):
+        return len(data)
+    with contextlib.suppress(TypeError):
+        if data in _TF_IMAGES:
+            return _TF_IMAGES[data]
+    return batches * 32
+
+
+def _keras_flops(model, data=None) -> float | None:
+    shape = None
+    spec = getattr(data, "element_spec", None)
+    if isinstance(spec, tuple):
+        spec = spec[0]
+    if getattr(spec, "shape", None) is not None and spec.shape.rank == 4:
+        shape = tuple(spec.shape[1:])
+    return _best_effort(lambda: keras_flops_per_image(model, shape))
+
+
+def _capped_keras_fit(original):
+    signature = inspect.signature(original)
+
+    def fit(self, *args, **kwargs):
+        bound = signature.bind(self, *args, **kwargs)
+        a = bound.arguments
+        epochs = int(a.get("epochs", 1))
+        full_steps = a.get("steps_per_epoch") or _keras_batches(a.get("x"), a.get("batch_size"))
+        if full_steps:
+            flops = _keras_flops(self, a.get("x"))
+            record_work("train", images=epochs * _keras_images(a.get("x"), full_steps), steps=epochs * full_steps,
+                        flops_per_image=flops, what=self.name, framework="keras")
+            val = a.get("validation_data")
+            val_steps = _keras_batches(val, None) if val is not None else None
+            if val_steps:
+                record_work("forward", images=epochs * _keras_images(val, val_steps), steps=epochs * val_steps,
+                            flops_per_image=flops, what=self.name, framework="keras")
+            a["steps_per_epoch"] = min(full_steps, CAPS.steps)
+            if val_steps:
+                a["validation_steps"] = min(val_steps, CAPS.eval_batches)
+        a["epochs"] = min(epochs, CAPS.epochs)
+        with _quiet_retracing():
+            return original(*bound.args, **bound.kwargs)
+    return fit
+
+
+def _capped_keras_predict(original):
+    def predict(self, x, *args, **kwargs):
+        limit, batch_size = CAPS.eval_batches, kwargs.get("batch_size") or 32
+        if hasattr(x, "cardinality"):      # a tf.data.Dataset of batches (or of (images, labels) batches)
+            tf = runtime.import_tensorflow()
+            sizes = [int(tf.nest.flatten(b)[0].shape[0]) for b in x]   # the input pipeline only, no model
+            images, steps = sum(sizes), len(sizes)
+            head = x.take(limit)
+        elif isinstance(x, np.ndarray) and x.ndim >= 2:
+            images, steps = len(x), _keras_batches(x, batch_size)
+            head = x[:limit * batch_size]
+        else:
+            return original(self, x, *args, **kwargs)
+        with _quiet_retracing():
+            out = original(self, head, *args, **kwargs)
+        record_work("forward", images=images, steps=steps, flops_per_image=_keras_flops(self, x), what=self.name,
+                    framework="keras")
+        if not isinstance(out, np.ndarray) or steps <= limit:
+            return out
+        return repeat_rows(out, images)   # later batches repeat the first outputs
+    return predict
+
+
+@contextlib.contextmanager
+def _quiet_retracing():
+    """Hide TensorFlow's "triggered tf.function retracing" warning inside a capped call: the rehearsal's short,
+    differently sized epochs cause it (a full-mode run does not). Other TensorFlow warnings still show."""
+    log = logging.getLogger("tensorflow")
+    quiet = _DropRetracing()
+    log.addFilter(quiet)
+    try:
+        yield
+    finally:
+        log.removeFilter(quiet)
+
+
+class _DropRetracing(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "triggered tf.function retracing" not in record.getMessage()
+
+
+class _FirstBatchesKeras:
+    """A Keras model run on its first ``CAPS.eval_batches`` batches; later calls repeat their outputs."""
+
+    def __init__(self, model):
+        self._model, self._first = model, FirstOutputs(CAPS.eval_batches)
+
+    def __call__(self, x, *args, **kwargs):
+        return self._first(lambda: np.asarray(self._model(x, *args, **kwargs)), len(x))
+
+    def __getattr__(self, name):
+        return getattr(self._model, name)
+
+
+def _keras_first_batches(original):
+    def predict(model, data, *args, batch_size: int = 64, **kwargs):
+        if isinstance(model, _FirstBatchesKeras):
+            return original(model, data, *args, batch_size=batch_size, **kwargs)
+        batches = _keras_batches(data, batch_size) or 0
+        n = _keras_images(data, batches) if hasattr(data, "cardinality") else len(data)
+        record_work("forward", images=n, steps=batches, what=model.name, framework="keras",
+                    flops_per_image=_keras_flops(model, data if hasattr(data, "cardinality") else None))
+        return original(_FirstBatchesKeras(model), data, *args, batch_size=batch_size, **kwargs)
+    return predict
+
+
+def _capped_recompute(original):
+    def recompute_batchnorm(model, images, *, batch_size: int = 64, **kwargs):
+        summary = original(model, images, batch_size=batch_size, max_batches=CAPS.eval_batches, **kwargs)
+        total = len(images) if hasattr(images, "__len__") and not hasattr(images, "cardinality") else summary["images"]
+        record_work("forward", images=total, steps=-(-total // batch_size), what=model.name, framework="keras",
+                    flops_per_image=_best_effort(lambda: keras_flops_per_image(model)))
+        return summary
+    return recompute_batchnorm
+
+
+# ============================================================================ explanations
+class _CountedAdapter:
+    """An XAI adapter whose forward (``logits``) and gradient passes are recorded as work as they run."""
+
+    _PASSES = {"logits": "forward", "layer_activations_and_grads": "train", "input_grads": "train"}
+
+    def __init__(self, ad):
+        self._ad, self._flops = ad, None
+
+    def __getattr__(self, name):
+        method = getattr(self._ad, name)
+        if name not in self._PASSES:
+            return method
+
+        def counted(x, *args, **kwargs):
+            self.note(self._PASSES[name], len(x), x)
+            return method(x, *args, **kwargs)
+        return counted
+
+    def note(self, kind: str, images: int, x=None) -> None:
+        """Record ``images`` passes of ``kind`` through the adapter's model (also what a capped loop skipped)."""
+        ad = self._ad
+        if self._flops is None and x is not None:
+            self._flops = _best_effort(lambda: _adapter_flops(ad, x))
+        record_work(kind, images=int(images), steps=-(-int(images) // max(1, int(getattr(ad, "batch_size", 32)))),
+                    flops_per_image=self._flops, what=_name(ad.model),
+                    framework="torch" if ad.channel_axis == 1 else "keras")
+
+    def copy(self, *args, **kwargs):
+        return _CountedAdapter(self._ad.copy(*args, **kwargs))
+
+
+def _adapter_flops(ad, x) -> float | None:
+    if ad.channel_axis == 1:                     # torch, N x C x H x W
+        import torch  # noqa: PLC0415
+
+        return torch_flops_per_image(ad.model, torch.as_tensor(np.asarray(x[:1]), dtype=torch.float32))
+    return keras_flops_per_image(ad.model)
+
+
+def _counted_adapter(original):
+    def adapter(model, *args, **kwargs):
+        if isinstance(model, _CountedAdapter):
+            return model
+        return _CountedAdapter(original(model, *args, **kwargs))
+    return adapter
+
+
+@contextlib.contextmanager
+def _scaled(ad: _CountedAdapter, factor: float, x):
+    """Record the passes counted inside the block ``factor - 1`` more times: what full mode adds to a capped loop."""
+    tally = Counter()
+    _TALLIES.append(tally)
+    try:
+        yield
+    finally:
+        _TALLIES.remove(tally)
+    for kind, n in list(tally.items()):
+        ad.note(kind, round(n * (factor - 1)), x)
+
+
+def _first_images(original):
+    """Explain or predict the first ``CAPS.eval_batches`` batches of images; the rest repeat their rows."""
+    def capped(model, images, *args, **kwargs):
+        from ..xai import adapter  # noqa: PLC0415  (the patched one: its passes are counted)
+
+        n = len(images)
+        keep = min(n, CAPS.eval_batches * getattr(adapter(model), "batch_size", 32))
+        if keep >= n:
+            return original(model, images, *args, **kwargs)
+        target = args[1] if len(args) > 1 else kwargs.get("target")
+        if np.ndim(target) and len(target) == n:
+            if len(args) > 1:
+                args = (args[0], target[:keep], *args[2:])
+            else:
+                kwargs["target"] = target[:keep]
+        return repeat_rows(original(model, images[:keep], *args, **kwargs), n)
+    return capped
+
+
+def _capped_ig(original):
+    def integrated_gradients(model, images, *args, steps: int = 64, preprocess=None, **kwargs):
+        from ..xai import adapter  # noqa: PLC0415
+
+        run = min(steps, CAPS.ig_steps)
+        ad = adapter(model, preprocess)
+        with _scaled(ad, steps / run, images):
+            return original(ad, images, *args, steps=run, **kwargs)
+    return integrated_gradients
+
+
+def _capped_deletion(original):
+    def deletion_insertion(model, images, maps, *args, steps: int = 20, preprocess=None, batch_size: int = 128,
+                           **kwargs):
+        from ..xai_faithfulness import adapter  # noqa: PLC0415
+
+        run = min(steps, CAPS.deletion_steps)
+        ad = adapter(model, preprocess, batch_size=batch_size)
+        with _scaled(ad, (steps + 1) / (run + 1), images):    # each curve has steps + 1 points
+            return original(ad, images, maps, *args, steps=run, batch_size=batch_size, **kwargs)
+    return deletion_insertion
+
+
+def _capped_randomisation(original):
+    def randomization_check(model, images, *args, max_steps: int | None = 8, preprocess=None, **kwargs):
+        from ..xai import adapter  # noqa: PLC0415
+
+        ad = adapter(model, preprocess)
+        layers = len(ad.param_layer_names())
+        full = layers if not max_steps else min(max_steps, layers)
+        run = min(full, CAPS.randomisation_steps)
+        with _scaled(ad, (full + 1) / (run + 1), images):     # the trained model's maps, then one set per group
+            return original(ad, images, *args, max_steps=run, **kwargs)
+    return randomization_check
+
+
+# ============================================================================ lessons and data
+def _not_checked(original):
+    def expect(condition, claim: str) -> None:
+        """A rehearsal's models are trained for two steps: a lesson's claim cannot hold, so it is not checked."""
+        if not condition:
+            print(f"[rehearsal] not checked: {claim}")
+    return expect
+
+
+
+def _few_standin_cells(original):
+    def make_malaria_stand_in(n: int, *args, **kwargs):
+        return original(n, *args, distinct=min(int(n), CAPS.standin_images), **kwargs)
+    return make_malaria_stand_in
+
+
+def _data_recorded(original):
+    """A loader that also records what full mode holds in memory, for the rehearsal's table."""
+    def load(*args, **kwargs):
+        ds = original(*args, **kwargs)
+        splits = ds.splits().values()
+        runtime.append_report({"kind": "data", "name": ds.info.name, "images": int(sum(len(s) for s in splits)),
+                               "bytes": int(sum(s.images.nbytes for s in splits)),
+                               "shape": list(next(iter(splits)).images.shape[1:])})
+        return ds
+    return load
