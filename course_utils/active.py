@@ -20,21 +20,13 @@ import numpy as np
 
 from . import metrics, runtime
 from . import strategies as st
+from .strategies import head_gradient_embedding  # re-exported: its home is beside the other embeddings
 from .pipelines import nchw_float, tensor_loader
 from .runtime import CourseError, import_torch, torch_device, torch_threads
 from .stats import PairedInterval, paired_t_interval
 
 __all__ = ["distillation_loss", "train_torch_classifier", "TorchLearner", "simulate", "ALResult",
            "labels_to_reach", "paired_differences", "head_gradient_embedding"]
-
-
-def head_gradient_embedding(probs: np.ndarray, embeddings: np.ndarray, n_outputs: int) -> np.ndarray:
-    """BADGE embeddings, after checking the class count against the head (a 1-output head gives 2 columns)."""
-    expected = 2 if n_outputs == 1 else n_outputs
-    if probs.shape[1] != expected:
-        raise CourseError(f"the model's final layer has {n_outputs} outputs but its probabilities have "
-                          f"{probs.shape[1]} columns.")
-    return st.gradient_embedding(probs, embeddings)
 
 
 # =========================================================================== self-distillation

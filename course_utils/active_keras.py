@@ -10,7 +10,7 @@ from typing import Iterable
 
 import numpy as np
 
-from .active import head_gradient_embedding
+from .strategies import head_gradient_embedding
 from .metrics import probabilities
 from .models_keras import activation_name, walk_layers
 from .runtime import CourseError, import_keras

@@ -11,7 +11,7 @@ from typing import Iterable
 
 import numpy as np
 
-from .active import head_gradient_embedding
+from .strategies import head_gradient_embedding
 from .metrics import probabilities_torch
 from .pipelines import nchw_float
 from .runtime import CourseError, import_torch

@@ -32,6 +32,7 @@ __all__ = [
     "QueryStrategy", "RandomSampling", "LeastConfidence", "Margin", "Entropy", "DBAL", "BALD",
     "Coreset", "CoresetCosine", "BADGE", "STRATEGIES", "PROBABILITY_STRATEGIES", "get_strategy",
     "entropy", "least_confidence", "margin", "bald", "predictive_entropy", "gradient_embedding",
+    "head_gradient_embedding",
     "check_probs", "k_center_greedy", "kmeans_pp",
 ]
 
@@ -133,6 +134,15 @@ def gradient_embedding(probs: Any, features: Any) -> np.ndarray:
         raise CourseError(f"features must be N x D with the same N as probs ({len(p)}); got {h.shape}.")
     a = p - np.eye(p.shape[1])[p.argmax(axis=1)]
     return (a[:, :, None] * h[:, None, :]).reshape(len(p), -1)
+
+
+def head_gradient_embedding(probs: np.ndarray, embeddings: np.ndarray, n_outputs: int) -> np.ndarray:
+    """BADGE embeddings, after checking the class count against the head (a 1-output head gives 2 columns)."""
+    expected = 2 if n_outputs == 1 else n_outputs
+    if probs.shape[1] != expected:
+        raise CourseError(f"the model's final layer has {n_outputs} outputs but its probabilities have "
+                          f"{probs.shape[1]} columns.")
+    return gradient_embedding(probs, embeddings)
 
 
 # =========================================================================== helpers

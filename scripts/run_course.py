@@ -262,7 +262,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.rehearse:
         os.environ["COURSE_REHEARSAL"] = "1"
-        args.mode = "full"
+        os.environ["COURSE_MODE"] = args.mode = "full"   # before course_utils is imported: a rehearsal is full mode
     else:
         os.environ.pop("COURSE_REHEARSAL", None)
     mode = resolve_mode(args.mode)

@@ -179,3 +179,66 @@ def test_colab_installs_a_released_tag_not_a_branch():
     course = PYPROJECT["tool"]["course"]
     assert course["ref"] == "v" + PYPROJECT["project"]["version"], (
         "[tool.course] ref must be the release tag of this version (v<version>), not a branch such as main")
+
+
+def _package_imports() -> dict[str, set[str]]:
+    """course_utils' modules and the package modules each imports (at the top or inside a function)."""
+    import ast
+
+    pkg = ROOT / "course_utils"
+    graph = {}
+    for path in pkg.rglob("*.py"):
+        rel = path.relative_to(pkg).with_suffix("")
+        parts = list(rel.parts)
+        is_pkg = parts[-1] == "__init__"
+        name = ".".join(parts[:-1] if is_pkg else parts)
+        base = parts[:-1] if not is_pkg else parts[:-1]
+        deps = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level:
+                anchor = base[: len(base) - (node.level - 1)] if node.level > 1 else base
+                target = anchor + (node.module.split(".") if node.module else [])
+                if node.module:
+                    deps.add(".".join(target))
+                else:
+                    deps.update(".".join(target + [a.name]) for a in node.names)
+        graph[name] = {d for d in deps if d != name}
+    return graph
+
+
+def test_the_package_import_graph_has_no_circle():
+    """No two modules import each other, directly or round a loop (the package's __init__ files aside: they only
+    name what lives below them)."""
+    graph = {k: v for k, v in _package_imports().items() if k}
+    inits = {p.parent.relative_to(ROOT / "course_utils").as_posix().replace("/", ".")
+             for p in (ROOT / "course_utils").rglob("__init__.py")}
+    graph = {k: {d for d in v if d in graph and d not in inits} for k, v in graph.items() if k not in inits}
+    state, cycles = {}, []
+
+    def visit(node, stack):
+        state[node] = 1
+        for dep in sorted(graph.get(node, ())):
+            if state.get(dep) == 1:
+                cycles.append(stack[stack.index(dep):] + [dep] if dep in stack else [node, dep])
+            elif dep not in state:
+                visit(dep, stack + [dep])
+        state[node] = 2
+
+    for node in sorted(graph):
+        if node not in state:
+            visit(node, [node])
+    assert not cycles, f"import circles: {cycles}"
+
+
+def test_no_rehearsal_code_outside_the_rehearsal_subpackage():
+    """The rehearsal wraps the loops from outside: no other module names it, except runtime's switch and the
+    package's one line that loads it."""
+    found = []
+    for path in (ROOT / "course_utils").rglob("*.py"):
+        rel = path.relative_to(ROOT / "course_utils").as_posix()
+        if rel.startswith("rehearsal/") or rel in ("runtime.py", "__init__.py"):
+            continue
+        for i, line in enumerate(path.read_text().splitlines(), 1):
+            if re.search(r"rehearsal|record_work|CAPS", line):
+                found.append(f"{rel}:{i}: {line.strip()}")
+    assert not found, "\n".join(found)
