@@ -22,7 +22,7 @@ from typing import Any, Callable
 import numpy as np
 
 from .. import runtime
-from .flops import TRAIN_FACTOR, keras_flops_per_image, n_batches, n_images, torch_flops_per_image
+from .flops import keras_flops_per_image, n_batches, n_images, torch_flops_per_image
 from ..pipelines import nchw_float
 from .repeat import FirstBatches, FirstOutputs, repeat_rows
 
