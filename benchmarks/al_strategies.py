@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from course_utils import strategies as st  # noqa: E402
+from course_utils.active import strategies as st  # noqa: E402
 
 GIB = 2**30
 

@@ -62,8 +62,8 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from torch.utils.data import DataLoader, TensorDataset  # noqa: E402
 
-from course_utils import models_torch as mt  # noqa: E402
-from course_utils import train_torch as tt  # noqa: E402
+from course_utils.models import torch_models as mt  # noqa: E402
+from course_utils.train import torch_engine as tt  # noqa: E402
 
 
 def make_data(n: int, size: int, seed: int = 0):
@@ -177,7 +177,7 @@ def label_check_seconds(ds, batch_size: int, passes: int = 30) -> float:
     """CPU seconds of the engine's per-batch label validation (``check_labels``, as ``train_one_epoch``
     calls it) per batch, on this benchmark's own batches: timed directly, many times over, because the
     interleaved A/B runs above scatter far more than this small effect on a shared machine."""
-    from course_utils._torch_batches import check_labels
+    from course_utils.train._batches import check_labels
 
     batches = [(x, y) for x, y in loader(ds, batch_size, 0)]
     for x, y in batches:  # warm-up
@@ -198,7 +198,7 @@ def checkpoint_cost(n: int, size: int, batch_size: int, width: int, repeats: int
     import io
     import tempfile
 
-    from course_utils import _torch_checkpoint as ck
+    from course_utils.train import _checkpoint as ck
 
     ds = make_data(n, size)
     torch.manual_seed(0)
@@ -257,7 +257,7 @@ def t4_estimate() -> dict:
     """
     from torch.utils.flop_counter import FlopCounterMode
 
-    from course_utils import augment
+    from course_utils.data import augment
 
     def train_flops(model, shape):
         # forward FLOPs x 3 (backward ~ 2 x forward), the usual rule: FlopCounterMode's own count of

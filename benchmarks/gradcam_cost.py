@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from course_utils import xai  # noqa: E402
+from course_utils.xai import methods as xai  # noqa: E402
 
 
 def build(name: str) -> tuple[torch.nn.Module, str]:

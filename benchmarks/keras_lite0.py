@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from course_utils import lite0_keras as lk  # noqa: E402
+from course_utils.models import lite0_keras as lk  # noqa: E402
 from course_utils.runtime import import_keras  # noqa: E402
 
 

@@ -6,7 +6,7 @@ the published result on the real data set.
     .venv/bin/python benchmarks/standin_calibration.py --sets breastmnist,pathmnist
     .venv/bin/python benchmarks/standin_calibration.py --sets dermamnist --knob dermamnist=0.6   # a sweep step
 
-Published results (what the difficulty knobs in ``course_utils.standins.DIFFICULTY`` are calibrated to):
+Published results (what the difficulty knobs in ``course_utils.data.standins.DIFFICULTY`` are calibrated to):
 MedMNIST v2 (Yang et al., Sci. Data 2023, Table 3), ResNet-18 at 28 px, test split: BreastMNIST AUC 0.901 /
 ACC 0.863, PathMNIST 0.983 / 0.907, ChestMNIST 0.768 / 0.947, DermaMNIST 0.917 / 0.735 (and, not loaded
 by the notebooks, PneumoniaMNIST 0.944 / 0.854, BloodMNIST 0.998 / 0.958); NIH malaria cells:
@@ -54,9 +54,9 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from course_utils import data as D  # noqa: E402
-from course_utils import standin_cache as C  # noqa: E402
-from course_utils import standins as S  # noqa: E402
+from course_utils.data import loaders as D  # noqa: E402
+from course_utils.data import standin_cache as C  # noqa: E402
+from course_utils.data import standins as S  # noqa: E402
 
 # published result on the real data: (AUC, ACC); malaria: accuracy only
 PUBLISHED = {

@@ -204,7 +204,7 @@ def main(argv=None) -> int:
         "machine": {"platform": platform.platform(), "cpu_count": os.cpu_count(), "python": platform.python_version(),
                     "tensorflow": tf.__version__, "device": cu.runtime.tf_device()},
         "settings": {"n_images": args.n, "original_px": args.orig, "image_size": args.size, "batch_size": args.batch,
-                     "epochs": args.epochs, "model": "course_utils.models_keras.small_cnn", "data_source": source},
+                     "epochs": args.epochs, "model": "course_utils.models.keras_models.small_cnn", "data_source": source},
         "pipelines": results,
         "speedup_train_epochs_2plus": {
             name: round(_later(results["course"]["images_per_s"]) / _later(r["images_per_s"]), 2)

@@ -1,16 +1,24 @@
 """course_utils: the plumbing shared by the course notebooks.
 
-``import course_utils as cu`` is cheap: it imports neither TensorFlow nor torch. Submodules
-(``cu.data``, ``cu.plots``, ...) load on first use; framework code imports its framework inside
-the functions that need it.
+``import course_utils as cu`` is cheap: it imports neither TensorFlow nor torch. Modules load on first use;
+framework code imports its framework inside the functions that need it. The package is grouped by concern:
+
+- ``cu.data``: loaders, pipelines, augmentation, stand-ins;
+- ``cu.models``: the networks for Keras and PyTorch, and the final models later notebooks reuse;
+- ``cu.train``: the PyTorch engine, the Keras wrapper, losses, ``History``;
+- ``cu.active``: query strategies, the loop, the label store and the labeller;
+- ``cu.xai``: heat maps and their sanity and faithfulness checks;
+- ``cu.teaching``: checks, exercises, plots and widgets;
+- ``cu.runtime``, ``cu.metrics``, ``cu.stats`` at the top; ``rehearsal/`` is a maintainer's tool.
+
+The notebooks' short names stay: ``cu.train_torch`` is ``cu.train.torch_engine``, ``cu.xai_faithfulness`` is
+``cu.xai.faithfulness``, and so on (``ALIASES``).
 """
 from __future__ import annotations
 
 import importlib
-from typing import Any
 
-from .checks import check, expect
-from .history import History
+from ._lazy import face
 from .runtime import (
     CourseError,
     get_mode,
@@ -23,29 +31,32 @@ from .runtime import (
     set_mode,
     setup,
 )
+from .teaching.checks import check, expect
+from .train.history import History
 
 __version__ = "0.1.0"
 
-_SUBMODULES = {
-    "runtime", "data", "history", "checks", "plots", "widgets", "labeller", "metrics", "strategies", "active",
-    "active_torch", "active_keras", "labels", "model_info", "exercises", "final_models",
-    "xai", "xai_faithfulness", "models_keras", "lite0_keras", "models_torch", "train_keras", "train_torch",
-    "losses", "augment", "standins", "standin_cache", "pipelines", "stats",
+GROUPS = ("data", "models", "train", "active", "xai", "teaching", "runtime", "metrics", "stats")
+ALIASES = {  # the short names the notebooks use -> where the module lives
+    "pipelines": "data.pipelines", "augment": "data.augment", "standins": "data.standins",
+    "standin_cache": "data.standin_cache", "tfds_malaria": "data.tfds_malaria",
+    "models_keras": "models.keras_models", "lite0_keras": "models.lite0_keras", "models_torch": "models.torch_models",
+    "model_info": "models.info", "final_models": "models.final",
+    "train_torch": "train.torch_engine", "train_keras": "train.keras_fit", "losses": "train.losses",
+    "history": "train.history",
+    "strategies": "active.strategies", "active_torch": "active.torch_outputs", "active_keras": "active.keras_outputs",
+    "labels": "active.labels", "labeller": "active.labeller",
+    "xai_faithfulness": "xai.faithfulness", "xai_keras": "xai.keras_adapter", "xai_torch": "xai.torch_adapter",
+    "checks": "teaching.checks", "exercises": "teaching.exercises", "plots": "teaching.plots",
+    "widgets": "teaching.widgets",
 }
 
 __all__ = [
     "CourseError", "History", "check", "expect", "get_mode", "in_ci", "in_colab", "pick", "report",
-    "seed_everything", "set_mode", "setup", *sorted(_SUBMODULES),
+    "seed_everything", "set_mode", "setup", *GROUPS, *sorted(ALIASES),
 ]
 
+__getattr__, __dir__ = face(__name__, GROUPS, aliases=ALIASES)
 
 if _rehearsal():   # a maintainer's full-mode rehearsal (`make rehearse`): it wraps the loops from outside
     importlib.import_module(".rehearsal", __name__).install()
-
-
-def __getattr__(name: str) -> Any:  # PEP 562: load submodules lazily
-    if name in _SUBMODULES:
-        module = importlib.import_module(f".{name}", __name__)
-        globals()[name] = module
-        return module
-    raise AttributeError(f"module 'course_utils' has no attribute {name!r}")

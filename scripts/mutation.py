@@ -26,28 +26,31 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 THRESHOLD = 0.90
 
-# module -> the functions whose mutants are scored ("Class.method" for a method, "Class*.method" for
+# module (its path under course_utils/, dotted) -> the functions whose mutants are scored ("Class.method" for a method, "Class*.method" for
 # every class whose name starts so). Everything else in these files is mutated by mutmut but not run.
 SCOPE: dict[str, list[str]] = {
-    "strategies": ["_entropy", "_least_confidence", "_margin", "entropy", "least_confidence", "margin",
-                   "predictive_entropy", "bald", "gradient_embedding", "_ranked", "_sqnorms",
-                   "k_center_greedy", "kmeans_pp", "*.score", "_ScoreStrategy._select",
+    "active.diversity": ["sqnorms", "k_center_greedy", "kmeans_pp"],
+    "active.strategies": ["_entropy", "_least_confidence", "_margin", "entropy", "least_confidence", "margin",
+                   "predictive_entropy", "bald", "gradient_embedding", "_ranked", "*.score", "_ScoreStrategy._select",
                    "BADGE._select", "Coreset._select"],
     "metrics": ["probabilities", "_binary_scores", "to_predictions", "accuracy", "per_label_accuracy",
                 "macro_f1", "roc_auc", "average_precision", "confusion_matrix", "class_recall",
                 "best_threshold", "summarize"],
-    "history": ["History.append", "History.n_epochs", "History.epochs", "History.last", "History.best",
+    "train.history": ["History.append", "History.n_epochs", "History.epochs", "History.last", "History.best",
                 "History.summary"],
-    "labels": ["LabelStore.counts", "LabelStore.ids", "LabelStore.labels", "LabelStore.label",
+    "active.labels": ["LabelStore.counts", "LabelStore.ids", "LabelStore.labels", "LabelStore.label",
                "LabelStore.undo", "LabelStore.set_holdout_labels", "LabelStore.next_batch",
                "LabelStore.evaluate_holdout"],
-    "active": ["_test_scores", "ALResult.label_efficiency", "labels_to_reach", "paired_differences",
+    "active.loop": ["_test_scores", "ALResult.label_efficiency", "labels_to_reach", "paired_differences",
                "distillation_loss", "simulate"],
-    "xai": ["cam_from_gradients", "cam_plus_plus_from_gradients", "normalize_maps", "_class_scores",
+    "xai.methods": ["cam_from_gradients", "cam_plus_plus_from_gradients", "normalize_maps", "_class_scores",
             "_occlusion_raw", "spearman", "heatmap_box", "box_iou", "peak_location", "center_of_mass"],
-    "pipelines": ["nchw_float", "to_torch_loader"],   # tf.data: TensorFlow deadlocks in forked workers
-    "train_torch": ["_optimization", "_cosine"],
-    "_torch_records": ["EpochSums.add", "EpochSums.result"],
+    "data.pipelines": ["nchw_float", "to_torch_loader"],   # tf.data: TensorFlow deadlocks in forked workers
+    "train.torch_engine": ["_optimization", "_cosine"],
+    "train._records": ["EpochSums.add", "EpochSums.result"],
+    "stats": ["verdict", "PairedInterval.sign", "PairedInterval.verdict", "paired_t_interval", "paired_bootstrap",
+              "detectable_difference", "auc_se", "auc_floor", "chance_auc_floor", "proportion_se",
+              "chance_proportion_floor"],
 }
 
 STATUS = {1: "killed", 3: "killed", 0: "survived", 5: "no tests", 33: "no tests", 34: "skipped",
@@ -79,12 +82,13 @@ def status_of(code) -> str:
 def collect(mutants_dir: Path, pats: list[str]) -> list[dict]:
     """One row per scored mutant: name, module, function, status (from mutmut's .meta files)."""
     rows = []
-    for meta in sorted(mutants_dir.glob("course_utils/*.py.meta")):
+    for meta in sorted(mutants_dir.glob("course_utils/**/*.py.meta")):
         codes = json.loads(meta.read_text())["exit_code_by_key"]
         for name, code in sorted(codes.items()):
             if in_scope(name, pats):
-                func = name.split(".", 2)[2].rsplit("__mutmut_", 1)[0]
-                rows.append({"mutant": name, "module": meta.name[:-len(".py.meta")],
+                module = ".".join(meta.relative_to(mutants_dir / "course_utils").parts)[:-len(".py.meta")]
+                func = name[len(f"course_utils.{module}."):].rsplit("__mutmut_", 1)[0]
+                rows.append({"mutant": name, "module": module,
                              "function": func[2:].replace("\u01c1", ".") if func.startswith("x_") else
                              func[1:].strip("\u01c1").replace("\u01c1", "."),
                              "status": status_of(code)})
@@ -102,7 +106,7 @@ def _diff(name: str, module: str) -> str:
     """The mutant's changed lines (mutmut's own diff, read in this process: no `mutmut show` per mutant)."""
     try:
         from mutmut.mutation.diff_apply import get_diff_for_mutant  # noqa: PLC0415
-        text = get_diff_for_mutant(name, path=Path("course_utils") / f"{module}.py")
+        text = get_diff_for_mutant(name, path=Path("course_utils", *module.split(".")).with_suffix(".py"))
     except Exception as e:  # noqa: BLE001 - a report line, never a failed run
         return f"(no diff: {e})"
     return "\n".join(ln for ln in text.splitlines()[2:] if ln.startswith(("+", "-")))

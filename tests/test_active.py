@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from course_utils import CourseError
-from course_utils import active as al
+from course_utils.active import loop as al
 
 torch = pytest.importorskip("torch")
 nn = torch.nn
@@ -98,7 +98,7 @@ def test_simulate_with_distillation_and_continue(monkeypatch):
 def test_learning_curves_figure_and_bad_columns():
     import pandas as pd
 
-    from course_utils import plots
+    from course_utils.teaching import plots
 
     table = pd.DataFrame({"strategy": ["a"] * 4 + ["b"] * 4, "seed": [0, 0, 1, 1] * 2,
                           "n_labelled": [10, 20] * 4, "accuracy": [0.5, 0.7, 0.6, 0.8, 0.5, 0.6, 0.5, 0.7]})

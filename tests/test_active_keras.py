@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from course_utils import active_keras as ak
+from course_utils.active import keras_outputs as ak
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ from course_utils import CourseError
 
 torch = pytest.importorskip("torch")
 nn = torch.nn
-from course_utils import active_torch as at  # noqa: E402
+from course_utils.active import torch_outputs as at  # noqa: E402
 
 
 def tiny_cnn(n_out: int = 3):

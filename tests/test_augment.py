@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from course_utils import CourseError
-from course_utils import augment as A
+from course_utils.data import augment as A
 
 
 def _grey(h=28, w=28, seed=0):

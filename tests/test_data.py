@@ -8,10 +8,10 @@ import pytest
 from PIL import Image
 
 from course_utils import CourseError
-from course_utils import data as D
-from course_utils import pipelines as P
+from course_utils.data import loaders as D
+from course_utils.data import pipelines as P
 from course_utils import runtime as cu_runtime
-from course_utils import tfds_malaria
+from course_utils.data import tfds_malaria
 
 
 # --------------------------------------------------------------------------- helpers

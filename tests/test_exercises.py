@@ -7,7 +7,7 @@ import pytest
 from scipy.special import xlogy
 
 from course_utils import CourseError
-from course_utils import exercises as ex
+from course_utils.teaching import exercises as ex
 
 # what the notebooks pass as context (value exercises) or as the run's outcome (prediction exercises)
 CONTEXT = {"01.1": {"labels": np.array([0, 1, 1, 0, 1, 1, 1, 1])}, "03.3": {"n_test": 70}}

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from course_utils import CourseError
-from course_utils import data as D
-from course_utils import standin_cache as S
+from course_utils.data import loaders as D
+from course_utils.data import standin_cache as S
 
 
 # --------------------------------------------------------------------------- helpers
@@ -246,7 +246,7 @@ def test_a_damaged_downloaded_medmnist_file_is_named_not_read(tmp_path, monkeypa
 @pytest.mark.parametrize("bad, match", [(0.5, r"0\.5.*index 3"), (float("nan"), r"nan.*index 3"), (-1, r"-1.*index 3")])
 def test_pipelines_refuse_labels_that_are_not_class_indices(bad, match):
     """A label of 0.5 became class 0 in to_torch_loader (astype(int64)); -1 and NaN went through too."""
-    from course_utils import pipelines as P
+    from course_utils.data import pipelines as P
 
     images = np.zeros((8, 4, 4, 3), np.uint8)
     labels = np.array([0, 1, 0, bad, 1, 0, 1, 0], dtype=np.float64)
@@ -287,9 +287,9 @@ def _torch_loader(x, y, batch_size=16, shuffle=False):
 def test_labels_are_checked_on_every_batch_not_only_the_first(task, n_out, bad, match):
     import torch
 
-    from course_utils import models_torch as mt
-    from course_utils import train_torch as tt
-    from course_utils._torch_batches import default_loss
+    from course_utils.models import torch_models as mt
+    from course_utils.train import torch_engine as tt
+    from course_utils.train._batches import default_loss
 
     x, y = _torch_data(n=64)
     y = y.double() if isinstance(bad, float) else y
@@ -311,8 +311,8 @@ def test_labels_are_checked_on_every_batch_not_only_the_first(task, n_out, bad, 
 def test_multi_label_values_are_checked_on_every_batch():
     import torch
 
-    from course_utils import models_torch as mt
-    from course_utils import train_torch as tt
+    from course_utils.models import torch_models as mt
+    from course_utils.train import torch_engine as tt
 
     x, _ = _torch_data(n=48)
     y = (torch.rand(48, 3, generator=torch.Generator().manual_seed(0)) > 0.5).float()
@@ -322,8 +322,8 @@ def test_multi_label_values_are_checked_on_every_batch():
 
 
 def test_bad_labels_in_the_validation_loader_are_named():
-    from course_utils import models_torch as mt
-    from course_utils import train_torch as tt
+    from course_utils.models import torch_models as mt
+    from course_utils.train import torch_engine as tt
 
     x, y = _torch_data(n=48)
     yv = y.clone()
@@ -353,8 +353,8 @@ def _fit_kwargs(**k):
 
 
 def test_nan_in_the_validation_loader_mid_run_keeps_the_finished_epochs(tmp_path):
-    from course_utils import models_torch as mt
-    from course_utils import train_torch as tt
+    from course_utils.models import torch_models as mt
+    from course_utils.train import torch_engine as tt
 
     x, y = _torch_data()
 
@@ -372,8 +372,8 @@ def test_nan_in_the_validation_loader_mid_run_keeps_the_finished_epochs(tmp_path
 
 
 def test_a_bad_label_mid_run_keeps_the_finished_epochs(tmp_path):
-    from course_utils import models_torch as mt
-    from course_utils import train_torch as tt
+    from course_utils.models import torch_models as mt
+    from course_utils.train import torch_engine as tt
 
     x, y = _torch_data()
 
@@ -392,8 +392,8 @@ def test_a_full_disk_while_checkpointing_is_a_clear_error_and_the_last_checkpoin
 
     import torch
 
-    from course_utils import models_torch as mt
-    from course_utils import train_torch as tt
+    from course_utils.models import torch_models as mt
+    from course_utils.train import torch_engine as tt
 
     x, y = _torch_data()
     ckpt = tmp_path / "run.pt"
@@ -424,8 +424,8 @@ def test_a_full_disk_while_checkpointing_is_a_clear_error_and_the_last_checkpoin
 def test_ctrl_c_in_epoch_1_then_resume_tells_the_truth_and_matches_an_uninterrupted_run(tmp_path, capsys):
     import torch
 
-    from course_utils import models_torch as mt
-    from course_utils import train_torch as tt
+    from course_utils.models import torch_models as mt
+    from course_utils.train import torch_engine as tt
 
     x, y = _torch_data()
     torch.manual_seed(0)
@@ -457,8 +457,8 @@ def test_ctrl_c_in_epoch_1_then_resume_tells_the_truth_and_matches_an_uninterrup
 
 # --------------------------------------------------------------------------- checkpoints
 def _checkpoint(tmp_path):
-    from course_utils import models_torch as mt
-    from course_utils import train_torch as tt
+    from course_utils.models import torch_models as mt
+    from course_utils.train import torch_engine as tt
 
     x, y = _torch_data(n=32)
     ckpt = tmp_path / "run.pt"
@@ -471,8 +471,8 @@ def test_a_damaged_checkpoint_is_a_clear_error(tmp_path, how):
     """Before: a flipped byte in the optimizer state loaded silently (torch does not check the zip's CRCs)."""
     import re
 
-    from course_utils import models_torch as mt
-    from course_utils import train_torch as tt
+    from course_utils.models import torch_models as mt
+    from course_utils.train import torch_engine as tt
 
     ckpt, (x, y) = _checkpoint(tmp_path)
     raw = bytearray(ckpt.read_bytes())
@@ -502,8 +502,8 @@ def test_a_foreign_checkpoint_is_refused_and_never_runs_code(tmp_path, content, 
 
     import torch
 
-    from course_utils import models_torch as mt
-    from course_utils import train_torch as tt
+    from course_utils.models import torch_models as mt
+    from course_utils.train import torch_engine as tt
 
     monkeypatch.setattr(builtins, "course_checkpoint_ran_code", False, raising=False)
     x, y = _torch_data(n=32)
@@ -530,8 +530,8 @@ def test_the_progress_bar_does_not_change_training():
     extra random draw, so progress=True shuffled differently (and resume with it was not exact)."""
     import torch
 
-    from course_utils import models_torch as mt
-    from course_utils import train_torch as tt
+    from course_utils.models import torch_models as mt
+    from course_utils.train import torch_engine as tt
 
     x, y = _torch_data()
     weights = []
@@ -549,10 +549,10 @@ def test_the_progress_bar_does_not_change_training():
 def test_keras_evaluate_counts_the_images_it_was_given_not_the_batches():
     """70 images batched by 64 with drop_remainder=True reported n=64: the labels came from the same
     truncated dataset, so the length check always passed."""
-    from course_utils import models_keras as mk
-    from course_utils import pipelines as P
+    from course_utils.models import keras_models as mk
+    from course_utils.data import pipelines as P
     from course_utils import runtime
-    from course_utils import train_keras as tk
+    from course_utils.train import keras_fit as tk
 
     tf = runtime.import_tensorflow()
     rng = np.random.default_rng(0)

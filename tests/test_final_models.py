@@ -10,8 +10,10 @@ import numpy as np
 import pytest
 import torch
 
-from course_utils import CourseError, final_models, models_torch
-from course_utils.model_info import ModelInfo
+from course_utils import CourseError
+from course_utils.models import final as final_models
+from course_utils.models import torch_models as models_torch
+from course_utils.models.info import ModelInfo
 from course_utils.runtime import import_keras
 
 
@@ -66,7 +68,7 @@ def test_torch_efficientnet_lite0_is_rebuilt_without_downloading(tmp_path):
 
 def test_keras_round_trip_with_its_info_beside_it(tmp_path):
     keras = import_keras()
-    from course_utils import models_keras
+    from course_utils.models import keras_models as models_keras
 
     model, info = models_keras.efficientnet_lite0((48, 48, 3), 2, pretrained=False)   # a nested base, like 03's
     x = np.random.default_rng(0).random((3, 48, 48, 3)).astype("float32")

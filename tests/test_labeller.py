@@ -4,14 +4,14 @@ the widget; a thread that is not the creator (JupyterLab's subshells) labels thr
 import pytest
 
 import course_utils as cu
-from course_utils import labeller as cl
+from course_utils.active import labeller as cl
 
 
 @pytest.fixture
 def labeller_setup(tmp_path):
     import numpy as np
 
-    from course_utils.labels import LabelStore
+    from course_utils.active.labels import LabelStore
 
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, size=(40, 12, 12, 3), dtype=np.uint8)

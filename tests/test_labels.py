@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from course_utils import CourseError
-from course_utils.labels import LabelStore
+from course_utils.active.labels import LabelStore
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -114,7 +114,7 @@ def test_store_is_never_overwritten_and_checks_its_schema(tmp_path, store):
 
 WRITER = textwrap.dedent("""
     import sys, time
-    from course_utils.labels import LabelStore
+    from course_utils.active.labels import LabelStore
     store = LabelStore(sys.argv[1])
     ids, tag = [int(i) for i in sys.argv[2].split(",")], int(sys.argv[3])
     for i in ids:

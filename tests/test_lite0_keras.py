@@ -15,8 +15,8 @@ torch = pytest.importorskip("torch")  # torch (and timm, below) before TensorFlo
 import torch.nn.functional as F  # noqa: E402
 
 from course_utils import CourseError  # noqa: E402
-from course_utils import lite0_keras as lk  # noqa: E402
-from course_utils import models_torch as mt  # noqa: E402
+from course_utils.models import lite0_keras as lk  # noqa: E402
+from course_utils.models import torch_models as mt  # noqa: E402
 
 skimage_data = pytest.importorskip("skimage.data")
 pytest.importorskip("timm")

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 import torchvision
 
 from course_utils import CourseError
-from course_utils import losses as L
+from course_utils.train import losses as L
 
 
 def _logits_targets(shape=(64, 3), lim=15.0, seed=0):

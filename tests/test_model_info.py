@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from course_utils.model_info import ModelInfo
+from course_utils.models.info import ModelInfo
 
 
 def test_pretrained_means_the_weights_it_has_not_the_ones_asked_for():
@@ -24,6 +24,6 @@ def test_it_is_frozen_and_becomes_a_plain_dict():
 
 
 def test_importing_it_imports_no_framework():
-    code = "import sys, course_utils.model_info; print([m for m in ('torch', 'tensorflow') if m in sys.modules])"
+    code = "import sys, course_utils.models.info; print([m for m in ('torch', 'tensorflow') if m in sys.modules])"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60).stdout.strip()
     assert out == "[]"

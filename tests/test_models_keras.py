@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 import course_utils as cu
-from course_utils import models_keras as mk
-from course_utils.model_info import ModelInfo
+from course_utils.models import keras_models as mk
+from course_utils.models.info import ModelInfo
 
 keras = pytest.importorskip("keras")
 
@@ -113,7 +113,7 @@ def test_weights_available_path(monkeypatch, capsys):
 
 
 def test_lite0_model_takes_0_1_images_and_keeps_the_imagenet_features():
-    from course_utils import lite0_keras
+    from course_utils.models import lite0_keras
 
     model, info = mk.efficientnet_lite0((64, 64, 3), 2)
     assert info.weights_source == mk.LITE0_SOURCE and info.note == "ImageNet EfficientNet-Lite0 (offline copy)"
@@ -379,7 +379,7 @@ def test_imagenet_base_random_with_notice_when_nothing_loads(offline, no_lite0, 
 
 
 def test_summary_excerpt_keeps_the_first_and_last_rows_and_the_totals():
-    from course_utils import lite0_keras
+    from course_utils.models import lite0_keras
 
     base = lite0_keras.build((64, 64, 3), include_top=False)
     text = mk.summary_excerpt(base, first=3, last=2)

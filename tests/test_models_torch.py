@@ -7,8 +7,8 @@ import torch
 import torch.nn.functional as F
 
 from course_utils import CourseError
-from course_utils import models_torch as mt
-from course_utils.model_info import ModelInfo
+from course_utils.models import torch_models as mt
+from course_utils.models.info import ModelInfo
 
 
 def _imagenet_batch(image: np.ndarray) -> torch.Tensor:

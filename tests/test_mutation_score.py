@@ -14,18 +14,19 @@ SEP = "\u01c1"   # mutmut 3 names a method's mutants x<SEP>Class<SEP>method__mut
 
 
 def test_scope_patterns_match_functions_and_methods_only():
-    pats = mutation.patterns({"metrics": ["roc_auc"], "labels": ["LabelStore.undo"], "strategies": ["*.score"]})
+    pats = mutation.patterns({"metrics": ["roc_auc"], "active.labels": ["LabelStore.undo"],
+                             "active.strategies": ["*.score"]})
     assert mutation.in_scope("course_utils.metrics.x_roc_auc__mutmut_3", pats)
     assert not mutation.in_scope("course_utils.metrics.x_roc_auc_extra__mutmut_3", pats)
     assert not mutation.in_scope("course_utils.metrics.x_summarize__mutmut_1", pats)
-    assert mutation.in_scope(f"course_utils.labels.x{SEP}LabelStore{SEP}undo__mutmut_12", pats)
-    assert not mutation.in_scope(f"course_utils.labels.x{SEP}LabelStore{SEP}label__mutmut_1", pats)
-    assert mutation.in_scope(f"course_utils.strategies.x{SEP}BALD{SEP}score__mutmut_2", pats)
+    assert mutation.in_scope(f"course_utils.active.labels.x{SEP}LabelStore{SEP}undo__mutmut_12", pats)
+    assert not mutation.in_scope(f"course_utils.active.labels.x{SEP}LabelStore{SEP}label__mutmut_1", pats)
+    assert mutation.in_scope(f"course_utils.active.strategies.x{SEP}BALD{SEP}score__mutmut_2", pats)
 
 
 def test_every_scoped_function_exists():
     for module, functions in mutation.SCOPE.items():
-        source = (ROOT / "course_utils" / f"{module}.py").read_text()
+        source = Path(ROOT, "course_utils", *module.split(".")).with_suffix(".py").read_text()
         for f in functions:
             name = f.split(".")[-1]
             assert f"def {name}(" in source, (module, f)
@@ -44,3 +45,13 @@ def test_collect_and_score_count_timeouts_as_detected(tmp_path):
     s = mutation.score(rows)
     assert s["total"] == 5 and s["detected"] == 3 and s["score"] == 0.6
     assert s["by_status"] == {"killed": 2, "no tests": 1, "survived": 1, "timeout": 1}
+
+
+def test_collect_reads_the_modules_of_a_group(tmp_path):
+    (tmp_path / "course_utils" / "active").mkdir(parents=True)
+    codes = {f"course_utils.active.labels.x{SEP}LabelStore{SEP}undo__mutmut_1": 1,
+             f"course_utils.active.labels.x{SEP}LabelStore{SEP}label__mutmut_1": 0}
+    (tmp_path / "course_utils" / "active" / "labels.py.meta").write_text(json.dumps({"exit_code_by_key": codes}))
+    rows = mutation.collect(tmp_path, mutation.patterns({"active.labels": ["LabelStore.undo"]}))
+    assert rows == [{"mutant": f"course_utils.active.labels.x{SEP}LabelStore{SEP}undo__mutmut_1",
+                     "module": "active.labels", "function": "LabelStore.undo", "status": "killed"}]

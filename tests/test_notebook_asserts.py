@@ -1,7 +1,7 @@
 """Every notebook's key ``assert`` fails for a deliberately broken model or pipeline (issue 14, item 5).
 
 An assert that a broken model also passes protects nothing. For each notebook this file takes the notebook's
-OWN code, not a copy: the named helper functions (``time_epochs``, ``floor``, ``auc_se``/``auc_floor``), the
+OWN code, not a copy: the named helper functions (``time_epochs``, ``floor``), the
 statements that set the assert's inputs (``chance = ...``, ``coin_margin = ...``, ``threshold = ...``) and the
 assert's condition itself are read from the ``.ipynb`` with ``ast`` and executed against the real ``course_utils``,
 with the parameters cell evaluated in smoke AND lite mode (``cu.pick`` reads ``COURSE_MODE``). Then:
@@ -34,10 +34,10 @@ from scipy.special import expit
 import course_utils as cu
 import course_utils.active
 import course_utils.data
-import course_utils.history
+import course_utils.train.history
 import course_utils.metrics
 import course_utils.xai
-from course_utils.standins import labels_from_priors, stand_in_rng
+from course_utils.data.standins import labels_from_priors, stand_in_rng
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 SIMS = 500          # seeded simulations per random input
@@ -339,13 +339,11 @@ def test_04_recall_assert_fails_for_scores_that_ignore_the_image(measured):
 
 
 def test_04_test_auc_floor_fails_for_scores_that_ignore_the_image(mode, measured):
-    """``test["auc"] > test_floor`` (test_floor = the notebook's ``auc_floor(EXPECTED_AUC, 42, 114)``) fails
-    for random scores and holds for a model at EXPECTED_AUC itself."""
-    expected = _run("04_focal_loss_imbalance", "def auc_floor(", "EXPECTED_AUC =")["EXPECTED_AUC"]
-    auc_se = _function("04_focal_loss_imbalance", "auc_se")
-    auc_floor = _function("04_focal_loss_imbalance", "auc_floor", auc_se=auc_se)
+    """``test["auc"] > test_floor`` (test_floor = the notebook's ``cu.stats.auc_floor(EXPECTED_AUC, 42, 114)``)
+    fails for random scores and holds for a model at EXPECTED_AUC itself."""
+    expected = _run("04_focal_loss_imbalance", "EXPECTED_AUC = cu.pick(", "EXPECTED_AUC =")["EXPECTED_AUC"]
     n_malignant = int(BREAST_TEST.sum())
-    test_floor = _run("04_focal_loss_imbalance", "coin_margin = ", "test_floor =", auc_floor=auc_floor,
+    test_floor = _run("04_focal_loss_imbalance", "coin_margin = ", "test_floor =",
                       EXPECTED_AUC=expected, n_malignant=n_malignant, test_labels=BREAST_TEST)["test_floor"]
     check = _condition("04_focal_loss_imbalance", 'test["auc"] > test_floor')
     rng = np.random.default_rng(40)
@@ -398,7 +396,7 @@ def test_05_final_accuracy_assert_fails_for_shuffled_labels(mode, measured):
 def test_06_breastmnist_auc_bound_fails_for_random_scores(mode, measured):
     """``auc_b > auc_floor`` (0.5 + 2.33 sd of a no-skill AUC on 42/114 test images) fails for random scores
     and holds for a small CNN at AUC 0.8 (the level the notebook quotes)."""
-    ns = _run("06_explainable_ai", "auc_floor = 0.5", "n_pos, n_neg =", "auc_floor =", labels_b=BREAST_TEST)
+    ns = _run("06_explainable_ai", "auc_floor = cu.stats", "n_pos, n_neg =", "auc_floor =", labels_b=BREAST_TEST)
     check = _condition("06_explainable_ai", "auc_b > auc_floor")
     rng = np.random.default_rng(6)
     random_auc = _auc_rows(BREAST_TEST, rng.random((SIMS, len(BREAST_TEST))))
@@ -420,7 +418,7 @@ def test_06_class_sensitivity_assert_fails_for_an_explainer_that_ignores_the_cla
     check = _condition("06_explainable_ai", "corr_ab <")
 
     def corr_ab(explainer) -> float:
-        monkeypatch.setattr(cu.xai, "explain", explainer)
+        monkeypatch.setattr(cu.xai.methods, "explain", explainer)   # where class_sensitivity finds it
         ns = _run("06_explainable_ai", "corr_ab <", "sens =", "corr_ab =", xai=cu.xai, torch_model=None,
                   cx=cx, T_LAYER=None, prep=None, SRC_B="stand-in")
         return ns["corr_ab"]

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from course_utils import CourseError
-from course_utils import data as D
-from course_utils import pipelines as P
+from course_utils.data import loaders as D
+from course_utils.data import pipelines as P
 
 
 # --------------------------------------------------------------------------- the layout rule

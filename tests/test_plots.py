@@ -8,7 +8,7 @@ import pytest  # noqa: E402
 from sklearn.metrics import roc_auc_score  # noqa: E402
 
 import course_utils as cu  # noqa: E402
-from course_utils import plots  # noqa: E402
+from course_utils.teaching import plots  # noqa: E402
 
 
 def _history(offset=0.0, val=True):

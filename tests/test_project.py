@@ -1,9 +1,12 @@
 """Project-level promises: the README's commands, CI, the conda file, notebook hygiene."""
+import ast
 import json
 import re
+import shutil
 import subprocess
 import sys
 import tomllib
+import zipfile
 from pathlib import Path
 
 import nbformat
@@ -83,16 +86,22 @@ def test_repository_url_is_in_sync():
 
 
 def test_every_package_module_has_a_test_module():
-    modules = {p.stem for p in (ROOT / "course_utils").glob("*.py") if p.stem != "__init__"}
-    # the engine's private helper modules are tested through the engine's public functions
-    private_of = {"_torch_batches": "train_torch", "_torch_checkpoint": "train_torch",
-                  "_torch_records": "train_torch"}
+    import course_utils as cu
 
-    def tested(m):  # xai_torch / xai_keras may share tests/test_xai.py with their front module
-        base = re.sub(r"_(torch|keras)$", "", private_of.get(m, m))
-        return any((ROOT / "tests" / f"test_{n}.py").exists() for n in {private_of.get(m, m), base})
-
-    missing = [m for m in sorted(modules) if not tested(m)]
+    # a module's test file is named after its short name (cu.ALIASES: train/torch_engine.py -> test_train_torch.py)
+    short = {path: name for name, path in cu.ALIASES.items()} | {"data.loaders": "data", "active.loop": "active",
+                                                                  "xai.methods": "xai"}
+    # the engine's private helper modules are tested through the engine's public functions; the framework
+    # adapters of xai share tests/test_xai.py with their front module
+    tested_by = {"train._batches": "train_torch", "train._checkpoint": "train_torch", "train._records": "train_torch",
+                 "train.two_phase": "train_torch", "data.splits": "data", "active.diversity": "strategies", "data._drawing": "standins",
+                 "xai.torch_adapter": "xai", "xai.keras_adapter": "xai", "rehearsal.caps": "rehearsal_caps",
+                 "rehearsal.repeat": "rehearsal_caps", "rehearsal.flops": "rehearsal_caps",
+                 "rehearsal.core": "rehearsal_caps", "rehearsal.xai_caps": "rehearsal_caps", "_lazy": "lazy"}
+    modules = [".".join(p.relative_to(ROOT / "course_utils").with_suffix("").parts)
+               for p in (ROOT / "course_utils").rglob("*.py") if p.stem != "__init__"]
+    missing = [m for m in sorted(modules)
+               if not (ROOT / "tests" / f"test_{tested_by.get(m) or short.get(m, m)}.py").exists()]
     assert not missing, f"modules without tests/test_<module>.py: {missing}"
 
 
@@ -183,7 +192,6 @@ def test_colab_installs_a_released_tag_not_a_branch():
 
 def _package_imports() -> dict[str, set[str]]:
     """course_utils' modules and the package modules each imports (at the top or inside a function)."""
-    import ast
 
     pkg = ROOT / "course_utils"
     graph = {}
@@ -230,6 +238,19 @@ def test_the_package_import_graph_has_no_circle():
     assert not cycles, f"import circles: {cycles}"
 
 
+def test_no_private_name_is_imported_across_modules():
+    """A module's ``_name`` is its own: other modules import public names (a group's private modules, such as
+    ``train/_batches.py``, may be imported by their group, but only for their public names)."""
+    found = []
+    for path in (ROOT / "course_utils").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level:
+                sibling_module = node.level == 1 and node.module is None   # `from . import _drawing`: its group's
+                found += [f"{path.relative_to(ROOT)}:{node.lineno}: {a.name}" for a in node.names
+                          if a.name.startswith("_") and not sibling_module]
+    assert not found, "\n".join(found)
+
+
 def test_no_rehearsal_code_outside_the_rehearsal_subpackage():
     """The rehearsal wraps the loops from outside: no other module names it, except runtime's switch and the
     package's one line that loads it."""
@@ -242,3 +263,25 @@ def test_no_rehearsal_code_outside_the_rehearsal_subpackage():
             if re.search(r"rehearsal|record_work|CAPS", line):
                 found.append(f"{rel}:{i}: {line.strip()}")
     assert not found, "\n".join(found)
+
+
+def test_the_wheel_holds_every_group_and_the_labeller_front_end(tmp_path):
+    """What Colab's `pip install git+...` gets: every subpackage (data/, models/, ..., rehearsal/) and labeller.js."""
+    src = tmp_path / "src"
+    shutil.copytree(ROOT / "course_utils", src / "course_utils", ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, src / name)
+    subprocess.run([sys.executable, "-m", "pip", "wheel", str(src), "--no-deps", "--no-build-isolation", "-q",
+                    "-w", str(tmp_path / "dist")], check=True, capture_output=True, timeout=300)
+    names = set(zipfile.ZipFile(next((tmp_path / "dist").glob("*.whl"))).namelist())
+    modules = {p.relative_to(ROOT).as_posix() for p in (ROOT / "course_utils").rglob("*.py")}
+    assert modules <= names, sorted(modules - names)
+    assert "course_utils/active/labeller.js" in names
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebooks_use_no_private_name_of_the_package(path):
+    """A notebook reads the package's public names only (``cu.plots.source_suffix``, not ``cu.plots._label``)."""
+    code = "\n".join("".join(c.source) for c in nbformat.read(path, as_version=4).cells if c.cell_type == "code")
+    found = re.findall(r"\bcu(?:\.\w+)*\._\w+", code)
+    assert not found, found

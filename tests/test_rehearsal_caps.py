@@ -7,8 +7,8 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from course_utils import models_torch as mt
-from course_utils import train_torch as tt
+from course_utils.models import torch_models as mt
+from course_utils.train import torch_engine as tt
 from course_utils import rehearsal as rh
 from course_utils.rehearsal import flops as work
 
@@ -112,7 +112,7 @@ def test_without_the_rehearsal_nothing_is_capped(monkeypatch, tmp_path):
 
 
 def test_mc_passes_are_capped_in_a_rehearsal(rehearsal):
-    from course_utils import active_torch
+    from course_utils.active import torch_outputs as active_torch
 
     head = torch.nn.Sequential(torch.nn.Linear(6, 8), torch.nn.ReLU(), torch.nn.Dropout(0.5), torch.nn.Linear(8, 3))
     x = np.random.default_rng(0).normal(size=(20, 6)).astype(np.float32)
@@ -133,7 +133,7 @@ def test_evaluation_runs_the_model_on_the_capped_batches_and_keeps_full_size_out
 
 
 def test_query_outputs_run_a_model_on_its_first_batches_only_over_all_calls(rehearsal):
-    from course_utils import active_torch
+    from course_utils.active import torch_outputs as active_torch
 
     calls = []
     net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(8 * 8 * 3, 8), torch.nn.ReLU(), torch.nn.Linear(8, 3))
@@ -152,7 +152,7 @@ def test_query_outputs_run_a_model_on_its_first_batches_only_over_all_calls(rehe
 
 
 def test_explanations_in_a_rehearsal_run_the_first_batches_and_keep_the_full_size(rehearsal):
-    from course_utils import xai
+    from course_utils.xai import methods as xai
 
     calls = []
     model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1),
@@ -167,7 +167,8 @@ def test_explanations_in_a_rehearsal_run_the_first_batches_and_keep_the_full_siz
 def test_explanation_passes_are_recorded_with_what_capped_loops_skip(rehearsal):
     """Every forward and gradient pass of an explanation is recorded as work; a capped loop (deletion steps, IG
     steps) also records the passes full mode would add. Counted by hand: FLOPs too."""
-    from course_utils import xai, xai_faithfulness
+    from course_utils.xai import methods as xai
+    from course_utils.xai import faithfulness as xai_faithfulness
 
     model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1),
                                 torch.nn.Flatten(), torch.nn.Linear(4, 2)).eval()

@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 
 from course_utils import CourseError
-from course_utils import data as D
-from course_utils import standin_cache as C
-from course_utils import standins as S
+from course_utils.data import loaders as D
+from course_utils.data import standin_cache as C
+from course_utils.data import standins as S
 
 
 # --------------------------------------------------------------------------- stand-ins

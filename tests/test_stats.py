@@ -10,7 +10,8 @@ from scipy import stats as sps
 from sklearn.metrics import roc_auc_score
 
 import course_utils as cu
-from course_utils import CourseError, stats, xai
+from course_utils import CourseError, stats
+from course_utils.xai import methods as xai
 
 
 # --------------------------------------------------------------------------- references, copied verbatim

@@ -7,7 +7,7 @@ from scipy.special import softmax
 from scipy.stats import entropy as scipy_entropy
 
 from course_utils import CourseError
-from course_utils import strategies as st
+from course_utils.active import strategies as st
 
 N, C, T, D = 60, 3, 8, 5
 

@@ -1,7 +1,7 @@
 """tfds_malaria: the real tfds code path (through tfds' own mock data) and its tidying after a failed try."""
 import numpy as np
 
-from course_utils import tfds_malaria as T
+from course_utils.data import tfds_malaria as T
 
 
 def test_read_encoded_gives_bytes_and_labels_through_tfds_mock_data(tmp_path):

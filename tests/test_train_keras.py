@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 
 import course_utils as cu
-from course_utils import models_keras as mk
-from course_utils import train_keras as tk
+from course_utils.models import keras_models as mk
+from course_utils.train import keras_fit as tk
 
 tf = cu.runtime.import_tensorflow()
 
@@ -139,8 +139,8 @@ def test_a_single_sigmoid_unit_gives_two_probability_columns(data):
 def test_keras_and_torch_evaluate_return_the_same_keys(data):
     """Both engines' evaluate: n, loss, accuracy, macro_f1, auc, ap, recall_<class>, probs, y_true, y_pred."""
     torch = pytest.importorskip("torch")
-    from course_utils import models_torch as mt
-    from course_utils import train_torch as tt
+    from course_utils.models import torch_models as mt
+    from course_utils.train import torch_engine as tt
 
     (x, y), _ = data
     names = ["noise", "square"]

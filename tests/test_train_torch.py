@@ -10,8 +10,10 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from course_utils import CourseError, History
 from course_utils import metrics as M
-from course_utils import models_torch as mt
-from course_utils import train_torch as tt
+from course_utils.models import torch_models as mt
+from course_utils.train import torch_engine as tt
+from course_utils.train import two_phase
+from course_utils.train.history import join_histories
 
 
 def _data(n=96, n_classes=2, size=16, seed=0, multi_label=0):
@@ -99,7 +101,7 @@ def test_two_phase_really_freezes_the_backbone_then_fine_tunes_it(monkeypatch):
     x, y = _data()
     model, info = mt.small_cnn(2, width=8)
     start = _state(model)
-    hist = tt.fit_two_phase(model, _loader(x, y), _loader(*_data(seed=1), shuffle=False), head_epochs=2,
+    hist = two_phase.fit_two_phase(model, _loader(x, y), _loader(*_data(seed=1), shuffle=False), head_epochs=2,
                             finetune_epochs=2, head_lr=1e-2, finetune_lr=1e-3, task="multi-class", info=info,
                             progress=False, seed=0)
     after_head, after_finetune = snapshots
@@ -265,7 +267,7 @@ def test_two_phase_keeps_the_head_only_model_when_fine_tuning_never_beats_it(mon
 
     monkeypatch.setattr(tt, "fit", sabotaged_fit)
     model, info = mt.small_cnn(2, width=8)
-    hist = tt.fit_two_phase(model, _loader(x, y), val, head_epochs=2, finetune_epochs=2, head_lr=1e-2,
+    hist = two_phase.fit_two_phase(model, _loader(x, y), val, head_epochs=2, finetune_epochs=2, head_lr=1e-2,
                             finetune_lr=1e-3, task="multi-class", info=info, monitor="val_loss", progress=False,
                             seed=0)
     assert hist.meta["best_phase"] == 1 and hist.meta["best_epoch"] <= 2
@@ -317,7 +319,7 @@ def test_resume_with_changed_settings_starts_fresh_and_says_so(tmp_path, capsys,
 
 
 def test_the_settings_see_the_constants_of_a_loss_function():
-    from course_utils._torch_checkpoint import describe_loss
+    from course_utils.train._checkpoint import describe_loss
 
     def focal(alpha):
         return lambda z, t: cu_focal(z, t, alpha=alpha)
@@ -329,7 +331,7 @@ def test_the_settings_see_the_constants_of_a_loss_function():
     assert describe_loss(quarter) != describe_loss(lambda z, t: cu_focal(z, t, alpha=0.75))
     assert describe_loss(quarter) == describe_loss(also_quarter)
     assert describe_loss(focal(0.25)) != describe_loss(focal(0.75))
-    from course_utils.losses import FocalLoss
+    from course_utils.train.losses import FocalLoss
 
     assert describe_loss(FocalLoss(alpha=0.25)) != describe_loss(FocalLoss(alpha=0.75))
     assert describe_loss(torch.nn.BCEWithLogitsLoss(pos_weight=torch.tensor([2.0]))) != \
@@ -349,8 +351,8 @@ def test_a_key_in_the_checkpoint_path_gives_each_setting_its_own_file(tmp_path):
 
 
 def test_a_checkpoint_without_settings_is_not_resumed(tmp_path, capsys):
-    from course_utils import _torch_checkpoint as C
-    from course_utils._torch_records import BestEpoch
+    from course_utils.train import _checkpoint as C
+    from course_utils.train._records import BestEpoch
 
     x, y = _data(n=32)
     ckpt = tmp_path / "old.pt"
@@ -377,7 +379,7 @@ def test_two_phase_checkpoints_carry_the_whole_recipe(tmp_path):
     def run(**k):
         torch.manual_seed(0)
         model, info = mt.small_cnn(2, width=4)
-        return tt.fit_two_phase(model, _loader(x, y), _loader(x, y, shuffle=False), info=info,
+        return two_phase.fit_two_phase(model, _loader(x, y), _loader(x, y, shuffle=False), info=info,
                                 checkpoint_path=tmp_path / "ft_{key}.pt", **{**kwargs, **k})
 
     a = run()
@@ -543,7 +545,7 @@ def test_extra_targets_keep_the_batch_checks():
 def test_fit_two_phase_refuses_a_single_batchnorm_switch():
     x, y = _data(n=32)
     with pytest.raises(CourseError, match="finetune_batchnorm_eval"):
-        tt.fit_two_phase(mt.small_cnn(2, width=4)[0], _loader(x, y), head_epochs=1, finetune_epochs=1,
+        two_phase.fit_two_phase(mt.small_cnn(2, width=4)[0], _loader(x, y), head_epochs=1, finetune_epochs=1,
                          task="multi-class", batchnorm_eval=True, progress=False)
 
 
@@ -573,7 +575,7 @@ def test_join_histories_puts_the_phases_one_after_the_other():
     b.append(loss=0.5, val_auc=0.7)
     b.append(loss=0.4, val_auc=0.8)
     b.meta["best_epoch"] = 2
-    joined = tt.join_histories(a, b)
+    joined = join_histories(a, b)
     assert joined["loss"] == [1.0, 0.5, 0.4] and joined["val_auc"] == [0.6, 0.7, 0.8] and joined.meta["best_epoch"] == 2
 
 
@@ -615,7 +617,7 @@ def test_recalibrated_batchnorm_removes_the_shift_from_augmented_training():
 
 # ---------------------------------------------------------------------------- accuracy and lr schedule by hand
 def test_epoch_sums_accuracy_by_hand_for_every_head():
-    from course_utils._torch_records import EpochSums
+    from course_utils.train._records import EpochSums
 
     dev = torch.device("cpu")
     single = EpochSums(dev, "binary")                        # one logit: decided at 0, targets float [B, 1]

@@ -5,7 +5,7 @@ import ipywidgets as w
 import pytest
 
 import course_utils as cu
-from course_utils import widgets as cw
+from course_utils.teaching import widgets as cw
 
 SLIDERS = {
     "train_samples": (250, 2000, 250, 500),

@@ -9,7 +9,9 @@ import pytest
 import torch
 from torch import nn
 
-from course_utils import CourseError, xai, xai_faithfulness
+from course_utils import CourseError
+from course_utils.xai import methods as xai
+from course_utils.xai import faithfulness as xai_faithfulness
 from course_utils.runtime import import_tensorflow
 
 
@@ -372,7 +374,7 @@ def test_plots_for_heat_maps(blob_model):
     import matplotlib
 
     matplotlib.use("Agg")
-    from course_utils import plots
+    from course_utils.teaching import plots
 
     model, x, boxes = blob_model
     maps = xai.grad_cam(model, x[:4], target=1)

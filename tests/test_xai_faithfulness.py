@@ -7,7 +7,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from course_utils import CourseError, xai, xai_faithfulness
+from course_utils import CourseError
+from course_utils.xai import methods as xai
+from course_utils.xai import faithfulness as xai_faithfulness
 
 
 def test_deletion_beats_a_random_map(blob_model):

@@ -5,10 +5,13 @@ measure full mode's memory and count its work for a T4 estimate (``scripts/run_c
 ``import course_utils`` loads this subpackage only when ``COURSE_REHEARSAL=1`` (:func:`course_utils.runtime.rehearsal`),
 and :func:`install` wraps the course's functions from outside; nothing here runs in a normal session.
 
-Start reading at :mod:`.caps` (what is capped, and the work each wrapper records); :mod:`.repeat` is the one way a
-loop is shortened (run the first batches, repeat their outputs); :mod:`.flops` counts a model's FLOPs per image.
+Start reading at :mod:`.core` (what is capped, and the record of full mode's work), then :mod:`.caps` (``install``
+and the wrappers of the engines, the AL outputs, Keras and the data) and :mod:`.xai_caps` (the XAI methods);
+:mod:`.repeat` is the one way a loop is shortened (run the first batches, repeat their outputs); :mod:`.flops`
+counts a model's FLOPs per image.
 """
-from .caps import CAPS, Caps, install, installed, record_work, uninstall
+from .caps import install, installed, uninstall
+from .core import CAPS, Caps, record_work
 from .repeat import FirstBatches, FirstOutputs, repeat_rows
 
 __all__ = ["CAPS", "Caps", "install", "uninstall", "installed", "record_work", "FirstBatches", "FirstOutputs",

@@ -5,64 +5,31 @@ with capped versions; :func:`uninstall` puts every original back. ``import cours
 ``COURSE_REHEARSAL=1``; a normal run never has any function replaced. Each wrapper records, in ``COURSE_REPORT``,
 the image passes full mode WOULD make (kind ``work``): read from the call's own arguments (loader lengths, epochs,
 steps, images) and the model's FLOPs per image (:mod:`.flops`), so the T4 estimate counts what full mode does,
-not what the capped run did.
+not what the capped run did. What is capped and how work is recorded: :mod:`.core`; the XAI wrappers: :mod:`.xai_caps`.
 """
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import functools
 import inspect
 import logging
 import sys
 import weakref
-from collections import Counter
 from typing import Any, Callable
 
 import numpy as np
 
 from .. import runtime
 from .flops import keras_flops_per_image, n_batches, n_images, torch_flops_per_image
-from ..pipelines import nchw_float
+from ..data.pipelines import nchw_float
+from . import xai_caps
+from .core import CAPS, best_effort, model_name, record_work
 from .repeat import FirstBatches, FirstOutputs, repeat_rows
 
-__all__ = ["Caps", "CAPS", "install", "uninstall", "installed", "record_work"]
+__all__ = ["install", "uninstall", "installed"]
 
 
-@dataclasses.dataclass(frozen=True)
-class Caps:
-    """What a full-mode rehearsal cuts: full-size data and models, every training and query loop shortened so that
-    a notebook runs on a CPU in minutes. With 32 integrated-gradients steps instead of 128, notebook 06's
-    completeness check does not hold for an EfficientNet (SiLU): a rehearsal skips the lessons' checks."""
-
-    steps: int = 2                 # optimizer steps per epoch (torch engine, Keras fit)
-    epochs: int = 1                # epochs per fit
-    mc_passes: int = 2             # MC-dropout forward passes
-    ig_steps: int = 32             # integrated-gradients steps (128 took 6 min for 8 images on this CPU)
-    randomisation_steps: int = 2   # layer groups re-initialised in the randomisation check
-    deletion_steps: int = 4        # deletion/insertion steps (20 in full mode)
-    standin_images: int = 2048     # distinct malaria stand-in cells rendered; repeated to the full count
-    eval_batches: int = 4          # batches evaluate/predict run through a model; later batches reuse those outputs
-
-
-CAPS = Caps()
 _ORIGINALS: list[tuple[Any, str, Any]] = []
-_TALLIES: list[Counter] = []
-
-
-def record_work(kind: str, *, images: int, steps: int = 0, flops_per_image: float | None = None, what: str = "",
-                framework: str = "") -> None:
-    """Note work full mode WOULD do: ``images`` passes of ``kind`` (``"train"``: forward and backward, or
-    ``"forward"``), their FLOPs per image, ``steps`` batches; ``scripts/run_course.py --rehearse`` sums them."""
-    if images <= 0:
-        return
-    for tally in _TALLIES:
-        tally[kind] += int(images)
-    runtime.append_report({"kind": "work", "pass": kind, "images": int(images), "steps": int(steps),
-                           "flops_per_image": None if flops_per_image is None else float(flops_per_image),
-                           "model": what, "framework": framework})
-
-
 def installed() -> bool:
     """True while the capped functions are in place."""
     return bool(_ORIGINALS)
@@ -72,8 +39,13 @@ def install() -> bool:
     """Replace the course's loops by capped versions (once; a second call does nothing). Returns True."""
     if _ORIGINALS:
         return True
-    from .. import (active_torch, checks, data, final_models, models_keras, pipelines, standin_cache,  # noqa: PLC0415
-                    train_keras, train_torch, xai, xai_faithfulness)
+    # noqa: PLC0415 (below): the targets load here, when a rehearsal starts, not when the module is read
+    from ..active import torch_outputs as active_torch  # noqa: PLC0415
+    from ..data import loaders as data, pipelines, standin_cache  # noqa: PLC0415
+    from ..models import final as final_models, keras_models as models_keras  # noqa: PLC0415
+    from ..teaching import checks  # noqa: PLC0415
+    from ..train import keras_fit as train_keras, torch_engine as train_torch  # noqa: PLC0415
+    from ..xai import faithfulness as xai_faithfulness, methods as xai  # noqa: PLC0415
 
     _patch(train_torch, "train_one_epoch", _capped_epoch)
     _patch(train_torch, "fit", _capped_fit)
@@ -83,12 +55,12 @@ def install() -> bool:
     _patch(train_keras, "predict", _keras_first_batches)
     _patch(models_keras, "recompute_batchnorm", _capped_recompute)
     for owner in (xai, xai_faithfulness):
-        _patch(owner, "adapter", _counted_adapter)
-    _patch(xai, "predict_logits", _first_images)
-    _patch(xai, "explain", _first_images)
-    _patch(xai, "integrated_gradients", _capped_ig)
-    _patch(xai, "randomization_check", _capped_randomisation)
-    _patch(xai_faithfulness, "deletion_insertion", _capped_deletion)
+        _patch(owner, "adapter", xai_caps.counted_adapter)
+    _patch(xai, "predict_logits", xai_caps.first_images)
+    _patch(xai, "explain", xai_caps.first_images)
+    _patch(xai, "integrated_gradients", xai_caps.capped_ig)
+    _patch(xai, "randomization_check", xai_caps.capped_randomisation)
+    _patch(xai_faithfulness, "deletion_insertion", xai_caps.capped_deletion)
     for owner in (standin_cache, data):
         _patch(owner, "make_malaria_stand_in", _few_standin_cells)
     for owner in (pipelines, data):
@@ -122,17 +94,6 @@ def _patch(owner: Any, name: str, make: Callable[[Callable], Callable]) -> None:
     setattr(owner, name, wrapper)
 
 
-def _name(model: Any) -> str:
-    return getattr(model, "name", "") if runtime.framework_of(model) == "keras" else type(model).__name__
-
-
-def _best_effort(count: Callable[[], float | None]) -> float | None:
-    try:
-        return count()
-    except Exception:  # noqa: BLE001  (counting is best effort: never stop a rehearsal over it)
-        return None
-
-
 # ============================================================================ the torch engine
 _FIT_PLAN: list[dict] = []   # the fit running now: its planned epochs (its train work is recorded once, in full)
 
@@ -148,10 +109,10 @@ def _capped_epoch(original):
                 if plan.pop("record", False):
                     record_work("train", images=plan["epochs"] * n_images(loader),
                                 steps=plan["epochs"] * n_batches(loader), flops_per_image=flops,
-                                what=_name(model), framework="torch")
+                                what=model_name(model), framework="torch")
                 return
             record_work("train", images=n_images(loader), steps=n_batches(loader), flops_per_image=flops,
-                        what=_name(model), framework="torch")
+                        what=model_name(model), framework="torch")
 
         return original(model, FirstBatches(loader, CAPS.steps, note), *args, **kwargs)
     return train_one_epoch
@@ -169,7 +130,7 @@ def _capped_fit(original):
         left = plan["epochs"] - run            # the validation passes of the epochs not run
         if left > 0 and val_loader is not None:
             record_work("forward", images=left * n_images(val_loader), steps=left * n_batches(val_loader),
-                        flops_per_image=plan.get("flops"), what=_name(model), framework="torch")
+                        flops_per_image=plan.get("flops"), what=model_name(model), framework="torch")
         return history
     return fit
 
@@ -197,9 +158,9 @@ def _torch_first_batches(original):
         wrapper = _first_batches_module()
         if isinstance(model, wrapper):
             return original(model, loader, *args, **kwargs)
-        flops = _best_effort(lambda: torch_flops_per_image(model, next(iter(loader))[0][:1]))
+        flops = best_effort(lambda: torch_flops_per_image(model, next(iter(loader))[0][:1]))
         record_work("forward", images=n_images(loader), steps=n_batches(loader), flops_per_image=flops,
-                    what=_name(model), framework="torch")
+                    what=model_name(model), framework="torch")
         return original(wrapper(model), loader, *args, **kwargs)
     return capped
 
@@ -216,9 +177,9 @@ def _capped_outputs(original):
             (mc_passes if "mc_samples" in needs else 0)
         images = getattr(x, "ndim", 0) == 4                      # images; a head on features runs in full
         if n:
-            flops = _best_effort(lambda: torch_flops_per_image(model, _float_tensor(x[:1], images)))
+            flops = best_effort(lambda: torch_flops_per_image(model, _float_tensor(x[:1], images)))
             record_work("forward", images=passes * n, steps=passes * -(-n // batch_size), flops_per_image=flops,
-                        what=_name(model), framework="torch")
+                        what=model_name(model), framework="torch")
         call = functools.partial(original, model, needs=needs, mc_passes=min(mc_passes, CAPS.mc_passes),
                                  batch_size=batch_size, **kwargs)
         if not images:
@@ -307,7 +268,7 @@ def _keras_flops(model, data=None) -> float | None:
         spec = spec[0]
     if getattr(spec, "shape", None) is not None and spec.shape.rank == 4:
         shape = tuple(spec.shape[1:])
-    return _best_effort(lambda: keras_flops_per_image(model, shape))
+    return best_effort(lambda: keras_flops_per_image(model, shape))
 
 
 def _capped_keras_fit(original):
@@ -407,125 +368,9 @@ def _capped_recompute(original):
         summary = original(model, images, batch_size=batch_size, max_batches=CAPS.eval_batches, **kwargs)
         total = len(images) if hasattr(images, "__len__") and not hasattr(images, "cardinality") else summary["images"]
         record_work("forward", images=total, steps=-(-total // batch_size), what=model.name, framework="keras",
-                    flops_per_image=_best_effort(lambda: keras_flops_per_image(model)))
+                    flops_per_image=best_effort(lambda: keras_flops_per_image(model)))
         return summary
     return recompute_batchnorm
-
-
-# ============================================================================ explanations
-class _CountedAdapter:
-    """An XAI adapter whose forward (``logits``) and gradient passes are recorded as work as they run."""
-
-    _PASSES = {"logits": "forward", "layer_activations_and_grads": "train", "input_grads": "train"}
-
-    def __init__(self, ad):
-        self._ad, self._flops = ad, None
-
-    def __getattr__(self, name):
-        method = getattr(self._ad, name)
-        if name not in self._PASSES:
-            return method
-
-        def counted(x, *args, **kwargs):
-            self.note(self._PASSES[name], len(x), x)
-            return method(x, *args, **kwargs)
-        return counted
-
-    def note(self, kind: str, images: int, x=None) -> None:
-        """Record ``images`` passes of ``kind`` through the adapter's model (also what a capped loop skipped)."""
-        ad = self._ad
-        if self._flops is None and x is not None:
-            self._flops = _best_effort(lambda: _adapter_flops(ad, x))
-        record_work(kind, images=int(images), steps=-(-int(images) // max(1, int(getattr(ad, "batch_size", 32)))),
-                    flops_per_image=self._flops, what=_name(ad.model),
-                    framework="torch" if ad.channel_axis == 1 else "keras")
-
-    def copy(self, *args, **kwargs):
-        return _CountedAdapter(self._ad.copy(*args, **kwargs))
-
-
-def _adapter_flops(ad, x) -> float | None:
-    if ad.channel_axis == 1:                     # torch, N x C x H x W
-        import torch  # noqa: PLC0415
-
-        return torch_flops_per_image(ad.model, torch.as_tensor(np.asarray(x[:1]), dtype=torch.float32))
-    return keras_flops_per_image(ad.model)
-
-
-def _counted_adapter(original):
-    def adapter(model, *args, **kwargs):
-        if isinstance(model, _CountedAdapter):
-            return model
-        return _CountedAdapter(original(model, *args, **kwargs))
-    return adapter
-
-
-@contextlib.contextmanager
-def _scaled(ad: _CountedAdapter, factor: float, x):
-    """Record the passes counted inside the block ``factor - 1`` more times: what full mode adds to a capped loop."""
-    tally = Counter()
-    _TALLIES.append(tally)
-    try:
-        yield
-    finally:
-        _TALLIES.remove(tally)
-    for kind, n in list(tally.items()):
-        ad.note(kind, round(n * (factor - 1)), x)
-
-
-def _first_images(original):
-    """Explain or predict the first ``CAPS.eval_batches`` batches of images; the rest repeat their rows."""
-    def capped(model, images, *args, **kwargs):
-        from ..xai import adapter  # noqa: PLC0415  (the patched one: its passes are counted)
-
-        n = len(images)
-        keep = min(n, CAPS.eval_batches * getattr(adapter(model), "batch_size", 32))
-        if keep >= n:
-            return original(model, images, *args, **kwargs)
-        target = args[1] if len(args) > 1 else kwargs.get("target")
-        if np.ndim(target) and len(target) == n:
-            if len(args) > 1:
-                args = (args[0], target[:keep], *args[2:])
-            else:
-                kwargs["target"] = target[:keep]
-        return repeat_rows(original(model, images[:keep], *args, **kwargs), n)
-    return capped
-
-
-def _capped_ig(original):
-    def integrated_gradients(model, images, *args, steps: int = 64, preprocess=None, **kwargs):
-        from ..xai import adapter  # noqa: PLC0415
-
-        run = min(steps, CAPS.ig_steps)
-        ad = adapter(model, preprocess)
-        with _scaled(ad, steps / run, images):
-            return original(ad, images, *args, steps=run, **kwargs)
-    return integrated_gradients
-
-
-def _capped_deletion(original):
-    def deletion_insertion(model, images, maps, *args, steps: int = 20, preprocess=None, batch_size: int = 128,
-                           **kwargs):
-        from ..xai_faithfulness import adapter  # noqa: PLC0415
-
-        run = min(steps, CAPS.deletion_steps)
-        ad = adapter(model, preprocess, batch_size=batch_size)
-        with _scaled(ad, (steps + 1) / (run + 1), images):    # each curve has steps + 1 points
-            return original(ad, images, maps, *args, steps=run, batch_size=batch_size, **kwargs)
-    return deletion_insertion
-
-
-def _capped_randomisation(original):
-    def randomization_check(model, images, *args, max_steps: int | None = 8, preprocess=None, **kwargs):
-        from ..xai import adapter  # noqa: PLC0415
-
-        ad = adapter(model, preprocess)
-        layers = len(ad.param_layer_names())
-        full = layers if not max_steps else min(max_steps, layers)
-        run = min(full, CAPS.randomisation_steps)
-        with _scaled(ad, (full + 1) / (run + 1), images):     # the trained model's maps, then one set per group
-            return original(ad, images, *args, max_steps=run, **kwargs)
-    return randomization_check
 
 
 # ============================================================================ lessons and data

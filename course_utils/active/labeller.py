@@ -1,0 +1,231 @@
+"""The keyboard-first labeller: label the images a strategy picks, one at a time, from the keyboard.
+
+    labeller = cu.labeller.Labeller(store, images, class_names, strategy="entropy", batch_size=8)
+    labeller.display()              # keys 1-9 label and advance, u / Backspace undoes, n skips
+    labeller.label_with_oracle(16)  # simulations and CI: the same path a key press takes
+
+One image is shown large with the model's confidences and why it was picked; every key press is one
+committed write to a :class:`course_utils.labels.LabelStore`. The page is an ``anywidget`` front end,
+``labeller.js`` (shipped as package data), which sends key events and draws :meth:`Labeller.state`;
+without anywidget the labeller still works from code (``handle``) and says how to get the keys.
+Messages may arrive on another thread (JupyterLab 4.6 subshells): one lock serialises them, and every
+error is shown in the widget in red instead of vanishing into the kernel log.
+"""
+from __future__ import annotations
+
+import base64
+import io
+import threading
+import traceback
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from ..runtime import CourseError, in_colab
+
+__all__ = ["Labeller"]
+
+
+def _png_data_url(image: np.ndarray, size: int) -> str:
+    """An image as a PNG data URL, scaled up by a whole factor (nearest) to about ``size`` pixels."""
+    from PIL import Image  # noqa: PLC0415
+
+    a = np.asarray(image)
+    if a.dtype != np.uint8:
+        a = np.clip(a * (255.0 if a.max() <= 1.0 else 1.0), 0, 255).astype(np.uint8)
+    if a.ndim == 3 and a.shape[-1] == 1:
+        a = a[..., 0]
+    img = Image.fromarray(a)
+    scale = max(1, size // max(img.size))
+    img = img.resize((img.size[0] * scale, img.size[1] * scale), Image.NEAREST)
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def _labeller_view():
+    """The anywidget front end (key events), or ``None`` where anywidget is not installed."""
+    try:
+        import anywidget  # noqa: PLC0415
+        import traitlets  # noqa: PLC0415
+    except ImportError:
+        return None
+
+    class LabellerView(anywidget.AnyWidget):
+        _esm = Path(__file__).with_name("labeller.js")
+        state = traitlets.Dict().tag(sync=True)
+        js_latency_ms = traitlets.Float(0.0).tag(sync=True)   # key press -> next image drawn, set by the page
+        js_ignored = traitlets.Int(0).tag(sync=True)          # keys ignored while a write was in flight
+
+    return LabellerView
+
+
+class Labeller:
+    """Label the images a strategy picks, one at a time, from the keyboard; every key is one committed write.
+
+    One image is shown large, with the model's confidences, why it was picked (strategy and score) and
+    the next few as thumbnails. Keys ``1``-``9`` label it and advance, ``u`` or Backspace undoes your
+    last label, ``n`` skips; the class buttons do the same with the mouse. The page ignores keys while
+    a write is in flight, and a label for an image that is no longer shown is refused, so a fast
+    double press never labels twice. Errors (a read-only or deleted file, a bad key) are shown in the
+    widget in red. ``oracle`` (true labels, indexed like ``images``) lets :meth:`label_with_oracle`
+    label for simulations and CI through the same path a key press takes.
+    """
+
+    def __init__(self, store: Any, images: np.ndarray, class_names: Sequence[str] | None = None, *,
+                 strategy: str = "entropy", batch_size: int = 8, oracle: Sequence[int] | None = None,
+                 random_state: Any = 0, image_px: int = 256, n_thumbs: int = 4) -> None:
+        self.store, self.images = store, np.asarray(images)
+        self.class_names = [str(c) for c in class_names] if class_names is not None else list(store.class_names)
+        if len(self.class_names) != store.n_classes:
+            raise CourseError(f"{len(self.class_names)} class names given, the store has {store.n_classes}.")
+        if store.n_classes > 9:
+            raise CourseError(f"the keyboard labeller has keys 1-9, but the store has {store.n_classes} classes.")
+        self.strategy, self.batch_size = strategy, int(batch_size)
+        self.image_px, self.n_thumbs = int(image_px), int(n_thumbs)
+        self.oracle = None if oracle is None else np.asarray(oracle).reshape(-1)
+        self._seeds = np.random.default_rng(random_state)
+        self._lock = threading.RLock()                 # widget messages may arrive on a subshell thread
+        self.queue: list[int] = []                     # ids still to show, in order; queue[0] is on screen
+        self.scores: dict[int, float] = {}
+        self.labelled_this_session: set[int] = set()
+        self.skipped: set[int] = set()
+        self.message = ""
+        self.error: BaseException | None = None
+        self.seq = 0
+        view = _labeller_view()
+        self.view = view() if view is not None else None
+        if self.view is not None:
+            self.view.on_msg(lambda _w, content, _b: self.handle(content))
+        self._fill_queue()
+        self._publish()
+
+    # ---------------------------------------------------------------- actions (keys, buttons, the oracle)
+    @property
+    def current(self) -> int | None:
+        """The id of the image on screen (``None`` when nothing is left to label)."""
+        return self.queue[0] if self.queue else None
+
+    def handle(self, msg: Mapping[str, Any]) -> None:
+        """Do what one key press or click asks (``{"action": "label"|"undo"|"skip", ...}``) and redraw."""
+        with self._lock:
+            self.error = None
+            try:
+                self._act(msg)
+            except Exception as exc:  # noqa: BLE001 - shown in red in the widget, never lost
+                self.error = exc
+            self._publish()
+
+    def _act(self, msg: Mapping[str, Any]) -> None:
+        action = msg.get("action")
+        shown = msg.get("item", self.current)
+        if action == "label":
+            label = msg.get("label")
+            if not isinstance(label, int) or not 0 <= label < len(self.class_names):
+                raise CourseError(f"key {msg.get('key', label)!r} is not a class: press 1-{len(self.class_names)} "
+                                  f"({', '.join(self.class_names)}).")
+            if shown is None or shown != self.current:
+                self.message = "that key arrived after the image changed: ignored (nothing labelled twice)"
+                return
+            self.store.label(shown, label)           # one committed transaction; raises if it cannot
+            self.labelled_this_session.add(int(shown))
+            self.message = f"image {shown}: {self.class_names[label]}"
+            self._advance()
+        elif action == "undo":
+            item = self.store.undo()
+            if item is None:
+                self.message = "nothing of yours to undo"
+                return
+            if item not in self.store.labels():
+                self.labelled_this_session.discard(item)
+            if item in self.queue:
+                self.queue.remove(item)
+            self.queue.insert(0, item)
+            self.message = f"undone: image {item} is back"
+        elif action == "skip":
+            if shown is not None and shown == self.current:
+                self.skipped.add(int(shown))
+                self.message = f"skipped image {shown}"
+                self._advance()
+        else:
+            raise CourseError(f"unknown labeller action {action!r}")
+
+    def _advance(self) -> None:
+        self.queue.pop(0)
+        if not self.queue:
+            self._fill_queue()
+
+    def _fill_queue(self) -> None:
+        """Ask the store for the next batch (skipped images are asked again only when nothing else is left)."""
+        seed = int(self._seeds.integers(2**31 - 1))
+        try:
+            picked = self.store.next_batch(self.strategy, self.batch_size + len(self.skipped),
+                                           random_state=seed, return_scores=True)
+        except CourseError as exc:
+            self.queue, self.message = [], str(exc)
+            return
+        fresh = [(i, s) for i, s in picked if i not in self.skipped] or picked
+        self.queue = [i for i, _ in fresh[:self.batch_size]]
+        self.scores = dict(fresh)
+
+    def label_with_oracle(self, n: int = 8) -> int:
+        """Label ``n`` images from the ground truth through the key path; returns how many were written."""
+        if self.oracle is None:
+            raise CourseError("this labeller has no oracle: pass oracle=true_labels to simulate an expert.")
+        done = 0
+        for _ in range(n):
+            item = self.current
+            if item is None:
+                break
+            ref = int(self.store.refs([item])[0])
+            self.handle({"action": "label", "label": int(self.oracle[ref]), "item": item})
+            if self.error is not None:
+                raise self.error
+            done += 1
+        return done
+
+    # ---------------------------------------------------------------- what the page shows
+    def state(self) -> dict[str, Any]:
+        """Everything the page draws, as plain JSON (also what the tests read)."""
+        item = self.current
+        c = self.store.counts()
+        state: dict[str, Any] = {
+            "seq": self.seq, "item": item, "class_names": self.class_names, "message": self.message,
+            "counter": (f"labelled: {c['labelled']} of {c['pool']} pool images · remaining: "
+                        f"{c['pool'] - c['labelled']} · this session: {len(self.labelled_this_session)}"),
+            "error": f"{type(self.error).__name__}: {self.error}" if self.error else "",
+            "error_detail": "".join(traceback.format_exception(type(self.error), self.error,
+                                                               self.error.__traceback__)) if self.error else "",
+            "image": None, "thumbs": [], "confidences": [], "reason": "",
+        }
+        if item is not None:
+            refs = [int(r) for r in self.store.refs(self.queue[:1 + self.n_thumbs])]
+            state["image"] = _png_data_url(self.images[refs[0]], self.image_px)
+            state["thumbs"] = [_png_data_url(self.images[r], 48) for r in refs[1:]]
+            state["confidences"] = self.store.confidences([item]).get(item) or []
+            score = self.scores.get(item)
+            state["reason"] = f"picked by {self.strategy}" + (f" (score {score:.3g})" if score is not None else "")
+        return state
+
+    def _publish(self) -> None:
+        self.seq += 1
+        if self.view is not None:
+            self.view.state = self.state()
+
+    def display(self) -> None:
+        """Show the labeller (in Colab this first enables third-party widgets, which anywidget needs)."""
+        from IPython.display import HTML, display  # noqa: PLC0415
+
+        if self.view is None:
+            display(HTML('<b style="color:#b00020">The keyboard labeller needs the package anywidget '
+                         "(pip install anywidget); label from code with labeller.handle(...) meanwhile.</b>"))
+            return
+        if in_colab():
+            from google.colab import output  # noqa: PLC0415
+
+            output.enable_custom_widget_manager()
+        display(self.view)
+
+    def _ipython_display_(self) -> None:
+        self.display()

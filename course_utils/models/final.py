@@ -1,0 +1,245 @@
+"""A notebook's final model, saved under a fixed name so that a later notebook can reuse it (03/04 -> 06).
+
+    cu.final_models.save(model, info, "04_breastmnist", image_size=SIZE, source=src)   # end of notebook 04
+    saved = cu.final_models.load("04_breastmnist")    # notebook 06: None when missing or unreadable
+    if saved is not None:
+        model, info, image_size = saved.model, saved.info, saved.meta["image_size"]
+
+Files live in ``runs/final/`` next to the notebooks (``notebooks/runs/`` is git-ignored): ``<name>.pt`` for
+torch, ``<name>.keras`` for Keras. Keyword arguments to :func:`save` are kept as ``meta`` (plain values: what a
+later notebook must know to use the model, such as the image size and the data source it was trained on).
+
+- **torch**: a plain dict (state dict, ``ModelInfo`` as a dict, ``meta``), no pickled code, so it is read with
+  ``torch.load(..., weights_only=True)``; the model is rebuilt by the :mod:`models_torch` builder named in
+  ``info.arch`` (``small_cnn``, ``efficientnet_b0``, ``efficientnet_lite0``; never downloading weights) and the
+  state dict loaded into it, strictly.
+- **Keras**: ``model.save("<name>.keras")`` (Keras' own format), and ``<name>.json`` beside it for the info and meta.
+
+:func:`load` never raises for a missing, old or broken file: it prints one line saying why and returns None,
+so the notebook can train its own model instead. Files are written to a temporary name first and then
+renamed, so an interrupted save leaves the previous file intact.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .info import ModelInfo
+from ..runtime import CourseError, framework_of
+
+__all__ = ["FOLDER", "FinalModel", "save", "load", "path_of"]
+
+FOLDER = Path("runs") / "final"      # relative to the notebook's folder, as every run_dir in the course
+FORMAT = 1                           # version of the torch payload; a different one is refused with a reason
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+_TORCH_BUILDERS = ("small_cnn", "efficientnet_b0", "efficientnet_lite0")
+
+
+@dataclass
+class FinalModel:
+    """A loaded final model: the model (in eval mode for torch), its ModelInfo (or None), meta, the file."""
+
+    model: Any
+    info: ModelInfo | None
+    meta: dict[str, Any] = field(default_factory=dict)
+    path: Path | None = None
+
+    @property
+    def framework(self) -> str:
+        return "keras" if self.path is not None and self.path.suffix == ".keras" else "torch"
+
+
+# --------------------------------------------------------------------------- helpers
+def _folder(folder: str | os.PathLike | None) -> Path:
+    return Path(folder) if folder is not None else FOLDER
+
+
+def _check_name(name: Any) -> str:
+    if not isinstance(name, str) or not _NAME.match(name) or name.endswith((".pt", ".keras", ".json")):
+        raise CourseError(f"a final model's name is letters, digits, '_', '-' or '.', without a suffix "
+                          f"(e.g. '04_breastmnist'); got {name!r}")
+    return name
+
+
+def path_of(name: str, framework: str, folder: str | os.PathLike | None = None) -> Path:
+    """Where :func:`save` puts ``name`` for ``framework`` (``"torch"`` or ``"keras"``)."""
+    return _folder(folder) / f"{_check_name(name)}{'.pt' if framework == 'torch' else '.keras'}"
+
+
+def _framework(model: Any) -> str:
+    found = framework_of(model)
+    if found is not None:
+        return found
+    raise CourseError(f"save takes a torch nn.Module or a Keras Model, got {type(model).__name__}")
+
+
+def _as_info(info: Any) -> ModelInfo | None:
+    if info is None or isinstance(info, ModelInfo):
+        return info
+    if isinstance(info, dict):                       # e.g. History.meta["model"]
+        try:
+            return ModelInfo(**info)
+        except TypeError as exc:
+            raise CourseError(f"info is not a ModelInfo dict ({exc}); pass the info the model builder returned") \
+                from exc
+    raise CourseError(f"info must be the ModelInfo the builder returned (or its dict), got {type(info).__name__}")
+
+
+def _plain(value: Any, key: str) -> Any:
+    """meta values must survive JSON and ``weights_only=True``: numbers, text, booleans, None, lists of them."""
+    if hasattr(value, "item") and getattr(value, "ndim", 1) == 0:      # numpy / torch scalars
+        value = value.item()
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, (list, tuple)):
+        return [_plain(v, key) for v in value]
+    raise CourseError(f"meta {key}={value!r} is a {type(value).__name__}; give numbers, text, booleans or lists")
+
+
+def _torch_build_kwargs(model: Any, info: ModelInfo) -> dict[str, int]:
+    """What the builder needs besides info to make the same shapes (small_cnn: width and depth)."""
+    if info.arch != "small_cnn":
+        return {}
+    import torch  # noqa: PLC0415
+
+    convs = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+    return {"width": int(convs[0].out_channels), "depth": len(convs)}
+
+
+def _build_torch(info: ModelInfo, build: dict[str, Any]):
+    from . import torch_models as models_torch  # noqa: PLC0415
+
+    if info.arch == "small_cnn":
+        model, _ = models_torch.small_cnn(info.n_classes, info.in_chans, **build)
+    elif info.arch == "efficientnet_b0":
+        model, _ = models_torch.efficientnet_b0(info.n_classes, pretrained=False, in_chans=info.in_chans,
+                                                verbose=False)
+    else:
+        model, _ = models_torch.efficientnet_lite0(info.n_classes, pretrained=False, in_chans=info.in_chans,
+                                                   verbose=False)
+    return model
+
+
+# --------------------------------------------------------------------------- save
+def save(model: Any, info: Any, name: str, *, folder: str | os.PathLike | None = None, **meta: Any) -> Path:
+    """Save ``model`` as the final model ``name`` (torch: ``<name>.pt``; Keras: ``<name>.keras`` + ``.json``).
+
+    ``info`` is the :class:`ModelInfo` its builder returned (or ``History.meta["model"]``, the same as a dict);
+    torch needs it to rebuild the model, Keras keeps it for the reader. ``meta`` keywords (plain values) go
+    with the model, e.g. ``image_size=64, source="stand-in"``. Returns the path and prints it in one line.
+    """
+    name = _check_name(name)
+    framework = _framework(model)
+    info = _as_info(info)
+    meta = {k: _plain(v, k) for k, v in meta.items()}
+    if framework == "torch" and info is None:
+        raise CourseError("a torch model is saved as weights and rebuilt from its ModelInfo: pass the info its "
+                          "builder returned (or History.meta['model'])")
+    if info is not None and info.framework != framework:
+        raise CourseError(f"info says {info.framework} ({info.arch}) but the model is a {framework} model")
+    if framework == "torch" and info.arch not in _TORCH_BUILDERS:
+        raise CourseError(f"cannot rebuild a torch {info.arch!r} when loading; final models are built by "
+                          f"models_torch ({', '.join(_TORCH_BUILDERS)})")
+    path = path_of(name, framework, folder)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
+    if framework == "torch":
+        import torch  # noqa: PLC0415
+
+        payload = {"format": FORMAT, "info": info.to_dict(), "build": _torch_build_kwargs(model, info), "meta": meta,
+                   "state_dict": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}}
+        torch.save(payload, tmp)
+        os.replace(tmp, path)
+        n_params = sum(int(v.numel()) for v in payload["state_dict"].values())
+    else:
+        model.save(tmp)
+        side = path.with_suffix(".json")
+        side_tmp = side.with_name(f".{side.stem}.tmp.json")
+        side_tmp.write_text(json.dumps({"format": FORMAT, "info": info.to_dict() if info else None, "meta": meta},
+                                       indent=1), encoding="utf-8")
+        os.replace(side_tmp, side)
+        os.replace(tmp, path)
+        n_params = int(model.count_params())
+    arch = info.arch if info is not None else type(model).__name__
+    print(f"saved the final model {name!r}: {path} ({arch}, {n_params:,} parameters)")
+    return path
+
+
+# --------------------------------------------------------------------------- load
+def _why(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0][:160]}" if text else type(exc).__name__
+
+
+def _load_torch(path: Path) -> tuple[FinalModel | None, str]:
+    import torch  # noqa: PLC0415
+
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any unreadable file: say why, train instead
+        return None, f"{path} could not be read ({_why(exc)})"
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT or "state_dict" not in payload:
+        return None, (f"{path} is not a final model of this course version (a whole pickled model or a training "
+                      "checkpoint?); save it again with cu.final_models.save")
+    try:
+        info = ModelInfo(**payload["info"])
+    except TypeError as exc:
+        return None, f"{path} holds an unknown model description ({_why(exc)})"
+    if info.arch not in _TORCH_BUILDERS:
+        return None, f"{path} holds a {info.arch!r}, which models_torch cannot rebuild"
+    try:
+        model = _build_torch(info, payload.get("build", {}))
+        model.load_state_dict(payload["state_dict"], strict=True)
+    except Exception as exc:  # noqa: BLE001 - shapes that do not fit, a changed builder
+        return None, f"{path} does not fit a freshly built {info.arch} ({_why(exc)})"
+    model.eval()
+    return FinalModel(model, info, dict(payload.get("meta", {})), path), ""
+
+
+def _load_keras(path: Path) -> tuple[FinalModel | None, str]:
+    from ..runtime import import_keras  # noqa: PLC0415
+
+    keras = import_keras()
+    try:
+        model = keras.models.load_model(path, compile=False)
+    except Exception as exc:  # noqa: BLE001 - any unreadable file: say why, train instead
+        return None, f"{path} could not be read ({_why(exc)})"
+    info, meta = None, {}
+    side = path.with_suffix(".json")
+    if side.exists():
+        try:
+            doc = json.loads(side.read_text(encoding="utf-8"))
+            info = ModelInfo(**doc["info"]) if doc.get("info") else None
+            meta = dict(doc.get("meta") or {})
+        except (ValueError, TypeError, KeyError, AttributeError) as exc:
+            print(f"note: {side} could not be read ({_why(exc)}); using the model without its description")
+    return FinalModel(model, info, meta, path), ""
+
+
+def load(name: str, *, folder: str | os.PathLike | None = None, verbose: bool = True) -> FinalModel | None:
+    """The final model ``name`` saved by :func:`save`, or None (with one printed line saying why).
+
+    Looks for ``<name>.pt`` and ``<name>.keras`` (the newer wins if both exist). Returns a :class:`FinalModel`
+    with ``model``, ``info``, ``meta`` and ``path``; a torch model comes back on the CPU in eval mode.
+    """
+    name = _check_name(name)
+    candidates = [p for p in (path_of(name, "torch", folder), path_of(name, "keras", folder)) if p.exists()]
+    if not candidates:
+        if verbose:
+            print(f"no saved model {name!r} in {_folder(folder)}/ (the notebook that saves it has not run to its end "
+                  "here)")
+        return None
+    path = max(candidates, key=lambda p: p.stat().st_mtime)
+    loaded, why = (_load_torch if path.suffix == ".pt" else _load_keras)(path)
+    if verbose:
+        if loaded is None:
+            print(f"not using the saved model {name!r}: {why}")
+        else:
+            arch = loaded.info.arch if loaded.info is not None else type(loaded.model).__name__
+            extra = ", ".join(f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}" for k, v in loaded.meta.items())
+            print(f"loaded the saved model {name!r} from {path} ({arch}{', ' + extra if extra else ''})")
+    return loaded

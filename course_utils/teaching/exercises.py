@@ -1,0 +1,304 @@
+"""Exercises whose answers live here, not in the notebook (Kaggle Learn style): check, hint, solution.
+
+    ex = cu.exercises.get("02.1")     # prints the task in one line
+    ex.check(answer)                  # a value, your function (run on cases you did not see), or a prediction
+    ex.hint()                         # a nudge
+    ex.solution()                     # the answer and why (allowed before trying, and says so)
+
+Three kinds: ``value`` (a number, tuple, ...; the expected value may depend on the notebook's data, passed as
+keyword arguments), ``function`` (write the line that carries the idea; it runs on hidden cases and is
+compared with a reference), ``prediction`` (predict, then run: the check compares your prediction with what
+the run gave, passed as ``observed=``). A wrong type or shape gets a sentence saying what was expected.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+from typing import Any, Callable
+
+import numpy as np
+
+from .checks import close_enough
+from ..runtime import CourseError
+
+__all__ = ["Exercise", "get", "all_exercises"]
+
+
+@dataclass
+class Exercise:
+    """One exercise: what it asks, how it is checked, the hint and the solution (explained)."""
+
+    key: str
+    task: str
+    kind: str                                   # "value" | "function" | "prediction"
+    hint_text: str
+    solution_text: str
+    expected: Callable[..., Any] | None = None  # value: expected(**context); prediction: expected(observed)
+    reference: Callable[..., Any] | None = None  # function: the reference implementation
+    cases: tuple = ()                           # function: argument tuples the student never sees
+    accepts: str = ""                           # what an answer looks like, for friendly messages
+    rtol: float = 1e-3
+    tries: int = field(default=0)               # checks made on this copy (see solution())
+
+    def __repr__(self) -> str:
+        return f"Exercise {self.key} ({self.kind}): {self.task}"
+
+    # ---------------------------------------------------------------- the student's side
+    def check(self, answer: Any, **context: Any) -> bool | None:
+        """Print a verdict; ``True``/``False``, or ``None`` while the answer is still ``None``."""
+        if answer is None or answer is Ellipsis:
+            print(f"[{self.key}] not answered yet: replace None with your answer (ex.hint() helps).")
+            return None
+        self.tries += 1
+        try:
+            ok, detail = self._judge(answer, context)
+        except CourseError:                        # the notebook passed the wrong context: a bug, not the student's
+            raise
+        except Exception as exc:  # noqa: BLE001 - a student's answer must never give a checker traceback
+            ok, detail = False, (f"your answer could not be used ({type(exc).__name__}: {exc}). "
+                                 f"Expected {self.accepts}.")
+        print(f"[{self.key}] {'correct!' if ok else 'not quite.'} {detail}".rstrip())
+        return ok
+
+    def hint(self) -> None:
+        print(f"[{self.key}] hint: {self.hint_text}")
+
+    def solution(self) -> None:
+        before = "" if self.tries else " (shown before any try: have a go first next time, it sticks better)"
+        sep = "\n" if "\n" in self.solution_text else " "
+        print(f"[{self.key}] solution{before}:{sep}{self.solution_text}")
+
+    # ---------------------------------------------------------------- judging
+    def _judge(self, answer: Any, context: dict[str, Any]) -> tuple[bool, str]:
+        if self.kind == "function":
+            return self._judge_function(answer)
+        if self.kind == "prediction":
+            if "observed" not in context:
+                raise CourseError(f"exercise {self.key} compares your prediction with the run: pass observed=...")
+            want = self.expected(context["observed"])
+            shape_ok, why = _same_kind(answer, want, self.accepts)
+            if not shape_ok:
+                return False, why
+            ok = close_enough(answer, want, rtol=self.rtol, atol=1e-9)
+            return ok, (f"The run gave {_fmt(context['observed'])}, so the answer is {want!r}."
+                        + ("" if ok else " What made you expect otherwise? Check the hint."))
+        want = self.expected(**context)
+        shape_ok, why = _same_kind(answer, want, self.accepts)
+        if not shape_ok:
+            return False, why
+        ok = close_enough(answer, want, rtol=self.rtol, atol=1e-9)
+        return ok, "" if ok else "Try ex.hint()."
+
+    def _judge_function(self, fn: Any) -> tuple[bool, str]:
+        if not callable(fn):
+            return False, f"expected a function ({self.accepts}), got {type(fn).__name__}."
+        for args in self.cases:
+            want = self.reference(*args)
+            try:
+                got = fn(*_copy(args))
+            except Exception as exc:  # noqa: BLE001 - reported to the student in a sentence
+                return False, f"your function raised {type(exc).__name__}: {exc} for arguments {_fmt(args)}."
+            shape_ok, why = _same_kind(got, want, self.accepts)
+            if not shape_ok or not close_enough(got, want, rtol=self.rtol, atol=1e-9):
+                return False, (f"for arguments {_fmt(args)} it returned {_fmt(got)}, expected {_fmt(want)}."
+                               if shape_ok else why)
+        return True, f"it agrees with the reference on {len(self.cases)} cases you did not see."
+
+
+def _copy(args: tuple) -> tuple:
+    return tuple(np.array(a, copy=True) if isinstance(a, np.ndarray) else a for a in args)
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    if isinstance(v, np.ndarray):
+        return np.array2string(v, precision=4, threshold=12)
+    if isinstance(v, tuple):
+        return "(" + ", ".join(_fmt(x) for x in v) + ")"
+    return repr(v)
+
+
+def _same_kind(answer: Any, want: Any, accepts: str) -> tuple[bool, str]:
+    """Is the answer the kind of thing expected (number / text / tuple of that length / array of that shape)?"""
+    def number(x: Any) -> bool:
+        return isinstance(x, (int, float, np.integer, np.floating)) and not isinstance(x, (bool, np.bool_))
+
+    if isinstance(want, (bool, np.bool_)):
+        ok = isinstance(answer, (bool, np.bool_))
+    elif isinstance(want, str):
+        ok = isinstance(answer, str)
+    elif number(want):
+        ok = number(answer) or (isinstance(answer, np.ndarray) and answer.size == 1)
+    elif isinstance(want, tuple):
+        ok = isinstance(answer, (tuple, list)) and len(answer) == len(want)
+    else:
+        a, w = np.asarray(answer), np.asarray(want)
+        ok = a.shape == w.shape and a.dtype.kind in "biuf"
+        if not ok:
+            return False, f"expected {accepts} of shape {w.shape}, got {type(answer).__name__} of shape {a.shape}."
+    return ok, "" if ok else f"expected {accepts}, got {type(answer).__name__} {_fmt(answer)}."
+
+
+# =========================================================================== the references
+def _conv_out(n: int, k: int, stride: int = 1, padding: int = 0) -> int:
+    return (n + 2 * padding - k) // stride + 1
+
+
+def _focal(p: np.ndarray, y: np.ndarray, gamma: float = 2.0, alpha: float = 0.25) -> np.ndarray:
+    p_t = np.where(y == 1, p, 1 - p)
+    a_t = np.where(y == 1, alpha, 1 - alpha)
+    return -a_t * (1 - p_t) ** gamma * np.log(p_t)
+
+
+def _entropy(p: np.ndarray) -> np.ndarray:
+    from scipy.special import xlogy  # noqa: PLC0415
+
+    return -xlogy(p, p).sum(axis=1)
+
+
+def _variation_ratio(mc: np.ndarray) -> np.ndarray:
+    votes = mc.argmax(axis=2)                                   # T x N: each pass's class
+    counts = np.stack([(votes == c).sum(axis=0) for c in range(mc.shape[2])], axis=1)
+    return 1.0 - counts.max(axis=1) / mc.shape[0]
+
+
+def _grad_cam(a: np.ndarray, g: np.ndarray) -> np.ndarray:
+    weights = g.mean(axis=(1, 2))                       # one weight per channel: the mean gradient
+    return np.maximum((weights[:, None, None] * a).sum(axis=0), 0.0)
+
+
+def _nchw(x: np.ndarray) -> np.ndarray:
+    return x.transpose(0, 3, 1, 2).astype(np.float32) / 255.0
+
+
+_RNG = np.random.default_rng(2024)
+_PROBS = [_RNG.dirichlet(np.ones(c), size=5) for c in (2, 3, 9)]
+_PROBS.append(np.array([[1.0, 0.0, 0.0], [0.5, 0.5, 0.0], [0.2, 0.3, 0.5]]))     # zeros: p log p must not be NaN
+
+EXERCISES: dict[str, Exercise] = {e.key: e for e in [
+    # ------------------------------------------------------------------ 01 data loading
+    Exercise("01.1", "what fraction of the BreastMNIST training images is malignant (label 0)? A number in [0, 1].",
+             "value", "malignant is label 0: the share of 0s among breast.train.labels.",
+             "float(np.mean(breast.train.labels == 0)): the mean of a True/False array is the share of True.",
+             expected=lambda labels: float(np.mean(np.asarray(labels).reshape(-1) == 0)),
+             accepts="a number between 0 and 1", rtol=1e-2),
+    Exercise("01.2", "write to_nchw(images): uint8 N x H x W x C -> float32 N x C x H x W in [0, 1].", "function",
+             "two steps: move the channel axis from last to second (transpose), then scale 0-255 to 0-1.",
+             "def to_nchw(images):\n    return images.transpose(0, 3, 1, 2).astype(np.float32) / 255",
+             reference=_nchw, accepts="a function returning a float array",
+             cases=tuple((_RNG.integers(0, 256, size=s, dtype=np.uint8),) for s in [(2, 4, 5, 3), (1, 7, 7, 1),
+                                                                                   (3, 2, 6, 3)])),
+    Exercise("01.3", "predict, then run: how many batches does a to_torch_loader over the BreastMNIST training "
+             "images yield with batch_size=16? Predict a number, then run len(loader).", "prediction",
+             "every batch holds 16 images except perhaps the last one, which holds what is left.",
+             "ceil(n / 16): the last, smaller batch counts too (a loader drops it only with drop_last=True).",
+             expected=lambda observed: int(observed), accepts="a whole number"),
+    # ------------------------------------------------------------------ 02 CNN basics
+    Exercise("02.1", "write conv_output_size(n, k, stride=1, padding=0): the output side of a convolution.",
+             "function", "count the positions a k-wide window can take on n + 2 * padding pixels, every stride steps.",
+             "def conv_output_size(n, k, stride=1, padding=0):\n    return (n + 2 * padding - k) // stride + 1",
+             reference=_conv_out, accepts="a function returning an int",
+             cases=((64, 5), (64, 3, 1, 1), (28, 3, 2), (32, 7, 2, 3), (10, 10), (224, 3, 2, 1))),
+    Exercise("02.2", "how many parameters (weights and biases) has a Conv2D layer with 32 filters of 5 x 5 on an "
+             "RGB input?", "value", "every filter sees all input channels, and each filter has one bias.",
+             "32 * (5 * 5 * 3) + 32 = 2432: a filter is 5 x 5 x 3 weights plus a bias.",
+             expected=lambda: 32 * (5 * 5 * 3) + 32, accepts="a whole number"),
+    Exercise("02.3", "predict, then run: train the small CNN for FAST_EPOCHS epochs with ten times the learning "
+             "rate. Will its validation loss then be 'lower' or 'higher' than the main run's after as many epochs?",
+             "prediction",
+             "a larger step can go further per step, or overshoot: which happened depends on the loss surface; "
+             "look at both curves.",
+             "compare the two validation losses the run printed: 'lower' if the faster run ended below the main "
+             "run at the same epoch, else 'higher'. Large rates often make the loss jump around or get stuck.",
+             expected=lambda observed: "lower" if observed[1] < observed[0] else "higher",
+             accepts="'lower' or 'higher'"),
+    # ------------------------------------------------------------------ 03 transfer learning
+    Exercise("03.1", "how many trainable parameters has the GAP head (one Dense layer on the 1280 pooled features) "
+             "for a three-class problem?", "value", "one weight per feature and class, plus one bias per class.",
+             "1280 * 3 + 3 = 3843.", expected=lambda: 1280 * 3 + 3, accepts="a whole number"),
+    Exercise("03.2", "predict, then run: section 4's 'mistake' copy was fine-tuned for one epoch with lr 1e-2, 100 times "
+             "LR_FINE. Will its validation accuracy be 'higher' or 'lower' than the model fine-tuned with LR_FINE?",
+             "prediction", "how far does one Adam step move a weight, compared with the size of a pre-trained weight?",
+             "usually lower: with lr 1e-2 a few steps overwrite the pre-trained top layers (their weights changed by "
+             "tens of percent per epoch, against a fraction of a percent with LR_FINE), and the head was trained on "
+             "the old features; the run decides.",
+             expected=lambda observed: "higher" if observed[1] > observed[0] else "lower",
+             accepts="'higher' or 'lower'"),
+    Exercise("03.3", "with batch(100, drop_remainder=True), how many of this notebook's test images would never be "
+             "evaluated?", "value", "the last incomplete batch is dropped: how many images are left over?",
+             "len(data.test) % 100.", expected=lambda n_test: int(n_test) % 100, accepts="a whole number"),
+    # ------------------------------------------------------------------ 04 focal loss
+    Exercise("04.1", "write focal_loss_np(p, y, gamma=2.0, alpha=0.25): the binary focal loss per image, from the "
+             "probability p of class 1 and the label y (arrays).", "function",
+             "p_t is p where y = 1 and 1 - p where y = 0; alpha_t likewise (alpha for y = 1); then "
+             "-alpha_t (1 - p_t)^gamma log(p_t).",
+             "def focal_loss_np(p, y, gamma=2.0, alpha=0.25):\n    p_t = np.where(y == 1, p, 1 - p)\n"
+             "    a_t = np.where(y == 1, alpha, 1 - alpha)\n    return -a_t * (1 - p_t) ** gamma * np.log(p_t)",
+             reference=_focal, accepts="a function returning an array (one loss per image)",
+             cases=((np.array([0.9, 0.2, 0.6]), np.array([1, 0, 0])),
+                    (np.array([0.99, 0.01, 0.5, 0.3]), np.array([1, 1, 0, 1]), 0.0, 0.5),
+                    (np.array([0.7, 0.4]), np.array([0, 1]), 5.0, 0.75))),
+    Exercise("04.2", "predict, then run: focal loss with alpha 0.75 as in section 4, but gamma = 5 instead of 2 (same "
+             "seed, same data). Will the malignant recall at the 0.5 threshold go 'up' or 'down'?", "prediction",
+             "gamma sets how much the examples the model already gets right are turned down; most of those are "
+             "benign. What does that leave the loss to push on, and in which direction does it push P(malignant)?",
+             "with gamma 5 the confidently right (mostly benign) images weigh almost nothing, so the loss is carried by "
+             "the hard ones, many of them malignant images scored low; that tends to lift P(malignant) and recall at "
+             "0.5, at the cost of more false alarms. With one seed and a few dozen malignant images the run can go "
+             "either way: it decides.",
+             expected=lambda observed: ("up" if observed[1] > observed[0] else "down" if observed[1] < observed[0]
+                                        else "no change"),
+             accepts="'up' or 'down' (or 'no change')"),
+    Exercise("04.3", "a finding occurs in 2 % of the images. To what value should the bias of its sigmoid output "
+             "start so that the untrained model predicts 2 %?", "value",
+             "solve sigmoid(b) = 0.02 for b.", "b = log(pi / (1 - pi)) = log(0.02 / 0.98) = -3.89.",
+             expected=lambda: math.log(0.02 / 0.98), accepts="a number"),
+    # ------------------------------------------------------------------ 05 active learning
+    Exercise("05.1", "write variation_ratio(mc): from T MC-dropout passes mc (T x N x C probabilities), the share of "
+             "passes that do NOT vote for the most-voted class, per image (Gal et al. 2017's variation ratios).",
+             "function", "each pass votes for its argmax class; count the votes per class; 1 - (largest count) / T.",
+             "def variation_ratio(mc):\n    votes = mc.argmax(axis=2)                       # T x N\n"
+             "    counts = np.stack([(votes == c).sum(axis=0) for c in range(mc.shape[2])], axis=1)\n"
+             "    return 1 - counts.max(axis=1) / mc.shape[0]", reference=_variation_ratio,
+             accepts="a function returning one number per image",
+             cases=tuple((_RNG.dirichlet(np.ones(c), size=(t, n)),) for t, n, c in [(5, 4, 3), (10, 6, 2), (7, 3, 9)])
+             + ((np.array([[[0.9, 0.1]], [[0.2, 0.8]], [[0.6, 0.4]], [[0.3, 0.7]]]),),)),   # a 2-2 tie: 0.5
+    Exercise("05.2", "two MC-dropout passes on one image give [1, 0] and [0, 1]. What is its BALD score "
+             "(mutual information, in nats)?", "value", "entropy of the mean minus the mean entropy of the passes.",
+             "the mean is [0.5, 0.5] (entropy log 2 = 0.693); each pass is certain (entropy 0): BALD = log 2.",
+             expected=lambda: math.log(2), accepts="a number"),
+    Exercise("05.3", "predict, then run: labelled images at 0 and 10 on a line, unlabelled at 2, 6 and 9. Which "
+             "position does Coreset (k-center greedy) pick first?", "prediction",
+             "distance to the NEAREST labelled point, then pick the farthest.",
+             "2 -> 2, 6 -> 4, 9 -> 1: the farthest from its nearest labelled point is 6.",
+             expected=lambda observed: int(observed), accepts="2, 6 or 9"),
+    # ------------------------------------------------------------------ 06 explainable AI
+    Exercise("06.1", "write grad_cam(A, G): the Grad-CAM map from feature maps A and gradients G (each C x h x w).",
+             "function", "one weight per channel: the mean of its gradient; then ReLU of the weighted sum of maps.",
+             "def grad_cam(A, G):\n    w = G.mean(axis=(1, 2))\n    return np.maximum((w[:, None, None] * A).sum(axis=0), 0)",
+             reference=_grad_cam, accepts="a function returning an h x w array",
+             cases=tuple((_RNG.normal(size=(c, h, h)), _RNG.normal(size=(c, h, h))) for c, h in [(2, 2), (5, 4), (8, 7)])),
+    Exercise("06.2", "predict, then run: judged by the deletion check with its 95 % interval (as in section 6), is "
+             "saliency 'better' than a random map on these cells, 'worse', or is the result 'inconclusive'?",
+             "prediction",
+             "deletion removes the pixels a map ranks first; sharp, noisy pixel gradients rank single pixels, and "
+             "the blurred baseline removes small dots but not single pixels' neighbourhoods.",
+             "the run decides, and 'inconclusive' is a real answer: the verdict is 'better' or 'worse' only when the "
+             "interval of the per-image difference from the random map excludes 0.",
+             expected=lambda observed: str(observed).split(" than")[0], accepts="'better', 'worse' or 'inconclusive'"),
+]}
+
+
+def get(key: str) -> Exercise:
+    """The exercise ``"NN.k"`` (notebook NN, exercise k); prints its task."""
+    if key not in EXERCISES:
+        raise CourseError(f"no exercise {key!r}; there are {', '.join(EXERCISES)}")
+    ex = replace(EXERCISES[key], tries=0)         # a fresh copy: the registry itself never changes
+    print(f"Exercise {ex.key}: {ex.task}")
+    return ex
+
+
+def all_exercises() -> list[Exercise]:
+    """Every exercise, for CI's check of the stored solutions."""
+    return list(EXERCISES.values())

@@ -1,0 +1,180 @@
+"""Faithfulness of heat maps: deletion and insertion (Petsiuk et al. 2018), compared with a random map.
+
+Does a heat map point at what the model uses? Remove the pixels it ranks highest first and the class
+probability should collapse (deletion: a low area under the curve); reveal them first and it should
+recover quickly (insertion: a high area). :func:`deletion_insertion` scores ``maps`` and a random map on
+the same images; removed pixels take a fair baseline (a blurred copy by default, not black, which can add
+evidence of its own), and :meth:`DeletionInsertion.compare` gives each paired difference (map minus random,
+per image) a t-interval (:func:`course_utils.xai.paired_interval`) and a verdict in words ("inconclusive"
+when it covers 0). The model plumbing (adapters, target classes, the probability rule) is :mod:`.methods`'s.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+
+from ..runtime import CourseError
+from .methods import adapter, paired_interval, target_classes, target_probs
+
+__all__ = ["deletion_insertion", "DeletionInsertion", "BASELINES"]
+
+
+@dataclass
+class DeletionInsertion:
+    """Deletion / insertion areas under the curve of the target probability (per image), map vs random map.
+
+    Deletion: lower is better (the probability collapses when the top pixels go). Insertion: higher is better.
+    ``baseline`` names what deleted pixels become and where insertion starts (see :func:`deletion_insertion`).
+    """
+
+    deletion: np.ndarray
+    insertion: np.ndarray
+    deletion_random: np.ndarray
+    insertion_random: np.ndarray
+    fractions: np.ndarray
+    deletion_curve: np.ndarray       # mean probability per step, [steps + 1]
+    insertion_curve: np.ndarray
+    deletion_curve_random: np.ndarray
+    insertion_curve_random: np.ndarray
+    baseline: str = "blur"
+
+    def summary(self) -> dict[str, float]:
+        return {"deletion AUC (map)": float(self.deletion.mean()),
+                "deletion AUC (random)": float(self.deletion_random.mean()),
+                "insertion AUC (map)": float(self.insertion.mean()),
+                "insertion AUC (random)": float(self.insertion_random.mean())}
+
+    def compare(self, confidence: float = 0.95, min_difference: float = 0.01) -> dict[str, dict[str, Any]]:
+        """Map minus random map, per image, for each score: the mean difference, its t-interval and a verdict.
+
+        ``{"deletion": {...}, "insertion": {...}}``, each with ``interval`` (a :class:`PairedInterval`) and
+        ``verdict``: ``"better than random"`` only when the interval excludes 0 on the good side (deletion
+        lower, insertion higher), ``"worse than random"`` on the other side, else ``"inconclusive"``; also
+        ``"inconclusive"`` when the mean difference is below ``min_difference`` (an AUC), e.g. when both
+        curves stay at a probability of 1 and only rounding separates them.
+        """
+        out = {}
+        for name, good, a, b in (("deletion", -1, self.deletion, self.deletion_random),
+                                 ("insertion", +1, self.insertion, self.insertion_random)):
+            iv = paired_interval(a, b, confidence)
+            better, worse = "better than random", "worse than random"
+            above, below = (better, worse) if good > 0 else (worse, better)
+            out[name] = {"interval": iv, "verdict": iv.verdict(above=above, below=below, neither="inconclusive",
+                                                               min_difference=min_difference)}
+        return out
+
+    def verdict(self, confidence: float = 0.95, min_difference: float = 0.01) -> str:
+        """One verdict for both scores: the shared one when they agree (``"better than random"``,
+        ``"worse than random"``, ``"inconclusive"``); ``"the two checks disagree (...)"`` when one is better and
+        the other worse; ``"inconclusive (...)"`` when only one of them is clear. The brackets name each."""
+        each = {k: v["verdict"] for k, v in self.compare(confidence, min_difference).items()}
+        if len(set(each.values())) == 1:
+            return each["deletion"]
+        detail = f"deletion {each['deletion']}, insertion {each['insertion']}"
+        if set(each.values()) == {"better than random", "worse than random"}:
+            return f"the two checks disagree ({detail})"
+        return f"inconclusive ({detail})"
+
+    @property
+    def beats_random(self) -> bool:
+        """Deletion lower and insertion higher than with a random map, both beyond their 95 % intervals."""
+        return self.verdict() == "better than random"
+
+
+BASELINES = ("blur", "mean", "zero")
+
+
+def _baseline_images(x: np.ndarray, kind: str, spatial: tuple[int, int], sigma: float) -> np.ndarray:
+    """What deleted pixels become (and where insertion starts), for a batch in the model's input layout."""
+    if kind == "zero":
+        return np.zeros_like(x)
+    if kind == "mean":
+        return np.broadcast_to(x.mean(axis=tuple(a + 1 for a in spatial), keepdims=True), x.shape).astype(x.dtype)
+    from scipy.ndimage import gaussian_filter  # noqa: PLC0415
+
+    sig = [0.0] * x.ndim
+    for a in spatial:
+        sig[a + 1] = sigma
+    return gaussian_filter(x, sigma=sig).astype(x.dtype)
+
+
+def _perturbation_curves(ad, x, targets, maps, steps: int, mode: str, start_from: np.ndarray,
+                         chunk_images: int) -> np.ndarray:
+    """Target probability after changing the top-ranked ``k/steps`` of the pixels, ``k = 0..steps``, per image.
+
+    Deletion goes from the image to ``start_from`` (the baseline), insertion from the baseline to the image.
+    """
+    H, W = ad.image_size(x)
+    counts = np.round(np.linspace(0, H * W, steps + 1)).astype(int)
+    curves = np.zeros((len(x), steps + 1))
+    for s in range(0, len(x), chunk_images):
+        sl = slice(s, min(len(x), s + chunk_images))
+        src, dst = (x[sl], start_from[sl]) if mode == "deletion" else (start_from[sl], x[sl])
+        order = np.argsort(-maps[sl].reshape(len(src), -1), axis=1, kind="stable")
+        ranks = np.empty_like(order)
+        np.put_along_axis(ranks, order, np.arange(H * W)[None], axis=1)      # 0 = the most relevant pixel
+        changed = ranks.reshape(len(src), 1, H, W) < counts[None, :, None, None]     # [n, steps + 1, H, W]
+        changed = changed[:, :, None] if ad.channel_axis == 1 else changed[..., None]
+        batch = np.where(changed, dst[:, None], src[:, None]).astype(x.dtype)
+        batch = batch.reshape(-1, *x.shape[1:])
+        t = np.repeat(targets[sl], steps + 1)
+        curves[sl] = target_probs(ad.logits(batch), t).reshape(len(src), steps + 1)
+    return curves
+
+
+def deletion_insertion(model: Any, images: Any, maps: np.ndarray, target: Any = None, *, steps: int = 20,
+                       seed: int = 0, baseline: str = "blur", blur_sigma: float | None = None,
+                       insertion_from: str | None = None, preprocess: Callable | None = None,
+                       batch_size: int = 128) -> DeletionInsertion:
+    """Deletion and insertion scores of ``maps`` (one per image), and of a random map on the same images.
+
+    Deletion replaces the most relevant pixels by ``baseline``, ``1/steps`` of the image at a time; insertion
+    starts from the baseline and puts the most relevant pixels back. The score is the area under the
+    target-class probability curve over the fraction of pixels changed (0 to 1).
+
+    ``baseline`` (in the model's input space, after ``preprocess``):
+
+    - ``"blur"`` (default): a Gaussian-blurred copy of the image (``blur_sigma``, default ``max(H, W) / 16``
+      pixels). Removes fine evidence without drawing anything new.
+    - ``"mean"``: each channel's mean over the image (a flat image of its average colour).
+    - ``"zero"``: 0, i.e. black for ``[0, 1]`` images (or the mean colour after ImageNet normalisation).
+      Black pixels can *add* evidence (dark spots, edges) and keep the probability high: not a fair test.
+
+    ``insertion_from`` overrides the baseline for insertion only (default: the same). If the baseline
+    itself still shows the evidence, neither curve can tell maps apart: look at the curves' end points.
+    Compare with :meth:`DeletionInsertion.compare` (intervals over the images), not with the means alone.
+    """
+    insertion_from = baseline if insertion_from is None else insertion_from
+    for name, value in (("baseline", baseline), ("insertion_from", insertion_from)):
+        if value not in BASELINES:
+            raise CourseError(f"{name} must be one of {', '.join(map(repr, BASELINES))}, not {value!r}")
+    if not isinstance(steps, (int, np.integer)) or steps < 1:
+        raise CourseError(f"steps must be a whole number >= 1, got {steps!r}")
+    ad = adapter(model, preprocess, batch_size=batch_size)
+    x = ad.prepare(images)
+    maps = np.asarray(maps, dtype=np.float64)
+    if maps.shape != (len(x), *ad.image_size(x)):
+        raise CourseError(f"maps must be [N, H, W] = {(len(x), *ad.image_size(x))} to match the images, "
+                          f"got {maps.shape}")
+    if not np.isfinite(maps).all():
+        raise CourseError("maps contain NaN or inf: a heat map must rank every pixel")
+    t = target_classes(ad, x, target)
+    H, W = ad.image_size(x)
+    spatial = (1, 2) if ad.channel_axis == 1 else (0, 1)               # H, W axes of one image
+    sigma = blur_sigma if blur_sigma is not None else max(H, W) / 16
+    ends = {kind: _baseline_images(x, kind, spatial, sigma) for kind in {baseline, insertion_from}}
+    rand = np.random.default_rng(seed).random(maps.shape)
+    fr = np.linspace(0, 1, steps + 1)
+    chunk = max(1, batch_size * 4 // (steps + 1))
+    res = {}
+    for name, m in (("map", maps), ("random", rand)):
+        res[(name, "deletion")] = _perturbation_curves(ad, x, t, m, steps, "deletion", ends[baseline], chunk)
+        res[(name, "insertion")] = _perturbation_curves(ad, x, t, m, steps, "insertion", ends[insertion_from], chunk)
+    auc = {k: np.trapezoid(v, fr, axis=1) for k, v in res.items()}
+    return DeletionInsertion(auc[("map", "deletion")], auc[("map", "insertion")],
+                             auc[("random", "deletion")], auc[("random", "insertion")], fr,
+                             res[("map", "deletion")].mean(0), res[("map", "insertion")].mean(0),
+                             res[("random", "deletion")].mean(0), res[("random", "insertion")].mean(0),
+                             baseline=baseline)
