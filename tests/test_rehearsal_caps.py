@@ -127,9 +127,14 @@ def test_evaluation_runs_the_model_on_the_capped_batches_and_keeps_full_size_out
     model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 16 * 16, 1))
     model.register_forward_hook(lambda *_: calls.append(1))
     _, val = _loaders(n=200)                                   # 7 batches of 32
+    batches = []
+    val.collate_fn = (lambda collate: lambda b: batches.append(1) or collate(b))(val.collate_fn)
     result = tt.evaluate(model, val, "binary")
     assert result["n"] == 200 and len(result["probs"]) == 200
     assert len(calls) == 1 + 4               # one pass counting its FLOPs, then rehearsal.CAPS.eval_batches batches
+    assert len(batches) == 7                 # the loader is read once: no extra batch just to count FLOPs
+    rec = [json.loads(line) for line in rehearsal.read_text().splitlines()][-1]
+    assert rec["pass"] == "forward" and rec["images"] == 200 and rec["flops_per_image"] == 2 * 3 * 16 * 16
 
 
 def test_query_outputs_run_a_model_on_its_first_batches_only_over_all_calls(rehearsal):

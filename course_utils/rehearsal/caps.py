@@ -145,9 +145,12 @@ def _first_batches_module() -> type:
         def __init__(self, model):
             super().__init__()
             self.model, self.first = model, FirstOutputs(CAPS.eval_batches)
+            self.flops: float | None = None   # per image, counted on the first batch the model sees
             self.train(model.training)
 
         def forward(self, x):
+            if not self.first.done:
+                self.flops = best_effort(lambda: torch_flops_per_image(self.model, x[:1]))
             return self.first(lambda: self.model(x), len(x))
 
     return FirstBatchesModel
@@ -158,10 +161,12 @@ def _torch_first_batches(original):
         wrapper = _first_batches_module()
         if isinstance(model, wrapper):
             return original(model, loader, *args, **kwargs)
-        flops = best_effort(lambda: torch_flops_per_image(model, next(iter(loader))[0][:1]))
-        record_work("forward", images=n_images(loader), steps=n_batches(loader), flops_per_image=flops,
-                    what=model_name(model), framework="torch")
-        return original(wrapper(model), loader, *args, **kwargs)
+        proxy = wrapper(model)
+        try:
+            return original(proxy, loader, *args, **kwargs)
+        finally:   # the FLOPs come from the first batch the proxy saw: no extra batch is loaded to count them
+            record_work("forward", images=n_images(loader), steps=n_batches(loader), flops_per_image=proxy.flops,
+                        what=model_name(model), framework="torch")
     return capped
 
 

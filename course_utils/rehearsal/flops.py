@@ -24,8 +24,8 @@ _CACHE: dict[tuple, float] = {}
 
 def torch_flops_per_image(model, example) -> float:
     """FLOPs of one forward pass of ``model`` on one sample shaped like ``example[0]`` (a batch ``[N, C, H, W]``
-    or ``[N, D]``, or one ``[C, H, W]`` image). Cached per model and shape; the model's train/eval state and its BatchNorm statistics
-    are left as they were (the pass runs in eval mode without gradients)."""
+    or ``[N, D]``, or one ``[C, H, W]`` image). Cached per model and shape; the model's train/eval state and its
+    BatchNorm statistics are left as they were (the pass runs in eval mode without gradients)."""
     torch = import_torch()
     FlopCounterMode = _flop_counter()  # noqa: N806
 
