@@ -47,3 +47,39 @@ def blob_model():
     assert acc > 0.95, f"the blob model did not learn (accuracy {acc:.2f})"
     pos = yv == 1
     return model, xv[pos], [b for b, p in zip(boxes, pos) if p]
+
+
+def _tiny_disk_allowed() -> str | None:
+    """Why a tmpfs cannot be mounted in a private mount namespace here (None: it can)."""
+    import shutil
+    import subprocess
+
+    if shutil.which("unshare") is None:
+        return "no `unshare` on this machine"
+    probe = subprocess.run(["unshare", "-m", "sh", "-c", "mount -t tmpfs -o size=64k tmpfs /mnt && umount /mnt"],
+                           capture_output=True, text=True)
+    return None if probe.returncode == 0 else f"cannot mount a tmpfs in a mount namespace ({probe.stderr.strip()})"
+
+
+@pytest.fixture
+def tiny_disk(tmp_path):
+    """``run(code, size_kb)``: run Python ``code`` in a fresh process whose ``DISK`` (a Path) is a real tmpfs of
+    ``size_kb`` KiB, mounted in a private mount namespace (``unshare -m``, root only): a full disk for real, not a
+    faked OSError. Returns the CompletedProcess (text output). Skips, with the reason, where that is not allowed."""
+    import subprocess
+    import sys
+    import textwrap
+
+    reason = _tiny_disk_allowed()
+    if reason:
+        pytest.skip(reason)
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    script = tmp_path / "on_tiny_disk.py"
+
+    def run(code: str, size_kb: int = 64) -> subprocess.CompletedProcess:
+        script.write_text("from pathlib import Path\nDISK = Path(%r)\n" % str(disk) + textwrap.dedent(code))
+        shell = f"mount -t tmpfs -o size={int(size_kb)}k tmpfs {disk} && {sys.executable} {script}"
+        return subprocess.run(["unshare", "-m", "sh", "-c", shell], capture_output=True, text=True, timeout=300)
+
+    return run

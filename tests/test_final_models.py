@@ -2,8 +2,11 @@
 that torch.load(weights_only=True) reads, and every unusable file answered with None and one line of why."""
 from __future__ import annotations
 
+import io
 import json
 import subprocess
+import sys
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +14,7 @@ import pytest
 import torch
 
 from course_utils import CourseError
+from course_utils.integrity import seal, unseal
 from course_utils.models import final as final_models
 from course_utils.models import torch_models as models_torch
 from course_utils.models.info import ModelInfo
@@ -41,7 +45,8 @@ def test_torch_round_trip_same_outputs_info_and_meta(tmp_path, capsys):
     path = final_models.save(model, info, "04_breastmnist", folder=tmp_path, image_size=28, source="stand-in",
                              size=np.int64(3))
     assert path == tmp_path / "04_breastmnist.pt" and "saved the final model" in capsys.readouterr().out
-    raw = torch.load(path, map_location="cpu", weights_only=True)    # no pickled code in the file
+    outer = torch.load(path, map_location="cpu", weights_only=True)  # no pickled code in the file, nor inside
+    raw = torch.load(io.BytesIO(unseal(outer)), map_location="cpu", weights_only=True)
     assert raw["info"]["arch"] == "small_cnn" and raw["build"] == {"width": 8, "depth": 2}
     saved = final_models.load("04_breastmnist", folder=tmp_path)
     assert "loaded the saved model '04_breastmnist'" in capsys.readouterr().out
@@ -79,10 +84,9 @@ def test_keras_round_trip_with_its_info_beside_it(tmp_path):
     assert saved.info == info and saved.meta == {"image_size": 48, "source": "stand-in"}
     same = saved.model(x, training=False).numpy(), model(x, training=False).numpy()
     assert np.allclose(*same, atol=1e-5)
-    # without the side file: the model still loads, without its description
+    # without the side file the .keras file cannot be checked (issue 20): refused with the reason
     path.with_suffix(".json").unlink()
-    again = final_models.load("03_malaria", folder=tmp_path, verbose=False)
-    assert again.info is None and again.meta == {}
+    assert final_models.load("03_malaria", folder=tmp_path, verbose=False) is None
 
 
 def test_missing_corrupt_foreign_and_mismatched_files_give_none_and_say_why(tmp_path, capsys):
@@ -103,9 +107,10 @@ def test_missing_corrupt_foreign_and_mismatched_files_give_none_and_say_why(tmp_
     assert "not a final model" in capsys.readouterr().out
 
     final_models.save(model, info, "shapes", folder=tmp_path)
-    raw = torch.load(tmp_path / "shapes.pt", weights_only=True)
+    outer = torch.load(tmp_path / "shapes.pt", weights_only=True)
+    raw = torch.load(io.BytesIO(unseal(outer)), weights_only=True)
     raw["build"] = {"width": 4, "depth": 2}                         # no longer fits the weights
-    torch.save(raw, tmp_path / "shapes.pt")
+    torch.save(seal(raw, format=outer["format"]), tmp_path / "shapes.pt")
     capsys.readouterr()
     assert final_models.load("shapes", folder=tmp_path) is None
     out = capsys.readouterr().out
@@ -142,10 +147,92 @@ def test_a_failed_save_keeps_the_previous_file(tmp_path, monkeypatch):
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(torch, "save", full_disk)
-    with pytest.raises(OSError):
+    with pytest.raises(CourseError, match="disk is full.*previous file is unchanged"):
         final_models.save(model, info, "m", folder=tmp_path, image_size=64)
-    assert path.read_bytes() == before
+    assert path.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["m.pt"]
+    monkeypatch.undo()
     assert final_models.load("m", folder=tmp_path, verbose=False).meta == {"image_size": 28}
+
+
+def _flip_a_bit_of(path: Path, values: np.ndarray) -> None:
+    """Flip one bit inside the stored bytes of ``values`` (a float32 tensor's data, found in the file)."""
+    data, needle = bytearray(path.read_bytes()), values.astype("<f4").tobytes()
+    at = data.find(needle)
+    assert at >= 0, "the tensor's bytes are not stored verbatim in the file"
+    data[at + 3] ^= 0x40                        # a high exponent bit of the first value: -0.13 becomes about -4e37
+    path.write_bytes(bytes(data))
+
+
+def test_one_flipped_bit_in_a_torch_final_model_is_refused(tmp_path, capsys):
+    """Issue 20, BAD 2: a weight went from -0.13 to -4.5e37 and load said "loaded the saved model"."""
+    model, info = _trained_small_cnn()
+    path = final_models.save(model, info, "m", folder=tmp_path)
+    _flip_a_bit_of(path, model.classifier[-1].weight.detach().numpy().ravel()[:4])
+    capsys.readouterr()
+    assert final_models.load("m", folder=tmp_path) is None
+    out = capsys.readouterr().out
+    assert "damaged" in out and "SHA-256" in out and "loaded the saved model" not in out, out
+
+
+def test_one_flipped_bit_or_another_models_description_in_keras_is_refused(tmp_path, capsys):
+    keras = import_keras()
+    inputs = keras.Input((4,))
+    a = keras.Model(inputs, keras.layers.Dense(2, name="head")(inputs), name="a")
+    b = keras.Model(inputs, keras.layers.Dense(2, name="head")(inputs), name="b")
+    info = ModelInfo("small_cnn", "keras", 2)
+    path = final_models.save(a, info, "a", folder=tmp_path)
+    final_models.save(b, info, "b", folder=tmp_path, image_size=99)
+    good = path.read_bytes()
+    data = bytearray(good)
+    data[len(data) // 2] ^= 0x01
+    path.write_bytes(bytes(data))
+    capsys.readouterr()
+    assert final_models.load("a", folder=tmp_path) is None
+    assert "no longer matches the SHA-256" in capsys.readouterr().out
+    path.write_bytes(good)
+    (tmp_path / "a.json").write_text((tmp_path / "b.json").read_text())   # b's description beside a's file
+    assert final_models.load("a", folder=tmp_path) is None
+    assert "no longer matches the SHA-256" in capsys.readouterr().out
+
+
+def test_two_processes_saving_one_final_model_never_collide(tmp_path):
+    """Issue 20: two processes saving the same model shared one temporary name (FileNotFoundError in 4-15 % of
+    saves, and a reader found the file unreadable). Real processes, saving and loading at once."""
+    code = textwrap.dedent(f'''
+        import sys, torch
+        from course_utils.models import final as F, torch_models as mt
+        model, info = mt.small_cnn(1, in_chans=3, width=4, depth=2)
+        bad = 0
+        for i in range(80):
+            F.save(model, info, "shared", folder={str(tmp_path)!r}, writer=sys.argv[1], i=i)
+            if F.load("shared", folder={str(tmp_path)!r}, verbose=False) is None:
+                bad += 1
+        print("unreadable", bad)
+    ''')
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(k)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True) for k in range(2)]
+    outs = [p.communicate(timeout=240) for p in procs]
+    for p, (out, err) in zip(procs, outs):
+        assert p.returncode == 0, err[-2000:]
+        assert "unreadable 0" in out, out
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["shared.pt"]    # no temporary file left behind
+
+
+def test_a_full_disk_while_saving_a_final_model_is_a_clear_error_and_leaves_nothing(tiny_disk):
+    """Issue 20: a real full disk (a 16 KiB tmpfs) gave a raw error and left a .tmp.pt behind."""
+    done = tiny_disk('''
+        from course_utils import CourseError
+        from course_utils.models import final as F, torch_models as mt
+        model, info = mt.small_cnn(1, in_chans=3, width=16, depth=3)
+        try:
+            F.save(model, info, "m", folder=DISK)
+        except CourseError as exc:
+            print("ERROR", exc)
+        print("LEFT", sorted(p.name for p in DISK.iterdir()))
+    ''', size_kb=16)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "ERROR could not save the final model 'm'" in done.stdout and "disk is full" in done.stdout, done.stdout
+    assert "Nothing was written" in done.stdout and "LEFT []" in done.stdout, done.stdout
 
 
 def test_default_folder_is_git_ignored():
@@ -154,3 +241,26 @@ def test_default_folder_is_git_ignored():
     done = subprocess.run(["git", "check-ignore", "-q", str(target)], cwd=root, check=False)
     assert done.returncode == 0, f"{target} is not git-ignored"
     assert json.loads(json.dumps({"folder": str(final_models.FOLDER)}))["folder"] == "runs/final"
+
+
+def test_checking_a_final_models_digest_is_not_felt(tmp_path, monkeypatch):
+    """Issue 20: hashing a final model costs under 5 % of its load time. EfficientNet-B0 (16 MB): load() with the
+    SHA-256 check against load() whose hash is skipped (the digest computed in a thread while the model is rebuilt)."""
+    import time
+
+    model, info = models_torch.efficientnet_b0(2, pretrained=False, verbose=False)
+    final_models.save(model, info, "b0", folder=tmp_path)
+
+    def best() -> float:
+        times = []
+        for _ in range(9):
+            t0 = time.perf_counter()
+            assert final_models.load("b0", folder=tmp_path, verbose=False) is not None
+            times.append(time.perf_counter() - t0)
+        return min(times)
+
+    checked = best()
+    outer = torch.load(tmp_path / "b0.pt", weights_only=True)
+    monkeypatch.setattr(final_models, "sha256_bytes", lambda data: outer["sha256"])    # no hashing at all
+    unchecked = best()
+    assert checked < 1.05 * unchecked, f"load {checked * 1e3:.0f} ms with the check, {unchecked * 1e3:.0f} ms without"

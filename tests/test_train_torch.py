@@ -318,6 +318,48 @@ def test_resume_with_changed_settings_starts_fresh_and_says_so(tmp_path, capsys,
     assert again.meta["resumed_from_epoch"] == change.get("epochs", 1)
 
 
+def test_a_changed_setting_keeps_the_old_checkpoint_even_when_the_new_run_stops_at_once(tmp_path, capsys):
+    """Issue 20, BAD 1: "train longer" (epochs 3 -> 6) with resume=True, stopped in its first epoch, used to leave
+    only the new run's epoch-0 file: the three trained epochs were gone. The old run is now kept aside."""
+    from course_utils.train import _checkpoint as C
+
+    x, y = _data(n=32)
+    ckpt = tmp_path / "run.pt"
+    done = _fit_small(x, y, ckpt, epochs=3)
+    torch.manual_seed(0)
+    model = mt.small_cnn(1, width=4)[0]
+    calls = []
+
+    def stop(*_):
+        calls.append(1)
+        if len(calls) == 2:           # 32 images in batches of 16: the second batch of epoch 1
+            raise KeyboardInterrupt   # Ctrl-C (or a Colab disconnect) in the new run's first epoch
+    model.register_forward_hook(stop)
+    capsys.readouterr()
+    with pytest.raises(KeyboardInterrupt):
+        tt.fit(model, _loader(x, y), checkpoint_path=ckpt, epochs=6, resume=True, progress=False, seed=0)
+    aside = tmp_path / f"run.settings-{done.meta['settings_key']}.pt"
+    out = capsys.readouterr().out
+    assert aside.exists() and str(aside) in out and "kept as" in out, out
+    assert C.read_checkpoint(aside, torch.device("cpu"))["epoch"] == 3
+    assert C.read_checkpoint(ckpt, torch.device("cpu"))["epoch"] == 0        # the new run's own file
+    again = _fit_small(x, y, aside, epochs=3, resume=True)                    # the old run resumes from there
+    assert again.meta["resumed_from_epoch"] == 3 and again.n_epochs == 3
+    _fit_small(x, y, ckpt, epochs=1, resume=True)                             # a third setting: a second name
+    assert len(list(tmp_path.glob("run.settings-*.pt"))) == 2
+
+
+def test_setting_a_checkpoint_aside_never_overwrites_an_earlier_one(tmp_path):
+    from course_utils.train import _checkpoint as C
+
+    ckpt = tmp_path / "run.pt"
+    for text in ("first", "second"):
+        ckpt.write_text(text)
+        C.set_aside(ckpt, {"a": 1})
+    kept = sorted(p.read_text() for p in tmp_path.glob("run.settings-*.pt"))
+    assert kept == ["first", "second"] and not ckpt.exists()
+
+
 def test_the_settings_see_the_constants_of_a_loss_function():
     from course_utils.train._checkpoint import describe_loss
 

@@ -12,29 +12,37 @@ later notebook must know to use the model, such as the image size and the data s
 - **torch**: a plain dict (state dict, ``ModelInfo`` as a dict, ``meta``), no pickled code, so it is read with
   ``torch.load(..., weights_only=True)``; the model is rebuilt by the :mod:`models_torch` builder named in
   ``info.arch`` (``small_cnn``, ``efficientnet_b0``, ``efficientnet_lite0``; never downloading weights) and the
-  state dict loaded into it, strictly.
-- **Keras**: ``model.save("<name>.keras")`` (Keras' own format), and ``<name>.json`` beside it for the info and meta.
+  state dict loaded into it, strictly. The dict is sealed with its SHA-256 (:func:`~course_utils.integrity.seal`).
+- **Keras**: ``model.save("<name>.keras")`` (Keras' own format), and ``<name>.json`` beside it for the info, meta
+  and the ``.keras`` file's SHA-256.
 
-:func:`load` never raises for a missing, old or broken file: it prints one line saying why and returns None,
-so the notebook can train its own model instead. Files are written to a temporary name first and then
-renamed, so an interrupted save leaves the previous file intact.
+:func:`load` never raises for a missing, old, damaged (one flipped bit) or mismatched file: it prints one line
+saying why and returns None, so the notebook can train its own model instead. Files are written to a temporary
+name of their own (one per writer) and then renamed, so an interrupted or concurrent save leaves the previous
+file intact; a failed save (a full disk) is a CourseError that says so, and leaves no temporary file.
 """
 from __future__ import annotations
 
+import concurrent.futures
+import contextlib
+import errno
+import io
 import json
 import os
 import re
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .info import ModelInfo
+from ..integrity import check_file, seal, sealed_bytes, sha256_bytes, sha256_file
 from ..runtime import CourseError, framework_of
 
 __all__ = ["FOLDER", "FinalModel", "save", "load", "path_of"]
 
 FOLDER = Path("runs") / "final"      # relative to the notebook's folder, as every run_dir in the course
-FORMAT = 1                           # version of the torch payload; a different one is refused with a reason
+FORMAT = 2                           # 2: sealed with a SHA-256 (integrity.seal); another version is refused
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _TORCH_BUILDERS = ("small_cnn", "efficientnet_b0", "efficientnet_lite0")
 
@@ -146,24 +154,36 @@ def save(model: Any, info: Any, name: str, *, folder: str | os.PathLike | None =
                           f"models_torch ({', '.join(_TORCH_BUILDERS)})")
     path = path_of(name, framework, folder)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
-    if framework == "torch":
-        import torch  # noqa: PLC0415
+    unique = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"     # one temporary name per writer: two saves never collide
+    tmp = path.with_name(f".{path.stem}.{unique}.tmp{path.suffix}")
+    side, side_tmp = path.with_suffix(".json"), path.with_name(f".{path.stem}.{unique}.tmp.json")
+    try:
+        if framework == "torch":
+            import torch  # noqa: PLC0415
 
-        payload = {"format": FORMAT, "info": info.to_dict(), "build": _torch_build_kwargs(model, info), "meta": meta,
-                   "state_dict": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}}
-        torch.save(payload, tmp)
-        os.replace(tmp, path)
-        n_params = sum(int(v.numel()) for v in payload["state_dict"].values())
-    else:
-        model.save(tmp)
-        side = path.with_suffix(".json")
-        side_tmp = side.with_name(f".{side.stem}.tmp.json")
-        side_tmp.write_text(json.dumps({"format": FORMAT, "info": info.to_dict() if info else None, "meta": meta},
-                                       indent=1), encoding="utf-8")
-        os.replace(side_tmp, side)
-        os.replace(tmp, path)
-        n_params = int(model.count_params())
+            payload = {"info": info.to_dict(), "build": _torch_build_kwargs(model, info), "meta": meta,
+                       "state_dict": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}}
+            torch.save(seal(payload, format=FORMAT), tmp)
+            os.replace(tmp, path)
+            n_params = sum(int(v.numel()) for v in payload["state_dict"].values())
+        else:
+            model.save(tmp)
+            doc = {"format": FORMAT, "info": info.to_dict() if info else None, "meta": meta,
+                   "sha256": sha256_file(tmp)}    # ties this description to exactly this .keras file
+            side_tmp.write_text(json.dumps(doc, indent=1), encoding="utf-8")
+            os.replace(side_tmp, side)
+            os.replace(tmp, path)
+            n_params = int(model.count_params())
+    except (OSError, RuntimeError) as exc:   # torch's writer raises RuntimeError for a failed write
+        for leftover in (tmp, side_tmp):
+            with contextlib.suppress(OSError):
+                leftover.unlink()
+        full = getattr(exc, "errno", None) in (errno.ENOSPC, errno.EDQUOT) or "space" in str(exc).lower() \
+            or "unexpected pos" in str(exc)
+        raise CourseError(f"could not save the final model {name!r} to {path} ({_why(exc)}). "
+                          + ("The disk is full: free some space, or pass folder= on another disk. "
+                             if full else "Check that the folder is writable and has space. ")
+                          + ("The previous file is unchanged." if path.exists() else "Nothing was written.")) from exc
     arch = info.arch if info is not None else type(model).__name__
     print(f"saved the final model {name!r}: {path} ({arch}, {n_params:,} parameters)")
     return path
@@ -179,12 +199,35 @@ def _load_torch(path: Path) -> tuple[FinalModel | None, str]:
     import torch  # noqa: PLC0415
 
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
+        outer = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unreadable file: say why, train instead
         return None, f"{path} could not be read ({_why(exc)})"
-    if not isinstance(payload, dict) or payload.get("format") != FORMAT or "state_dict" not in payload:
-        return None, (f"{path} is not a final model of this course version (a whole pickled model or a training "
-                      "checkpoint?); save it again with cu.final_models.save")
+    if not isinstance(outer, dict) or outer.get("format") != FORMAT or "payload" not in outer:
+        return None, (f"{path} is not a final model of this course version (an older one, a whole pickled model or "
+                      "a training checkpoint?); save it again with cu.final_models.save")
+    sealed = sealed_bytes(outer)
+    damaged = (f"{path} is damaged: its contents no longer match the SHA-256 stored when it was saved (a changed "
+               "byte, or a partial copy); run the notebook that saves it again")
+    if sealed is None:
+        return None, damaged
+    # The SHA-256 is computed in a thread while the model is rebuilt (hashlib releases the GIL): the check is not
+    # felt. Unchecked bytes are only read with weights_only=True (no code runs) and dropped if the check fails.
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        intact = pool.submit(lambda: sha256_bytes(sealed[0]) == sealed[1])
+        loaded, why = _rebuild_torch(path, sealed[0])
+        if not intact.result():
+            return None, damaged
+    return loaded, why
+
+
+def _rebuild_torch(path: Path, data: memoryview) -> tuple[FinalModel | None, str]:
+    """The model rebuilt by its builder from the payload's info, with the payload's weights loaded strictly."""
+    import torch  # noqa: PLC0415
+
+    try:
+        payload = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - bytes that do not load
+        return None, f"{path} could not be read ({_why(exc)})"
     try:
         info = ModelInfo(**payload["info"])
     except TypeError as exc:
@@ -204,19 +247,22 @@ def _load_keras(path: Path) -> tuple[FinalModel | None, str]:
     from ..runtime import import_keras  # noqa: PLC0415
 
     keras = import_keras()
+    info, meta = None, {}
+    side = path.with_suffix(".json")
+    try:
+        doc = json.loads(side.read_text(encoding="utf-8"))
+        info = ModelInfo(**doc["info"]) if doc.get("info") else None
+        meta = dict(doc.get("meta") or {})
+    except (OSError, ValueError, TypeError, KeyError, AttributeError) as exc:
+        return None, (f"its description {side.name} could not be read ({_why(exc)}), so {path.name} cannot be "
+                      "checked; run the notebook that saves it again")
+    problem = check_file(path, doc.get("sha256"))     # the .keras file is the one this description was written for
+    if problem:
+        return None, f"{problem}; run the notebook that saves it again"
     try:
         model = keras.models.load_model(path, compile=False)
     except Exception as exc:  # noqa: BLE001 - any unreadable file: say why, train instead
         return None, f"{path} could not be read ({_why(exc)})"
-    info, meta = None, {}
-    side = path.with_suffix(".json")
-    if side.exists():
-        try:
-            doc = json.loads(side.read_text(encoding="utf-8"))
-            info = ModelInfo(**doc["info"]) if doc.get("info") else None
-            meta = dict(doc.get("meta") or {})
-        except (ValueError, TypeError, KeyError, AttributeError) as exc:
-            print(f"note: {side} could not be read ({_why(exc)}); using the model without its description")
     return FinalModel(model, info, meta, path), ""
 
 

@@ -16,7 +16,8 @@ CourseError instead of an optimizer state silently off.
 A checkpoint belongs to its settings (:func:`run_settings`: loss with its constants, model, epochs,
 lr, schedule, clipping, weight decay, seed, batches per epoch, plus what the caller adds, e.g. the
 data set and image size). They are stored in it; ``resume=True`` with other settings starts fresh and
-says so in one line, instead of silently reloading another run. :func:`settings_key` is a short hash
+says so in one line, instead of silently reloading another run; the other run's file is first renamed
+(:func:`set_aside`), so a stop in the new run's first epoch never costs the old run's training. :func:`settings_key` is a short hash
 of them, for keying the file name (``checkpoint_path="runs/effnet_{key}.pt"``, :func:`keyed_path`).
 
 For :func:`~course_utils.train_torch.fit`: :func:`resume_run` decides where a run starts (fresh, or where
@@ -41,6 +42,7 @@ from pathlib import Path
 import numpy as np
 
 from .history import History
+from ..integrity import seal, unseal
 from ..runtime import CourseError, import_torch
 
 _FORMAT = "course_utils.train_torch checkpoint"
@@ -206,11 +208,7 @@ def save_checkpoint(path: Path, epoch, epochs, model, optimizer, scheduler, scal
              "best": {"monitor": best.monitor, "value": _number(best.value), "epoch": best.epoch,
                       "state": best.state, "tiebreak": _number(best.tiebreak)},
              "bad_epochs": bad_epochs, "rng": _rng_state(loader), "settings": history.meta.get("settings")}
-    buf = io.BytesIO()
-    torch.save(state, buf)
-    payload = buf.getbuffer()
-    wrapped = {"format": _FORMAT, "version": _CHECKPOINT_VERSION, "sha256": hashlib.sha256(payload).hexdigest(),
-               "payload": torch.frombuffer(payload, dtype=torch.uint8)}
+    wrapped = seal(state, format=_FORMAT, version=_CHECKPOINT_VERSION)
     tmp = path.with_name(path.name + ".tmp")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -258,9 +256,8 @@ def _read(path: Path, dev) -> dict:
     if outer.get("version") != _CHECKPOINT_VERSION:
         raise CourseError(f"{path} was written by another version of course_utils (checkpoint version "
                           f"{outer.get('version')}, this one reads {_CHECKPOINT_VERSION}). {start_over}")
-    payload = outer.get("payload")
-    data = payload.numpy().tobytes() if isinstance(payload, torch.Tensor) else b""
-    if hashlib.sha256(data).hexdigest() != outer.get("sha256"):
+    data = unseal(outer)
+    if data is None:
         raise CourseError(f"the checkpoint {path} is damaged: its contents no longer match the SHA-256 stored when "
                           f"it was written (a changed byte, or a partial copy). {start_over}")
     try:
@@ -321,8 +318,10 @@ def resume_run(ckpt: Path | None, resume: bool, state: tuple, dev, epochs: int, 
     changed = settings_diff(stored.get("settings"), state[4].meta["settings"])
     if changed:  # another run's checkpoint: reloading it would silently skip this run's training
         state[4].meta["fresh_start"] = changed
-        print(f"not resumed: {ckpt} holds a run with other settings ({changed}); training starts from the "
-              "model's current weights and overwrites it")
+        aside = set_aside(ckpt, stored.get("settings"))
+        state[4].meta["set_aside"] = str(aside)
+        print(f"not resumed: {ckpt} holds a run with other settings ({changed}); that run is kept as {aside} "
+              "(resume it from there), and this one starts from the model's current weights")
         return 0, 0
     start_epoch, bad_epochs = load_checkpoint(ckpt, *state, dev, state=stored)
     state[4].meta["resumed_from_epoch"] = start_epoch
@@ -331,6 +330,31 @@ def resume_run(ckpt: Path | None, resume: bool, state: tuple, dev, epochs: int, 
               f"resumed from {ckpt}: no epoch had finished, so training restarts from the initial state saved "
               "there (weights, optimizer and random state as the run began)")
     return start_epoch, bad_epochs
+
+
+def set_aside(ckpt: Path, settings: dict | None) -> Path:
+    """Move another run's checkpoint out of the way, never over a file: ``run.pt`` becomes
+    ``run.settings-<its key>.pt`` (``-2``, ``-3``, ... when that name is taken). A rename, so nothing is copied."""
+    key = settings_key(settings) if settings else "unknown"
+    suffix = ckpt.suffix or ".pt"
+    for n in range(1, 1000):
+        aside = ckpt.with_name(f"{ckpt.stem}.settings-{key}{'' if n == 1 else f'-{n}'}{suffix}")
+        try:
+            try:
+                os.link(ckpt, aside)   # fails if the name exists: no earlier run is ever overwritten
+                os.unlink(ckpt)
+            except FileExistsError:
+                continue
+            except OSError:            # no hard links here (FAT, some network drives): a rename to a free name
+                if aside.exists():
+                    continue
+                os.rename(ckpt, aside)
+        except OSError as exc:
+            raise CourseError(f"{ckpt} holds a run with other settings, and it could not be kept aside as {aside} "
+                              f"({exc}); nothing was changed. Pass another checkpoint_path, or move {ckpt} "
+                              "yourself to train with the new settings.") from exc
+        return aside
+    raise CourseError(f"{ckpt}: 999 earlier runs are already kept beside it; clean up the folder")
 
 
 class RunProgress:

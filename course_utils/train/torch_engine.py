@@ -314,7 +314,7 @@ def fit(model, train_loader, val_loader=None, *, epochs: int, loss_fn: Callable 
         and, with ``val_loader``, ``val_loss``, ``val_accuracy``, ``val_auc``, ``val_ap``; ``meta`` says
         what happened (device, amp, best epoch, whether the best state was restored, skipped batches,
         early stop, resume, ``settings`` and ``settings_key``, ``fresh_start``: why a checkpoint was not
-        resumed).
+        resumed, ``set_aside``: the name that checkpoint was moved to, so that no trained run is lost).
 
     Raises:
         CourseError: bad data or arguments, named with the epoch and batch. Any exception that stops
@@ -405,7 +405,8 @@ def _fit_meta(model, info: ModelInfo | None, loss_fn, optimizer, dev, amp: bool,
         "skipped_batches": 0, "skipped_per_epoch": [], "epoch_seconds": [], "best_epoch": None, "best_value": None,
         "restored_best": False, "stopped_early_at": None, "resumed_from_epoch": None,
         "checkpoint": str(checkpoint_path) if checkpoint_path else None,
-        "settings": run_key, "settings_key": settings_key(run_key), "fresh_start": None}
+        "settings": run_key, "settings_key": settings_key(run_key), "fresh_start": None,
+        "set_aside": None}
 
 
 # ============================================================================ helpers: optimization
