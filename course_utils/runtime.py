@@ -509,9 +509,8 @@ def cache_dir(sub: str = "", base: str | os.PathLike | None = None) -> Path:
     target = base / sub if sub else base
     try:
         target.mkdir(parents=True, exist_ok=True)
-        probe = target / ".write_test"
-        probe.write_text("ok")
-        probe.unlink()
+        with tempfile.NamedTemporaryFile(dir=target, prefix=".write_test", delete=True):
+            pass                    # a probe of its own per caller: concurrent callers never trip over each other
         return target
     except OSError as exc:
         fallback = Path(tempfile.gettempdir()) / "course_utils_cache" / sub

@@ -73,3 +73,15 @@ def test_keras_mc_dropout_switches_off_augmentation_layers(keras, images):
     flipped = np.stack([np.asarray(model(images.astype("float32") / 255, training=True)) for _ in range(3)])
     assert np.abs(flipped - p).max() > 1e-3                                     # what a plain call would do
     assert "call" not in vars(model.layers[1])                                  # the override was removed
+
+
+def test_nan_pixels_in_the_pool_are_refused_naming_the_images(keras, images):
+    """Issue 20, BAD 5: the Keras outputs of NaN images were finite probabilities that the strategies accepted."""
+    from course_utils import CourseError
+
+    model = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.GlobalMaxPooling2D(),
+                              keras.layers.Dense(3, activation="softmax")])
+    x = images.astype(np.float32) / 255
+    x[5, 0, 0, 0] = np.inf
+    with pytest.raises(CourseError, match=r"1 of 24 images have NaN or inf pixels \(index 5\)"):
+        ak.keras_outputs(model, x, needs=("probs",))

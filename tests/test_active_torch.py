@@ -69,3 +69,14 @@ def test_torch_gradient_embedding_class_count_comes_from_the_model(images):
     assert at.torch_gradient_embeddings(one_logit, images).shape == (24, 2 * 6)
     with pytest.raises(CourseError, match="no nn.Linear"):
         at.torch_embeddings(nn.Sequential(nn.Conv2d(1, 2, 3), nn.Flatten()), images)
+
+
+def test_nan_pixels_in_the_pool_are_refused_naming_the_images(images):
+    """Issue 20, BAD 5: NaN pixels gave finite probabilities that every strategy accepted."""
+    x = images.astype(np.float32) / 255
+    x = x.transpose(0, 3, 1, 2).copy()
+    x[[2, 7], 0, 1, 1] = np.nan
+    with pytest.raises(CourseError, match=r"2 of 24 images have NaN or inf pixels \(index 2, 7\)"):
+        at.torch_outputs(tiny_cnn(), x, needs=("probs",))
+    with pytest.raises(CourseError, match=r"index 2, 7"):
+        at.torch_outputs(tiny_cnn(), torch.from_numpy(x), needs=("probs",))

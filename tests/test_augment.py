@@ -157,3 +157,20 @@ def test_flip_can_be_forced_for_a_figure():
     img = _grey(seed=6)
     ev = A.eval_transform(mean=None, std=None)(img)
     assert all(torch.allclose(_plain(flip=1.0)(img), ev.flip(-1), atol=1e-5) for _ in range(5))
+
+
+def test_a_crop_that_touches_the_border_keeps_the_border_as_bright_as_the_image():
+    """Issue 20: a random resized crop that touched the image border darkened the border row by up to 26 %
+    (grid_sample read half a pixel past the edge and padded with zeros)."""
+    import torch
+
+    flat = np.full((32, 32, 3), 128, np.uint8)
+    t = A.train_transform(32, crop_scale=(0.8, 1.0), flip=True, rotation=0, jitter=0, erase_p=0, mean=None, std=None)
+    torch.manual_seed(0)
+    outs = torch.stack([t(flat) for _ in range(40)])
+    assert torch.allclose(outs, torch.full_like(outs, 128 / 255), atol=1e-5), float(outs.min())
+    rotated = A.train_transform(32, crop_scale=None, flip=False, rotation=15, jitter=0, erase_p=0, mean=None,
+                                std=None)
+    torch.manual_seed(1)
+    out = torch.stack([rotated(flat) for _ in range(10)])
+    assert float(out.max()) <= 128 / 255 + 1e-5 and float(out.min()) == 0.0    # corners outside: black, as before

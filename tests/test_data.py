@@ -50,7 +50,9 @@ offline_only = pytest.mark.skipif(_online(), reason="checks the offline failure;
 
 
 # --------------------------------------------------------------------------- real code paths
-def test_malaria_through_tfds_mock_data(tmp_path):
+def test_malaria_through_tfds_mock_data(tmp_path, monkeypatch):
+    # the tfds path itself, with mock data (no network): the README's COURSE_OFFLINE=1 would skip that path
+    monkeypatch.delenv("COURSE_OFFLINE", raising=False)
     tfds = tfds_malaria.import_tfds()
     with tfds.testing.mock_data(num_examples=60):
         ds = D.load_malaria(source="real", image_size=32, max_images=40, cache_dir=tmp_path)
@@ -73,6 +75,22 @@ def test_medmnist_real_path_reads_local_npz(tmp_path):
     assert ds.info.class_names == ["malignant", "normal, benign"] and ds.info.task == "binary"
     sub = D.load_medmnist("breastmnist", source="real", root=tmp_path, max_per_split=50)
     assert len(sub.train) == 50 and len(sub.test) == 50
+
+
+@pytest.mark.parametrize("fault", ["size", "label"])
+def test_medmnist_arrays_at_another_size_or_with_a_foreign_label_are_refused(tmp_path, fault):
+    """Issue 20: MedMNIST arrays at the wrong size, or with an out-of-range label, were accepted."""
+    path = _write_breastmnist_npz(tmp_path)
+    with np.load(path) as z:
+        arrays = dict(z)
+    if fault == "size":
+        arrays["val_images"] = arrays["val_images"][:, :20, :20]
+    else:
+        arrays["test_labels"][3] = 5
+    np.savez(path, **arrays)
+    match = r"val images are \(20, 20\) pixels, not 28 x 28" if fault == "size" else r"test labels range from 0 to 5"
+    with pytest.raises(CourseError, match=match):
+        D.load_medmnist("breastmnist", source="real", root=tmp_path)
 
 
 def test_medmnist_wrong_split_size_is_a_clear_error(tmp_path):
@@ -239,3 +257,46 @@ def test_auto_falls_back_when_the_real_path_cannot_even_start(monkeypatch, tmp_p
     assert ds.info.source == "stand-in" and "TensorFlow is not installed" in ds.info.notes
     with pytest.raises(CourseError, match="source='auto'"):
         D.load_malaria(source="real", image_size=16, max_images=20)
+
+
+def _half_red_half_blue(w: int = 40, h: int = 20) -> Image.Image:
+    a = np.zeros((h, w, 3), np.uint8)
+    a[:, : w // 2] = (255, 0, 0)     # left half red
+    a[:, w // 2:] = (0, 0, 255)      # right half blue
+    return Image.fromarray(a)
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG", "TIFF"])
+def test_an_image_stored_sideways_is_read_upright_as_every_viewer_shows_it(fmt):
+    """Issue 20, BAD 4: EXIF Orientation=6 (a phone photo stored sideways) was read sideways."""
+    import io
+
+    exif = Image.Exif()
+    exif[0x0112] = 6                           # rotate 90 degrees clockwise to display: the left half goes on top
+    buf = io.BytesIO()
+    _half_red_half_blue().save(buf, format=fmt, exif=exif.tobytes())
+    img = D._decode(buf.getvalue(), 32).astype(int)
+    top, bottom = img[:12].mean(axis=(0, 1)), img[-12:].mean(axis=(0, 1))
+    assert top[0] > 200 and top[2] < 60 and bottom[2] > 200 and bottom[0] < 60, (top, bottom)
+
+
+def test_transparent_pixels_are_read_as_the_white_a_viewer_shows():
+    """Issue 20: RGBA and palette images gave the colours hidden under transparency."""
+    import io
+
+    a = np.zeros((8, 8, 4), np.uint8)
+    a[..., :3] = (200, 0, 0)                   # red, hidden: fully transparent
+    buf = io.BytesIO()
+    Image.fromarray(a, mode="RGBA").save(buf, format="PNG")
+    assert (D._decode(buf.getvalue(), 8) == 255).all()
+    buf = io.BytesIO()
+    Image.fromarray(a, mode="RGBA").convert("P").save(buf, format="PNG", transparency=0)
+    assert (D._decode(buf.getvalue(), 8) == 255).all()
+
+
+def test_a_class_too_small_for_every_split_is_named_in_a_warning():
+    """Issue 20: a class folder with a single image gave validation and test none of that class, silently."""
+    labels = np.array([0] * 20 + [1])
+    with pytest.warns(UserWarning, match=r"class 1 has only 1 item\(s\): the val and test split\(s\) get none"):
+        train, val, test = D.stratified_split(np.zeros((21, 2, 2, 3), np.uint8), labels)
+    assert 1 in train.labels and 1 not in val.labels and 1 not in test.labels

@@ -135,6 +135,9 @@ def test_bad_arguments_are_refused_before_anything_is_written(tmp_path):
         final_models.save(model, ModelInfo("small_cnn", "keras", 1), "m", folder=tmp_path)
     with pytest.raises(CourseError, match="nn.Module or a Keras Model"):
         final_models.save("not a model", info, "m", folder=tmp_path)
+    three, _ = models_torch.small_cnn(3, in_chans=3, width=4)       # issue 20: was saved, only load refused it
+    with pytest.raises(CourseError, match="3 outputs but its info says n_classes=1"):
+        final_models.save(three, info, "m", folder=tmp_path)
     assert list(tmp_path.iterdir()) == []
 
 

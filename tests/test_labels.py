@@ -325,6 +325,19 @@ def test_a_store_is_tied_to_its_data_and_never_mixes_labels_of_other_images(tmp_
     assert LabelStore(path).labels() == {0: 1}                                        # kept, untouched
 
 
+def test_a_store_made_without_a_data_id_is_tied_to_the_first_one_it_is_opened_with(tmp_path, capsys):
+    """Issue 20: a store created without data_id accepted any later data_id and never recorded it."""
+    path = tmp_path / "labels.db"
+    s = LabelStore.create(path, 10, ["a", "b"])
+    s.label(0, 1)
+    s.close()
+    LabelStore.create(path, 10, ["a", "b"], data_id="abc123", reuse=True).close()
+    assert "now belongs to data abc123" in capsys.readouterr().out
+    with pytest.raises(CourseError, match="labels for other images.*abc123"):
+        LabelStore.create(path, 10, ["a", "b"], data_id="fff999", reuse=True)
+    assert LabelStore(path).labels() == {0: 1}
+
+
 def test_holdout_labels_scores_and_counts_by_hand(store):
     from sklearn.metrics import roc_auc_score
 

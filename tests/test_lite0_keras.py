@@ -100,7 +100,7 @@ def test_convert_and_cache_within_budget_then_load_from_cache(tmp_path):
     load_s = time.perf_counter() - t0
     assert load_s < 2, load_s                             # issue 11: at most 2 s (measured ~0.1 s)
     with np.load(path) as data:
-        assert int(data["__format__"]) == lk.FORMAT_VERSION
+        assert str(data["__key__"]) == lk.cache_key(lk.checkpoint_path())
     np.testing.assert_array_equal(model.get_layer("top_conv").get_weights()[0], converted["top_conv"][0])
     assert "predictions" in converted and len(converted) == 49 * 2 + 1
 
@@ -110,7 +110,7 @@ def test_stale_or_corrupt_cache_is_rebuilt(tmp_path, stale):
     path = tmp_path / "lite0.npz"
     reference = lk.converted_weights(path)
     if stale == "older_version":   # the right layout, another stamp: e.g. the weights of a buggy old conversion
-        np.savez(path, __format__=np.int64(lk.FORMAT_VERSION - 1),
+        np.savez(path, __key__=np.array("built from another .pth or converter"),
                  **{f"{k}:{i}": np.zeros_like(a) for k, v in reference.items() for i, a in enumerate(v)})
     else:
         path.write_bytes(b"PK\x03\x04 not really a zip")
@@ -118,7 +118,37 @@ def test_stale_or_corrupt_cache_is_rebuilt(tmp_path, stale):
     lk.load_imagenet_weights(model, path)
     np.testing.assert_array_equal(model.get_layer("stem_conv").get_weights()[0], reference["stem_conv"][0])
     with np.load(path) as data:
-        assert int(data["__format__"]) == lk.FORMAT_VERSION   # rewritten with the current stamp
+        assert str(data["__key__"]) == lk.cache_key(lk.checkpoint_path())   # rewritten with the current key
+
+
+def test_one_flipped_bit_in_the_weight_file_is_refused_even_with_a_warm_cache(monkeypatch, tmp_path):
+    """Issue 20, BAD 3: one flipped bit in the .pth became a Keras kernel value of 2e37, and the converted cache,
+    trusted by its format stamp alone, kept the bad weights after a reinstall."""
+    cache = tmp_path / "cache.npz"
+    lk.converted_weights(cache)                                   # warm, from the intact file
+    damaged = tmp_path / lk.PTH_NAME
+    data = bytearray(lk.checkpoint_path().read_bytes())
+    data[len(data) // 2] ^= 0x40
+    damaged.write_bytes(bytes(data))
+    monkeypatch.setattr(lk, "checkpoint_path", lambda: damaged)
+    with pytest.raises(CourseError, match=r"is damaged.*no longer matches the SHA-256.*pip install --force-reinstall"):
+        lk.converted_weights(cache)
+    with pytest.raises(CourseError, match="is damaged"):
+        lk.read_checkpoint(damaged)
+
+
+def test_a_changed_converter_never_reuses_a_warm_cache(monkeypatch, tmp_path):
+    """Issue 20: a broken converter passed a local `make test` with a warm cache. The cache is keyed by the code."""
+    cache = tmp_path / "cache.npz"
+    good = lk.converted_weights(cache)
+    original = lk._to_keras
+
+    def broken(layer, index, array):   # a wrong transpose would do the same: any change to the converter
+        return -original(layer, index, array)
+
+    monkeypatch.setattr(lk, "_to_keras", broken)
+    rebuilt = lk.converted_weights(cache)
+    np.testing.assert_array_equal(rebuilt["stem_conv"][0], -good["stem_conv"][0])
 
 
 def test_missing_package_names_the_package_and_the_fix(monkeypatch, tmp_path):

@@ -276,7 +276,7 @@ def test_03_gap_assert_fails_when_pretraining_adds_nothing(mode, measured):
     rng = np.random.default_rng(30)
 
     def passes(pre_pred, scratch_pred) -> bool:
-        ns = _run("03_transfer_learning_malaria", "if BEATS_SCRATCH else", "gains =", "gap, se =",
+        ns = _run("03_transfer_learning_malaria", "if BEATS_SCRATCH else", "gains =", "diff =", "gap, se =",
                   pre_val={"y_pred": pre_pred}, scratch_val={"y_pred": scratch_pred}, y_val=y_val, n=n)
         return check(gap=ns["gap"], se=ns["se"], BEATS_SCRATCH=p["BEATS_SCRATCH"])
 

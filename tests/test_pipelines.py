@@ -178,3 +178,19 @@ def test_torch_loader_settings_follow_the_documented_rule(monkeypatch):
     assert default == seeded                                                           # the default seed is 0
     other = [int(v) for v in next(iter(P.to_torch_loader(images, labels, batch_size=40, shuffle=True, seed=1)))[1]]
     assert other != default
+
+
+def test_require_finite_names_every_bad_image_across_chunks_for_numpy_and_torch():
+    import torch
+
+    from course_utils import CourseError
+
+    x = np.zeros((30, 2, 2, 1), np.float32)
+    assert P.require_finite(x) is x and P.require_finite(x.astype(np.uint8)) is not None
+    x[[0, 9, 10, 29]] = np.nan
+    for images in (x, torch.from_numpy(x)):
+        with pytest.raises(CourseError, match=r"pool: 4 of 30 images have NaN or inf pixels \(index 0, 9, 10, 29\)"):
+            P.require_finite(images, "pool", chunk=10)
+    many = np.full((12, 1), np.inf)
+    with pytest.raises(CourseError, match=r"index 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, \.\.\.\)"):
+        P.require_finite(many)

@@ -245,3 +245,16 @@ def test_gpu_memory_peak_is_none_without_a_gpu_and_the_watch_needs_a_kernel(monk
     assert runtime.gpu_memory_peak() is None
     monkeypatch.setenv("COURSE_GPU_REPORT", "1")
     assert runtime._watch_gpu_memory() is False          # outside a Jupyter kernel: nothing to hook
+
+
+def test_cache_dir_from_many_threads_at_once_never_falls_back(tmp_path):
+    """Issue 20: concurrent calls shared one `.write_test` probe; about 10 % fell back to a temp folder with a
+    false "not writable"."""
+    import concurrent.futures
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")            # a fallback warns: that fails the test
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            got = list(pool.map(lambda _: runtime.cache_dir("shared", base=tmp_path), range(400)))
+    assert set(got) == {tmp_path / "shared"} and list((tmp_path / "shared").iterdir()) == []

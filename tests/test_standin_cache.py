@@ -103,3 +103,25 @@ def test_stand_in_version_is_bumped_for_the_calibrated_renderers(tmp_path):
     assert C.STAND_IN_VERSION.startswith(S.RENDERER_VERSION + "-")  # + a fingerprint of the knobs
     C.make_malaria_stand_in(10, image_size=16, seed=0, cache_dir=tmp_path)
     assert [p.name for p in tmp_path.glob("*.npz")] == [f"malaria_{C.STAND_IN_VERSION}_n10_16px_seed0.npz"]
+
+
+def test_a_killed_writers_temporary_file_is_removed_and_a_living_ones_kept(tmp_path):
+    """Issue 20: a kill while the stand-in cache was written left an orphan *.tmp<pid>.npz that was never removed."""
+    import subprocess
+    import sys
+
+    C.make_malaria_stand_in(40, image_size=32, seed=1, cache_dir=tmp_path)
+    cache = next(tmp_path.glob("malaria*.npz"))
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()                                                      # a writer that is gone
+    alive = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        orphan = cache.with_name(cache.name + f".tmp{dead.pid}.npz")
+        busy = cache.with_name(cache.name + f".tmp{alive.pid}.npz")
+        for f in (orphan, busy):
+            f.write_bytes(b"half a file")
+        cache.unlink()                                               # the next run writes the cache again
+        C.make_malaria_stand_in(40, image_size=32, seed=1, cache_dir=tmp_path)
+        assert not orphan.exists() and busy.exists() and cache.exists()
+    finally:
+        alive.kill()

@@ -89,6 +89,22 @@ def test_evaluate_uses_every_test_sample(data):
         tk.evaluate(model, dataset(x, y, batch=16, drop_remainder=True), y)
 
 
+def test_evaluate_refuses_labels_that_disagree_with_a_shuffled_datasets_own(data):
+    """Issue 20, BAD 6: evaluate(shuffled_dataset, labels) scored against misaligned labels (accuracy 0.42 for a
+    perfect model, no warning): the dataset's own labels were dropped when labels= was passed."""
+    (x, y), _ = data
+    model, _ = mk.small_cnn(x.shape[1:], 2, filters=(8,))
+    shuffled = dataset(x, y, shuffle=True)
+    with pytest.raises(cu.CourseError, match="carries its own labels.*differs from them for [0-9]+ of 192"):
+        tk.evaluate(model, shuffled, y)
+    alone = tk.evaluate(model, shuffled)                       # its own labels, in the order it yields them
+    np.testing.assert_array_equal(np.sort(alone["y_true"]), np.sort(y))
+    in_order = tk.evaluate(model, dataset(x, y), y)            # labels= that agree are fine
+    assert in_order["n"] == 192
+    with pytest.raises(cu.CourseError, match=r"class indices 0\.\.1 .* from 0 to 5"):
+        tk.evaluate(model, x, np.where(y == 1, 5, 0))          # was sklearn's "multi_class must be in ('ovo','ovr')"
+
+
 def test_predict_resizes_to_the_model_input(data):
     (x, _), _ = data
     model, _ = mk.small_cnn((16, 16, 3), 2, filters=(8,))

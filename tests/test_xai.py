@@ -320,6 +320,20 @@ def test_wrong_image_size_or_channels_torch():
         xai.grad_cam(torch_cnn(), torch.rand(3, 8, 8))
 
 
+def test_nan_or_inf_pixels_are_refused_naming_the_images_torch():
+    """Issue 20, BAD 5: NaN pixels gave finite, normalised maps and a made-up randomisation correlation of 0.0."""
+    x = torch.rand(5, 3, 8, 8)
+    x[1, 0, 2, 2], x[3, 2, 0, 0] = float("nan"), float("inf")
+    for method in ("grad_cam", "saliency", "integrated_gradients", "occlusion"):
+        with pytest.raises(CourseError, match=r"2 of 5 images have NaN or inf pixels \(index 1, 3\)"):
+            xai.explain(torch_cnn(), x, method)
+    with pytest.raises(CourseError, match="NaN or inf"):
+        xai.randomization_check(torch_cnn(), x, "grad_cam", max_steps=1)
+    with pytest.raises(CourseError, match="NaN or inf"):
+        xai_faithfulness.deletion_insertion(torch_cnn(), x, np.ones((5, 8, 8)), steps=2)
+    assert np.isnan(xai.spearman(np.array([1.0, np.nan, 2.0]), np.arange(3.0)))      # not 0.0
+
+
 @pytest.mark.slow
 def test_bad_input_keras():
     import_tensorflow()
@@ -341,6 +355,9 @@ def test_bad_input_keras():
         xai.grad_cam(dense, x)
     with pytest.raises(CourseError, match="torch nn.Module or a Keras Model"):
         xai.grad_cam("model.keras", x)
+    x[0, 1, 1, 1] = np.nan                                       # issue 20: refused, not explained
+    with pytest.raises(CourseError, match=r"1 of 2 images have NaN or inf pixels \(index 0\)"):
+        xai.grad_cam(model, x, layer="c1")
 
 
 @pytest.mark.slow

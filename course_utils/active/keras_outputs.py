@@ -11,6 +11,7 @@ from typing import Iterable
 import numpy as np
 
 from .strategies import head_gradient_embedding
+from ..data.pipelines import require_finite
 from ..metrics import probabilities
 from ..models.keras_models import activation_name, walk_layers
 from ..runtime import CourseError, import_keras
@@ -29,7 +30,8 @@ def _keras_last_dense(model):
 
 def _keras_x(x):
     x = np.asarray(x)
-    return x.astype(np.float32) / 255.0 if x.dtype == np.uint8 else x.astype(np.float32)
+    return require_finite(x.astype(np.float32) / 255.0 if x.dtype == np.uint8 else x.astype(np.float32),
+                          "the pool's model outputs")
 
 
 def _keras_probs_from_output(y: np.ndarray, final_activation: str | None) -> np.ndarray:

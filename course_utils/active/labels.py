@@ -117,6 +117,9 @@ class LabelStore:
                 raise CourseError(f"{path} holds labels for other images (data {held}, not {data_id}): the data "
                                   "changed since it was labelled. Its labels are kept; use a new file name for "
                                   "this data (e.g. one that contains the data id).")
+            if data_id is not None and held is None:   # made without one: tie it to this data from now on
+                store._write(lambda c: c.execute("INSERT INTO meta VALUES ('data_id', ?)", (str(data_id),)))
+                print(f"{path} recorded no data id; it now belongs to data {data_id} (other data will be refused)")
             return store
         path.parent.mkdir(parents=True, exist_ok=True)
         conn = cls._connect(path, 30.0)

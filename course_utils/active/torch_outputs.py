@@ -13,7 +13,7 @@ import numpy as np
 
 from .strategies import head_gradient_embedding
 from ..metrics import probabilities_torch
-from ..data.pipelines import nchw_float
+from ..data.pipelines import nchw_float, require_finite
 from ..runtime import CourseError, import_torch
 
 __all__ = ["torch_outputs", "torch_probs", "torch_mc_samples", "torch_embeddings", "torch_gradient_embeddings"]
@@ -23,8 +23,8 @@ def _to_tensor_images(x):
     """uint8 NHWC (or float NCHW) images -> a float32 NCHW tensor in [0, 1] (:func:`pipelines.nchw_float`)."""
     torch = import_torch()
     if isinstance(x, torch.Tensor):
-        return x.float()
-    return torch.from_numpy(nchw_float(x))
+        return require_finite(x, "the pool's model outputs").float()
+    return torch.from_numpy(require_finite(nchw_float(x), "the pool's model outputs"))
 
 
 def _last_linear(model):

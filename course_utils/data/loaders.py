@@ -195,10 +195,15 @@ def _to_8_bit(im):
 
 
 def _decode(encoded: bytes, size: int, channels: int = 3) -> np.ndarray:
-    """One image file's bytes -> uint8 ``size x size x channels`` (16-bit and float pixels scaled, not clipped)."""
-    from PIL import Image  # noqa: PLC0415
+    """One image file's bytes -> uint8 ``size x size x channels``, as a viewer shows it: turned upright by its EXIF
+    orientation (a phone or camera stores some photos sideways), transparency laid over white (not the colours
+    hidden under it), 16-bit and float pixels scaled, not clipped."""
+    from PIL import Image, ImageOps  # noqa: PLC0415
 
     with Image.open(io.BytesIO(encoded)) as im:
+        im = ImageOps.exif_transpose(im)
+        if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
+            im = Image.alpha_composite(Image.new("RGBA", im.size, (255, 255, 255, 255)), im.convert("RGBA"))
         im = _to_8_bit(im).convert("RGB" if channels == 3 else "L")
         arr = np.asarray(im.resize((size, size), Image.BILINEAR), dtype=np.uint8)
     return arr if channels == 3 else arr[..., None]
@@ -374,11 +379,31 @@ def _read_medmnist(flag: str, size: int, root: str, download: bool) -> dict[str,
         out = {}
         for i, split in enumerate(("train", "val", "test")):
             out[split] = _medmnist_split(cls, split, size, root, download and i == 0)
-        return out
-    if download:
-        raise CourseError("medmnist is not installed: `pip install medmnist` (the Colab setup cell does it).")
-    with np.load(Path(root) / npz_name(flag, size)) as z:
-        return {sp: (z[f"{sp}_images"], z[f"{sp}_labels"]) for sp in ("train", "val", "test")}
+    else:
+        if download:
+            raise CourseError("medmnist is not installed: `pip install medmnist` (the Colab setup cell does it).")
+        with np.load(Path(root) / npz_name(flag, size)) as z:
+            out = {sp: (z[f"{sp}_images"], z[f"{sp}_labels"]) for sp in ("train", "val", "test")}
+    for split, (images, labels) in out.items():
+        _check_medmnist_arrays(flag, size, split, images, labels, Path(root) / npz_name(flag, size))
+    return out
+
+
+def _check_medmnist_arrays(flag: str, size: int, split: str, images: np.ndarray, labels: np.ndarray,
+                           path: Path) -> None:
+    """Refuse a file whose images are not ``size`` pixels or whose labels fall outside the flag's classes."""
+    meta = medmnist_meta(flag)
+    fix = "Delete it so that it is downloaded again, or replace it with the original file."
+    if images.ndim < 3 or tuple(images.shape[1:3]) != (size, size):
+        raise CourseError(f"{path}: the {split} images are {tuple(images.shape[1:3])} pixels, not {size} x {size} as "
+                          f"its name says. {fix}")
+    n_classes = len(meta["class_names"])
+    multi_label = meta["task"].startswith("multi-label")
+    top = 1 if multi_label else n_classes - 1
+    if labels.size and (labels.min() < 0 or labels.max() > top):
+        raise CourseError(f"{path}: the {split} labels range from {labels.min()} to {labels.max()}, but {flag} has "
+                          f"{n_classes} {'labels (0 or 1 each)' if multi_label else 'classes (0..' + str(top) + ')'}. "
+                          f"{fix}")
 
 
 def load_medmnist(flag: str, *, size: int = 28, source: str = "auto", root: str | os.PathLike | None = None,

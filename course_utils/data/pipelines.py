@@ -12,17 +12,43 @@ import io
 import os
 import warnings
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 
 from .. import runtime
 from ..runtime import CourseError
 
-__all__ = ["tensor_loader", "nchw_float", "to_tf_dataset", "to_torch_loader", "write_tfrecords", "read_tfrecords",
+__all__ = ["tensor_loader", "nchw_float", "require_finite", "to_tf_dataset", "to_torch_loader", "write_tfrecords", "read_tfrecords",
            "TF_CACHE_MAX_BYTES"]
 
 TF_CACHE_MAX_BYTES = 4 * 2**30  # to_tf_dataset caches converted float32 images only below this
+
+
+def require_finite(images: Any, what: str = "images", chunk: int = 1024) -> Any:
+    """``images`` unchanged, or a CourseError naming the images whose pixels hold NaN or inf.
+
+    A model turns such pixels into normal-looking numbers (finite probabilities, normalised heat maps), so they are
+    refused where images enter. Integer images cannot hold them; float ones (numpy or torch) are checked in chunks
+    of ``chunk`` images, so the check needs little memory.
+    """
+    if hasattr(images, "detach"):                       # a torch tensor
+        flat = images.detach().reshape(len(images), -1) if len(images) else images
+        bad = [i for s in range(0, len(images), chunk)
+               for i in (s + (~flat[s:s + chunk].isfinite().all(dim=1)).nonzero().flatten()).tolist()]
+    else:
+        x = np.asarray(images)
+        if x.dtype.kind not in "fc" or x.ndim == 0:
+            return images
+        flat = x.reshape(len(x), -1)
+        bad = [s + i for s in range(0, len(x), chunk)
+               for i in np.flatnonzero(~np.isfinite(flat[s:s + chunk]).all(axis=1))]
+    if bad:
+        shown = ", ".join(map(str, bad[:10])) + (", ..." if len(bad) > 10 else "")
+        raise CourseError(f"{what}: {len(bad)} of {len(images)} images have NaN or inf pixels (index {shown}); a "
+                          "model would turn them into normal-looking results. Fix or drop those images, e.g. keep "
+                          "images[np.isfinite(images).reshape(len(images), -1).all(axis=1)].")
+    return images
 
 
 def nchw_float(images: np.ndarray) -> np.ndarray:

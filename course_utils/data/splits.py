@@ -5,6 +5,7 @@ out of a split. :mod:`.loaders` builds its data sets from these.
 """
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -88,7 +89,14 @@ def stratified_split(images: np.ndarray, labels: np.ndarray,
         idx = rng.permutation(np.flatnonzero(key == c))
         n_train = int(round(len(idx) * fractions[0]))
         n_val = min(int(round(len(idx) * fractions[1])), len(idx) - n_train)
-        for part, chunk in zip(parts, (idx[:n_train], idx[n_train:n_train + n_val], idx[n_train + n_val:])):
+        chunks = (idx[:n_train], idx[n_train:n_train + n_val], idx[n_train + n_val:])
+        missing = [name for name, chunk, f in zip(("train", "val", "test"), chunks, fractions) if f > 0 and not len(chunk)]
+        if missing:
+            what = f"class {c}" if labels.ndim == 1 else f"the stratum of label {c}"
+            warnings.warn(f"{what} has only {len(idx)} item(s): the {' and '.join(missing)} split(s) get none of it, "
+                          "so they cannot measure it. Add images of that class (at least one per split).",
+                          stacklevel=2)
+        for part, chunk in zip(parts, chunks):
             part.append(chunk)
     out = []
     for part in parts:

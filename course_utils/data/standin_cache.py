@@ -97,6 +97,7 @@ def _discard_damaged(path: Path, reason: str) -> None:
 def _save_npz(path: Path, **arrays: np.ndarray) -> OSError | None:
     """Write atomically (temp file + rename), so an interrupted run never leaves a broken cache.
     A failed write (e.g. a full disk) removes the temporary file, warns, and is returned."""
+    _remove_orphans(path)
     tmp = path.with_name(path.name + f".tmp{os.getpid()}.npz")
     try:
         np.savez(tmp, **arrays)
@@ -108,6 +109,22 @@ def _save_npz(path: Path, **arrays: np.ndarray) -> OSError | None:
             tmp.unlink()
         return exc
     return None
+
+
+def _remove_orphans(path: Path) -> None:
+    """Remove the temporary files of writers that died mid-write (a killed kernel): ``<name>.tmp<pid>.npz`` whose
+    process no longer exists. A living writer's file is left alone."""
+    for tmp in path.parent.glob(path.name + ".tmp*.npz"):
+        pid = tmp.name[len(path.name) + 4:-4]
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            os.kill(int(pid), 0)          # signal 0: only asks whether the process exists
+        except ProcessLookupError:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+        except OSError:                   # it exists but is someone else's: leave it
+            pass
 
 
 # ============================================================================ a sample, without a file

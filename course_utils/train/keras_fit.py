@@ -205,11 +205,22 @@ def _two_columns(probs: np.ndarray) -> np.ndarray:
     return np.concatenate([1.0 - probs, probs], axis=1) if probs.shape[1] == 1 else probs
 
 
+def _class_indices(labels) -> np.ndarray:
+    """Labels as int64 class indices ``[N]`` (one-hot rows become their argmax)."""
+    y = np.asarray(labels) if labels is not None else None
+    if y is None or y.ndim == 0:
+        raise CourseError("evaluate needs labels: pass them, or a dataset of (images, labels)")
+    if y.ndim == 2 and y.shape[-1] > 1:
+        y = y.argmax(-1)
+    return y.reshape(-1).astype(np.int64)
+
+
 def evaluate(model, images, labels=None, *, batch_size: int = 64, class_names=None,
              threshold: float = 0.5) -> dict[str, Any]:
     """Score a model on a whole test set: every sample predicted (checked), metrics from :mod:`course_utils.metrics`.
 
-    ``images``: an image array (then ``labels`` are required) or a dataset of ``(images, labels)``.
+    ``images``: an image array (then ``labels`` are required) or a dataset of ``(images, labels)``; a dataset's
+    own labels are used, and ``labels=`` given with it must agree with them (or a CourseError says so).
     A dataset is counted before its batching: one batched with ``drop_remainder=True`` that leaves images
     out is refused, as are labels that do not match the predictions in number.
     Returns the same keys as :func:`course_utils.train_torch.evaluate`: ``n`` (always the number of
@@ -220,15 +231,18 @@ def evaluate(model, images, labels=None, *, batch_size: int = 64, class_names=No
     from sklearn.metrics import log_loss  # noqa: PLC0415
 
     probs, ds_labels = predict(model, images, batch_size=batch_size, check_dataset=labels is None)
-    y_true = np.asarray(labels if labels is not None else ds_labels)
-    if y_true is None or y_true.ndim == 0:
-        raise CourseError("evaluate needs labels: pass them, or a dataset of (images, labels)")
-    if y_true.ndim == 2 and y_true.shape[-1] > 1:
-        y_true = y_true.argmax(-1)
-    y_true = y_true.reshape(-1).astype(np.int64)
+    y_true = _class_indices(labels if labels is not None else ds_labels)
     if len(probs) != len(y_true):
         raise CourseError(f"{len(probs)} predictions for {len(y_true)} labels: some samples were dropped "
                           "(a dataset batched with drop_remainder=True?). Evaluate on every test sample.")
+    if labels is not None and ds_labels is not None and not np.array_equal(y_true, _class_indices(ds_labels)):
+        wrong = int(np.sum(y_true != _class_indices(ds_labels)))
+        raise CourseError(f"the dataset carries its own labels, and labels= differs from them for {wrong} of "
+                          f"{len(y_true)} images (a shuffled dataset yields them in another order). Pass the dataset "
+                          "alone (its own labels are used), or the image array with its labels.")
+    if y_true.min() < 0 or y_true.max() >= probs.shape[1]:
+        raise CourseError(f"labels must be class indices 0..{probs.shape[1] - 1} for this model's {probs.shape[1]} "
+                          f"outputs; got values from {y_true.min()} to {y_true.max()}.")
     task = "binary" if probs.shape[1] == 2 else "multi-class"
     scores = _metrics.summarize(y_true, probs, task, class_names=class_names, threshold=threshold)
     p = np.clip(probs, 1e-7, 1.0)

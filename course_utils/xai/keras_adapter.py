@@ -13,6 +13,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from ..data.pipelines import require_finite
 from ..models.keras_models import activation_name, walk_layers
 from ..runtime import CourseError, import_tensorflow
 
@@ -180,7 +181,7 @@ class KerasAdapter:
         if x.dtype == np.uint8:
             x = x.astype(np.float32)
             x /= 255.0                      # in place: one float copy of the batch, not two
-        return np.ascontiguousarray(x, dtype=np.float32)
+        return require_finite(np.ascontiguousarray(x, dtype=np.float32), "explaining")
 
     def image_size(self, x: np.ndarray) -> tuple[int, int]:
         return int(x.shape[1]), int(x.shape[2])

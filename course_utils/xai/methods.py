@@ -323,9 +323,12 @@ def occlusion(model: Any, images: Any, target: Any = None, *, patch: int | None 
 
 # =========================================================================== verification
 def spearman(a: np.ndarray, b: np.ndarray) -> float:
-    """Spearman rank correlation of two maps; 0.0 when either is constant (no ranking to compare)."""
+    """Spearman rank correlation of two maps; 0.0 when either is constant (no ranking to compare), NaN when either
+    holds NaN or inf (a made-up 0.0 would read as "the map changed completely")."""
     from scipy.stats import rankdata  # noqa: PLC0415
 
+    if not (np.isfinite(a).all() and np.isfinite(b).all()):
+        return float("nan")
     ra, rb = rankdata(np.ravel(a)), rankdata(np.ravel(b))
     ra, rb = ra - ra.mean(), rb - rb.mean()
     den = np.sqrt((ra ** 2).sum() * (rb ** 2).sum())

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..data.pipelines import nchw_float
+from ..data.pipelines import nchw_float, require_finite
 from ..runtime import CourseError
 
 _CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
@@ -98,7 +98,7 @@ class TorchAdapter:
             x = nchw_float(x if nhwc else x.transpose(0, 2, 3, 1))
         elif nhwc:
             x = x.transpose(0, 3, 1, 2)
-        x = np.ascontiguousarray(x, dtype=np.float32)
+        x = require_finite(np.ascontiguousarray(x, dtype=np.float32), "explaining")
         with torch.no_grad():
             self._forward(torch.from_numpy(x[:1]))                # a clear error now beats a cryptic one later
         return x
