@@ -7,13 +7,14 @@ cost of loading the same file.
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import io
 import os
 from pathlib import Path
 from typing import Any
 
-__all__ = ["sha256_bytes", "sha256_file", "seal", "unseal", "sealed_bytes", "check_file"]
+__all__ = ["sha256_bytes", "sha256_file", "seal", "unseal", "sealed_bytes", "check_file", "disk_full"]
 
 
 def sha256_bytes(data: bytes | memoryview) -> str:
@@ -56,11 +57,17 @@ def sealed_bytes(outer: Any) -> tuple[memoryview, str] | None:
 def unseal(outer: Any) -> bytes | None:
     """The payload bytes of a :func:`seal` ed dict, or None when they do not match the SHA-256 stored with them
     (or the dict is not sealed). Load them with ``torch.load(io.BytesIO(data), weights_only=True)``."""
-    import torch  # noqa: PLC0415
+    sealed = sealed_bytes(outer)
+    if sealed is None or not sealed[0].nbytes or sha256_bytes(sealed[0]) != sealed[1]:
+        return None
+    return sealed[0].tobytes()
 
-    payload = outer.get("payload") if isinstance(outer, dict) else None
-    data = payload.numpy().tobytes() if isinstance(payload, torch.Tensor) else b""
-    return data if data and sha256_bytes(data) == outer.get("sha256") else None
+
+def disk_full(exc: BaseException) -> bool:
+    """Did a write fail because the disk (or the user's quota) is full? ``errno`` says so for Python's own writes;
+    torch's C++ writer raises a RuntimeError whose text does (``unexpected pos`` when a write came up short)."""
+    text = str(exc).lower()
+    return getattr(exc, "errno", None) in (errno.ENOSPC, errno.EDQUOT) or "space" in text or "unexpected pos" in text
 
 
 def check_file(path: str | os.PathLike, expected: str | None) -> str | None:

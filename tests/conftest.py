@@ -1,5 +1,7 @@
 """Fixtures shared by more than one test module: the blob model that test_xai.py and
 test_xai_faithfulness.py both explain (trained once per module, as before the split)."""
+import functools
+
 import numpy as np
 import pytest
 
@@ -49,6 +51,7 @@ def blob_model():
     return model, xv[pos], [b for b, p in zip(boxes, pos) if p]
 
 
+@functools.lru_cache(maxsize=1)
 def _tiny_disk_allowed() -> str | None:
     """Why a tmpfs cannot be mounted in a private mount namespace here (None: it can)."""
     import shutil

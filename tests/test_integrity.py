@@ -44,3 +44,11 @@ def test_file_digests_agree_with_hashlib_and_say_what_is_wrong(tmp_path):
     data[777] ^= 0x10
     path.write_bytes(bytes(data))
     assert "no longer matches the SHA-256" in check_file(path, digest)
+
+
+def test_disk_full_reads_pythons_errno_and_torchs_writer_message():
+    from course_utils.integrity import disk_full
+
+    assert disk_full(OSError(28, "No space left on device")) and disk_full(OSError(122, "Disk quota exceeded"))
+    assert disk_full(RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 5184 vs 5080"))
+    assert not disk_full(PermissionError(13, "Permission denied")) and not disk_full(RuntimeError("bad shape"))

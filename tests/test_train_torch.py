@@ -730,3 +730,27 @@ def test_constant_schedule_and_a_zero_step_cosine():
     assert not scaler.is_enabled()
     f = tt._cosine(0, 0.1)                           # no steps: already at the floor, no division by zero
     assert f(0) == 1.0 and f(1) == pytest.approx(0.1)
+
+
+def test_a_real_full_disk_while_checkpointing_says_so(tiny_disk):
+    """Issue 20: on a real full disk torch raises `enforce fail ... unexpected pos`, not OSError(ENOSPC), so the
+    disk-full message never fired (the old test faked the OSError). Both write paths now share integrity.disk_full."""
+    done = tiny_disk('''
+        import torch
+        from torch.utils.data import DataLoader, TensorDataset
+        from course_utils import CourseError
+        from course_utils.models import torch_models as mt
+        from course_utils.train import torch_engine as tt
+        torch.manual_seed(0)
+        model = mt.small_cnn(1, width=16)[0]
+        x, y = torch.rand(32, 3, 28, 28), torch.randint(0, 2, (32,)).float()
+        try:
+            tt.fit(model, DataLoader(TensorDataset(x, y), batch_size=16), epochs=1, progress=False,
+                   checkpoint_path=DISK / "run.pt")
+        except CourseError as exc:
+            print("ERROR", exc)
+        print("LEFT", sorted(p.name for p in DISK.iterdir()))
+    ''', size_kb=16)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "ERROR could not write the checkpoint" in done.stdout and "The disk is full" in done.stdout, done.stdout
+    assert "LEFT []" in done.stdout, done.stdout

@@ -19,7 +19,6 @@ failing on every later load. Writes are atomic (a temporary file, then a rename)
 from __future__ import annotations
 
 import contextlib
-import errno
 import os
 import struct
 import warnings
@@ -31,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from .. import runtime
+from ..integrity import disk_full
 from ..runtime import CourseError
 from .standins import (
     DIFFICULTY, MEDMNIST_FLAGS, RENDERER_VERSION, STAND_INS, draw_labels, labels_from_priors, render_malaria,
@@ -264,7 +264,7 @@ def make_medmnist_stand_in(flag: str, *, size: int = 28, root: str | os.PathLike
             arrays[f"{split}_labels"] = labels.reshape(n, -1).astype(np.uint8)
     failed = _save_npz(path, **arrays)
     if failed is not None or not path.exists():
-        full = getattr(failed, "errno", None) in (errno.ENOSPC, errno.EDQUOT)
+        full = failed is not None and disk_full(failed)
         raise CourseError(f"could not write the stand-in {path} ({failed}); medmnist reads it from disk, so "
                           + ("free some space on that disk, or " if full else "")
                           + "set COURSE_CACHE to a writable folder with room for it.")

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
-import errno
 import io
 import json
 import os
@@ -36,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from .info import ModelInfo
-from ..integrity import check_file, seal, sealed_bytes, sha256_bytes, sha256_file
+from ..integrity import check_file, disk_full, seal, sealed_bytes, sha256_bytes, sha256_file
 from ..runtime import CourseError, framework_of
 
 __all__ = ["FOLDER", "FinalModel", "save", "load", "path_of"]
@@ -194,8 +193,7 @@ def save(model: Any, info: Any, name: str, *, folder: str | os.PathLike | None =
         for leftover in (tmp, side_tmp):
             with contextlib.suppress(OSError):
                 leftover.unlink()
-        full = getattr(exc, "errno", None) in (errno.ENOSPC, errno.EDQUOT) or "space" in str(exc).lower() \
-            or "unexpected pos" in str(exc)
+        full = disk_full(exc)
         raise CourseError(f"could not save the final model {name!r} to {path} ({_why(exc)}). "
                           + ("The disk is full: free some space, or pass folder= on another disk. "
                              if full else "Check that the folder is writable and has space. ")

@@ -17,8 +17,8 @@ A checkpoint belongs to its settings (:func:`run_settings`: loss with its consta
 lr, schedule, clipping, weight decay, seed, batches per epoch, plus what the caller adds, e.g. the
 data set and image size). They are stored in it; ``resume=True`` with other settings starts fresh and
 says so in one line, instead of silently reloading another run; the other run's file is first renamed
-(:func:`set_aside`), so a stop in the new run's first epoch never costs the old run's training. :func:`settings_key` is a short hash
-of them, for keying the file name (``checkpoint_path="runs/effnet_{key}.pt"``, :func:`keyed_path`).
+(:func:`set_aside`), so a stop in the new run's first epoch never costs the old run's training.
+:func:`settings_key` is a short hash of them, for keying the file name (``checkpoint_path="runs/effnet_{key}.pt"``, :func:`keyed_path`).
 
 For :func:`~course_utils.train_torch.fit`: :func:`resume_run` decides where a run starts (fresh, or where
 its checkpoint stopped, or fresh with a one-line reason), and :class:`RunProgress` saves a checkpoint after
@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import errno
 import functools
 import hashlib
 import io
@@ -42,7 +41,7 @@ from pathlib import Path
 import numpy as np
 
 from .history import History
-from ..integrity import seal, unseal
+from ..integrity import disk_full, seal, unseal
 from ..runtime import CourseError, import_torch
 
 _FORMAT = "course_utils.train_torch checkpoint"
@@ -217,7 +216,7 @@ def save_checkpoint(path: Path, epoch, epochs, model, optimizer, scheduler, scal
     except (OSError, RuntimeError) as exc:  # torch's C++ writer raises RuntimeError for a failed write
         with contextlib.suppress(OSError):
             tmp.unlink()
-        full = getattr(exc, "errno", None) in (errno.ENOSPC, errno.EDQUOT) or "space" in str(exc).lower()
+        full = disk_full(exc)
         kept = f"the previous checkpoint at {path} is unchanged" if path.exists() else "no earlier checkpoint exists"
         when = f"after epoch {epoch}" if epoch else "(the initial state, before epoch 1)"
         raise CourseError(f"could not write the checkpoint {path} {when} ({exc}). "

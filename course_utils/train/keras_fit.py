@@ -235,8 +235,9 @@ def evaluate(model, images, labels=None, *, batch_size: int = 64, class_names=No
     if len(probs) != len(y_true):
         raise CourseError(f"{len(probs)} predictions for {len(y_true)} labels: some samples were dropped "
                           "(a dataset batched with drop_remainder=True?). Evaluate on every test sample.")
-    if labels is not None and ds_labels is not None and not np.array_equal(y_true, _class_indices(ds_labels)):
-        wrong = int(np.sum(y_true != _class_indices(ds_labels)))
+    own = _class_indices(ds_labels) if labels is not None and ds_labels is not None else y_true
+    if not np.array_equal(y_true, own):
+        wrong = int(np.sum(y_true != own))
         raise CourseError(f"the dataset carries its own labels, and labels= differs from them for {wrong} of "
                           f"{len(y_true)} images (a shuffled dataset yields them in another order). Pass the dataset "
                           "alone (its own labels are used), or the image array with its labels.")
