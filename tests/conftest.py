@@ -86,3 +86,28 @@ def tiny_disk(tmp_path):
         return subprocess.run(["unshare", "-m", "sh", "-c", shell], capture_output=True, text=True, timeout=300)
 
     return run
+
+
+@pytest.fixture
+def unprivileged(tmp_path):
+    """``run(code)``: run Python ``code`` in a fresh process that file permissions bind. As root (CI) it drops
+    ``CAP_DAC_OVERRIDE`` / ``CAP_DAC_READ_SEARCH`` with ``setpriv``, so a read-only folder is read-only for real;
+    as any other user it runs as it is. ``TMP`` (a Path) is the test's tmp_path. Skips where root cannot drop them."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+    import textwrap
+
+    prefix: list[str] = []
+    if os.geteuid() == 0:
+        if shutil.which("setpriv") is None:
+            pytest.skip("running as root without `setpriv`: a read-only folder cannot be made read-only for root")
+        prefix = ["setpriv", "--inh-caps=-all", "--bounding-set=-dac_override,-dac_read_search"]
+    script = tmp_path / "unprivileged.py"
+
+    def run(code: str) -> subprocess.CompletedProcess:
+        script.write_text("from pathlib import Path\nTMP = Path(%r)\n" % str(tmp_path) + textwrap.dedent(code))
+        return subprocess.run([*prefix, sys.executable, str(script)], capture_output=True, text=True, timeout=300)
+
+    return run

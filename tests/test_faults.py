@@ -574,3 +574,24 @@ def test_keras_evaluate_counts_the_images_it_was_given_not_the_batches():
     assert tk.evaluate(model, P.to_tf_dataset((x * 255).astype(np.uint8), y, batch_size=64))["n"] == 70
     with pytest.raises(CourseError, match="dropped"):
         tk.evaluate(model, whole, y)  # labels passed separately: counted against them, as before
+
+
+@pytest.mark.parametrize("bits", [10, 12, 14])
+def test_12_bit_data_in_a_16_bit_png_keeps_its_grey_levels_and_says_so(tmp_path, bits):
+    """Issue 20: 12-bit pixels in a 16-bit PNG became 13 grey levels (scaled by 255/65535), without a warning."""
+    from PIL import Image
+
+    grey = (_gradient16() / 65535 * (2 ** bits - 1)).round().astype(np.uint16)
+    path = tmp_path / "x.png"
+    Image.fromarray(grey).save(path)
+    with pytest.warns(UserWarning, match=f"read as {bits}-bit data"):
+        got = D.read_image(path, channels=1)[..., 0]
+    assert len(np.unique(got)) > 200 and got.max() == 255 and got.min() == 0
+    assert np.abs(got - np.round(grey.astype(float) * 255 / (2 ** bits - 1))).max() <= 1
+
+
+def test_read_image_names_a_file_that_is_not_an_image(tmp_path):
+    bad = tmp_path / "notes.png"
+    bad.write_text("not an image")
+    with pytest.raises(CourseError, match="cannot read the image .*notes.png"):
+        D.read_image(bad)

@@ -76,3 +76,63 @@ def test_labeller_oracle_and_a_thread_that_is_not_the_creator(labeller_setup):
     assert len(labels) == 7 and all(labels[i] == truth[int(store.refs([i])[0])] for i in labels)
     assert not set(labels) & set(store.ids("holdout").tolist())
     assert "labelled: 7 of 36" in lab.view.state["counter"]
+
+
+# ---------------------------------------------------------------- issue 20: the labeller never leaves the page busy
+def test_a_closed_store_is_shown_in_red_and_the_page_is_not_left_busy(labeller_setup):
+    store, images, _ = labeller_setup
+    lab = cl.Labeller(store, images, strategy="random", batch_size=4)
+    seq = lab.view.state["seq"]
+    store.close()
+    for msg in ({"action": "label", "label": 0, "item": lab.current}, {"action": "undo"}, {"action": "skip"}):
+        lab.handle(msg)                                # raised out of handle before: the page waited forever
+        state = lab.view.state
+        assert state["seq"] > seq and "was closed" in state["error"] and "LabelStore(path)" in state["error"]
+        seq = state["seq"]
+
+
+def test_an_image_array_shorter_than_the_store_is_refused_at_once(labeller_setup):
+    store, images, _ = labeller_setup
+    with pytest.raises(cu.CourseError, match=r"do not index the 30 images given \(e\.g\. '30'\)"):
+        cl.Labeller(store, images[:30])
+    with pytest.raises(cu.CourseError, match="pass the images array"):
+        cl.Labeller(store)
+
+
+def test_a_store_of_image_files_is_labelled_from_the_files(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    from course_utils.active.labels import LabelStore
+
+    paths = []
+    for i in range(6):
+        p = tmp_path / f"img_{i}.png"
+        Image.fromarray(np.full((10, 14, 3), 40 * i, dtype=np.uint8)).save(p)
+        paths.append(p)
+    store = LabelStore.create(tmp_path / "files.db", paths, ["a", "b"], holdout_fraction=0.0)
+    lab = cl.Labeller(store, strategy="random", batch_size=3, oracle=[0, 1, 0, 1, 0, 1])
+    assert lab.view.state["image"].startswith("data:image/png;base64,") and not lab.view.state["error"]
+    assert lab.label_with_oracle(6) == 6 and store.labels() == {i: i % 2 for i in range(6)}
+    for p in paths:                                    # the files went missing: named, in red, never stuck
+        p.unlink()
+    lab.handle({"action": "undo"})
+    state = lab.view.state
+    assert "cannot read the image" in state["error"] and "img_" in state["error"], state["error"]
+    assert store.labels() == {i: i % 2 for i in range(5)}    # the undo itself was saved
+    store.close()
+
+
+def test_undo_in_a_new_kernel_takes_back_the_last_label_of_the_same_person(labeller_setup):
+    from course_utils.active.labels import LabelStore
+
+    store, images, truth = labeller_setup
+    lab = cl.Labeller(store, images, strategy="random", batch_size=4)
+    first = lab.current
+    lab.handle({"action": "label", "label": 1, "item": first})
+    store.close()                                      # the kernel restarts
+    again = LabelStore(store.path)
+    lab2 = cl.Labeller(again, images, strategy="random", batch_size=4)
+    lab2.handle({"action": "undo"})
+    assert lab2.current == first and again.labels() == {} and "undone" in lab2.view.state["message"]
+    again.close()

@@ -433,3 +433,230 @@ def test_defaults_seeds_first_evaluation_and_times(store):
         warnings.simplefilter("error")                                            # the first look: no warning
         r = store.evaluate_holdout(np.tile([[0.3, 0.7]], (5, 1)))
     assert r["accuracy"] == pytest.approx(3 / 5) and r["evaluations"] == 1
+
+
+# ---------------------------------------------------------------- issue 20: real faults, real processes
+def test_a_real_full_disk_while_labelling_and_creating_is_a_clear_error_and_keeps_every_saved_label(tiny_disk):
+    """Issue 20: a full disk gave `cannot rollback - no transaction is active`, and the leftover file was then refused
+    by both create() and LabelStore. Now: a CourseError that says the disk is full, labels saved before are kept, and
+    a failed create() leaves nothing behind."""
+    done = tiny_disk('''
+        import os
+        from course_utils import CourseError
+        from course_utils.active.labels import LabelStore
+        s = LabelStore.create(DISK / "small.db", 20, ["a", "b"], holdout_fraction=0.0)
+        s.label(0, 1)
+        filler = DISK / "filler"
+        fd = os.open(filler, os.O_WRONLY | os.O_CREAT)   # fill every byte that is left
+        try:
+            while True:
+                os.write(fd, b"x" * 1024)
+        except OSError:
+            os.close(fd)
+        try:
+            for i in range(1, 20):
+                s.label(i, 0)
+                s.write_predictions([i], [[0.5, 0.5]] )
+        except CourseError as exc:
+            print("LABEL", exc)
+        try:
+            LabelStore.create(DISK / "big.db", [f"img{i:06d}_" + "x" * 200 for i in range(2000)], ["a", "b"])
+        except CourseError as exc:
+            print("CREATE", exc)
+        print("LEFT", sorted(p.name for p in DISK.iterdir()))
+        s.close()
+        filler.unlink()
+        again = LabelStore(DISK / "small.db")
+        print("KEPT", again.labels().get(0))
+    ''', size_kb=512)
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = done.stdout
+    assert "LABEL could not save to the label store" in out and "The disk is full" in out, out
+    assert "every label saved before is kept" in out and "cannot rollback" not in out, out
+    assert "CREATE could not create the label store" in out and "nothing was left behind" in out, out
+    assert "big.db" not in out.split("LEFT", 1)[1].split("\n")[0], out
+    assert "KEPT 1" in out, out
+
+
+def test_create_in_a_read_only_folder_says_so(unprivileged):
+    done = unprivileged('''
+        import os
+        from course_utils import CourseError
+        from course_utils.active.labels import LabelStore
+        ro = TMP / "ro"
+        ro.mkdir()
+        os.chmod(ro, 0o555)
+        try:
+            LabelStore.create(ro / "labels.db", 10, ["a", "b"])
+        except CourseError as exc:
+            print("ERROR", exc)
+        print("LEFT", sorted(p.name for p in ro.iterdir()))
+    ''')
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "ERROR cannot create the label store" in done.stdout and "is not writable" in done.stdout, done.stdout
+    assert "LEFT []" in done.stdout
+
+
+def test_the_leftover_of_a_failed_create_is_replaced_not_refused(tmp_path):
+    path = tmp_path / "left.db"
+    sqlite3.connect(path).close()                # what a create() killed before its first table leaves
+    path.touch()
+    s = LabelStore.create(path, 6, ["a", "b"])
+    assert len(s) == 6
+    s.close()
+
+
+_SECOND_KERNEL = '''
+import sys, json
+import numpy as np
+from course_utils.active.labels import LabelStore
+from course_utils.active.labeller import Labeller
+store = LabelStore(sys.argv[1])
+images = np.zeros((40, 8, 8), dtype=np.uint8)
+lab = Labeller(store, images, strategy="random", batch_size=8, oracle=np.arange(40) % 2, random_state=int(sys.argv[2]))
+print(json.dumps(lab.queue), flush=True)
+sys.stdin.readline()                              # both kernels hold their queues before either labels
+print(lab.label_with_oracle(8), flush=True)
+'''
+
+
+def test_a_second_kernel_on_one_label_file_gets_its_own_queue_and_loses_no_label(tmp_path):
+    """Issue 20: a second kernel got the same queue and silently overwrote the first kernel's labels."""
+    import json
+
+    path = tmp_path / "shared.db"
+    LabelStore.create(path, 40, ["a", "b"], holdout_fraction=0.0).close()
+    script = tmp_path / "kernel.py"
+    script.write_text(_SECOND_KERNEL)
+    procs = [subprocess.Popen([sys.executable, str(script), str(path), str(seed)], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True) for seed in (0, 0)]
+    queues = [json.loads(p.stdout.readline()) for p in procs]
+    for p in procs:
+        p.stdin.write("go\n")
+        p.stdin.flush()
+    written = [int(p.stdout.readline()) for p in procs]
+    for p in procs:
+        p.stdin.close()
+        assert p.wait(60) == 0
+    assert len(queues[0]) == len(queues[1]) == 8 and not set(queues[0]) & set(queues[1]), queues
+    store = LabelStore(path)
+    assert written == [8, 8] and len(store.labels()) == 16
+    assert all(store.labels()[i] == i % 2 for i in queues[0] + queues[1])
+    store.close()
+
+
+def test_when_every_image_left_is_on_another_screen_the_second_session_is_told(tmp_path):
+    path = tmp_path / "small.db"
+    a = LabelStore.create(path, 4, ["a", "b"], holdout_fraction=0.0)
+    b = LabelStore(path, labeller="expert-b")
+    assert sorted(a.next_batch("random", 8, random_state=0)) == [0, 1, 2, 3]
+    with pytest.raises(CourseError, match="another labelling session's screen"):
+        b.next_batch("random", 8, random_state=0)
+    a.label(0, 1)
+    a.close()                                    # closing hands the rest back
+    assert sorted(b.next_batch("random", 8, random_state=0)) == [1, 2, 3]
+    b.close()
+
+
+def test_undo_after_a_kernel_restart_takes_back_ones_own_last_label(store):
+    pool = store.ids("pool").tolist()
+    store.label(pool[0], 1)
+    store.close()                                # the kernel restarts: a new object, the same person
+    again = LabelStore(store.path)
+    assert again.undo() == pool[0] and again.labels() == {}
+    again.close()
+
+
+def test_a_closed_store_says_so(store):
+    store.close()
+    for call in (lambda: store.label(0, 1), store.counts, lambda: store.next_batch("random", 2), store.undo):
+        with pytest.raises(CourseError, match="was closed"):
+            call()
+    assert "closed" in repr(store)
+    store.close()                                # closing twice is harmless
+
+
+def _v1(path: Path) -> None:
+    s = LabelStore.create(path, 10, ["a", "b"], holdout_fraction=0.0)
+    s.label(3, 1)
+    s.close()
+    with sqlite3.connect(path) as conn:
+        conn.execute("ALTER TABLE events DROP COLUMN labeller")
+        conn.execute("DROP TABLE claims")
+        conn.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
+    conn.close()
+
+
+@pytest.mark.parametrize("damage, match", [
+    ("DELETE FROM meta WHERE key = 'class_names'", "damaged label store.*class_names"),
+    ("DROP TABLE events", "damaged label store.*events"),
+    ("truncate", "damaged"),
+])
+def test_a_damaged_version_1_store_is_a_clear_error(tmp_path, damage, match):
+    path = tmp_path / "v1.db"
+    _v1(path)
+    if damage == "truncate":
+        data = path.read_bytes()
+        path.write_bytes(data[: len(data) // 2])
+    else:
+        with sqlite3.connect(path) as conn:
+            conn.execute(damage)
+        conn.close()
+    with pytest.raises(CourseError, match=match):
+        LabelStore(path)
+
+
+def test_a_read_only_version_1_store_can_be_read_and_says_why_it_cannot_be_labelled(tmp_path, unprivileged):
+    path = tmp_path / "v1.db"
+    _v1(path)
+    os.chmod(path, 0o444)
+    os.chmod(tmp_path, 0o555)
+    try:
+        done = unprivileged('''
+            import warnings
+            from course_utils import CourseError
+            from course_utils.active.labels import LabelStore
+            with warnings.catch_warnings(record=True) as w:
+                warnings.simplefilter("always")
+                s = LabelStore(TMP / "v1.db")
+            print("WARN", " ".join(str(x.message) for x in w))
+            print("LABELS", s.labels())
+            print("NEXT", len(s.next_batch("random", 3, random_state=0)))
+            try:
+                s.label(4, 0)
+            except CourseError as exc:
+                print("ERROR", exc)
+        ''')
+    finally:
+        os.chmod(tmp_path, 0o755)
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = done.stdout
+    assert "LABELS {3: 1}" in out and "NEXT 3" in out and "cannot be written, so it was not upgraded" in out, out
+    assert "ERROR" in out and "copy it somewhere writable" in out, out
+
+
+_OPEN_V1 = '''
+import sys, time
+from course_utils.active.labels import LabelStore
+time.sleep(max(0.0, float(sys.argv[2]) - time.time()))
+s = LabelStore(sys.argv[1])
+print(s.labels())
+'''
+
+
+def test_two_kernels_opening_one_version_1_store_both_upgrade_it_once(tmp_path):
+    """Issue 20: the second opener failed with `duplicate column name: labeller`."""
+    for attempt in range(3):
+        path = tmp_path / f"v1_{attempt}.db"
+        _v1(path)
+        script = tmp_path / "open.py"
+        script.write_text(_OPEN_V1)
+        start = time.time() + 3.0                # both open at the same moment
+        procs = [subprocess.Popen([sys.executable, str(script), str(path), str(start)], stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True) for _ in range(2)]
+        outs = [p.communicate(timeout=120) for p in procs]
+        assert all(p.returncode == 0 for p in procs), [o[1][-2000:] for o in outs]
+        assert all(o[0].strip() == "{3: 1}" for o in outs), outs
+        conn = sqlite3.connect(path)
+        assert [r[1] for r in conn.execute("PRAGMA table_info(events)")].count("labeller") == 1
+        conn.close()

@@ -1,6 +1,7 @@
 """The keyboard-first labeller: label the images a strategy picks, one at a time, from the keyboard.
 
     labeller = cu.labeller.Labeller(store, images, class_names, strategy="entropy", batch_size=8)
+    labeller = cu.labeller.Labeller(store)      # a store whose refs are image files: read from disk
     labeller.display()              # keys 1-9 label and advance, u / Backspace undoes, n skips
     labeller.label_with_oracle(16)  # simulations and CI: the same path a key press takes
 
@@ -71,12 +72,16 @@ class Labeller:
     double press never labels twice. Errors (a read-only or deleted file, a bad key) are shown in the
     widget in red. ``oracle`` (true labels, indexed like ``images``) lets :meth:`label_with_oracle`
     label for simulations and CI through the same path a key press takes.
+
+    ``images`` is the array the store's refs index (refs ``"0"``, ``"1"``, ...); for a store whose refs are
+    image files (a learner's own folder) leave it out, and each image is read from its file when shown.
     """
 
-    def __init__(self, store: Any, images: np.ndarray, class_names: Sequence[str] | None = None, *,
+    def __init__(self, store: Any, images: np.ndarray | None = None, class_names: Sequence[str] | None = None, *,
                  strategy: str = "entropy", batch_size: int = 8, oracle: Sequence[int] | None = None,
                  random_state: Any = 0, image_px: int = 256, n_thumbs: int = 4) -> None:
-        self.store, self.images = store, np.asarray(images)
+        self.store, self.images = store, None if images is None else np.asarray(images)
+        self._check_refs()
         self.class_names = [str(c) for c in class_names] if class_names is not None else list(store.class_names)
         if len(self.class_names) != store.n_classes:
             raise CourseError(f"{len(self.class_names)} class names given, the store has {store.n_classes}.")
@@ -99,7 +104,11 @@ class Labeller:
         if self.view is not None:
             self.view.on_msg(lambda _w, content, _b: self.handle(content))
         self._fill_queue()
-        self._publish()
+        try:
+            self._publish()
+        except Exception as exc:  # noqa: BLE001 - e.g. an image file that cannot be read: shown, not raised
+            self.error = exc
+            self._publish_error()
 
     # ---------------------------------------------------------------- actions (keys, buttons, the oracle)
     @property
@@ -107,15 +116,42 @@ class Labeller:
         """The id of the image on screen (``None`` when nothing is left to label)."""
         return self.queue[0] if self.queue else None
 
+    def _check_refs(self) -> None:
+        """Every ref must point at an image: an index into ``images``, or (without ``images``) a file."""
+        refs = self.store.refs(self.store.ids(None))
+        if self.images is None:
+            if all(r.isdigit() for r in refs):
+                raise CourseError("this store's refs are array indices (0, 1, ...): pass the images array, "
+                                  "Labeller(store, images).")
+            return
+        bad = [r for r in refs if not r.isdigit() or int(r) >= len(self.images)]
+        if bad:
+            raise CourseError(f"{len(bad)} of the store's {len(refs)} refs do not index the {len(self.images)} images "
+                              f"given (e.g. {bad[0]!r}): pass the image array the store was made for "
+                              "(or leave images out when its refs are file paths).")
+
+    def _image(self, ref: str) -> np.ndarray:
+        if self.images is not None:
+            return self.images[int(ref)]
+        from ..data.loaders import read_image  # noqa: PLC0415 - only for stores of image files
+
+        return read_image(ref)
+
     def handle(self, msg: Mapping[str, Any]) -> None:
-        """Do what one key press or click asks (``{"action": "label"|"undo"|"skip", ...}``) and redraw."""
+        """Do what one key press or click asks (``{"action": "label"|"undo"|"skip", ...}``) and redraw.
+
+        Nothing escapes: an error (also one while drawing the page) is shown in the widget, in red."""
         with self._lock:
             self.error = None
             try:
                 self._act(msg)
             except Exception as exc:  # noqa: BLE001 - shown in red in the widget, never lost
                 self.error = exc
-            self._publish()
+            try:
+                self._publish()
+            except Exception as exc:  # noqa: BLE001 - e.g. the store was closed: the page still says why
+                self.error = exc
+                self._publish_error()
 
     def _act(self, msg: Mapping[str, Any]) -> None:
         action = msg.get("action")
@@ -135,7 +171,7 @@ class Labeller:
         elif action == "undo":
             item = self.store.undo()
             if item is None:
-                self.message = "nothing of yours to undo"
+                self.message = f"nothing of yours ({self.store.labeller}) to undo in this file"
                 return
             if item not in self.store.labels():
                 self.labelled_this_session.discard(item)
@@ -178,8 +214,9 @@ class Labeller:
             item = self.current
             if item is None:
                 break
-            ref = int(self.store.refs([item])[0])
-            self.handle({"action": "label", "label": int(self.oracle[ref]), "item": item})
+            ref = self.store.refs([item])[0]
+            index = int(ref) if ref.isdigit() else item   # file refs: the oracle is indexed by item id
+            self.handle({"action": "label", "label": int(self.oracle[index]), "item": item})
             if self.error is not None:
                 raise self.error
             done += 1
@@ -200,9 +237,9 @@ class Labeller:
             "image": None, "thumbs": [], "confidences": [], "reason": "",
         }
         if item is not None:
-            refs = [int(r) for r in self.store.refs(self.queue[:1 + self.n_thumbs])]
-            state["image"] = _png_data_url(self.images[refs[0]], self.image_px)
-            state["thumbs"] = [_png_data_url(self.images[r], 48) for r in refs[1:]]
+            refs = self.store.refs(self.queue[:1 + self.n_thumbs])
+            state["image"] = _png_data_url(self._image(refs[0]), self.image_px)
+            state["thumbs"] = [_png_data_url(self._image(r), 48) for r in refs[1:]]
             state["confidences"] = self.store.confidences([item]).get(item) or []
             score = self.scores.get(item)
             state["reason"] = f"picked by {self.strategy}" + (f" (score {score:.3g})" if score is not None else "")
@@ -212,6 +249,16 @@ class Labeller:
         self.seq += 1
         if self.view is not None:
             self.view.state = self.state()
+
+    def _publish_error(self) -> None:
+        """The page when even drawing failed: no image, the error in red (so the page never stays busy)."""
+        err = self.error
+        state = {"seq": self.seq, "item": None, "class_names": self.class_names, "message": "",
+                 "counter": "", "image": None, "thumbs": [], "confidences": [], "reason": "",
+                 "error": f"{type(err).__name__}: {err}",
+                 "error_detail": "".join(traceback.format_exception(type(err), err, err.__traceback__))}
+        if self.view is not None:
+            self.view.state = state
 
     def display(self) -> None:
         """Show the labeller (in Colab this first enables third-party widgets, which anywidget needs)."""

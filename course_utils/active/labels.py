@@ -7,10 +7,14 @@ each, in WAL mode: a crash loses at most the write in progress, two processes ca
 **Any thread may call any method.** JupyterLab 4.6 with ipykernel 7 runs widget callbacks in a
 *subshell thread*; a plain ``sqlite3`` connection refuses every thread but its creator's. The store
 opens its connection with ``check_same_thread=False`` and serialises every use of it with a lock.
-Each label event records its ``labeller`` (a session id), so undo takes back the caller's own label.
+Each label event records its ``labeller`` (a person's name; by default the login name), so undo takes back
+the caller's own label, also after a kernel restart. Each open store is also a *session*: the images a session
+was given to label are claimed for it for a while, so a second notebook or kernel on the same file gets other
+images, never the same queue.
 """
 from __future__ import annotations
 
+import getpass
 import json
 import os
 import sqlite3
@@ -27,7 +31,9 @@ from .. import metrics
 from . import strategies as st
 from ..runtime import CourseError
 
-__all__ = ["LabelStore", "SCHEMA_VERSION"]
+__all__ = ["LabelStore", "SCHEMA_VERSION", "CLAIM_SECONDS"]
+
+CLAIM_SECONDS = 15 * 60   # how long images handed to one session stay off every other session's queue
 
 SCHEMA_VERSION = 2   # 2: events record their labeller; version-1 files are upgraded on open
 _SCHEMA = """
@@ -49,6 +55,9 @@ CREATE TABLE events (                               -- every label action, so un
     labeller TEXT                                   -- who labelled: undo only takes back one's own events
 );
 CREATE INDEX items_split_label ON items(split, label);
+CREATE TABLE IF NOT EXISTS claims (                 -- images on one session's screen, off every other queue
+    item_id INTEGER PRIMARY KEY, session TEXT NOT NULL, labeller TEXT, until REAL NOT NULL
+);
 """
 
 
@@ -61,8 +70,11 @@ class LabelStore:
     * WAL journal and one transaction per write: a crash loses at most the write in progress, and
       two processes can label at once.
     * Safe from any thread (one lock around every use of the connection).
-    * ``labeller`` names whoever labels through this object (default: a new id per object); undo takes
-      back only that labeller's events, so two notebooks sharing a file never undo each other.
+    * ``labeller`` names whoever labels through this object (default: the login name, so undo works after a
+      kernel restart); undo takes back only that labeller's events, so two people sharing a file, each with
+      their own name, never undo each other.
+    * Each object is one session: :meth:`next_batch` claims the images it hands out for ``CLAIM_SECONDS``, and
+      another session on the same file is given other images (or told that the rest are on someone's screen).
     """
 
     def __init__(self, path: str | os.PathLike, *, timeout: float = 30.0, labeller: str | None = None):
@@ -70,13 +82,14 @@ class LabelStore:
         if not self.path.exists():
             raise CourseError(f"no label store at {self.path}. Create one with LabelStore.create(path, refs, "
                               "class_names).")
-        self.labeller = str(labeller) if labeller else uuid.uuid4().hex[:12]
+        self.labeller = str(labeller) if labeller else _login_name()
+        self.session = uuid.uuid4().hex[:12]
         self._lock = threading.RLock()
+        self._closed = False
+        self._read_only_v1 = False
         self._conn = self._connect(self.path, timeout)
         self._inode = self._file_id()
-        self._check_schema()
-        meta = self._meta()
-        self.class_names: list[str] = json.loads(meta["class_names"])
+        self.class_names: list[str] = self._check_schema()
         self.n_classes = len(self.class_names)
 
     # ---------------------------------------------------------------- creating
@@ -102,6 +115,9 @@ class LabelStore:
             raise CourseError("image references must be unique (two images share a path or index).")
         if not 0.0 <= holdout_fraction < 1.0:
             raise CourseError(f"holdout_fraction must be in [0, 1), got {holdout_fraction}.")
+        if path.exists() and _is_empty_sqlite(path):   # the leftover of a create() that failed: no work in it
+            print(f"{path} is an empty SQLite file (the leftover of an interrupted create): replaced by a new store")
+            _remove_store_files(path)
         if path.exists():
             if not reuse:
                 raise CourseError(f"{path} already exists and holds labelling work; it is never overwritten. Open "
@@ -121,13 +137,17 @@ class LabelStore:
                 store._write(lambda c: c.execute("INSERT INTO meta VALUES ('data_id', ?)", (str(data_id),)))
                 print(f"{path} recorded no data id; it now belongs to data {data_id} (other data will be refused)")
             return store
-        path.parent.mkdir(parents=True, exist_ok=True)
-        conn = cls._connect(path, 30.0)
-        cls._use_wal(conn)
         n_hold = int(round(holdout_fraction * len(refs)))
         holdout = np.zeros(len(refs), dtype=bool)
         holdout[np.random.default_rng(seed).choice(len(refs), size=n_hold, replace=False)] = True
         try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            conn = cls._connect(path, 30.0)
+        except (OSError, sqlite3.OperationalError) as exc:
+            raise CourseError(f"cannot create the label store {path} ({exc}): its folder {path.parent} is not "
+                              "writable (or not there). Choose a folder you can write to.") from exc
+        try:
+            cls._use_wal(conn)
             conn.execute("BEGIN IMMEDIATE")
             for stmt in filter(str.strip, _SCHEMA.split(";")):
                 conn.execute(stmt)
@@ -139,10 +159,14 @@ class LabelStore:
             conn.executemany("INSERT INTO items (id, ref, split) VALUES (?, ?, ?)",
                              [(i, r, "holdout" if h else "pool") for i, (r, h) in enumerate(zip(refs, holdout))])
             conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
+        except BaseException as exc:
+            if conn.in_transaction:               # SQLite may have rolled back itself (a full disk does)
+                conn.execute("ROLLBACK")
             conn.close()
-            path.unlink(missing_ok=True)
+            _remove_store_files(path)             # nothing half-made is left to be refused later
+            if isinstance(exc, sqlite3.DatabaseError):
+                raise CourseError(f"could not create the label store {path} ({exc}); nothing was left behind. "
+                                  f"{_fix_for(str(exc))}.") from exc
             raise
         conn.close()
         return cls(path)
@@ -154,6 +178,13 @@ class LabelStore:
         conn = sqlite3.connect(str(path), timeout=timeout, isolation_level=None, check_same_thread=False)
         try:
             conn.execute("PRAGMA schema_version").fetchone()   # reads the header: fails on a non-SQLite file
+        except sqlite3.OperationalError as exc:
+            conn.close()
+            if "readonly" not in str(exc) or os.access(path.parent, os.W_OK):
+                raise CourseError(f"cannot open the label store {path} ({exc}). {_fix_for(str(exc))}.") from exc
+            # a WAL file in a read-only folder: SQLite cannot make its -shm file, so read it as a fixed snapshot
+            conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro&immutable=1", uri=True, timeout=timeout,
+                                   isolation_level=None, check_same_thread=False)
         except sqlite3.DatabaseError as exc:
             conn.close()
             raise CourseError(f"{path} is not a SQLite label store ({exc}); choose another file.") from exc
@@ -168,24 +199,67 @@ class LabelStore:
             return
         conn.execute("PRAGMA synchronous=NORMAL")   # with WAL: durable across process crashes
 
-    def _check_schema(self) -> None:
+    def _check_schema(self) -> list[str]:
+        """Accept only an undamaged course label store of this schema (a version-1 file is upgraded in place,
+        or read as it is where it cannot be written); returns its class names."""
         try:
-            row = self._conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+            ok = self._conn.execute("PRAGMA quick_check").fetchone()[0]
+            tables = {r for (r,) in self._conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            meta = dict(self._conn.execute("SELECT key, value FROM meta")) if "meta" in tables else None
         except sqlite3.DatabaseError as exc:
             self._conn.close()
-            raise CourseError(f"{self.path} is a SQLite file but not a course label store ({exc}). Use a new "
-                              "file name for a new store.") from exc
-        if row is not None and row[0] == "1":          # version 1 had no labeller column: add it, in place
-            self._write(lambda c: (c.execute("ALTER TABLE events ADD COLUMN labeller TEXT"),
-                                   c.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'",
-                                             (str(SCHEMA_VERSION),))))
-            row = (str(SCHEMA_VERSION),)
-        if row is None or row[0] != str(SCHEMA_VERSION):
+            raise CourseError(f"{self.path} is a damaged SQLite file ({exc}). Restore it from a copy; "
+                              "`sqlite3 FILE .recover` may rescue its labels.") from exc
+        if ok != "ok":
             self._conn.close()
-            raise CourseError(f"{self.path} has label-store schema version {row[0] if row else 'unknown'}, but this "
+            raise CourseError(f"{self.path} is damaged (SQLite's check says: {ok}). Restore it from a copy; "
+                              "`sqlite3 FILE .recover` may rescue its labels.")
+        if meta is None or "schema_version" not in meta:
+            self._conn.close()
+            raise CourseError(f"{self.path} is a SQLite file but not a course label store (it has no schema "
+                              "version). Use a new file name for a new store.")
+        if meta["schema_version"] not in ("1", str(SCHEMA_VERSION)):
+            self._conn.close()
+            raise CourseError(f"{self.path} has label-store schema version {meta['schema_version']}, but this "
                               f"course_utils reads version {SCHEMA_VERSION}. Open it with the course_utils version "
                               "that wrote it, or start a new store under another name.")
+        try:
+            names = json.loads(meta["class_names"])
+            int(meta["holdout_evaluations"])
+            missing = {"items", "events"} - tables
+            if missing or not isinstance(names, list) or len(names) < 2:
+                raise ValueError(f"missing tables {sorted(missing)}" if missing else f"class names {names!r}")
+        except (KeyError, ValueError, TypeError) as exc:
+            self._conn.close()
+            what = f"no {exc}" if isinstance(exc, KeyError) else str(exc)
+            raise CourseError(f"{self.path} is a damaged label store ({what}). Restore it from a copy; its labels "
+                              "are in the table `items`.") from exc
+        if meta["schema_version"] == "1":
+            self._upgrade_v1()
         self._use_wal(self._conn)
+        return [str(c) for c in names]
+
+    def _upgrade_v1(self) -> None:
+        """Version 1 had no labeller column: add it, once, however many kernels open the file at the same time.
+        Where the file cannot be written it is read as it is (labelling then says why it cannot save)."""
+        def upgrade(c: sqlite3.Connection) -> None:
+            version = c.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0]
+            if version != "1":                    # another kernel upgraded it while we waited for the lock
+                return
+            if "labeller" not in {r[1] for r in c.execute("PRAGMA table_info(events)")}:
+                c.execute("ALTER TABLE events ADD COLUMN labeller TEXT")
+            c.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION),))
+
+        try:
+            self._write(upgrade)
+        except CourseError as exc:
+            if "read-only" not in str(exc):
+                self._conn.close()
+                raise
+            self._read_only_v1 = True
+            warnings.warn(f"{self.path} is a version-1 label store in a place that cannot be written, so it was not "
+                          "upgraded: its labels can be read, not changed. Copy it somewhere writable to label.",
+                          stacklevel=3)
 
     def _meta(self) -> dict[str, str]:
         return dict(self._read("SELECT key, value FROM meta"))
@@ -204,10 +278,20 @@ class LabelStore:
                               "label could not be saved. Labels saved before are in the file that was there; restore "
                               "it (or create a new store) and open it again with LabelStore(path).")
 
+    def _check_open(self) -> None:
+        if self._closed:
+            raise CourseError(f"the label store {self.path} was closed; every label saved before is in the file. "
+                              "Open it again with LabelStore(path).")
+
     def _read(self, sql: str, args: Sequence[Any] = ()) -> list[tuple]:
         """One query, all rows, under the lock (any thread)."""
         with self._lock:
-            return self._conn.execute(sql, tuple(args)).fetchall()
+            self._check_open()
+            try:
+                return self._conn.execute(sql, tuple(args)).fetchall()
+            except sqlite3.DatabaseError as exc:
+                raise CourseError(f"could not read the label store {self.path} ({exc}). {_fix_for(str(exc))}.") \
+                    from exc
 
     def _write(self, fn: Callable[[sqlite3.Connection], Any]) -> Any:
         """Run ``fn`` inside one IMMEDIATE transaction (taken up front, so writers queue, never deadlock).
@@ -215,34 +299,43 @@ class LabelStore:
         Under the store's lock, so any thread may write; a failure rolls back and says why.
         """
         with self._lock:
+            self._check_open()
             self._check_file()
+            if self._read_only_v1:
+                raise CourseError(f"{self.path} is a version-1 label store that could not be upgraded because it is "
+                                  "read-only, so nothing can be saved to it: copy it somewhere writable and open the "
+                                  "copy.")
             try:
                 self._conn.execute("BEGIN IMMEDIATE")
-            except sqlite3.OperationalError as exc:
+            except sqlite3.DatabaseError as exc:
                 raise self._write_error(exc) from exc
             try:
                 result = fn(self._conn)
                 self._conn.execute("COMMIT")
-            except sqlite3.OperationalError as exc:
-                self._conn.execute("ROLLBACK")
-                raise self._write_error(exc) from exc
-            except BaseException:
-                self._conn.execute("ROLLBACK")
+            except BaseException as exc:
+                if self._conn.in_transaction:      # a full disk makes SQLite roll back on its own
+                    self._conn.execute("ROLLBACK")
+                if isinstance(exc, sqlite3.DatabaseError):
+                    raise self._write_error(exc) from exc
                 raise
             return result
 
-    def _write_error(self, exc: sqlite3.OperationalError) -> CourseError:
-        why = str(exc)
-        if "readonly" in why or "read-only" in why:
-            fix = "the file (or its folder) became read-only: make it writable again (chmod u+w) and repeat"
-        elif "locked" in why or "busy" in why:
-            fix = "another program holds a write lock for too long: close it and repeat"
-        else:
-            fix = "check the disk and the file, then repeat"
-        return CourseError(f"could not save to the label store {self.path} ({why}); nothing was written. {fix}.")
+    def _write_error(self, exc: sqlite3.DatabaseError) -> CourseError:
+        return CourseError(f"could not save to the label store {self.path} ({exc}); nothing was written, and every "
+                           f"label saved before is kept. {_fix_for(str(exc))}.")
 
     def close(self) -> None:
+        """Release this session's claimed images and close the file (labels are already saved)."""
         with self._lock:
+            if self._closed:
+                return
+            try:
+                if not self._read_only_v1:
+                    self._write(lambda c: c.execute("DELETE FROM claims WHERE session = ?", (self.session,))
+                                if _has_claims(c) else None)
+            except CourseError:
+                pass                               # read-only or full: the claims expire on their own
+            self._closed = True
             self._conn.close()
 
     def __enter__(self) -> "LabelStore":
@@ -252,6 +345,8 @@ class LabelStore:
         self.close()
 
     def __repr__(self) -> str:
+        if self._closed:
+            return f"LabelStore({str(self.path)!r}, closed)"
         c = self.counts()
         return (f"LabelStore({str(self.path)!r}: {c['labelled']}/{c['pool']} pool images labelled, "
                 f"{c['holdout']} held out)")
@@ -345,6 +440,9 @@ class LabelStore:
             c.execute("INSERT INTO events (item_id, old_label, new_label, old_labeled_at, at, labeller) "
                       "VALUES (?, ?, ?, ?, ?, ?)", (item_id, row[1], label, row[2], now, self.labeller))
             c.execute("UPDATE items SET label = ?, labeled_at = ? WHERE id = ?", (label, now, item_id))
+            if _has_claims(c):                     # done with this image; the rest of the batch stays ours
+                c.execute("DELETE FROM claims WHERE item_id = ? AND session = ?", (item_id, self.session))
+                c.execute("UPDATE claims SET until = ? WHERE session = ?", (now + CLAIM_SECONDS, self.session))
 
         self._write(write)
 
@@ -391,10 +489,13 @@ class LabelStore:
 
     # ---------------------------------------------------------------- querying
     def next_batch(self, strategy_name: str = "entropy", batch_size: int = 8, *, random_state: Any = None,
-                   return_scores: bool = False) -> list[int] | list[tuple[int, float]]:
+                   return_scores: bool = False, claim: bool = True) -> list[int] | list[tuple[int, float]]:
         """Ids of the next unlabelled pool images to label, chosen by a named strategy.
 
         With ``return_scores=True``, ``(id, score)`` pairs: the strategy's score when it picked the id.
+        With ``claim=True`` the ids are this session's for ``CLAIM_SECONDS`` (each label renews them): another
+        session on the same file (a second notebook or kernel) is given other images, so no two people label
+        the same image without knowing. A read-only store hands out ids without claiming them.
 
         Probability-based strategies (random, least_confidence, margin, entropy) read the stored
         confidences; the hold-out is never a candidate. Images without predictions are skipped by
@@ -406,21 +507,53 @@ class LabelStore:
                               f"{', '.join(st.PROBABILITY_STRATEGIES)}; {strategy.name!r} needs "
                               f"{', '.join(strategy.requires)}. Query with course_utils.strategies directly and "
                               "label the returned ids.")
-        rows = self._read("SELECT id, confidences FROM items WHERE split = 'pool' AND label IS NULL ORDER BY id")
-        if strategy.requires:
-            rows = [r for r in rows if r[1] is not None]
+
+        def pick(c: sqlite3.Connection, claiming: bool) -> list[tuple[int, float]]:
+            rows = c.execute("SELECT id, confidences FROM items WHERE split = 'pool' AND label IS NULL "
+                             "ORDER BY id").fetchall()
+            taken: dict[int, str] = {}
+            if claiming:
+                now = time.time()
+                c.execute("CREATE TABLE IF NOT EXISTS claims (item_id INTEGER PRIMARY KEY, session TEXT NOT NULL, "
+                          "labeller TEXT, until REAL NOT NULL)")
+                c.execute("DELETE FROM claims WHERE until < ? OR session = ?", (now, self.session))
+                taken = dict(c.execute("SELECT item_id, labeller FROM claims").fetchall())
             if not rows:
-                raise CourseError(f"no stored predictions for the unlabelled pool, which {strategy.name!r} needs: "
-                                  "call store.write_predictions(ids, probs) first (or use 'random').")
-        if not rows:
-            raise CourseError("every pool image is labelled: nothing left to query.")
-        ids = np.array([r[0] for r in rows], dtype=np.int64)
-        arrays = {"probs": np.array([json.loads(r[1]) for r in rows])} if strategy.requires else {}
-        picked, util = strategy.query(**arrays, n_samples=len(ids), batch_size=min(batch_size, len(ids)),
-                                      return_utilities=True)
-        if not return_scores:
-            return [int(i) for i in ids[picked]]
-        return [(int(ids[j]), float(util[k, j])) for k, j in enumerate(picked)]
+                raise CourseError("every pool image is labelled: nothing left to query.")
+            free = [r for r in rows if r[0] not in taken]
+            if not free:
+                who = ", ".join(sorted({str(w) for w in taken.values()}))
+                raise CourseError(f"the {len(rows)} unlabelled pool image(s) left are all on another labelling "
+                                  f"session's screen (labeller {who}: another notebook or kernel on this file). "
+                                  f"They come back when that session labels them, closes, or after "
+                                  f"{CLAIM_SECONDS // 60} minutes.")
+            if strategy.requires:
+                free = [r for r in free if r[1] is not None]
+                if not free:
+                    raise CourseError(f"no stored predictions for the unlabelled pool, which {strategy.name!r} "
+                                      "needs: call store.write_predictions(ids, probs) first (or use 'random').")
+            ids = np.array([r[0] for r in free], dtype=np.int64)
+            arrays = {"probs": np.array([json.loads(r[1]) for r in free])} if strategy.requires else {}
+            chosen, util = strategy.query(**arrays, n_samples=len(ids), batch_size=min(batch_size, len(ids)),
+                                          return_utilities=True)
+            out = [(int(ids[j]), float(util[k, j])) for k, j in enumerate(chosen)]
+            if claiming:
+                c.executemany("INSERT INTO claims VALUES (?, ?, ?, ?)",
+                              [(i, self.session, self.labeller, time.time() + CLAIM_SECONDS) for i, _ in out])
+            return out
+
+        out = None
+        if claim and not self._read_only_v1:
+            try:
+                out = self._write(lambda c: pick(c, True))
+            except CourseError as exc:
+                if "read-only" not in str(exc):
+                    raise
+        if out is None:                            # read-only: nothing can be labelled here anyway
+            with self._lock:
+                self._check_open()
+                out = pick(self._conn, False)
+        return out if return_scores else [i for i, _ in out]
 
     # ---------------------------------------------------------------- the hold-out
     def evaluate_holdout(self, probs: Any, labels: Sequence[int] | None = None) -> dict[str, float]:
@@ -469,3 +602,48 @@ def _class_index(value: Any, what: str) -> int:
     if isinstance(value, (float, np.floating)) and float(value).is_integer():
         return int(value)
     raise CourseError(f"{what} must be an integer class index, not {value!r} ({type(value).__name__}).")
+
+
+def _login_name() -> str:
+    """Who labels, by default: the login name (the same after a kernel restart, so undo still finds one's labels)."""
+    try:
+        return getpass.getuser() or "labeller"
+    except (OSError, KeyError):                 # no login name in some containers
+        return "labeller"
+
+
+def _fix_for(why: str) -> str:
+    """What to do about a SQLite error, in the user's terms."""
+    why = why.lower()
+    if "full" in why:
+        return "The disk is full: free some space and repeat"
+    if "readonly" in why or "read-only" in why:
+        return "The file (or its folder) is read-only: make it writable (chmod u+w) and repeat"
+    if "locked" in why or "busy" in why:
+        return "Another program holds a write lock for too long: close it and repeat"
+    if "malformed" in why or "not a database" in why:
+        return "The file is damaged: restore it from a copy (`sqlite3 FILE .recover` may rescue its labels)"
+    return "Check the disk and the file, then repeat"
+
+
+def _is_empty_sqlite(path: Path) -> bool:
+    """Is ``path`` an empty file, or a SQLite file without a single table (what a failed create leaves)?"""
+    if path.stat().st_size == 0:
+        return True
+    try:
+        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+        try:
+            return conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()[0] == 0
+        finally:
+            conn.close()
+    except sqlite3.DatabaseError:
+        return False
+
+
+def _remove_store_files(path: Path) -> None:
+    for p in (path, Path(f"{path}-wal"), Path(f"{path}-shm"), Path(f"{path}-journal")):
+        p.unlink(missing_ok=True)
+
+
+def _has_claims(c: sqlite3.Connection) -> bool:
+    return c.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'claims'").fetchone() is not None

@@ -34,7 +34,7 @@ from .standins import MEDMNIST_FLAGS
 __all__ = [
     "Split", "DataInfo", "ImageDataset", "load_malaria", "load_malaria_folder", "load_medmnist",
     "stratified_subset", "stratified_split", "class_counts", "resize_images", "to_tf_dataset",
-    "to_torch_loader", "banner", "MALARIA_CLASSES", "MEDMNIST_FLAGS", "MEDMNIST_SIZES",
+    "to_torch_loader", "banner", "read_image", "MALARIA_CLASSES", "MEDMNIST_FLAGS", "MEDMNIST_SIZES",
 ]
 
 MALARIA_CLASSES = ["Parasitized", "Uninfected"]  # tfds label order: 0 = parasitized, 1 = uninfected
@@ -187,14 +187,24 @@ def _to_8_bit(im):
             raise CourseError(f"float pixels (mode F) range from {lo:g} to {hi:g}: expected 0-1 (or 0-255). "
                               "Rescale the image and save it as an 8-bit PNG")
     elif mode.startswith("I;16") or (lo >= 0 and hi <= 65535):
-        scaled = a.astype(np.float64) * (255.0 / 65535.0)
+        bits = _bit_depth(hi)
+        if bits < 16:   # 10/12/14-bit data (most medical cameras, CT, X-ray) stored in 16 bits: use its range
+            warnings.warn(f"a 16-bit image holds values up to {hi:g} only: read as {bits}-bit data (scaled by "
+                          f"255/{2 ** bits - 1}), not as nearly black 16-bit data. If its images are really 16-bit, "
+                          "scale them yourself and save 8-bit PNGs.", stacklevel=4)
+        scaled = a.astype(np.float64) * (255.0 / (2 ** bits - 1))
     else:
         raise CourseError(f"32-bit integer pixels (mode {mode}) range from {lo:g} to {hi:g}: no standard 8-bit "
                           "scaling. Rescale the image and save it as an 8-bit (or 16-bit) PNG")
     return Image.fromarray(np.clip(np.rint(scaled), 0, 255).astype(np.uint8), mode="L")
 
 
-def _decode(encoded: bytes, size: int, channels: int = 3) -> np.ndarray:
+def _bit_depth(hi: float) -> int:
+    """The usual bit depth (8, 10, 12, 14 or 16) whose range holds the brightest value ``hi``."""
+    return next(b for b in (8, 10, 12, 14, 16) if hi <= 2 ** b - 1) if hi <= 65535 else 16
+
+
+def _decode(encoded: bytes, size: int | None, channels: int = 3) -> np.ndarray:
     """One image file's bytes -> uint8 ``size x size x channels``, as a viewer shows it: turned upright by its EXIF
     orientation (a phone or camera stores some photos sideways), transparency laid over white (not the colours
     hidden under it), 16-bit and float pixels scaled, not clipped."""
@@ -205,8 +215,22 @@ def _decode(encoded: bytes, size: int, channels: int = 3) -> np.ndarray:
         if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
             im = Image.alpha_composite(Image.new("RGBA", im.size, (255, 255, 255, 255)), im.convert("RGBA"))
         im = _to_8_bit(im).convert("RGB" if channels == 3 else "L")
-        arr = np.asarray(im.resize((size, size), Image.BILINEAR), dtype=np.uint8)
+        arr = np.asarray(im if size is None else im.resize((size, size), Image.BILINEAR), dtype=np.uint8)
     return arr if channels == 3 else arr[..., None]
+
+
+def read_image(path: str | os.PathLike, *, size: int | None = None, channels: int = 3) -> np.ndarray:
+    """One image file as uint8 ``H x W x channels`` (``size``: resized to ``size x size``), read as a viewer shows
+    it: upright by its EXIF orientation, transparency over white, 16-bit and float pixels scaled. A file that is
+    missing or not an image is a CourseError that names it."""
+    from PIL import UnidentifiedImageError  # noqa: PLC0415
+
+    path = Path(path)
+    try:
+        return _decode(path.read_bytes(), size, channels)
+    except (OSError, UnidentifiedImageError, ValueError) as exc:
+        raise CourseError(f"cannot read the image {path} ({exc}): is it there, and is it a PNG, JPEG or TIFF?") \
+            from exc
 
 
 def _decode_subset(encoded: list[bytes], labels: np.ndarray, image_size: int, max_images: int | None,
