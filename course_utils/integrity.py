@@ -11,10 +11,12 @@ import errno
 import hashlib
 import io
 import os
+import re
 from pathlib import Path
 from typing import Any
 
-__all__ = ["sha256_bytes", "sha256_file", "seal", "unseal", "sealed_bytes", "check_file", "disk_full"]
+__all__ = ["sha256_bytes", "sha256_file", "seal", "unseal", "sealed_bytes", "check_file", "disk_full",
+           "remove_orphans"]
 
 
 def sha256_bytes(data: bytes | memoryview) -> str:
@@ -77,3 +79,28 @@ def check_file(path: str | os.PathLike, expected: str | None) -> str | None:
     actual = sha256_file(path)
     return None if actual == expected else (f"{Path(path).name} no longer matches the SHA-256 recorded when it was "
                                             "written (a changed byte, or a partial copy)")
+
+
+def remove_orphans(folder: str | os.PathLike, pattern: str) -> list[Path]:
+    """Remove temporary files whose writer died mid-write (a killed kernel): names in ``folder`` that match the
+    regular expression ``pattern``, whose group ``pid`` names a process that no longer exists. A living writer's
+    file (this process's too) is left alone. Returns what was removed."""
+    removed = []
+    folder = Path(folder)
+    if not folder.is_dir():
+        return removed
+    for tmp in folder.iterdir():
+        match = re.fullmatch(pattern, tmp.name)
+        if match is None or int(match["pid"]) == os.getpid():
+            continue
+        try:
+            os.kill(int(match["pid"]), 0)     # signal 0: only asks whether the process exists
+        except ProcessLookupError:
+            try:
+                tmp.unlink()
+                removed.append(tmp)
+            except OSError:
+                pass
+        except OSError:                       # it exists but is someone else's: leave it
+            pass
+    return removed

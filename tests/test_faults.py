@@ -414,7 +414,7 @@ def test_a_full_disk_while_checkpointing_is_a_clear_error_and_the_last_checkpoin
         tt.fit(mt.small_cnn(1, width=4)[0], _torch_loader(x, y), checkpoint_path=ckpt, **_fit_kwargs())
     msg = str(err.value)
     assert err.value.history.n_epochs == 2 and "after epoch 1" in msg and str(ckpt) in msg, msg
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["run.pt"]  # no half-written file left
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run.pt", "run.pt.lock"]  # no half-written file left
     monkeypatch.setattr(torch, "save", real_save)
     hist = tt.fit(mt.small_cnn(1, width=4)[0], _torch_loader(x, y), checkpoint_path=ckpt, resume=True,
                   **_fit_kwargs())

@@ -1,6 +1,9 @@
 """course_utils.standin_cache: the stand-in files are deterministic, cached and verified, in medmnist's own
 format with medmnist's split sizes; metadata matches medmnist.INFO; the cache name carries the renderers'
 version; too large or unwritable caches are handled up front. (The renderers: test_standins.py.)"""
+import os
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -123,5 +126,39 @@ def test_a_killed_writers_temporary_file_is_removed_and_a_living_ones_kept(tmp_p
         cache.unlink()                                               # the next run writes the cache again
         C.make_malaria_stand_in(40, image_size=32, seed=1, cache_dir=tmp_path)
         assert not orphan.exists() and busy.exists() and cache.exists()
+    finally:
+        alive.kill()
+
+
+def test_the_cache_name_changes_when_the_code_that_draws_the_stand_ins_changes(tmp_path):
+    """Issue 20: the stand-in caches were keyed by version and knobs only, so a broken renderer passed a local
+    `make test` with a warm cache. The name now carries a fingerprint of the drawing code too."""
+    import shutil
+
+    here = Path(C.__file__).parent
+    for name in ("standins.py", "_drawing.py", "splits.py"):
+        shutil.copy(here / name, tmp_path / name)
+    same = C._code_fingerprint(tmp_path)
+    assert C.STAND_IN_VERSION.endswith(same[:len(C.STAND_IN_VERSION) - len(S.RENDERER_VERSION) - 1])
+    drawing = tmp_path / "_drawing.py"
+    drawing.write_text(drawing.read_text().replace("0.5", "0.6", 1))     # one changed constant in a renderer
+    assert C._code_fingerprint(tmp_path) != same
+
+
+def test_orphaned_temporary_files_of_dead_writers_are_removed_and_living_ones_kept(tmp_path):
+    import subprocess
+    import sys
+
+    from course_utils import integrity
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead_pid = int(dead.stdout)
+    alive = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        names = [f"x.npz.tmp{dead_pid}.npz", f"x.npz.tmp{alive.pid}.npz", f"x.npz.tmp{os.getpid()}.npz", "x.npz"]
+        for n in names:
+            (tmp_path / n).write_bytes(b"partial")
+        C._remove_orphans(tmp_path / "x.npz")
+        assert sorted(p.name for p in tmp_path.iterdir()) == sorted(names[1:])
     finally:
         alive.kill()

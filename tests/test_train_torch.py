@@ -749,8 +749,79 @@ def test_a_real_full_disk_while_checkpointing_says_so(tiny_disk):
                    checkpoint_path=DISK / "run.pt")
         except CourseError as exc:
             print("ERROR", exc)
-        print("LEFT", sorted(p.name for p in DISK.iterdir()))
+        print("LEFT", sorted(p.name for p in DISK.iterdir() if p.suffix != ".lock"))   # the run lock stays
     ''', size_kb=16)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "ERROR could not write the checkpoint" in done.stdout and "The disk is full" in done.stdout, done.stdout
     assert "LEFT []" in done.stdout, done.stdout
+
+
+_SAME_RUN = '''
+import sys, time
+import torch
+from torch.utils.data import DataLoader, Dataset
+from course_utils import CourseError
+from course_utils.models import torch_models as mt
+from course_utils.train import torch_engine as tt
+
+
+class Slow(Dataset):
+    def __len__(self):
+        return 32
+
+    def __getitem__(self, i):
+        time.sleep(float(sys.argv[2]))
+        g = torch.Generator().manual_seed(i)
+        return torch.rand(3, 16, 16, generator=g), torch.tensor(float(i % 2))
+
+
+torch.manual_seed(0)
+model = mt.small_cnn(1, width=8, depth=2)[0]
+try:
+    h = tt.fit(model, DataLoader(Slow(), batch_size=8), epochs=2, progress=False, seed=0,
+               checkpoint_path=sys.argv[1], resume=True)
+    print("DONE", h.n_epochs, flush=True)
+except CourseError as exc:
+    print("ERROR", exc, flush=True)
+'''
+
+
+def test_two_runs_on_one_checkpoint_the_second_is_refused_and_nothing_is_overwritten(tmp_path):
+    """Issue 20: two runs with the same checkpoint key shared one `.tmp` (a raw FileNotFoundError) and one said
+    "the previous checkpoint is unchanged", which was false. Now a run holds the checkpoint's lock: a second one
+    (a real second process) is refused at once, and once the first is done the same call resumes its result."""
+    import subprocess
+    import sys
+    import time
+
+    script = tmp_path / "same_run.py"
+    script.write_text(_SAME_RUN)
+    ckpt = tmp_path / "run.pt"
+    first = subprocess.Popen([sys.executable, str(script), str(ckpt), "0.05"], stdout=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not ckpt.exists() and time.time() < deadline:      # the first run has written its initial state
+        time.sleep(0.05)
+    second = subprocess.run([sys.executable, str(script), str(ckpt), "0"], capture_output=True, text=True,
+                            timeout=120)
+    out_first = first.communicate(timeout=300)[0]
+    assert "DONE 2" in out_first, out_first
+    assert "ERROR another run is training into" in second.stdout and "process " in second.stdout, second.stdout
+    assert not list(tmp_path.glob("*.tmp")), list(tmp_path.iterdir())
+    third = subprocess.run([sys.executable, str(script), str(ckpt), "0"], capture_output=True, text=True,
+                           timeout=120)
+    assert "DONE 2" in third.stdout, third.stdout + third.stderr[-2000:]
+
+
+def test_checkpoint_temporary_files_are_unique_per_writer(tmp_path, monkeypatch):
+    from pathlib import Path
+
+    names = []
+    real = torch.save
+    monkeypatch.setattr(torch, "save", lambda obj, f, *a, **k: (
+        names.append(Path(f).name) if isinstance(f, (str, Path)) else None, real(obj, f, *a, **k)))
+    model = mt.small_cnn(1, width=8, depth=2)[0]
+    x, y = torch.rand(16, 3, 16, 16), torch.randint(0, 2, (16,)).float()
+    tt.fit(model, DataLoader(TensorDataset(x, y), batch_size=8), epochs=1, progress=False,
+           checkpoint_path=tmp_path / "a.pt")
+    assert len(names) == 2 and len(set(names)) == 2, names              # the initial state, then epoch 1
+    assert all(n.startswith("a.pt.") and n.endswith(".tmp") for n in names), names

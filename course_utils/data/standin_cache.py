@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import struct
 import warnings
 import zipfile
@@ -30,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from .. import runtime
-from ..integrity import disk_full
+from ..integrity import disk_full, remove_orphans
 from ..runtime import CourseError
 from .standins import (
     DIFFICULTY, MEDMNIST_FLAGS, RENDERER_VERSION, STAND_INS, draw_labels, labels_from_priors, render_malaria,
@@ -42,8 +43,17 @@ __all__ = ["make_malaria_stand_in", "make_medmnist_stand_in", "stand_in_sample",
 
 MEDMNIST_SIZES = (28, 64, 128, 224)
 STAND_IN_MAX_BYTES = int(1.5 * 2**30)  # largest stand-in file we agree to generate
-# part of every stand-in cache name: the renderers' version and a fingerprint of the knobs, e.g. "v2-3fa1c2"
-STAND_IN_VERSION = f"{RENDERER_VERSION}-{zlib.crc32(repr(sorted(DIFFICULTY.items())).encode()):08x}"[:9]
+
+
+def _code_fingerprint(here: Path = Path(__file__).parent) -> str:
+    """CRC-32 of the knobs and of the code that draws the stand-ins (standins.py, _drawing.py, splits.py): a changed
+    renderer never reuses an old cache, so a warm local cache cannot hide a bug that a fresh clone would show."""
+    code = b"".join((here / name).read_bytes() for name in ("standins.py", "_drawing.py", "splits.py"))
+    return f"{zlib.crc32(repr(sorted(DIFFICULTY.items())).encode() + code):08x}"
+
+
+# part of every stand-in cache name: the renderers' version and a fingerprint of knobs and code, e.g. "v2-3fa1c2"
+STAND_IN_VERSION = f"{RENDERER_VERSION}-{_code_fingerprint()}"[:9]
 
 
 # ============================================================================ the cache
@@ -112,19 +122,8 @@ def _save_npz(path: Path, **arrays: np.ndarray) -> OSError | None:
 
 
 def _remove_orphans(path: Path) -> None:
-    """Remove the temporary files of writers that died mid-write (a killed kernel): ``<name>.tmp<pid>.npz`` whose
-    process no longer exists. A living writer's file is left alone."""
-    for tmp in path.parent.glob(path.name + ".tmp*.npz"):
-        pid = tmp.name[len(path.name) + 4:-4]
-        if not pid.isdigit() or int(pid) == os.getpid():
-            continue
-        try:
-            os.kill(int(pid), 0)          # signal 0: only asks whether the process exists
-        except ProcessLookupError:
-            with contextlib.suppress(OSError):
-                tmp.unlink()
-        except OSError:                   # it exists but is someone else's: leave it
-            pass
+    """Remove the ``<name>.tmp<pid>.npz`` files of writers that died mid-write (a living writer's are kept)."""
+    remove_orphans(path.parent, re.escape(path.name) + r"\.tmp(?P<pid>\d+)\.npz")
 
 
 # ============================================================================ a sample, without a file

