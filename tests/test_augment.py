@@ -174,3 +174,128 @@ def test_a_crop_that_touches_the_border_keeps_the_border_as_bright_as_the_image(
     torch.manual_seed(1)
     out = torch.stack([rotated(flat) for _ in range(10)])
     assert float(out.max()) <= 128 / 255 + 1e-5 and float(out.min()) == 0.0    # corners outside: black, as before
+
+
+# ---------------------------------------------------------------- issue 20: each step against its formula
+def _fixed(values):
+    """A _uniform that returns lo + (hi - lo) * u for the next u of ``values``: the draws, chosen."""
+    it = iter(values)
+    return staticmethod(lambda lo, hi: lo + (hi - lo) * next(it))
+
+
+def _aug(**k):
+    args = dict(rgb=True, crop_scale=None, flip=0.0, rotation=0.0, jitter=0.0, erase_p=0.0, erase_scale=(0.02, 0.1),
+                mean=None, std=None)
+    args.update(k)
+    return A._TrainAugment(k.pop("size", None), **{a: v for a, v in args.items() if a != "size"})
+
+
+def test_denormalize_inverts_the_normalisation_for_one_image_a_batch_and_grey():
+    rng = np.random.default_rng(0)
+    img = rng.integers(0, 256, (5, 6, 3), dtype=np.uint8)
+    x = A.eval_transform()(img)
+    assert np.array_equal(A.denormalize(x), img)                          # C x H x W -> H x W x C
+    batch = torch.stack([x, x.flip(-1)])
+    back = A.denormalize(batch)
+    assert back.shape == (2, 5, 6, 3) and np.array_equal(back[1], img[:, ::-1])
+    grey = rng.integers(0, 256, (4, 4), dtype=np.uint8)
+    g = A.eval_transform(rgb=False)(grey)
+    assert g.shape == (1, 4, 4) and np.array_equal(A.denormalize(g)[..., 0], grey)   # one channel: mean of means
+    m, s = float(np.mean(A.IMAGENET_MEAN)), float(np.mean(A.IMAGENET_STD))
+    assert torch.allclose(g[0], (torch.from_numpy(grey).float() / 255 - m) / s, atol=1e-6)
+    custom = A.denormalize(torch.zeros(3, 1, 1), mean=(0.5, 0.25, 1.0), std=(1, 1, 1))
+    assert custom[0, 0].tolist() == [128, 64, 255]                         # rounded, and clipped at 1
+    assert A.denormalize(torch.full((3, 1, 1), -10.0))[0, 0].tolist() == [0, 0, 0]
+    assert A.denormalize(x).dtype == np.uint8
+    with pytest.raises(CourseError, match="C x H x W"):
+        A.denormalize(torch.zeros(4, 4))
+
+
+def test_the_training_transform_normalises_each_channel_like_the_eval_transform():
+    rng = np.random.default_rng(1)
+    img = rng.integers(0, 256, (6, 6, 3), dtype=np.uint8)
+    aug = _aug(mean=A.IMAGENET_MEAN, std=A.IMAGENET_STD)
+    assert torch.allclose(aug(img), A.eval_transform()(img), atol=1e-6)
+    grey = rng.integers(0, 256, (6, 6, 1), dtype=np.uint8)
+    g = _aug(rgb=False, mean=A.IMAGENET_MEAN, std=A.IMAGENET_STD)(grey)
+    assert g.shape == (1, 6, 6) and torch.allclose(g, A.eval_transform(rgb=False)(grey), atol=1e-6)
+    rgb = _aug()(grey)                                                      # rgb=True: grey repeated to 3
+    assert rgb.shape == (3, 6, 6) and torch.equal(rgb[0], rgb[2]) and rgb.max() <= 1.0
+    assert torch.allclose(rgb[1], torch.from_numpy(grey[..., 0]).float() / 255)
+    sized = _aug(size=3)(img)                                              # nothing random: a plain resize
+    assert sized.shape == (3, 3, 3)
+
+
+def test_brightness_and_contrast_follow_colorjitter(monkeypatch):
+    x = torch.tensor([[[0.2, 0.9]], [[0.4, 0.1]], [[0.6, 0.5]]])            # 3 x 1 x 2
+    aug = _aug(jitter=0.5)
+    monkeypatch.setattr(A._TrainAugment, "_uniform", _fixed([0.75, 0.25]))   # brightness 1.25, contrast 0.75
+    got = aug._brightness_contrast(x.clone())
+    b = (x * 1.25).clamp(0, 1)
+    grey = (0.299 * b[0] + 0.587 * b[1] + 0.114 * b[2]).mean()
+    assert torch.allclose(got, ((b - grey) * 0.75 + grey).clamp(0, 1))
+    monkeypatch.setattr(A._TrainAugment, "_uniform", _fixed([0.0, 1.0]))     # the range's two ends
+    one = torch.tensor([[[0.2, 0.6]]])
+    got1 = aug._brightness_contrast(one.clone())                            # brightness 0.5, contrast 1.5
+    b1 = one * 0.5
+    assert torch.allclose(got1, ((b1 - b1.mean()) * 1.5 + b1.mean()).clamp(0, 1))
+    big = _aug(jitter=2.0)                                                  # never below 0
+    monkeypatch.setattr(A._TrainAugment, "_uniform", _fixed([0.0, 0.0]))
+    assert torch.equal(big._brightness_contrast(x.clone()), torch.zeros_like(x))
+
+
+def test_erasing_blanks_the_drawn_rectangle_and_nothing_else(monkeypatch):
+    x = torch.ones(3, 20, 10)
+    aug = _aug(erase_p=1.0, erase_scale=(0.1, 0.3))
+    monkeypatch.setattr(A._TrainAugment, "_uniform", _fixed([0.5, 0.5]))     # area 0.2 * 200 = 40, ratio 1
+    torch.manual_seed(0)
+    out = aug._erase(x)
+    zero = (out == 0).all(0)
+    rows, cols = zero.any(1).nonzero().ravel(), zero.any(0).nonzero().ravel()
+    assert zero.sum() == 36 and len(rows) == 6 and len(cols) == 6          # round(sqrt(40)) = 6 each way
+    assert rows.max() - rows.min() == 5 and bool((out[:, ~zero] == 1).all()) and torch.equal(x, torch.ones(3, 20, 10))
+    monkeypatch.setattr(A._TrainAugment, "_uniform", _fixed([1.0, 1.0] * 10))   # too large every time: unchanged
+    tiny = _aug(erase_p=1.0, erase_scale=(0.99, 0.99))
+    assert torch.equal(tiny._erase(torch.ones(3, 4, 4)), torch.ones(3, 4, 4))
+
+
+def test_the_erase_probability_is_obeyed():
+    img = np.full((8, 8, 3), 200, dtype=np.uint8)
+    never = _aug(erase_p=0.0)
+    always = _aug(erase_p=1.0, erase_scale=(0.2, 0.3))
+    torch.manual_seed(0)
+    assert all(bool((never(img) > 0).all()) for _ in range(20))
+    assert all(bool((always(img) == 0).any()) for _ in range(20))
+
+
+def test_the_warp_mirrors_rotates_and_crops_exactly(monkeypatch):
+    img = torch.arange(64, dtype=torch.float32).reshape(1, 8, 8) / 64
+    mirrored = _aug(flip=1.0)._warp(img)
+    assert torch.allclose(mirrored, img.flip(-1), atol=1e-6)               # pixels keep their values exactly
+    monkeypatch.setattr(A._TrainAugment, "_uniform", _fixed([1.0]))        # +90 degrees
+    turned = _aug(rotation=90.0)._warp(img)
+    assert torch.allclose(turned, torch.rot90(img, 1, (1, 2)), atol=1e-5) or \
+        torch.allclose(turned, torch.rot90(img, -1, (1, 2)), atol=1e-5)
+    crop = _aug(size=4)
+    monkeypatch.setattr(A._TrainAugment, "_crop_box", lambda self, h, w: (0.5, 0.5, -0.5, -0.5))
+    assert torch.allclose(crop._warp(img), img[:, :4, :4], atol=1e-6)       # the top-left quarter, 1:1
+    monkeypatch.setattr(A._TrainAugment, "_crop_box", lambda self, h, w: (0.5, 0.5, 0.5, -0.5))
+    assert torch.allclose(crop._warp(img), img[:, :4, 4:], atol=1e-6)       # x is the first coordinate
+    wide = torch.arange(16 * 32, dtype=torch.float32).reshape(1, 16, 32)
+    monkeypatch.setattr(A._TrainAugment, "_crop_box", lambda self, h, w: (1.0, 1.0, 0.0, 0.0))
+    small = _aug(size=4)._warp(wide)                                        # 8x larger: shrunk first, antialiased
+    assert small.shape == (1, 4, 4) and small.mean().item() == pytest.approx(wide.mean().item(), rel=0.02)
+
+
+def test_the_crop_draw_has_the_asked_area_ratio_and_stays_inside():
+    aug = _aug(size=8, crop_scale=(0.3, 0.6))
+    torch.manual_seed(0)
+    for h, w in ((8, 8), (10, 20)):
+        for _ in range(50):
+            sx, sy, cx, cy = aug._crop_box(h, w)
+            assert 0.3 - 1e-9 <= sx * sy <= 0.6 + 1e-9                     # the area share drawn
+            assert 3 / 4 - 1e-9 <= (sx * w) / (sy * h) <= 4 / 3 + 1e-9     # the aspect ratio, in pixels
+            assert abs(cx) <= 1 - sx + 1e-9 and abs(cy) <= 1 - sy + 1e-9   # the box lies on the image
+    assert _aug(size=8)._crop_box(8, 8) == (1.0, 1.0, 0.0, 0.0)           # no crop asked
+    thin = _aug(size=8, crop_scale=(1.0, 1.0))
+    assert thin._crop_box(1, 100) == (1.0, 1.0, 0.0, 0.0)                  # impossible: the whole image

@@ -3,6 +3,7 @@ folder), loading a stand-in, splits, resizing, the banner, and bad input. (The s
 test_standins.py; the input pipelines: test_pipelines.py.)"""
 from pathlib import Path
 
+import warnings
 import numpy as np
 import pytest
 from PIL import Image
@@ -300,3 +301,74 @@ def test_a_class_too_small_for_every_split_is_named_in_a_warning():
     with pytest.warns(UserWarning, match=r"class 1 has only 1 item\(s\): the val and test split\(s\) get none"):
         train, val, test = D.stratified_split(np.zeros((21, 2, 2, 3), np.uint8), labels)
     assert 1 in train.labels and 1 not in val.labels and 1 not in test.labels
+
+
+# ---------------------------------------------------------------- issue 20: splits, value by value
+def test_strata_of_class_labels_columns_and_multi_label_rows():
+    from course_utils.data import splits as SP
+
+    assert SP.strata(np.array([2, 0, 1])).dtype == np.int64
+    col = SP.strata(np.array([[3], [1]]))                      # a column of class indices: the column itself
+    assert col.tolist() == [3, 1] and col.dtype == np.int64
+    # label 2 is rarest (1 positive), then 0 (2), then 1 (3): each row's key is its rarest positive, -1 for none
+    multi = np.array([[1, 1, 0], [0, 1, 1], [1, 1, 0], [0, 0, 0]])
+    key = SP.strata(multi)
+    assert key.tolist() == [0, 2, 0, -1] and key.dtype == np.int64
+    two = np.array([[1, 0], [0, 1], [0, 1], [1, 1]])             # two labels (not a one-hot column pair)
+    assert SP.strata(two).tolist() == [0, 1, 1, 0]
+
+
+def test_stratified_subset_edges_and_seeds():
+    from course_utils.data import splits as SP
+
+    x, y = np.arange(10), np.array([0] * 6 + [1] * 4)
+    assert SP.stratified_subset(x, y, 10)[0] is x and SP.stratified_subset(x, y, None)[0] is x
+    sub_x, sub_y = SP.stratified_subset(x, y, 9)                 # one less than all: a real subset
+    assert len(sub_x) == 9 and np.bincount(sub_y).tolist() in ([5, 4], [6, 3])
+    assert len(SP.stratified_subset(x, y, 1)[0]) == 1
+    with pytest.raises(CourseError, match="at least one item"):
+        SP.stratified_subset(x, y, 0)
+    a = SP.stratified_subset(np.arange(100), np.arange(100) % 2, 10)[0]
+    b = SP.stratified_subset(np.arange(100), np.arange(100) % 2, 10, seed=0)[0]
+    c = SP.stratified_subset(np.arange(100), np.arange(100) % 2, 10, seed=1)[0]
+    assert a.tolist() == b.tolist() != c.tolist()                # seed 0 by default, and the seed matters
+    d = SP.stratified_indices(np.arange(100) % 2, 10)
+    assert d.tolist() == SP.stratified_indices(np.arange(100) % 2, 10, seed=0).tolist()
+    assert d.tolist() != SP.stratified_indices(np.arange(100) % 2, 10, seed=1).tolist()
+
+
+def test_stratified_split_sizes_per_class_and_fraction_checks():
+    from course_utils.data import splits as SP
+
+    y = np.array([0] * 20 + [1] * 10)
+    tr, va, te = SP.stratified_split(np.arange(30), y, (0.5, 0.3, 0.2))
+    assert [np.bincount(s.labels, minlength=2).tolist() for s in (tr, va, te)] == [[10, 5], [6, 3], [4, 2]]
+    assert sorted(np.concatenate([tr.images, va.images, te.images]).tolist()) == list(range(30))
+    assert tr.images.dtype == np.int64
+    tr0, va0, te0 = SP.stratified_split(np.arange(30), y, (0.5, 0.5, 0.0))    # a zero fraction is allowed
+    assert len(te0) == 0 and te0.images.dtype == np.arange(1).dtype and len(va0) == 15
+    same = SP.stratified_split(np.arange(30), y)
+    assert [s.images.tolist() for s in same] == [s.images.tolist() for s in SP.stratified_split(np.arange(30), y,
+                                                                                                 seed=0)]
+    for bad in [(0.5, 0.5), (0.7, 0.2, 0.2), (1.1, -0.1, 0.0)]:
+        with pytest.raises(CourseError, match="fractions"):
+            SP.stratified_split(np.arange(30), y, bad)
+    SP.stratified_split(np.arange(30), y, (0.7, 0.15, 0.15 + 5e-7))       # rounding slack is accepted
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter("always")
+        SP.stratified_split(np.arange(22), np.array([0] * 20 + [1] * 2), (0.5, 0.25, 0.25))
+    text = " ".join(str(m.message) for m in w)
+    assert "class 1 has only 2 item(s): the val split(s) get none" in text, text
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter("always")
+        SP.stratified_split(np.arange(22), np.array([[1, 0]] * 20 + [[0, 1]] * 2), (0.5, 0.25, 0.25))
+    assert "the stratum of label 1 has only 2" in " ".join(str(m.message) for m in w)
+
+
+def test_class_counts_for_classes_columns_and_labels():
+    from course_utils.data import splits as SP
+
+    assert SP.class_counts(np.array([0, 2, 2]), ["a", "b", "c"]) == {"a": 1, "b": 0, "c": 2}
+    assert SP.class_counts(np.array([[1], [1], [0]]), ["a", "b"]) == {"a": 1, "b": 2}   # a column of indices
+    assert SP.class_counts(np.array([[1, 1], [0, 1]]), ["x", "y"]) == {"x": 1, "y": 2}  # two yes/no labels
+    assert SP.class_counts(np.array([0, 0]), ["a", "b", "c"]) == {"a": 2, "b": 0, "c": 0}  # absent classes: 0

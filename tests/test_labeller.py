@@ -136,3 +136,111 @@ def test_undo_in_a_new_kernel_takes_back_the_last_label_of_the_same_person(label
     lab2.handle({"action": "undo"})
     assert lab2.current == first and again.labels() == {} and "undone" in lab2.view.state["message"]
     again.close()
+
+
+# ---------------------------------------------------------------- issue 20: the page's content, value by value
+def _decode_png(url):
+    import base64
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    assert url.startswith("data:image/png;base64,")
+    return np.asarray(Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1]))))
+
+
+def test_images_are_drawn_with_their_values_scaled_up_by_whole_pixels():
+    import numpy as np
+
+    grey = np.array([[0, 64], [128, 255]], dtype=np.uint8)
+    big = _decode_png(cl._png_data_url(grey, 8))                       # 2 px -> 8 px: each pixel a 4x4 block
+    assert big.shape == (8, 8) and big[0, 0] == 0 and big[0, 7] == 64 and big[7, 0] == 128 and big[7, 7] == 255
+    assert (big[:4, 4:] == 64).all()                                    # nearest, not smoothed
+    unit = _decode_png(cl._png_data_url(np.array([[0.0, 0.5], [1.0, 0.25]])[..., None], 2))   # float in [0, 1], 1 ch
+    assert unit.shape == (2, 2) and unit.tolist() == [[0, 127], [255, 63]]
+    wide = _decode_png(cl._png_data_url(np.array([[0.0, 300.0, -5.0, 2.0]]), 8))   # floats beyond 1: clipped as is
+    assert wide.shape == (2, 8) and wide[0, ::2].tolist() == [0, 255, 0, 2]
+    rgb = _decode_png(cl._png_data_url(np.zeros((3, 2, 3), dtype=np.uint8) + [10, 20, 30], 5))
+    assert rgb.shape == (3, 2, 3) and rgb[0, 0].tolist() == [10, 20, 30]  # too large to scale: as it is
+
+
+def test_the_page_state_holds_the_image_thumbnails_confidences_and_why(labeller_setup):
+    import numpy as np
+
+    store, images, _ = labeller_setup
+    pool = store.ids("pool")
+    probs = np.tile([[0.8, 0.1, 0.1]], (len(pool), 1))
+    store.write_predictions(pool, probs)
+    lab = cl.Labeller(store, images, strategy="entropy", batch_size=6, n_thumbs=3, image_px=24)
+    state = lab.view.state
+    item = state["item"]
+    assert item == lab.current and state["class_names"] == ["benign", "malignant", "normal tissue"]
+    assert state["confidences"] == [0.8, 0.1, 0.1] and state["error"] == "" and state["error_detail"] == ""
+    assert state["reason"].startswith("picked by entropy (score ") and state["reason"].endswith(")")
+    ref = int(store.refs([item])[0])
+    assert np.array_equal(_decode_png(state["image"]), np.kron(images[ref], np.ones((2, 2, 1), dtype=np.uint8)))
+    assert len(state["thumbs"]) == 3
+    thumb_ref = int(store.refs([lab.queue[1]])[0])
+    assert np.array_equal(_decode_png(state["thumbs"][0]), np.kron(images[thumb_ref], np.ones((4, 4, 1), np.uint8)))
+    c = store.counts()
+    assert state["counter"] == f"labelled: 0 of {c['pool']} pool images · remaining: {c['pool']} · this session: 0"
+    lab.handle({"action": "label", "label": 2, "item": item})
+    assert lab.view.state["message"] == f"image {item}: normal tissue"
+    assert lab.view.state["counter"].endswith(f"remaining: {c['pool'] - 1} · this session: 1")
+    lab.scores.clear()                                                  # no score known: the reason says only who
+    lab._publish()
+    assert lab.view.state["reason"] == "picked by entropy"
+    store.write_predictions([lab.current], [[0.2, 0.3, 0.5]])
+    lab._publish()
+    assert lab.view.state["confidences"] == [0.2, 0.3, 0.5]
+
+
+def test_skip_stale_keys_last_class_and_undo_put_the_right_image_on_screen(labeller_setup):
+    store, images, _ = labeller_setup
+    lab = cl.Labeller(store, images, strategy="random", batch_size=4)
+    first, second = lab.queue[:2]
+    lab.handle({"action": "skip"})                                     # no item given: the one on screen
+    assert lab.current == second and lab.skipped == {first} and lab.view.state["message"] == f"skipped image {first}"
+    lab.handle({"action": "skip", "item": first})                      # a stale skip: ignored
+    assert lab.current == second and lab.skipped == {first}
+    lab.handle({"action": "label", "label": 1, "item": first})         # a stale key: nothing labelled
+    assert store.labels() == {} and "arrived after the image changed" in lab.view.state["message"]
+    lab.handle({"action": "label", "label": 3, "item": second})        # 3 classes: 3 is not one
+    assert "press 1-3" in lab.view.state["error"] and store.labels() == {}
+    lab.handle({"action": "label", "label": 2})                        # the last class, no item: the one shown
+    assert store.labels() == {second: 2} and lab.labelled_this_session == {second}
+    third = lab.current
+    lab.handle({"action": "label", "label": 0, "item": third})
+    lab.handle({"action": "undo"})
+    assert lab.current == third and lab.queue.count(third) == 1 and lab.labelled_this_session == {second}
+    assert lab.view.state["message"] == f"undone: image {third} is back"
+    lab.handle({"action": "undo"})
+    assert lab.current == second and lab.labelled_this_session == set() and store.labels() == {}
+    lab.handle({"action": "undo"})
+    assert lab.view.state["message"] == f"nothing of yours ({store.labeller}) to undo in this file"
+
+
+def test_skipped_images_come_back_only_when_nothing_else_is_left(tmp_path):
+    import numpy as np
+
+    from course_utils.active.labels import LabelStore
+
+    store = LabelStore.create(tmp_path / "s.db", 5, ["a", "b"], holdout_fraction=0.0)
+    lab = cl.Labeller(store, np.zeros((5, 4, 4), np.uint8), strategy="random", batch_size=2, oracle=[0, 1, 0, 1, 0])
+    skipped = lab.current
+    lab.handle({"action": "skip"})
+    assert lab.label_with_oracle(10) == 5 - 1 + 1                       # the 4 others, then the skipped one
+    assert len(store.labels()) == 5 and skipped in store.labels()
+    assert "every pool image is labelled" in lab.view.state["message"] and lab.current is None
+    assert lab.label_with_oracle() == 0                                 # nothing left: stops, no error
+    store.close()
+
+
+def test_label_with_oracle_labels_eight_by_default_through_the_key_path(labeller_setup):
+    store, images, truth = labeller_setup
+    lab = cl.Labeller(store, images, strategy="random", batch_size=3, oracle=truth)
+    assert lab.label_with_oracle() == 8
+    labels = store.labels()
+    assert len(labels) == 8 and all(labels[i] == truth[int(store.refs([i])[0])] for i in labels)
+    assert lab.labelled_this_session == set(labels)

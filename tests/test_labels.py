@@ -436,6 +436,7 @@ def test_defaults_seeds_first_evaluation_and_times(store):
 
 
 # ---------------------------------------------------------------- issue 20: real faults, real processes
+@pytest.mark.processes
 def test_a_real_full_disk_while_labelling_and_creating_is_a_clear_error_and_keeps_every_saved_label(tiny_disk):
     """Issue 20: a full disk gave `cannot rollback - no transaction is active`, and the leftover file was then refused
     by both create() and LabelStore. Now: a CourseError that says the disk is full, labels saved before are kept, and
@@ -478,6 +479,7 @@ def test_a_real_full_disk_while_labelling_and_creating_is_a_clear_error_and_keep
     assert "KEPT 1" in out, out
 
 
+@pytest.mark.processes
 def test_create_in_a_read_only_folder_says_so(unprivileged):
     done = unprivileged('''
         import os
@@ -520,6 +522,7 @@ print(lab.label_with_oracle(8), flush=True)
 '''
 
 
+@pytest.mark.processes
 def test_a_second_kernel_on_one_label_file_gets_its_own_queue_and_loses_no_label(tmp_path):
     """Issue 20: a second kernel got the same queue and silently overwrote the first kernel's labels."""
     import json
@@ -606,6 +609,7 @@ def test_a_damaged_version_1_store_is_a_clear_error(tmp_path, damage, match):
         LabelStore(path)
 
 
+@pytest.mark.processes
 def test_a_read_only_version_1_store_can_be_read_and_says_why_it_cannot_be_labelled(tmp_path, unprivileged):
     path = tmp_path / "v1.db"
     _v1(path)
@@ -644,6 +648,7 @@ print(s.labels())
 '''
 
 
+@pytest.mark.processes
 def test_two_kernels_opening_one_version_1_store_both_upgrade_it_once(tmp_path):
     """Issue 20: the second opener failed with `duplicate column name: labeller`."""
     for attempt in range(3):

@@ -126,3 +126,60 @@ def test_prior_bias_makes_the_untrained_model_predict_the_prior():
         L.prior_bias(0.0)
     with pytest.raises(CourseError):
         L.init_prior_bias(torch.nn.Linear(8, 2), [0.1, 0.2, 0.3])
+
+
+# ---------------------------------------------------------------- issue 20: defaults, shapes, priors, exactly
+def test_the_defaults_are_the_papers_alpha_025_and_gamma_2():
+    import torch
+
+    g = torch.Generator().manual_seed(0)
+    logits, t = torch.randn(12, 1, generator=g) * 2, (torch.rand(12, 1, generator=g) > 0.5).float()
+    assert torch.equal(L.sigmoid_focal_loss(logits, t), L.sigmoid_focal_loss(logits, t, alpha=0.25, gamma=2.0))
+    p = torch.sigmoid(logits)
+    p_t = p * t + (1 - p) * (1 - t)
+    by_hand = -((0.25 * t + 0.75 * (1 - t)) * (1 - p_t) ** 2 * torch.log(p_t)).mean()
+    assert torch.allclose(L.sigmoid_focal_loss(logits, t), by_hand, atol=1e-6)
+    logits3, y3 = torch.randn(12, 3, generator=g) * 2, torch.randint(0, 3, (12,), generator=g)
+    q = torch.softmax(logits3, 1)[torch.arange(12), y3]
+    assert torch.allclose(L.softmax_focal_loss(logits3, y3), (-(1 - q) ** 2 * torch.log(q)).mean(), atol=1e-6)
+
+
+def test_softmax_focal_refuses_every_shape_mismatch_and_weights_classes_by_the_target():
+    import torch
+
+    logits = torch.randn(4, 3)
+    for bad in (torch.zeros(3, dtype=torch.long), torch.zeros(4, 1, dtype=torch.long)):
+        with pytest.raises(CourseError, match=r"logits \[N, C\] and targets \[N\]"):
+            L.softmax_focal_loss(logits, bad)
+    with pytest.raises(CourseError, match=r"logits \[N, C\]"):
+        L.softmax_focal_loss(torch.randn(4), torch.zeros(4, dtype=torch.long))
+    y = torch.tensor([0, 1, 2, 2])
+    plain = L.softmax_focal_loss(logits, y, reduction="none")
+    weighted = L.softmax_focal_loss(logits, y, alpha=[0.5, 1.0, 2.0], reduction="none")
+    assert torch.allclose(weighted, plain * torch.tensor([0.5, 1.0, 2.0, 2.0]))
+    assert torch.allclose(L.softmax_focal_loss(logits, y, alpha=0.5, reduction="sum"), 0.5 * plain.sum())
+    assert weighted.dtype == torch.float32
+
+
+def test_prior_bias_bounds_and_init_prior_bias_per_output():
+    import torch
+
+    for bad in (0.0, 1.0, 1.5, -0.2):
+        with pytest.raises(CourseError, match="strictly between 0 and 1"):
+            L.prior_bias(bad)
+    lin = torch.nn.Linear(4, 2)
+    L.init_prior_bias(lin, (0.1, 0.5))                                  # a tuple: one prior per output
+    assert torch.allclose(lin.bias, torch.tensor([math.log(0.1 / 0.9), 0.0]))
+    L.init_prior_bias(lin, 0.2)                                         # one number: every output
+    assert torch.allclose(lin.bias, torch.full((2,), math.log(0.2 / 0.8)))
+    L.init_prior_bias(lin, np.array([0.3, 0.6]))                        # an array works like a list
+    assert torch.allclose(lin.bias, torch.tensor([math.log(0.3 / 0.7), math.log(0.6 / 0.4)]))
+    one = torch.nn.Linear(4, 1).double()
+    L.init_prior_bias(one, [0.25])
+    assert one.bias.dtype == torch.float64 and one.bias.item() == pytest.approx(math.log(1 / 3))
+    with pytest.raises(CourseError, match="2 priors for a layer with 3 outputs"):
+        L.init_prior_bias(torch.nn.Linear(4, 3), [0.1, 0.2])
+    with pytest.raises(CourseError, match="no bias"):
+        L.init_prior_bias(torch.nn.Linear(4, 1, bias=False), 0.1)
+    with pytest.raises(CourseError, match="no bias"):
+        L.init_prior_bias(object(), 0.1)

@@ -732,6 +732,7 @@ def test_constant_schedule_and_a_zero_step_cosine():
     assert f(0) == 1.0 and f(1) == pytest.approx(0.1)
 
 
+@pytest.mark.processes
 def test_a_real_full_disk_while_checkpointing_says_so(tiny_disk):
     """Issue 20: on a real full disk torch raises `enforce fail ... unexpected pos`, not OSError(ENOSPC), so the
     disk-full message never fired (the old test faked the OSError). Both write paths now share integrity.disk_full."""
@@ -786,6 +787,7 @@ except CourseError as exc:
 '''
 
 
+@pytest.mark.processes
 def test_two_runs_on_one_checkpoint_the_second_is_refused_and_nothing_is_overwritten(tmp_path):
     """Issue 20: two runs with the same checkpoint key shared one `.tmp` (a raw FileNotFoundError) and one said
     "the previous checkpoint is unchanged", which was false. Now a run holds the checkpoint's lock: a second one

@@ -111,3 +111,83 @@ def test_the_overall_verdict_names_checks_that_disagree_or_only_one_that_is_clea
                                             "insertion better than random)")
     assert scores(0.0, +0.1).verdict() == "inconclusive (deletion inconclusive, insertion better than random)"
     assert not scores(+0.1, +0.1).beats_random
+
+
+# ---------------------------------------------------------------- issue 20: what a one-line bug would change
+class _ChannelsLast:
+    """A numpy 'model' in the Keras layout [N, H, W, C]: one logit, the mean of channel 0 over the top-left 2x2."""
+    channel_axis = -1
+
+    def image_size(self, x):
+        return x.shape[1:3]
+
+    def logits(self, batch):
+        return (batch[:, :2, :2, 0].mean(axis=(1, 2)) * 8 - 4)[:, None]
+
+
+def test_curves_in_the_channels_last_layout_by_hand_with_ties_and_one_image_per_chunk():
+    from course_utils.xai.methods import target_probs
+
+    x = np.zeros((3, 4, 4, 2), dtype=np.float32)
+    x[:, :2, :2, 0] = 1.0                                       # evidence in the top-left 2x2
+    maps = np.zeros((3, 4, 4))
+    maps[:, :2, :2] = 1.0                                       # ties everywhere: the stable order decides
+    maps[1] = 0.0                                               # image 1: all ties, raster order
+    end = np.zeros_like(x)
+    t = np.array([0, 0, 0])
+    ad = _ChannelsLast()
+    got = xai_faithfulness._perturbation_curves(ad, x, t, maps, 4, "deletion", end, chunk_images=1)
+    both = xai_faithfulness._perturbation_curves(ad, x, t, maps, 4, "deletion", end, chunk_images=3)
+    assert np.array_equal(got, both)
+    p = lambda kept: target_probs(np.array([[kept / 4 * 8 - 4]]), np.array([0]))[0]   # noqa: E731
+    # 0, 4, 8, 12, 16 pixels deleted: images 0 and 2 lose the 2x2 first; image 1 in raster order (2 of its 4 in
+    # the first row of 4, the other 2 in the second)
+    assert np.allclose(got[0], [p(4), p(0), p(0), p(0), p(0)]) and np.allclose(got[2], got[0])
+    assert np.allclose(got[1], [p(4), p(2), p(0), p(0), p(0)])
+    ins = xai_faithfulness._perturbation_curves(ad, x, t, maps, 4, "insertion", end, chunk_images=2)
+    assert np.allclose(ins[0], [p(0), p(4), p(4), p(4), p(4)]) and np.allclose(ins[1], [p(0), p(2), p(4), p(4), p(4)])
+
+
+def test_baselines_keep_the_images_dtype_and_layout():
+    x = np.random.default_rng(0).random((2, 3, 6, 6)).astype(np.float32)
+    for kind in ("zero", "mean", "blur"):
+        b = xai_faithfulness._baseline_images(x, kind, (1, 2), 1.0)
+        assert b.dtype == np.float32 and b.shape == x.shape
+    mean = xai_faithfulness._baseline_images(x, "mean", (1, 2), 1.0)
+    assert np.allclose(mean[0, 1], x[0, 1].mean())               # per image and channel, over H and W
+    last = np.moveaxis(x, 1, -1)
+    assert np.allclose(xai_faithfulness._baseline_images(last, "mean", (0, 1), 1.0)[0, 0, 0], x[0, :, 0, 0] * 0
+                       + x[0].mean(axis=(1, 2)))
+
+
+def test_defaults_target_preprocess_and_one_step(blob_model):
+    model, x, _ = blob_model
+    maps = xai.grad_cam(model, x[:6], target=1)
+    res = xai_faithfulness.deletion_insertion(model, x[:6], maps, target=1, baseline="mean")
+    assert res.fractions.shape == (21,) and res.deletion_curve.shape == (21,)            # steps=20 by default
+    again = xai_faithfulness.deletion_insertion(model, x[:6], maps, target=1, baseline="mean", seed=0, steps=20)
+    assert np.array_equal(res.deletion_random, again.deletion_random)                    # seed 0 by default
+    other = xai_faithfulness.deletion_insertion(model, x[:6], maps, target=0, baseline="mean")
+    assert np.allclose(other.deletion_curve, 1 - res.deletion_curve, atol=1e-6)          # the target is used
+    one = xai_faithfulness.deletion_insertion(model, x[:6], maps, target=1, steps=1, baseline="mean")
+    assert one.fractions.tolist() == [0.0, 1.0]
+    halved = xai_faithfulness.deletion_insertion(model, x[:6] * 2, maps, target=1, baseline="mean",
+                                                 preprocess=lambda im: im / 2)
+    assert np.allclose(halved.deletion, res.deletion, atol=1e-6)                         # preprocess is applied
+
+
+def test_the_interval_follows_the_confidence_asked_for():
+    rng = np.random.default_rng(1)
+    d = rng.uniform(0.4, 0.6, 12)
+    shift = 0.02 + rng.normal(0, 0.05, 12)
+    curve = np.zeros(3)
+    s = xai_faithfulness.DeletionInsertion(d, d + shift, d + shift, d, np.linspace(0, 1, 3), curve, curve,
+                                           curve, curve)
+    wide = s.compare(confidence=0.99)["deletion"]["interval"]
+    narrow = s.compare(confidence=0.5)["deletion"]["interval"]
+    assert wide.high - wide.low > narrow.high - narrow.low
+    assert s.compare()["deletion"]["interval"].high - s.compare()["deletion"]["interval"].low == pytest.approx(
+        s.compare(confidence=0.95)["deletion"]["interval"].high - s.compare(confidence=0.95)["deletion"]["interval"].low)
+    verdicts = {c: s.verdict(confidence=c) for c in (0.5, 0.999)}
+    assert verdicts[0.5] != verdicts[0.999], verdicts                                      # passed through
+    assert s.verdict(min_difference=10.0) == "inconclusive"

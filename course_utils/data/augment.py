@@ -60,8 +60,32 @@ def _tail(mean, std):
     v2 = _v2()
     steps = [v2.ToDtype(torch.float32, scale=True)]  # uint8 0..255 -> float 0..1
     if mean is not None and std is not None:
-        steps.append(v2.Normalize(mean=list(mean), std=list(std)))
+        steps.append(_Normalize(mean, std))
     return steps
+
+
+def _channel_stats(values: Sequence[float], c: int) -> list[float]:
+    """Per-channel statistics for ``c`` channels: the first ``c``, or for one grey channel their mean."""
+    return list(values)[:c] if c > 1 else [float(np.mean(values))]
+
+
+class _Normalize:
+    """``(x - mean) / std`` per channel; a grey image (one channel) uses the mean of the three means and stds.
+    (torchvision's Normalize would broadcast three means over one channel into three channels.)"""
+
+    def __init__(self, mean: Sequence[float], std: Sequence[float]):
+        self.mean, self.std = tuple(mean), tuple(std)
+
+    def __call__(self, x):
+        import torch  # noqa: PLC0415
+
+        c = x.shape[-3]
+        m = torch.tensor(_channel_stats(self.mean, c), dtype=x.dtype)[:, None, None]
+        s = torch.tensor(_channel_stats(self.std, c), dtype=x.dtype)[:, None, None]
+        return (x - m) / s
+
+    def __repr__(self) -> str:
+        return f"Normalize(mean={list(self.mean)}, std={list(self.std)}; grey: their means)"
 
 
 class PerImageTransform:
@@ -151,10 +175,7 @@ class _TrainAugment:
             if self.jitter:
                 x = self._brightness_contrast(x)
             if self.mean is not None and self.std is not None:
-                c = x.shape[0]
-                m = torch.tensor(list(self.mean)[:c] if c > 1 else [float(np.mean(self.mean))])
-                s = torch.tensor(list(self.std)[:c] if c > 1 else [float(np.mean(self.std))])
-                x = (x - m[:, None, None]) / s[:, None, None]
+                x = _Normalize(self.mean, self.std)(x)
             if self.erase_p and float(torch.rand(())) < self.erase_p:
                 x = self._erase(x)
             return x
@@ -195,11 +216,10 @@ class _TrainAugment:
 
         c, h, w = x.shape
         out_h, out_w = (self.size, self.size) if self.size is not None else (h, w)
-        if max(h / out_h, w / out_w) > 1.5:   # much larger than the output: shrink first, with antialiasing
-            x = _v2().functional.resize(x, [max(out_h, round(h * out_w / w)), out_w] if w >= h
-                                        else [out_h, max(out_w, round(w * out_h / h))], antialias=True)
-            h, w = x.shape[1:]
-        sx, sy, cx, cy = self._crop_box(h, w)
+        sx, sy, cx, cy = self._crop_box(h, w)   # in [-1, 1] units: a resize of the whole image keeps them
+        factor = max(sy * h / out_h, sx * w / out_w)   # input pixels per output pixel, in the crop
+        if factor > 1.5:   # the crop is much larger than the output: shrink first, with antialiasing
+            x = _v2().functional.resize(x, [max(1, round(h / factor)), max(1, round(w / factor))], antialias=True)
         mirror = -1.0 if self.flip and float(torch.rand(())) < self.flip else 1.0
         angle = math.radians(self._uniform(-self.rotation, self.rotation)) if self.rotation else 0.0
         cos, sin = math.cos(angle), math.sin(angle)
@@ -275,7 +295,7 @@ def denormalize(x, mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] =
         raise CourseError(f"expected C x H x W or N x C x H x W, got shape {tuple(t.shape)}")
     shape = (-1, 1, 1) if t.ndim == 3 else (1, -1, 1, 1)
     c = t.shape[-3]
-    m = torch.tensor(list(mean)[:c] if c > 1 else [float(np.mean(mean))]).reshape(shape)
-    s = torch.tensor(list(std)[:c] if c > 1 else [float(np.mean(std))]).reshape(shape)
+    m = torch.tensor(_channel_stats(mean, c)).reshape(shape)
+    s = torch.tensor(_channel_stats(std, c)).reshape(shape)
     img = ((t * s + m).clamp(0, 1) * 255).round().to(torch.uint8)
     return img.movedim(-3, -1).numpy()
