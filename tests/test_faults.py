@@ -595,3 +595,152 @@ def test_read_image_names_a_file_that_is_not_an_image(tmp_path):
     bad.write_text("not an image")
     with pytest.raises(CourseError, match="cannot read the image .*notes.png"):
         D.read_image(bad)
+
+
+# ---------------------------------------------------------------- issue 20: the image readers, value by value
+def test_bit_depth_is_the_smallest_usual_range_that_holds_the_brightest_value():
+    assert [D._bit_depth(v) for v in (0, 255, 256, 1023, 1024, 4095, 4096, 16383, 16384, 65535, 65536, 1e6)] == \
+        [8, 8, 10, 10, 12, 12, 14, 14, 16, 16, 16, 16]
+
+
+def test_to_8_bit_scales_each_pixel_type_and_refuses_the_rest():
+    from PIL import Image
+
+    f01 = D._to_8_bit(Image.fromarray(np.array([[0.0, 0.5], [1.0, 0.2]], dtype=np.float32), mode="F"))
+    assert f01.mode == "L" and np.asarray(f01).tolist() == [[0, 128], [255, 51]]
+    f255 = D._to_8_bit(Image.fromarray(np.array([[0.0, 1.5], [255.0, 2.0]], dtype=np.float32), mode="F"))
+    assert np.asarray(f255).tolist() == [[0, 2], [255, 2]]                   # already 0-255: as it is, rounded
+    for bad in ([[-0.5, 0.5]], [[0.0, 255.5]]):
+        with pytest.raises(CourseError, match="float pixels"):
+            D._to_8_bit(Image.fromarray(np.array(bad, dtype=np.float32), mode="F"))
+    with pytest.raises(CourseError, match="NaN or inf"):
+        D._to_8_bit(Image.fromarray(np.array([[0.0, np.nan]], dtype=np.float32), mode="F"))
+    full = D._to_8_bit(Image.fromarray(np.array([[0, 65535], [257, 32768]], dtype=np.uint16)))
+    assert np.asarray(full).tolist() == [[0, 255], [1, 128]]
+    as_i = D._to_8_bit(Image.fromarray(np.array([[0, 65535]], dtype=np.int32), mode="I"))   # 16-bit data in mode I
+    assert np.asarray(as_i).tolist() == [[0, 255]]
+    for bad in ([[-1, 5]], [[0, 70000]]):
+        with pytest.raises(CourseError, match="32-bit integer pixels"):
+            D._to_8_bit(Image.fromarray(np.array(bad, dtype=np.int32), mode="I"))
+    rgb = Image.new("RGB", (2, 2))
+    assert D._to_8_bit(rgb) is rgb
+    one = Image.fromarray(np.array([[0.25]], dtype=np.float32), mode="F")
+    assert np.asarray(D._to_8_bit(one)).tolist() == [[64]]                      # one pixel is still scaled
+
+
+@pytest.mark.parametrize("mode", ["LA", "P"])   # PIL cannot write PA as PNG: the decoder handles it like LA
+def test_transparent_pixels_of_every_mode_are_white_and_opaque_ones_keep_their_colour(mode):
+    import io
+
+    from PIL import Image
+
+    base = Image.new("RGBA", (2, 1), (10, 200, 30, 255))
+    base.putpixel((1, 0), (90, 90, 90, 0))                                       # transparent
+    if mode == "LA":
+        im = base.convert("LA")
+    elif mode == "PA":
+        im = base.convert("PA")
+    else:
+        im = base.convert("P")
+        im.info["transparency"] = im.getpixel((1, 0))
+    buf = io.BytesIO()
+    im.save(buf, format="PNG")
+    got = D._decode(buf.getvalue(), None)
+    assert got.shape == (1, 2, 3) and got.dtype == np.uint8
+    assert got[0, 1].tolist() == [255, 255, 255], got
+    assert got[0, 0].tolist() != [255, 255, 255]
+
+
+def test_read_image_keeps_the_size_unless_asked_and_resizes_bilinear(tmp_path):
+    from PIL import Image
+
+    a = np.random.default_rng(0).integers(0, 256, (6, 9, 3), dtype=np.uint8)
+    Image.fromarray(a).save(tmp_path / "a.png")
+    assert np.array_equal(D.read_image(tmp_path / "a.png"), a)                 # 3 channels, its own size
+    small = D.read_image(tmp_path / "a.png", size=4)
+    assert np.array_equal(small, np.asarray(Image.fromarray(a).resize((4, 4), Image.BILINEAR)))
+    grey = D.read_image(tmp_path / "a.png", size=4, channels=1)
+    assert grey.shape == (4, 4, 1)
+
+
+def test_resize_images_arrays_lists_grey_and_sizes():
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    a = rng.integers(0, 256, (2, 6, 6, 3), dtype=np.uint8)
+    assert D.resize_images(a, 6) is a                                            # already that size: untouched
+    tall = rng.integers(0, 256, (1, 6, 4, 3), dtype=np.uint8)
+    assert D.resize_images(tall, 6).shape == (1, 6, 6, 3)                        # H matches, W does not: resized
+    wide = rng.integers(0, 256, (1, 4, 6, 3), dtype=np.uint8)
+    assert D.resize_images(wide, 6).shape == (1, 6, 6, 3)
+    out = D.resize_images(a, 3)
+    assert np.array_equal(out[1], np.asarray(Image.fromarray(a[1]).resize((3, 3), Image.BILINEAR)))
+    grey = rng.integers(0, 256, (2, 5, 5, 1), dtype=np.uint8)
+    g = D.resize_images(grey, 1 + 1)
+    assert g.shape == (2, 2, 2, 1)
+    assert np.array_equal(g[0, ..., 0], np.asarray(Image.fromarray(grey[0, ..., 0]).resize((2, 2), Image.BILINEAR)))
+    mixed = [rng.integers(0, 256, (5, 7, 1), dtype=np.uint8), rng.integers(0, 256, (3, 3, 1), dtype=np.uint8)]
+    m = D.resize_images(mixed, 4)
+    assert m.shape == (2, 4, 4, 1) and m.dtype == np.uint8
+    assert D.resize_images([], 4).shape == (0, 4, 4, 3)
+    assert D.resize_images(a, 1).shape == (2, 1, 1, 3)                           # one pixel is a size
+    for bad in (0, 2.5, "4"):
+        with pytest.raises(CourseError, match="positive whole number"):
+            D.resize_images(a, bad)
+
+
+def _png(path, value, size=(6, 6)):
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.full((*size, 3), value, dtype=np.uint8)).save(path)
+
+
+def test_the_folder_loader_reads_every_image_and_records_what_it_is(tmp_path):
+    root = tmp_path / "cell_images"
+    for i in range(6):
+        _png(root / "Parasitized" / f"p{i}.png", 200)
+        _png(root / "Uninfected" / f"u{i}.png", 20)
+    (root / "Parasitized" / ".DS_Store").write_text("junk")                  # skipped quietly, and reading goes on
+    (root / "Parasitized" / "Thumbs.db").write_text("junk")
+    ds = D.load_malaria_folder(tmp_path, image_size=8, fractions=(0.5, 0.25, 0.25))   # the folder above cell_images
+    images, labels = _all_images(ds)
+    assert len(labels) == 12 and labels.dtype == np.int64 and images.dtype == np.uint8
+    assert images.shape[1:] == (8, 8, 3) and set(images[labels == 0].ravel()) == {200}
+    info = ds.info
+    assert (info.name, info.task, info.source, info.image_size, info.n_channels) == ("malaria", "binary", "folder", 8, 3)
+    a = D.load_malaria_folder(root, image_size=8)
+    b = D.load_malaria_folder(root, image_size=8, seed=0)
+    c = D.load_malaria_folder(root, image_size=8, seed=1)
+    assert np.array_equal(a.train.labels, b.train.labels) and len(a.train) == len(c.train)
+    order = lambda d: _all_images(d)[0][:, 0, 0, 0].tolist()  # noqa: E731
+    assert D.load_malaria_folder(root, image_size=8).info.image_size == 8
+    assert len(_all_images(D.load_malaria_folder(root, image_size=8, max_images=12))[1]) == 12
+    assert len(_all_images(D.load_malaria_folder(root, image_size=8, max_images=11))[1]) == 11
+    assert order(a) == order(b)
+    assert D.load_malaria_folder(root).info.image_size == 64                    # the default size
+
+
+def test_the_folder_loader_names_what_it_skipped(tmp_path):
+    root = tmp_path / "data"
+    for i in range(4):
+        _png(root / "Parasitized" / f"p{i}.png", 200)
+        _png(root / "Uninfected" / f"u{i}.png", 20)
+    for k in range(5):                                                         # nested images in 5 folders
+        _png(root / ("Parasitized" if k % 2 else "Uninfected") / f"sub{k}" / "x.png", 100)
+    (root / "Uninfected" / "notes.txt").write_text("not an image")
+    (root / "Uninfected" / "broken.png").write_bytes(b"\x89PNG broken")
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter("always")
+        ds = D.load_malaria_folder(root, image_size=8, on_error="skip")
+    text = [str(m.message) for m in w]
+    assert any(t.startswith("skipped 2 unreadable or non-image file(s), e.g. ") for t in text), text
+    nested = next(t for t in text if "subfolders" in t)
+    assert nested.startswith("skipped 5 image file(s) in subfolders") and ", " in nested and " ...)" in nested
+    assert "skipped 2 unreadable" in ds.info.notes and "skipped 5 image file(s)" in ds.info.notes
+    assert ". " in ds.info.notes and len(_all_images(ds)[1]) == 8
+    with pytest.raises(CourseError, match="notes.txt is not an image file"):
+        D.load_malaria_folder(root, image_size=8, on_error="raise")
+    (root / "Uninfected" / "notes.txt").unlink()
+    with pytest.raises(CourseError, match="cannot read image .*broken.png \\(UnidentifiedImageError"):
+        D.load_malaria_folder(root, image_size=8, on_error="raise")

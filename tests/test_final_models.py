@@ -267,3 +267,15 @@ def test_checking_a_final_models_digest_is_not_felt(tmp_path, monkeypatch):
     monkeypatch.setattr(final_models, "sha256_bytes", lambda data: outer["sha256"])    # no hashing at all
     unchecked = best()
     assert checked < 1.05 * unchecked, f"load {checked * 1e3:.0f} ms with the check, {unchecked * 1e3:.0f} ms without"
+
+
+def test_meta_values_are_made_plain_or_refused_by_name():
+    import numpy as np
+    import torch
+
+    assert final_models._plain(np.float32(0.5), "lr") == 0.5 and final_models._plain(torch.tensor(3), "n") == 3
+    assert final_models._plain((1, np.int64(2), [np.float64(0.25)]), "xs") == [1, 2, [0.25]]
+    with pytest.raises(CourseError, match=r"meta xs=\{'a': 1\} is a dict"):
+        final_models._plain([1, {"a": 1}], "xs")                   # the key of the outer value is named
+    with pytest.raises(CourseError, match="meta arr="):
+        final_models._plain(np.zeros(2), "arr")                    # an array is not a scalar

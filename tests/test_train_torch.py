@@ -827,3 +827,106 @@ def test_checkpoint_temporary_files_are_unique_per_writer(tmp_path, monkeypatch)
            checkpoint_path=tmp_path / "a.pt")
     assert len(names) == 2 and len(set(names)) == 2, names              # the initial state, then epoch 1
     assert all(n.startswith("a.pt.") and n.endswith(".tmp") for n in names), names
+
+
+# ---------------------------------------------------------------- issue 20: the checkpoint helpers, message by message
+def test_keep_says_where_the_run_stopped_and_which_checkpoint_is_good(tmp_path):
+    from pathlib import Path
+
+    from course_utils.train._checkpoint import RunProgress
+
+    def history(n):
+        h = History()
+        for e in range(n):
+            h.append(train_loss=1.0 / (e + 1))
+        return h
+
+    ckpt = Path(tmp_path / "run.pt")
+    fresh = RuntimeError("boom")
+    RunProgress(ckpt, 3, None).keep(fresh, history(0))
+    assert fresh.history.n_epochs == 0 and str(fresh) == "boom" and not getattr(fresh, "__notes__", None)
+
+    run = RunProgress(ckpt, 5, 2)
+    run.epoch, run.phase = 3, "validating"
+    err = CourseError("NaN in the loss.")
+    run.keep(err, history(2))
+    assert str(err) == ("NaN in the loss. Fit stopped in epoch 3/5 (validating); the History of the 2 finished "
+                        "epoch(s) is attached as exc.history (e.g. `except CourseError as exc: history = exc.history`)"
+                        f"; the last good checkpoint is {ckpt} (after epoch 2): fit(..., checkpoint_path="
+                        f"{str(ckpt)!r}, resume=True) continues from it.")
+    assert err.history.n_epochs == 2
+    two = CourseError("first", "second")
+    run.keep(two, history(1))
+    assert two.args[1] == "second" and two.args[0].startswith("first. Fit stopped")
+
+    none = RunProgress(None, 4, None)
+    none.phase = "starting"
+    other = ValueError("bad value")
+    none.keep(other, history(1))
+    assert str(other) == "bad value" and other.__notes__ == [
+        "fit stopped in starting; the History of the 1 finished epoch(s) is attached as exc.history (e.g. `except "
+        "CourseError as exc: history = exc.history`); no checkpoint was saved (pass checkpoint_path= to be able to "
+        "resume)."]
+    unsaved = RunProgress(ckpt, 4, None)
+    unsaved.epoch, unsaved.phase = 1, "training"
+    e3 = CourseError("x")
+    unsaved.keep(e3, history(1))
+    assert str(e3).endswith(f"; no checkpoint was written to {ckpt}.") and "Fit stopped in epoch 1/4 (training)" in str(e3)
+    saved_only = RunProgress(ckpt, 4, 0)                    # only the initial state saved: nothing to resume
+    e4 = CourseError("y")
+    saved_only.keep(e4, history(0))
+    assert str(e4) == "y"
+    one_saved = RunProgress(ckpt, 4, 1)                     # an epoch saved, none in this call's History
+    e5 = CourseError("z")
+    one_saved.keep(e5, history(0))
+    assert "(after epoch 1)" in str(e5) and "z. Fit stopped in starting;" in str(e5)
+    frozen = KeyboardInterrupt()                            # an exception that takes no attribute: still noted
+    RunProgress(ckpt, 2, 1).keep(frozen, history(1))
+    assert frozen.history.n_epochs == 1
+
+
+def test_set_aside_names_and_never_overwrites(tmp_path, monkeypatch):
+    import os
+
+    from course_utils.train import _checkpoint as C
+
+    plain = tmp_path / "run"                                 # no suffix: .pt
+    plain.write_text("a")
+    aside = C.set_aside(plain, None)
+    assert aside.name == "run.settings-unknown.pt" and aside.read_text() == "a" and not plain.exists()
+    plain.write_text("b")
+    assert C.set_aside(plain, None).name == "run.settings-unknown-2.pt"
+    keyed = tmp_path / "k.ckpt"
+    keyed.write_text("c")
+    assert C.set_aside(keyed, {"lr": 0.1}).name == f"k.settings-{C.settings_key({'lr': 0.1})}.ckpt"
+
+    def no_links(src, dst):
+        raise PermissionError(1, "no hard links on this drive")
+
+    monkeypatch.setattr(os, "link", no_links)               # FAT / network drives: a rename to a free name
+    plain.write_text("d")
+    moved = C.set_aside(plain, None)
+    assert moved.name == "run.settings-unknown-3.pt" and moved.read_text() == "d"
+    assert sorted(p.read_text() for p in tmp_path.glob("run.settings-unknown*.pt")) == ["a", "b", "d"]
+
+
+def test_settings_helpers():
+    import numpy as np
+
+    from course_utils.train import _checkpoint as C
+
+    assert C._plain(np.float32(0.5)) == 0.5 and isinstance(C._plain(np.int64(3)), int)
+    assert C._plain((1, np.float64(0.1), [True])) == [1, 0.1, [True]]
+    assert C._plain({1: np.int32(2)}) == {"1": 2}
+    assert C._plain(torch.arange(40.0).reshape(2, 20)) == {"shape": [2, 20], "values": [float(i) for i in range(32)]}
+    assert C._plain(object()) == "object" and C._plain(1 / 3) == 0.3333333333
+    s = {"lr": 0.1, "epochs": 3, "seed": 1}
+    assert C.keyed_path("runs/m_{key}.pt", s) == f"runs/m_{C.settings_key(s)}.pt" and C.keyed_path(None, s) is None
+    assert C.keyed_path("runs/m.pt", s) == "runs/m.pt" and len(C.settings_key(s)) == 8
+    assert C.settings_diff(s, dict(s)) == ""
+    assert C.settings_diff(s, {**s, "seed": None}) == ""                       # any stored seed is accepted
+    assert C.settings_diff(None, s) == "the checkpoint records no settings (an older one)"
+    assert C.settings_diff(s, {**s, "lr": 0.2}) == "lr 0.1 -> 0.2"
+    many = {"a": 1, "b": 2, "c": 3, "d": 4, "e": 5}
+    assert C.settings_diff(many, {k: v + 1 for k, v in many.items()}) == "a 1 -> 2, b 2 -> 3, c 3 -> 4 and 2 more"
+    assert C.settings_diff({"m": "x" * 50}, {"m": "y"}) == f"m {'x' * 37}... -> y"
