@@ -744,3 +744,188 @@ def test_the_folder_loader_names_what_it_skipped(tmp_path):
     (root / "Uninfected" / "notes.txt").unlink()
     with pytest.raises(CourseError, match="cannot read image .*broken.png \\(UnidentifiedImageError"):
         D.load_malaria_folder(root, image_size=8, on_error="raise")
+
+
+# ---- issue 20: hand-written bugs in train/_batches
+def _one_batch_checker(batches, task):
+    import torch
+
+    from course_utils.train import _batches as TB
+
+    return TB.CheckedBatches(batches, task, torch.device("cpu"), torch.contiguous_format)
+
+
+def test_a_label_equal_to_the_output_count_is_out_of_range():
+    """Bugs caught: `top = n_out` in check_labels and `top > k` in check_outputs: label 3 passed for a
+    3-output model (classes 0..2) and met cross-entropy as a raw IndexError, or on the GPU a device assert."""
+    import torch
+
+    from course_utils.train import _batches as TB
+
+    bad, good = torch.tensor([0, 1, 3]), torch.tensor([0, 1, 2])
+    with pytest.raises(CourseError, match=r"val, batch 4: label 3 is not allowed.*0\.\.2"):
+        TB.check_labels(bad, "multi-class", "val, batch 4", n_out=3)
+    TB.check_labels(good, "multi-class", "val, batch 4", n_out=3)
+    with pytest.raises(CourseError, match="labels go up to 3 but the model has only 3 outputs"):
+        TB.check_outputs(torch.zeros(3, 3), bad, "multi-class")
+    TB.check_outputs(torch.zeros(3, 3), good, "multi-class")
+
+
+def test_a_later_batch_with_fewer_labels_than_images_is_named():
+    """Bug caught: CheckedBatches not passing the image count to check_labels: only the first batch was
+    compared, and batch 2's missing label surfaced as a shape error inside the loss."""
+    import torch
+
+    batches = [(torch.randn(4, 3, 8, 8), torch.tensor([0, 1, 0, 1])), (torch.randn(4, 3, 8, 8), torch.tensor([0, 1, 0]))]
+    checked = _one_batch_checker(batches, "binary")
+    it = iter(checked)
+    x, y, extra = next(it)
+    checked.loss(torch.nn.BCEWithLogitsLoss(), torch.zeros(4, 1), y, extra)
+    with pytest.raises(CourseError, match="train, batch 2: 4 images but 3 labels"):
+        next(it)
+
+
+def test_the_first_batch_of_a_two_output_binary_model_gets_the_class_index_checks():
+    """Bug caught: the check_labels call that follows the first forward pass (once the output count is known)
+    dropped: a label 0.5 for a 2-output binary model became class 0 (`.long()`) without a word."""
+    import torch
+
+    checked = _one_batch_checker([(torch.randn(3, 3, 8, 8), torch.tensor([0.0, 0.5, 1.0]))], "binary")
+    x, y, extra = next(iter(checked))
+    with pytest.raises(CourseError, match=r"train, batch 1: label 0\.5 is not allowed.*2 outputs"):
+        checked.loss(torch.nn.CrossEntropyLoss(), torch.zeros(3, 2), y, extra)
+    assert checked.n_out == 2
+
+
+def test_a_fractional_binary_label_is_refused_for_two_outputs_but_is_a_soft_target_for_one():
+    """Bug caught: the whole-number rule applied to multi-class only (`if task == "multi-class"`), not to binary
+    labels that index a 2-output model."""
+    import torch
+
+    from course_utils.train import _batches as TB
+
+    y = torch.tensor([0.0, 0.5, 1.0])
+    with pytest.raises(CourseError, match=r"label 0\.5 is not allowed: binary labels must be 0 or 1"):
+        TB.check_labels(y, "binary", "train, batch 7", n_out=2)
+    TB.check_labels(y, "binary", "train, batch 7", n_out=1)   # one logit: BCE takes soft targets
+    TB.check_labels(y, "binary", "train, batch 7")             # output count not known yet
+
+
+def test_multi_label_batches_must_keep_the_models_column_count():
+    """Bug caught: the column count dropped from check_labels: a later batch with 4 columns for a 3-output model
+    reached BCE as a raw shape error."""
+    import torch
+
+    from course_utils.train import _batches as TB
+
+    with pytest.raises(CourseError, match=r"train, batch 3: multi-label labels must be \[batch, 3\]"):
+        TB.check_labels(torch.zeros(4, 4), "multi-label", "train, batch 3", n_out=3)
+    TB.check_labels(torch.zeros(4, 3), "multi-label", "train, batch 3", n_out=3)
+    TB.check_labels(torch.zeros(4, 4), "multi-label", "train, batch 1")   # before the first forward pass
+
+
+def test_run_settings_at_the_edges_of_their_ranges():
+    """Bugs caught: `epochs < 1` (0 epochs, e.g. evaluating a resumed run, refused) and `min_lr_ratio < 1.0`
+    (a cosine schedule with a floor of 1, i.e. constant, refused)."""
+    import torch
+
+    from course_utils.train import _batches as TB
+
+    loader = [(torch.zeros(2, 3, 4, 4), torch.zeros(2))]
+    TB.check_args("binary", 0, "cosine", 1.0, loader, None)
+    TB.check_args("multi-class", 3, "constant", 0.0, loader, loader)
+    for args, match in (((-1, "cosine", 0.0), "epochs"), ((2.0, "cosine", 0.0), "epochs"),
+                        ((1, "cosine", 1.5), "min_lr_ratio"), ((1, "cosine", -0.1), "min_lr_ratio"),
+                        ((1, "linear", 0.0), "schedule")):
+        with pytest.raises(CourseError, match=match):
+            TB.check_args("binary", *args, loader, None)
+
+
+def test_the_loss_device_is_read_from_its_buffers_too():
+    """Bug caught: loss_params without the buffers: BCEWithLogitsLoss(pos_weight=...) keeps pos_weight as a buffer,
+    so the engine could not see where the loss lives and left the targets on another device."""
+    import torch
+
+    from course_utils.train import _batches as TB
+
+    pos_weight = torch.tensor([3.0])
+    assert any(t is pos_weight for t in TB.loss_params(torch.nn.BCEWithLogitsLoss(pos_weight=pos_weight)))
+    with_param = torch.nn.Linear(1, 1)
+    assert len(TB.loss_params(with_param)) == 2
+    assert TB.loss_params(torch.nn.functional.cross_entropy) == []
+
+
+def test_the_output_count_without_info_is_the_last_linear_layers():
+    """Bug caught: `linears[0]`: a model with a hidden Linear layer reported the hidden width as its outputs
+    (and got the wrong default loss)."""
+    import torch
+
+    from course_utils.models.info import ModelInfo
+    from course_utils.train import _batches as TB
+
+    nn = torch.nn
+    model = nn.Sequential(nn.Flatten(), nn.Linear(12, 7), nn.ReLU(), nn.Linear(7, 1))
+    assert TB.n_outputs(model, None) == 1
+    assert isinstance(TB.default_loss("binary", TB.n_outputs(model, None)), nn.BCEWithLogitsLoss)
+    assert TB.n_outputs(nn.Conv2d(3, 3, 1), None) is None
+    assert TB.n_outputs(model, ModelInfo(arch="x", framework="torch", n_classes=5)) == 5
+
+
+def test_the_default_binary_loss_follows_the_output_count_when_it_is_unknown():
+    """Bug caught: `n_out != 2` for BCE: a binary model whose output count is unknown got BCE, which fails on two
+    logits; the automatic loss picks BCE for one logit and cross-entropy for two."""
+    import torch
+    import torch.nn.functional as F
+
+    from course_utils.train import _batches as TB
+
+    assert isinstance(TB.default_loss("binary", 1), torch.nn.BCEWithLogitsLoss)
+    assert isinstance(TB.default_loss("binary", 2), torch.nn.CrossEntropyLoss)
+    assert isinstance(TB.default_loss("multi-label", 2), torch.nn.BCEWithLogitsLoss)
+    assert isinstance(TB.default_loss("multi-class", 5), torch.nn.CrossEntropyLoss)
+    auto = TB.default_loss("binary", None)
+    y = torch.tensor([0, 1, 1])
+    one, two = torch.tensor([[0.3], [-1.0], [2.0]]), torch.tensor([[0.3, 0.1], [-1.0, 0.5], [2.0, 0.0]])
+    torch.testing.assert_close(auto(one, TB.loss_targets(y, "binary", 1)),
+                               F.binary_cross_entropy_with_logits(one, y.float()[:, None]))
+    torch.testing.assert_close(auto(two, TB.loss_targets(y, "binary", 2)), F.cross_entropy(two, y))
+
+
+def test_feature_vectors_and_one_column_labels_pass_the_first_batch_checks():
+    """Bugs caught: `x.ndim != 4` (feature vectors for a head trained on frozen features refused), and [batch, 1]
+    labels for a binary task refused in check_inputs or not flattened by loss_targets."""
+    import torch
+
+    from course_utils.train import _batches as TB
+
+    column = torch.tensor([[0], [1], [1], [0]])
+    TB.check_inputs(torch.randn(4, 16), column.reshape(-1), "binary")
+    TB.check_inputs(torch.randn(4, 3, 8, 8), column, "binary")
+    TB.check_labels(column, "binary", "train, batch 1", n_out=1)
+    with pytest.raises(CourseError, match=r"\[batch, channels, height, width\]"):
+        TB.check_inputs(torch.randn(4, 3, 8), column, "binary")
+    one = TB.loss_targets(column, "binary", 1)
+    assert one.shape == (4, 1) and one.dtype == torch.float32 and one[:, 0].tolist() == [0, 1, 1, 0]
+    for task, n_out in (("binary", 2), ("multi-class", 3)):
+        two = TB.loss_targets(column, task, n_out)
+        assert two.shape == (4,) and two.dtype == torch.long
+    multi = TB.loss_targets(torch.tensor([[0, 1], [1, 1]]), "multi-label", 2)
+    assert multi.shape == (2, 2) and multi.dtype == torch.float32
+
+
+def test_a_batch_of_images_only_is_refused_for_training_and_read_for_prediction():
+    """Bug caught: a one-element batch (x,) accepted even when labels are required: training on it failed later
+    with a TypeError on `len(None)`, not with the message saying the loader yields no labels."""
+    import torch
+
+    from course_utils.train import _batches as TB
+
+    x, y, t = torch.zeros(2, 3, 4, 4), torch.zeros(2), torch.ones(2, 5)
+    with pytest.raises(CourseError, match=r"a batch must be \(images, labels\); got tuple of length 1"):
+        TB.split_batch((x,))
+    assert TB.split_batch((x,), labels_required=False)[1] is None
+    with pytest.raises(CourseError, match="images only"):
+        TB.split_batch(x)
+    assert TB.split_batch(x, labels_required=False)[0] is x
+    images, labels, extra = TB.split_batch([x, y, t, t])
+    assert images is x and labels is y and len(extra) == 2 and extra[0] is t

@@ -10,6 +10,7 @@ from course_utils.data import pipelines as P
 from course_utils import runtime as cu_runtime
 from course_utils.data import standin_cache as C
 from course_utils.data import standins as S
+from course_utils.data import _drawing as draw
 
 
 # --------------------------------------------------------------------------- helpers
@@ -206,3 +207,131 @@ def test_malaria_has_enough_ambiguous_cells():
 def test_nonsense_difficulty_is_refused(flag, value):
     with pytest.raises((CourseError, ValueError), match="difficulty|could not convert"):
         C.stand_in_sample(flag, 8, difficulty=value)
+
+
+# --------------------------------------------------------------------------- issue 20: hand-written bugs
+def test_difficulty_zero_is_a_real_setting_not_the_default():
+    """Bugs caught: `v <= 0` refusing difficulty 0 (the easiest stand-in), and `float(value) if value else
+    DIFFICULTY[name]`, which silently drew difficulty 0 with the calibrated default."""
+    for name in S.DIFFICULTY:
+        assert S._knob(name, 0) == 0.0 and S._knob(name, None) == S.DIFFICULTY[name]
+    labels = np.arange(32) % 2
+    easy = S._render_ultrasound(labels, 28, np.random.default_rng(0), 0.0)
+    calibrated = S._render_ultrasound(labels, 28, np.random.default_rng(0))
+    assert not np.array_equal(easy, calibrated)
+    images, _ = C.stand_in_sample("malaria", 8, size=16, difficulty=0)
+    assert images.shape == (8, 16, 16, 3)
+
+
+def test_labels_drawn_from_priors_are_shuffled():
+    """Bug caught: the permutation dropped: exact counts, but every class in one block (a split cut from the
+    front of the file would hold one class only)."""
+    labels = S.labels_from_priors(100, [0.5, 0.5], np.random.default_rng(0))
+    assert np.bincount(labels).tolist() == [50, 50]
+    assert (np.diff(labels) != 0).sum() > 20
+    derma = S.draw_labels("dermamnist", "train", 700, S.stand_in_rng("t"))
+    assert not np.all(np.diff(derma) >= 0)
+
+
+def test_every_class_is_confused_with_each_of_its_partners():
+    """Bug caught: `int(u * (len(partners) - 1))`: the last partner of each class was never drawn (and a class
+    with one partner always got its first)."""
+    for table in (S._PATH_PARTNERS, S._DERMA_PARTNERS, S._BLOOD_PARTNERS):
+        labels = np.repeat(np.arange(len(table)), 60)
+        got = S._partners(labels, table, np.random.default_rng(0))
+        for c, partners in enumerate(table):
+            assert set(got[labels == c].tolist()) == set(partners), (c, partners)
+
+
+@pytest.mark.parametrize("flag", S.MEDMNIST_FLAGS)
+def test_renderers_never_change_the_labels_they_are_given(flag):
+    """Bug caught: `labels.copy()` dropped in the blood renderer: the atypical cells' drawn look overwrote their
+    labels in the caller's array (the labels saved with the images became the looks)."""
+    render, priors = S.STAND_INS[flag]
+    rng = np.random.default_rng(0)
+    labels = (rng.random((24, 14)) < 0.3).astype(np.uint8) if priors is None else np.arange(24) % len(
+        priors["train"] if isinstance(priors, dict) else priors)
+    before = labels.copy()
+    hardest = None if flag == "breastmnist" else 1.0
+    render(labels, 16, np.random.default_rng(1), hardest)
+    np.testing.assert_array_equal(labels, before)
+
+
+def test_malaria_parasites_are_drawn_in_the_parasitized_class_0():
+    """Bug caught: `parasitized = labels == 1`: the classes swapped (a model still learns them, so no AUC test
+    notices; Grad-CAM and the lesson's "parasitized" images would show healthy cells)."""
+    labels = np.arange(200) % 2
+    im = S.render_malaria(labels, 32, np.random.default_rng(0), 0.0).astype(float)
+    ring = ((im[..., 1] < 80) & (im[..., 2] > 100)).any(axis=(1, 2))   # dark purple: a ring form's stain
+    assert ring[labels == 0].mean() > 0.6 and ring[labels == 1].mean() < 0.2
+
+
+def test_breastmnist_malignant_class_0_has_the_darker_lesions():
+    """Bug caught: `malignant = labels == 1`: BreastMNIST's class order swapped (0 is malignant)."""
+    labels = np.arange(200) % 2
+    im = S._render_ultrasound(labels, 28, np.random.default_rng(0)).astype(float)
+    centre = im[:, 8:20, 6:22].mean(axis=(1, 2, 3))
+    assert centre[labels == 0].mean() < centre[labels == 1].mean() - 10
+
+
+def test_pneumoniamnist_pneumonia_class_1_has_the_haze():
+    """Bug caught: `sick = labels == 0`: PneumoniaMNIST's class order swapped (1 is pneumonia)."""
+    labels = np.arange(200) % 2
+    im = S._xray_pneumonia(labels, 28, np.random.default_rng(0), 0.0).astype(float)
+    brightness = im.mean(axis=(1, 2, 3))
+    assert brightness[labels == 1].mean() > brightness[labels == 0].mean() + 3
+
+
+def test_cardiomegaly_and_emphysema_are_drawn_from_their_own_columns():
+    """Bugs caught: the heart size read from column 2 (effusion) and the lung size from column 11 (fibrosis):
+    cardiomegaly and emphysema never showed, whatever the label."""
+    none = np.zeros((16, 14), np.uint8)
+    cardio, emph = none.copy(), none.copy()
+    cardio[:, 1] = 1
+    emph[:, 10] = 1
+    render = lambda f: S._render_xray(f, 28, np.random.default_rng(0), 0.0).astype(float)  # noqa: E731
+    base = render(none).mean()
+    assert render(cardio).mean() > base + 1    # a larger, bright heart shadow
+    assert render(emph).mean() < base - 4      # larger, darker lungs
+
+
+def test_grid_gives_symmetric_pixel_centres_rows_first():
+    """Bugs caught: the +0.5 dropped (coordinates from -1 to 1 - 2/s: every shape off centre) and
+    indexing="xy" (yy and xx swapped: fluid at the side of the chest instead of its base)."""
+    yy, xx = draw.grid(4)
+    np.testing.assert_allclose(yy[:, 0], [-0.75, -0.25, 0.25, 0.75])
+    np.testing.assert_allclose(xx[0], [-0.75, -0.25, 0.25, 0.75])
+    assert np.all(yy == yy[:, :1]) and np.all(xx == xx[:1])
+
+
+def test_blur_smooths_each_image_along_the_axes_it_is_given():
+    """Bugs caught: sigma=(sy, sx, 0) (blurring across the images of a batch) and sy, sx swapped (an
+    anisotropic blur along the wrong axis: fibres and nuclei drawn crosswise)."""
+    x = np.zeros((2, 9, 9), np.float32)
+    x[1, 4, 4] = 1.0
+    out = draw.blur(x, (2.0, 0.0))
+    assert np.all(out[0] == 0)                                      # nothing leaks into the other image
+    assert out[1, 2, 4] > 0.05 and np.allclose(np.delete(out[1, 4], 4), 0)   # along rows (axis 1) only
+    np.testing.assert_allclose(out[1].sum(), 1.0, rtol=1e-5)
+
+
+def test_smooth_noise_is_zero_mean_and_unit_spread_per_image():
+    """Bug caught: the mean removed over the whole batch, not per image (each field kept its own offset)."""
+    f = draw.smooth_noise(np.random.default_rng(0), 4, 16, 4.0)
+    np.testing.assert_allclose(f.mean(axis=(1, 2)), 0, atol=1e-5)
+    np.testing.assert_allclose(f.std(axis=(1, 2)), 1, atol=1e-4)
+
+
+def test_sigmoid_ellipse_paint_and_to_uint8_primitives():
+    """Bugs caught: sigmoid's sign (every mask inverted), the ellipse's radii swapped (tall lesions drawn wide),
+    paint's blend reversed or its alpha not clipped (alpha 1.4 over-painted), to_uint8 without clipping
+    (300 wrapped to 44) or without rounding (0.6 became 0)."""
+    np.testing.assert_allclose(draw.sigmoid(np.array([-100.0, 0.0, 2.0, 100.0])), [0, 0.5, 0.8807971, 1], atol=1e-6)
+    assert draw.ellipse(0.4, 0.0, 0.0, 0.0, 0.5, 0.25) == pytest.approx(0.8)   # ry = 0.5: inside along y
+    assert draw.ellipse(0.0, 0.4, 0.0, 0.0, 0.5, 0.25) == pytest.approx(1.6)   # rx = 0.25: outside along x
+    assert draw.ellipse(0.0, 0.4, 0.0, 0.0, 0.5, 0.25, theta=np.pi / 2) == pytest.approx(0.8)
+    img = np.full((1, 2, 2, 3), 100.0, np.float32)
+    color = np.full((1, 1, 1, 3), 200.0, np.float32)
+    painted = draw.paint(img, np.array([[[0.0, 0.25], [1.0, 1.4]]]), color)
+    np.testing.assert_allclose(painted[0, :, :, 0], [[100, 125], [200, 200]])
+    np.testing.assert_array_equal(draw.to_uint8(np.array([-5.0, 0.6, 127.4, 254.6, 300.0])), [0, 1, 127, 255, 255])

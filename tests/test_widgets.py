@@ -215,3 +215,151 @@ def test_refused_attempts_are_not_numbered_as_runs():
     result = panel.run()
     assert result is not None and panel.board.runs[0].number == 1
     assert "run 1 done" in panel.message.value
+
+
+# --------------------------------------------------------------------------- issue 20: hand-written bugs
+def _table(panel) -> str:
+    return panel.board_table.value.replace("\n", "")
+
+
+def test_a_single_run_keeps_its_settings_in_the_table():
+    """Bug caught: `len(frame) >= 1`: with one run every setting counted as "the same in every run" and left the
+    table for the note above it."""
+    panel = cw.SliderPanel(fake_train([]), SLIDERS)
+    panel.run()
+    table = _table(panel)
+    assert "same in every run" not in table
+    assert "<th>head</th>" in table and "<th>train_<wbr>samples</th>" in table
+
+
+def test_a_metric_equal_in_every_run_stays_a_column():
+    """Bug caught: the "shared settings" note not limited to settings: a metric that happened to be equal in
+    every run was moved out of the results table."""
+    panel = cw.SliderPanel(lambda x: {"val_accuracy": 0.5}, {"x": (1, 3, 1, 2)})
+    panel.run()
+    panel.run(x=3)
+    table = _table(panel)
+    assert "same in every run" not in table  # x differs; val_accuracy is a result, not a setting
+    assert "<th>val_<wbr>accuracy</th>" in table
+
+
+def test_board_curves_start_at_epoch_1_and_are_labelled_by_run():
+    """Bug caught: `range(len(values))`: the curves were drawn from epoch 0."""
+    panel = cw.SliderPanel(fake_train([]), SLIDERS)
+    panel.run()
+    panel.run(train_samples=1000)
+    ax = panel.board.plot("val_accuracy").axes[0]
+    first, second = ax.get_lines()
+    assert list(first.get_xdata()) == [1, 2] and list(second.get_ydata()) == [0.5, 0.5]
+    legend = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert legend[0].startswith("run 1: train_samples=500") and legend[1].startswith("run 2: train_samples=1000")
+
+
+def test_the_board_plots_the_runs_with_curves_among_runs_without():
+    """Bug caught: `metric in r.history` without the `history is not None` test: a run that returned only a dict
+    broke every later redraw of the board (TypeError)."""
+    h = cu.History()
+    h.append(loss=1.0, val_accuracy=0.6)
+    results = iter([{"test_accuracy": 0.7}, h])
+    panel = cw.SliderPanel(lambda x: next(results), {"x": (1, 3, 1, 2)})
+    panel.run()
+    assert panel.run() is h and panel.board_image.value
+    assert len(panel.board.plot("val_accuracy").axes[0].get_lines()) == 1
+
+
+def test_a_float_slider_reads_back_clean_multiples_of_its_step():
+    """Bugs caught: the read value not rounded (0.30000000000000004 reached train_fn), and _decimals counting
+    the trailing zeros (a ".12f" readout)."""
+    panel = cw.SliderPanel(lambda **kw: None, {"dropout": (0.0, 0.9, 0.1, 0.3), "wd": (0.0, 0.05, 0.005, 0.01)})
+    c = panel.controls["dropout"]
+    assert isinstance(c, w.FloatSlider) and (c.min, c.max, c.step, c.value) == (0.0, 0.9, 0.1, 0.3)
+    assert c.readout_format == ".1f" and panel.controls["wd"].readout_format == ".3f"
+    c.value = 0.1 + 0.2
+    assert panel.values == {"dropout": 0.3, "wd": 0.01}
+    assert [cw._decimals(s) for s in (1e-4, 0.25, 0.5, 1.0, 2)] == [4, 2, 1, 1, 1]
+
+
+def test_a_log_slider_reads_back_three_significant_digits():
+    """Bug caught: two significant digits (10**-2.75 read as 0.0018, not 0.00178)."""
+    panel = cw.SliderPanel(lambda **kw: None, SLIDERS)
+    panel.controls["lr"].value = 10 ** -2.75
+    assert panel.values["lr"] == 0.00178
+
+
+def test_slider_defaults_and_bounds():
+    """Bugs caught: a 3-tuple defaulting to its max instead of its min, and `lo <= default < hi` refusing a default
+    at the top of the range."""
+    assert cw.make_control("n", (2, 8, 2)).value == 2
+    assert cw.make_control("n", (1, 5, 1, 5)).value == 5
+    assert cw.make_control("p", (0.0, 1.0, 0.1, 1.0)).value == 1.0
+    assert cw.make_control("n", (1, 5, 1, 1)).value == 1
+
+
+def test_descriptions_label_the_controls():
+    """Bug caught: `desc = name`: the descriptions= mapping was ignored."""
+    panel = cw.SliderPanel(lambda **kw: None, SLIDERS, descriptions={"lr": "learning rate"})
+    assert panel.controls["lr"].description == "learning rate"
+    assert panel.controls["head"].description == "head"
+
+
+def test_a_panel_without_sliders_or_without_a_function_is_refused():
+    """Bug caught: `if sliders is None`: an empty dict made a panel with nothing to set."""
+    with pytest.raises(cu.CourseError, match="at least one slider"):
+        cw.SliderPanel(lambda: None, {})
+    with pytest.raises(cu.CourseError, match="train_fn must be a function"):
+        cw.SliderPanel("train", SLIDERS)
+
+
+def test_setting_an_unknown_slider_names_the_ones_there_are():
+    """Bug caught: the name check dropped from set(): a typo was a bare KeyError."""
+    panel = cw.SliderPanel(lambda **kw: None, SLIDERS)
+    with pytest.raises(cu.CourseError, match="no slider 'learning_rate'.*train_samples, lr, pre_train, head"):
+        panel.set(learning_rate=1e-3)
+    panel.set(train_samples=750, head="classic")
+    assert panel.values["train_samples"] == 750 and panel.values["head"] == "classic"
+
+
+def test_a_successful_run_clears_the_previous_runs_error():
+    """Bug caught: run() not resetting the red error area: a fixed problem stayed on screen next to "done"."""
+    outcomes = [RuntimeError("boom"), {"val_accuracy": 0.5}]
+
+    def flaky(x):
+        outcome = outcomes.pop(0)
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome
+
+    panel = cw.SliderPanel(flaky, {"x": (1, 3, 1, 2)})
+    panel.button.click()
+    assert "boom" in panel.error.value
+    panel.button.click()
+    assert panel.error.value == "" and "run 1 done" in panel.message.value
+
+
+def test_the_status_line_shows_validation_and_test_metrics():
+    """Bug caught: only "val_" metrics picked for the status line (test metrics dropped)."""
+    panel = cw.SliderPanel(lambda x: {"loss": 0.25, "val_auc": 0.8, "test_auc": 0.7}, {"x": (1, 3, 1, 2)})
+    panel.run()
+    message = panel.message.value
+    assert "val_auc 0.800" in message and "test_auc 0.700" in message and "loss 0.250" not in message
+
+
+def test_a_pair_without_history_and_a_dict_that_overrides_the_history():
+    """Bugs caught: (None, dict) refused as a return value, and the History's summary overwriting the final
+    metrics the function returned explicitly."""
+    panel = cw.SliderPanel(lambda x: (None, {"test_auc": 0.7}), {"x": (1, 3, 1, 2)})
+    panel.run()
+    assert panel.last_error is None and panel.board.runs[0].metrics == {"test_auc": 0.7}
+    h = cu.History()
+    h.append(loss=1.0, val_accuracy=0.6)
+    pair = cw.SliderPanel(lambda x: (h, {"val_accuracy": 0.9}), {"x": (1, 3, 1, 2)})
+    pair.run()
+    assert pair.board.runs[0].metrics == {"loss": 1.0, "val_accuracy": 0.9}
+
+
+def test_setting_values_are_escaped_in_the_board_table():
+    """Bug caught: table cells written without html.escape (a setting like "<b>" became markup)."""
+    panel = cw.SliderPanel(lambda head: {"val_accuracy": 0.5}, {"head": ["<b>gap</b>", "classic"]})
+    panel.run()
+    table = _table(panel)
+    assert "&lt;b&gt;gap&lt;/b&gt;" in table and "<b>gap</b>" not in table

@@ -71,7 +71,7 @@ def _adapt_stem(conv, in_chans: int):
             new.weight.copy_(w.sum(dim=1, keepdim=True))
         else:
             reps = -(-in_chans // w.shape[1])
-            new.weight.copy_(w.repeat(1, reps, 1, 1)[:, :in_chans])
+            new.weight.copy_(w.repeat(1, reps, 1, 1)[:, :in_chans] * (w.shape[1] / in_chans))
         if conv.bias is not None:
             new.bias.copy_(conv.bias)
     return new
