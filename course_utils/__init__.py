@@ -36,7 +36,7 @@ from .train.history import History
 
 __version__ = "0.1.0"
 
-GROUPS = ("data", "models", "train", "active", "xai", "teaching", "runtime", "metrics", "stats")
+GROUPS = ("data", "models", "train", "active", "xai", "teaching", "project", "runtime", "metrics", "stats")
 ALIASES = {  # the short names the notebooks use -> where the module lives
     "pipelines": "data.pipelines", "augment": "data.augment", "standins": "data.standins",
     "standin_cache": "data.standin_cache", "tfds_malaria": "data.tfds_malaria",

@@ -135,7 +135,8 @@ class Labeller:
             return self.images[int(ref)]
         from ..data.loaders import read_image  # noqa: PLC0415 - only for stores of image files
 
-        return read_image(ref)
+        root = getattr(self.store, "root", None)
+        return read_image(Path(root) / ref if root is not None and not Path(ref).is_absolute() else ref)
 
     def handle(self, msg: Mapping[str, Any]) -> None:
         """Do what one key press or click asks (``{"action": "label"|"undo"|"skip", ...}``) and redraw.

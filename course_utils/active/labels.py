@@ -55,6 +55,9 @@ CREATE TABLE events (                               -- every label action, so un
     labeller TEXT                                   -- who labelled: undo only takes back one's own events
 );
 CREATE INDEX items_split_label ON items(split, label);
+CREATE TABLE IF NOT EXISTS contents (               -- a file's SHA-256, where refs are files: one row per content
+    item_id INTEGER PRIMARY KEY REFERENCES items(id), sha256 TEXT NOT NULL UNIQUE
+);
 CREATE TABLE IF NOT EXISTS claims (                 -- images on one session's screen, off every other queue
     item_id INTEGER PRIMARY KEY, session TEXT NOT NULL, labeller TEXT, until REAL NOT NULL
 );
@@ -91,18 +94,31 @@ class LabelStore:
         self._inode = self._file_id()
         self.class_names: list[str] = self._check_schema()
         self.n_classes = len(self.class_names)
+        meta = self._meta()
+        self.mode: str = meta.get("mode", "single-label")
+        self.label_names: list[str] | None = json.loads(meta["label_names"]) if "label_names" in meta else None
+        # the folder relative file refs start from (recorded relative to the store, so both can move together)
+        self.root: Path | None = (self.path.resolve().parent / meta["root"]).resolve() if "root" in meta else None
 
     # ---------------------------------------------------------------- creating
     @classmethod
     def create(cls, path: str | os.PathLike, refs: int | Sequence[Any], class_names: Sequence[str], *,
                holdout_fraction: float = 0.1, seed: int = 0, reuse: bool = False,
-               data_id: str | None = None) -> "LabelStore":
+               data_id: str | None = None, holdout: Sequence[bool] | None = None,
+               sha256: Sequence[str] | None = None, label_names: Sequence[str] | None = None,
+               root: str | os.PathLike | None = None) -> "LabelStore":
         """A new store with one row per image (``refs``: paths, or ``n`` for array indices 0..n-1).
 
         An existing file is never replaced: ``reuse=True`` opens it (and checks it holds the same
         images and classes), otherwise this raises. ``data_id`` (e.g. a hash of the images) ties the
         store to its data: array indices alone cannot tell a new version of the images from the old,
         and labels given to other pixels must never be mixed in.
+
+        For a folder of files (see :mod:`course_utils.project`): ``holdout`` gives each image's split (e.g. by
+        its content hash, so adding images never moves one), ``sha256`` each file's content digest, and
+        ``label_names`` makes a multi-label store whose classes are the combinations of those yes/no labels.
+        ``root`` is the folder that relative file refs start from; it is recorded relative to the store's own
+        folder, so the two can move together.
         """
         path = Path(path)
         refs = [str(i) for i in range(refs)] if isinstance(refs, (int, np.integer)) else [str(r) for r in refs]
@@ -137,9 +153,21 @@ class LabelStore:
                 store._write(lambda c: c.execute("INSERT INTO meta VALUES ('data_id', ?)", (str(data_id),)))
                 print(f"{path} recorded no data id; it now belongs to data {data_id} (other data will be refused)")
             return store
-        n_hold = int(round(holdout_fraction * len(refs)))
-        holdout = np.zeros(len(refs), dtype=bool)
-        holdout[np.random.default_rng(seed).choice(len(refs), size=n_hold, replace=False)] = True
+        if holdout is None:
+            n_hold = int(round(holdout_fraction * len(refs)))
+            holdout = np.zeros(len(refs), dtype=bool)
+            holdout[np.random.default_rng(seed).choice(len(refs), size=n_hold, replace=False)] = True
+        holdout = _aligned(holdout, refs, "holdout", bool)
+        digests = None if sha256 is None else _aligned(sha256, refs, "sha256", str)
+        mode = [("mode", "single-label")]
+        if label_names is not None:
+            label_names = [str(n) for n in label_names]
+            if len(class_names) != 2 ** len(label_names):
+                raise CourseError(f"{len(label_names)} yes/no labels make {2 ** len(label_names)} combinations, but "
+                                  f"{len(class_names)} class names were given (see project.combination_names).")
+            mode = [("mode", "multi-label"), ("label_names", json.dumps(label_names))]
+        if root is not None:
+            mode.append(("root", os.path.relpath(Path(root).resolve(), path.resolve().parent)))
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             conn = cls._connect(path, 30.0)
@@ -155,9 +183,11 @@ class LabelStore:
                 ("schema_version", str(SCHEMA_VERSION)), ("class_names", json.dumps(class_names)),
                 ("holdout_fraction", str(holdout_fraction)), ("seed", str(seed)),
                 ("created_at", str(time.time())), ("holdout_evaluations", "0"),
-                *([("data_id", str(data_id))] if data_id is not None else [])])
+                *([("data_id", str(data_id))] if data_id is not None else []), *mode])
             conn.executemany("INSERT INTO items (id, ref, split) VALUES (?, ?, ?)",
                              [(i, r, "holdout" if h else "pool") for i, (r, h) in enumerate(zip(refs, holdout))])
+            if digests is not None:
+                conn.executemany("INSERT INTO contents VALUES (?, ?)", list(enumerate(digests)))
             conn.execute("COMMIT")
         except BaseException as exc:
             if conn.in_transaction:               # SQLite may have rolled back itself (a full disk does)
@@ -379,6 +409,12 @@ class LabelStore:
         rows = dict(self._read(f"SELECT id, ref FROM items WHERE id IN ({','.join('?' * len(ids))})", ids))
         return [rows[i] for i in ids]
 
+    def sha256s(self) -> dict[int, str]:
+        """``{id: SHA-256}`` of the items whose content digest was recorded (stores of files)."""
+        if not self._read("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'contents'"):
+            return {}
+        return dict(self._read("SELECT item_id, sha256 FROM contents ORDER BY item_id"))
+
     def labels(self, split: str | None = "pool") -> dict[int, int]:
         """``{id: label}`` of every labelled item in ``split``."""
         sql = "SELECT id, label FROM items WHERE label IS NOT NULL" + (" AND split = ?" if split else "")
@@ -414,6 +450,38 @@ class LabelStore:
         rows = [(json.dumps([round(float(v), 6) for v in row]), now, i) for i, row in zip(ids, p)]
         self._write(lambda c: c.executemany("UPDATE items SET confidences = ?, predicted_at = ? WHERE id = ?", rows))
         return len(rows)
+
+    def add(self, refs: Sequence[Any], *, holdout: Sequence[bool], sha256: Sequence[str] | None = None) -> list[int]:
+        """Insert new images (one transaction) and return their ids; each gets its split now and keeps it.
+
+        A ref (or content digest) already in the store is refused: adding never duplicates an image.
+        """
+        refs = [str(r) for r in refs]
+        holdout = _aligned(holdout, refs, "holdout", bool)
+        digests = None if sha256 is None else _aligned(sha256, refs, "sha256", str)
+        if len(set(refs)) != len(refs) or (digests is not None and len(set(digests)) != len(digests)):
+            raise CourseError("the images to add must be unique (two share a path or a content digest).")
+
+        def write(c: sqlite3.Connection) -> list[int]:
+            c.execute("CREATE TABLE IF NOT EXISTS contents (item_id INTEGER PRIMARY KEY REFERENCES items(id), "
+                      "sha256 TEXT NOT NULL UNIQUE)")
+            known = {r for (r,) in c.execute("SELECT ref FROM items")}
+            again = [r for r in refs if r in known]
+            if digests is not None:
+                held = {d for (d,) in c.execute("SELECT sha256 FROM contents")}
+                again += [r for r, d in zip(refs, digests) if d in held and r not in known]
+            if again:
+                raise CourseError(f"{len(again)} of the images to add are already in the store (e.g. {again[0]}); "
+                                  "nothing was added.")
+            start = c.execute("SELECT COALESCE(MAX(id), -1) + 1 FROM items").fetchone()[0]
+            ids = list(range(start, start + len(refs)))
+            c.executemany("INSERT INTO items (id, ref, split) VALUES (?, ?, ?)",
+                          [(i, r, "holdout" if h else "pool") for i, r, h in zip(ids, refs, holdout)])
+            if digests is not None:
+                c.executemany("INSERT INTO contents VALUES (?, ?)", list(zip(ids, digests)))
+            return ids
+
+        return self._write(write) if refs else []
 
     def _require_ids(self, ids: Sequence[int]) -> None:
         known = {r for (r,) in self._read(
@@ -647,3 +715,12 @@ def _remove_store_files(path: Path) -> None:
 
 def _has_claims(c: sqlite3.Connection) -> bool:
     return c.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'claims'").fetchone() is not None
+
+
+def _aligned(values: Any, refs: Sequence[str], what: str, kind: type) -> list:
+    """``values`` as a list of ``kind``, one per ref, or a CourseError that says how many there are."""
+    values = [kind(v) for v in np.asarray(values).reshape(-1).tolist()] if not isinstance(values, list) else \
+        [kind(v) for v in values]
+    if len(values) != len(refs):
+        raise CourseError(f"{what} has {len(values)} entries for {len(refs)} images: give one per image.")
+    return values

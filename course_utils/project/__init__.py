@@ -1,0 +1,9 @@
+"""Your own images: a labelling project on a folder of image files (the capstone, notebook 07).
+
+Start with :mod:`.folder`: ``scan`` finds the images under a folder (recursively, any case of .jpg/.jpeg/.png/
+.tif/.tiff/.bmp), hashes each file's content and reports what it skipped and why; ``open_project`` makes (or
+updates) the project's label store, with each image's split fixed by its content hash.
+"""
+from .._lazy import face
+
+__getattr__, __dir__ = face(__name__, ["folder"], fronts=["folder"])

@@ -1,0 +1,146 @@
+"""course_utils.project.folder: a labelling project on a folder of image files (issue 21, part 1): the scan
+(recursive, any case, hidden and non-image files skipped and counted, copies stored once), relative paths,
+the hold-out fixed by content hash, new images only on a second call, and the mode checked."""
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+
+from course_utils import CourseError
+from course_utils.active.labeller import Labeller
+from course_utils.active.labels import LabelStore
+from course_utils.project import folder as P
+
+
+def _write(path, value, fmt="PNG", size=(8, 8)):
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.full((*size, 3), value, dtype=np.uint8)).save(path, format=fmt)
+
+
+@pytest.fixture
+def images(tmp_path):
+    root = tmp_path / "my images"
+    for i in range(12):
+        _write(root / ("a" if i % 2 else "b/deeper") / f"img{i:02d}.png", 10 * i)
+    _write(root / "UPPER.JPG", 200, fmt="JPEG")
+    _write(root / "scan.TiF", 210, fmt="TIFF")
+    _write(root / "old.bmp", 220, fmt="BMP")
+    shutil.copy(root / "a" / "img01.png", root / "copy of img01.png")       # the same content, another name
+    (root / "notes.txt").write_text("not an image")
+    (root / ".DS_Store").write_text("junk")
+    (root / ".hidden").mkdir()
+    _write(root / ".hidden" / "secret.png", 99)
+    return root
+
+
+def test_scan_finds_every_image_once_and_says_what_it_skipped(images):
+    s = P.scan(images)
+    assert len(s.files) == 15 and len(s.sha256) == 15 and len(set(s.sha256)) == 15
+    assert "UPPER.JPG" in s.files and "scan.TiF" in s.files and "old.bmp" in s.files and "b/deeper/img00.png" in s.files
+    assert not any(f.startswith(".hidden") for f in s.files)
+    ((kept, copies),) = s.duplicates.items()                      # the first found is kept (top level first)
+    assert {kept, *copies} == {"a/img01.png", "copy of img01.png"} and kept in s.files
+    assert s.skipped["hidden file(s)"] == [".DS_Store"] and len(s.skipped) == 2
+    assert any(v == ["notes.txt"] for k, v in s.skipped.items() if "not images" in k)
+    report = s.report()
+    assert report.startswith(f"15 image(s) under {images}") and "1 duplicate(s) stored once" in report
+    assert "skipped 1 hidden file(s) (e.g. .DS_Store)" in report and "notes.txt" in report
+
+
+def test_a_missing_empty_or_image_less_folder_is_a_clear_error(tmp_path):
+    with pytest.raises(CourseError, match="does not exist"):
+        P.scan(tmp_path / "nowhere")
+    (tmp_path / "file.png").write_bytes(b"x")
+    with pytest.raises(CourseError, match="is a file, not a folder"):
+        P.scan(tmp_path / "file.png")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(CourseError, match="no image files under .*The folder is empty"):
+        P.scan(empty)
+    (empty / "readme.md").write_text("hi")
+    with pytest.raises(CourseError, match="no image files under .*skipped 1 file"):
+        P.scan(empty)
+
+
+def test_the_hold_out_is_a_fixed_tenth_by_content_hash():
+    import hashlib
+
+    digests = [hashlib.sha256(str(i).encode()).hexdigest() for i in range(20000)]
+    share = np.mean([P.holdout_of(d) for d in digests])
+    assert 0.09 < share < 0.11
+    assert P.holdout_of("0" * 64) and not P.holdout_of("f" * 64)
+    assert P.holdout_of("19999999" + "0" * 56) and not P.holdout_of("1a000000" + "0" * 56)   # 0.1 * 2**32
+
+
+def test_combination_names_and_labels():
+    assert P.combination_names(["tool"]) == ["none", "tool"]
+    three = P.combination_names(["a", "b", "c"])
+    assert len(three) == 8 and three[5] == "a + c" and three[7] == "a + b + c"
+    assert P.labels_of(5, 3) == [1, 0, 1] and P.labels_of(2, 2) == [0, 1]
+    for bad in ([], ["a", "b", "c", "d"], ["a", "a"]):
+        with pytest.raises(CourseError):
+            P.combination_names(bad)
+
+
+def test_open_project_stores_relative_paths_keeps_splits_and_adds_only_new_images(images, tmp_path, capsys):
+    store = P.open_project(images, ["benign", "malignant"])
+    out = capsys.readouterr().out
+    assert "new project" in out and (images / ".course" / "labels.db").exists()
+    assert len(store) == 15 and store.mode == "single-label" and store.root == images.resolve()
+    refs = store.refs(store.ids(None))
+    assert all(not r.startswith("/") for r in refs) and "a/img03.png" in refs and "b/deeper/img00.png" in refs
+    digests = store.sha256s()
+    hold = set(store.ids("holdout").tolist())
+    assert all((i in hold) == P.holdout_of(d) for i, d in digests.items())
+    store.label(int(store.ids("pool")[0]), 1)
+    store.close()
+
+    moved = tmp_path / "moved"                                   # the folder moves: the project moves with it
+    shutil.move(str(images), moved)
+    _write(moved / "new" / "late.png", 123)
+    shutil.copy(moved / "old.bmp", moved / "new" / "old again.bmp")          # a copy added later: not added
+    again = P.open_project(moved, ["benign", "malignant"])
+    assert "1 new image(s) added" in capsys.readouterr().out
+    assert len(again) == 16 and len(again.labels()) == 1 and again.root == moved.resolve()
+    assert {i: d for i, d in again.sha256s().items() if i in digests} == digests           # nothing moved
+    assert set(again.ids("holdout").tolist()) >= hold
+    lab = Labeller(again, strategy="random", batch_size=2)        # the labeller reads the files from the folder
+    assert lab.view.state["image"].startswith("data:image/png") and not lab.view.state["error"]
+    again.close()
+    third = P.open_project(moved, ["benign", "malignant"], verbose=False)
+    assert len(third) == 16
+    third.close()
+
+
+def test_a_multi_label_project_and_the_wrong_mode_or_classes_are_refused(images):
+    store = P.open_project(images, label_names=["tool visible", "magnified"], verbose=False)
+    assert store.mode == "multi-label" and store.label_names == ["tool visible", "magnified"]
+    assert store.class_names == ["none", "tool visible", "magnified", "tool visible + magnified"]
+    store.label(int(store.ids("pool")[0]), 3)                    # both yes: key 4
+    store.close()
+    with pytest.raises(CourseError, match="multi-label project .* not a single-label one"):
+        P.open_project(images, ["benign", "malignant"], verbose=False)
+    with pytest.raises(CourseError, match="labels are kept"):
+        P.open_project(images, label_names=["tool visible", "blurred"], verbose=False)
+    with pytest.raises(CourseError, match="not both"):
+        P.open_project(images, ["a", "b"], label_names=["x"])
+    kept = LabelStore(images / ".course" / "labels.db")
+    assert len(kept.labels()) == 1
+    kept.close()
+
+
+def test_adding_refuses_images_already_in_the_store(tmp_path):
+    store = LabelStore.create(tmp_path / "s.db", ["x.png"], ["a", "b"], holdout=[False], sha256=["d1"])
+    with pytest.raises(CourseError, match="already in the store .*x.png"):
+        store.add(["x.png"], holdout=[False], sha256=["d2"])
+    with pytest.raises(CourseError, match="already in the store .*y.png"):
+        store.add(["y.png"], holdout=[False], sha256=["d1"])
+    with pytest.raises(CourseError, match="holdout has 1 entries for 2 images"):
+        store.add(["y.png", "z.png"], holdout=[True])
+    assert store.add(["y.png", "z.png"], holdout=[True, False], sha256=["d2", "d3"]) == [1, 2]
+    assert store.add([], holdout=[]) == [] and store.ids("holdout").tolist() == [1]
+    store.close()
