@@ -144,3 +144,42 @@ def test_adding_refuses_images_already_in_the_store(tmp_path):
     assert store.add(["y.png", "z.png"], holdout=[True, False], sha256=["d2", "d3"]) == [1, 2]
     assert store.add([], holdout=[]) == [] and store.ids("holdout").tolist() == [1]
     store.close()
+
+
+def test_a_multi_label_store_takes_per_label_sigmoid_probabilities():
+    """Issue 21: write_predictions refused sigmoid outputs; a multi-label store turns them into combinations."""
+    from course_utils.active.labels import combination_probs, label_probs
+
+    p = np.array([[0.9, 0.2], [0.5, 0.5], [0.0, 1.0]])
+    c = combination_probs(p)
+    assert c.shape == (3, 4) and np.allclose(c.sum(1), 1)
+    assert np.allclose(c[0], [0.1 * 0.8, 0.9 * 0.8, 0.1 * 0.2, 0.9 * 0.2])   # none, a, b, a + b
+    assert np.allclose(c[2], [0, 0, 1, 0]) and np.allclose(label_probs(c, 2), p)
+    for bad in (np.array([[1.2, 0.0]]), np.array([[np.nan, 0.1]]), np.array([0.1, 0.2])):
+        with pytest.raises(CourseError, match="per-label probabilities"):
+            combination_probs(bad)
+
+
+def test_a_multi_label_project_is_queried_by_the_uncertainty_of_its_labels(images):
+    store = P.open_project(images, label_names=["tool", "magnified"], verbose=False)
+    pool = store.ids("pool")
+    sure = np.tile([[0.99, 0.01]], (len(pool), 1))
+    sure[3] = [0.5, 0.5]                                            # the model cannot tell either label here
+    assert store.write_predictions(pool, sure) == len(pool)
+    assert store.confidences([pool[3]])[pool[3]] == [0.25, 0.25, 0.25, 0.25]
+    assert store.next_batch("entropy", 1, random_state=0) == [int(pool[3])]
+    assert int(pool[3]) not in store.next_batch("confident", 3, random_state=0)
+    store.close()
+
+
+def test_the_labeller_shows_each_labels_probability_for_a_multi_label_project(images):
+    store = P.open_project(images, label_names=["tool", "magnified"], verbose=False)
+    pool = store.ids("pool")
+    store.write_predictions(pool, np.tile([[0.9, 0.2]], (len(pool), 1)))
+    lab = Labeller(store, strategy="entropy", batch_size=2)
+    state = lab.view.state
+    assert state["class_names"] == ["none", "tool", "magnified", "tool + magnified"]
+    assert state["label_confidences"] == [["tool", 0.9], ["magnified", 0.2]] and not state["error"]
+    lab.handle({"action": "label", "label": 3})                   # key 4: both yes
+    assert store.labels()[state["item"]] == 3 and P.labels_of(3, 2) == [1, 1]
+    store.close()

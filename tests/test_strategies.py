@@ -74,10 +74,10 @@ def test_seed_changes_tie_breaks_only_where_there_are_ties(name, pool):
 
 def test_registry_and_errors(pool):
     assert set(st.STRATEGIES) == {"random", "least_confidence", "margin", "entropy", "dbal", "bald",
-                                  "coreset", "coreset_cosine", "badge"}
+                                  "coreset", "coreset_cosine", "badge", "confident"}
     assert isinstance(st.get_strategy("least_confident"), st.LeastConfidence)
     assert st.get_strategy("coreset_cosine").metric == "cosine"
-    assert set(st.PROBABILITY_STRATEGIES) == {"random", "least_confidence", "margin", "entropy"}
+    assert set(st.PROBABILITY_STRATEGIES) == {"random", "least_confidence", "margin", "entropy", "confident"}
     with pytest.raises(CourseError, match="unknown strategy"):
         st.get_strategy("bogus")
     s = st.get_strategy("entropy")
@@ -395,3 +395,14 @@ def test_kmeans_pp_probabilities_by_hand_small_distances_and_duplicates():
     picked, probs = st.kmeans_pp(same, lambda j: np.zeros(4), 3, np.random.default_rng(0))
     assert len(set(picked.tolist())) == 3                       # all duplicates: uniform over the rest
     np.testing.assert_allclose(probs, [1.0, 1 / 3, 1 / 2])
+
+
+def test_the_confident_queue_shows_the_surest_images_first():
+    """Issue 21: a 'check for systematic errors' queue: the images the model is surest about."""
+    probs = np.array([[0.5, 0.5], [0.99, 0.01], [0.2, 0.8], [0.03, 0.97], [0.6, 0.4]])
+    picked, util = st.get_strategy("confident", random_state=0).query(probs=probs, batch_size=3,
+                                                                      return_utilities=True)
+    assert picked.tolist() == [1, 3, 2]
+    assert util[0, 1] == pytest.approx(0.99) and util[0, 0] == pytest.approx(0.5)
+    least = st.get_strategy("least_confidence", random_state=0).query(probs=probs, batch_size=2)
+    assert set(least.tolist()).isdisjoint(picked[:2].tolist())

@@ -44,6 +44,8 @@ function render({ model, el }) {
     if (s.item !== null && s.item !== undefined) {
       side.append(h("div", {}, `image id ${s.item}`));
       if (s.reason) side.append(h("div", { style: "color:#555" }, s.reason));
+      if (s.label_confidences && s.label_confidences.length) side.append(h("div", { style: "color:#555" },
+        "model per label: " + s.label_confidences.map(([n, p]) => `${n} ${(100 * p).toFixed(0)} %`).join(", ")));
       const conf = s.confidences || [];
       (s.class_names || []).forEach((name, i) => {
         const b = h("button", { class: "course-labeller-class", "data-label": String(i),

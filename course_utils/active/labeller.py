@@ -235,13 +235,19 @@ class Labeller:
             "error": f"{type(self.error).__name__}: {self.error}" if self.error else "",
             "error_detail": "".join(traceback.format_exception(type(self.error), self.error,
                                                                self.error.__traceback__)) if self.error else "",
-            "image": None, "thumbs": [], "confidences": [], "reason": "",
+            "image": None, "thumbs": [], "confidences": [], "label_confidences": [], "reason": "",
         }
         if item is not None:
             refs = self.store.refs(self.queue[:1 + self.n_thumbs])
             state["image"] = _png_data_url(self._image(refs[0]), self.image_px)
             state["thumbs"] = [_png_data_url(self._image(r), 48) for r in refs[1:]]
             state["confidences"] = self.store.confidences([item]).get(item) or []
+            names = getattr(self.store, "label_names", None)
+            if names and state["confidences"]:             # multi-label: each yes/no label's own probability
+                from .labels import label_probs  # noqa: PLC0415
+
+                per = label_probs([state["confidences"]], len(names))[0]
+                state["label_confidences"] = [[n, round(float(v), 4)] for n, v in zip(names, per)]
             score = self.scores.get(item)
             state["reason"] = f"picked by {self.strategy}" + (f" (score {score:.3g})" if score is not None else "")
         return state
@@ -255,7 +261,7 @@ class Labeller:
         """The page when even drawing failed: no image, the error in red (so the page never stays busy)."""
         err = self.error
         state = {"seq": self.seq, "item": None, "class_names": self.class_names, "message": "",
-                 "counter": "", "image": None, "thumbs": [], "confidences": [], "reason": "",
+                 "counter": "", "image": None, "thumbs": [], "confidences": [], "label_confidences": [], "reason": "",
                  "error": f"{type(err).__name__}: {err}",
                  "error_detail": "".join(traceback.format_exception(type(err), err, err.__traceback__))}
         if self.view is not None:

@@ -31,7 +31,7 @@ from .. import metrics
 from . import strategies as st
 from ..runtime import CourseError
 
-__all__ = ["LabelStore", "SCHEMA_VERSION", "CLAIM_SECONDS"]
+__all__ = ["LabelStore", "SCHEMA_VERSION", "CLAIM_SECONDS", "combination_probs", "label_probs"]
 
 CLAIM_SECONDS = 15 * 60   # how long images handed to one session stay off every other session's queue
 
@@ -437,8 +437,14 @@ class LabelStore:
 
     # ---------------------------------------------------------------- writing
     def write_predictions(self, ids: Sequence[int], probs: Any) -> int:
-        """Store the model's per-class probabilities for ``ids`` (one transaction); returns the count."""
+        """Store the model's per-class probabilities for ``ids`` (one transaction); returns the count.
+
+        A multi-label store also takes one sigmoid probability per yes/no label (``N x K``): they become the
+        probabilities of the 2**K combinations (:func:`combination_probs`), which the strategies rank."""
         ids = [int(i) for i in np.asarray(ids).reshape(-1)]
+        if self.label_names is not None and np.ndim(probs) == 2 and np.shape(probs)[1] == len(self.label_names) \
+                and len(self.label_names) != self.n_classes:
+            probs = combination_probs(probs)
         p = st.check_probs(probs)
         if len(ids) != len(p):
             raise CourseError(f"write_predictions got {len(ids)} ids but {len(p)} probability rows.")
@@ -715,6 +721,25 @@ def _remove_store_files(path: Path) -> None:
 
 def _has_claims(c: sqlite3.Connection) -> bool:
     return c.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'claims'").fetchone() is not None
+
+
+def combination_probs(label_probs: Any) -> np.ndarray:
+    """Per-label sigmoid probabilities ``N x K`` -> the probabilities of the ``2**K`` yes/no combinations (label i
+    is bit i of the combination's index), taking the labels as independent given the image: rows sum to 1."""
+    p = np.asarray(label_probs, dtype=np.float64)
+    if p.ndim != 2 or not np.isfinite(p).all() or p.min(initial=0) < 0 or p.max(initial=0) > 1:
+        raise CourseError(f"per-label probabilities must be an N x K array of numbers in [0, 1] (sigmoid outputs); "
+                          f"got shape {p.shape}" + ("" if p.ndim != 2 or np.isfinite(p).all() else " with NaN"))
+    k = p.shape[1]
+    bits = (np.arange(2 ** k)[:, None] >> np.arange(k)[None, :]) & 1           # [2**K, K]
+    return np.prod(np.where(bits[None], p[:, None, :], 1.0 - p[:, None, :]), axis=2)
+
+
+def label_probs(combo_probs: Any, n_labels: int) -> np.ndarray:
+    """The other way: each label's probability (the sum over the combinations where it is yes), ``N x K``."""
+    c = np.asarray(combo_probs, dtype=np.float64)
+    bits = (np.arange(c.shape[1])[:, None] >> np.arange(n_labels)[None, :]) & 1
+    return c @ bits
 
 
 def _aligned(values: Any, refs: Sequence[str], what: str, kind: type) -> list:

@@ -31,7 +31,7 @@ from .diversity import k_center_greedy, kmeans_pp, sqnorms  # re-exported: st.k_
 
 __all__ = [
     "QueryStrategy", "RandomSampling", "LeastConfidence", "Margin", "Entropy", "DBAL", "BALD",
-    "Coreset", "CoresetCosine", "BADGE", "STRATEGIES", "PROBABILITY_STRATEGIES", "get_strategy",
+    "Coreset", "CoresetCosine", "BADGE", "MostConfident", "STRATEGIES", "PROBABILITY_STRATEGIES", "get_strategy",
     "entropy", "least_confidence", "margin", "bald", "predictive_entropy", "gradient_embedding",
     "head_gradient_embedding",
     "check_probs", "k_center_greedy", "kmeans_pp",
@@ -315,6 +315,17 @@ class LeastConfidence(_ScoreStrategy):
         return _least_confidence(arrays["probs"])
 
 
+class MostConfident(_ScoreStrategy):
+    """The images the model is surest about: not a query for learning, but a check. A confident mistake is a
+    systematic error (a shortcut, a mislabelled batch), and a person sees it at once in this queue."""
+
+    name, requires = "confident", ("probs",)
+    description = "max p (check the surest for systematic errors)"
+
+    def score(self, arrays, n):
+        return 1.0 - _least_confidence(arrays["probs"])
+
+
 class Margin(_ScoreStrategy):
     name, requires = "margin", ("probs",)
     description = "1 - (p_top1 - p_top2)"
@@ -417,7 +428,7 @@ class BADGE(QueryStrategy):
 
 STRATEGIES: dict[str, type[QueryStrategy]] = {
     cls.name: cls for cls in (RandomSampling, LeastConfidence, Margin, Entropy, DBAL, BALD,
-                              Coreset, CoresetCosine, BADGE)
+                              Coreset, CoresetCosine, BADGE, MostConfident)
 }
 PROBABILITY_STRATEGIES = tuple(k for k, v in STRATEGIES.items() if set(v.requires) <= {"probs"})
 _ALIASES = {"least_confident": "least_confidence", "lc": "least_confidence", "uncertainty": "least_confidence",
