@@ -183,3 +183,28 @@ def test_the_labeller_shows_each_labels_probability_for_a_multi_label_project(im
     lab.handle({"action": "label", "label": 3})                   # key 4: both yes
     assert store.labels()[state["item"]] == 3 and P.labels_of(3, 2) == [1, 1]
     store.close()
+
+
+def test_a_blind_hold_out_session_labels_the_hold_out_at_random_and_shows_no_model(images):
+    """Issue 21: the hold-out could not be labelled at all; now in a blind session only."""
+    for i in range(40):                                           # enough images for a few in the hold-out
+        _write(images / "more" / f"m{i}.png", 0, size=(4 + i % 5, 4 + i // 5))
+    store = P.open_project(images, ["benign", "malignant"], verbose=False)
+    hold = store.ids("holdout").tolist()
+    assert hold, "the fixture's folder has hold-out images"
+    store.write_predictions(store.ids(None), np.tile([[0.3, 0.7]], (len(store), 1)))
+    with pytest.raises(CourseError, match="blind, in random order"):
+        store.next_batch("entropy", 2, split="holdout")
+    with pytest.raises(CourseError, match="blind hold-out session"):
+        store.label(hold[0], 1)
+    with pytest.raises(CourseError, match="hold-out images only"):
+        store.label(int(store.ids("pool")[0]), 1, holdout=True)
+    lab = Labeller(store, blind=True, strategy="entropy", oracle=np.arange(len(store)) % 2)
+    state = lab.view.state
+    assert lab.strategy == "random" and state["item"] in hold and state["confidences"] == []
+    assert state["reason"].startswith("blind hold-out session") and state["counter"].startswith("hold-out labelled: 0")
+    assert lab.label_with_oracle(len(hold)) == len(hold)
+    assert store.labels("holdout") == {i: i % 2 for i in hold} and store.labels() == {}
+    lab.handle({"action": "undo"})
+    assert len(store.labels("holdout")) == len(hold) - 1 and lab.current in hold
+    store.close()

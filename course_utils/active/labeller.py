@@ -79,7 +79,7 @@ class Labeller:
 
     def __init__(self, store: Any, images: np.ndarray | None = None, class_names: Sequence[str] | None = None, *,
                  strategy: str = "entropy", batch_size: int = 8, oracle: Sequence[int] | None = None,
-                 random_state: Any = 0, image_px: int = 256, n_thumbs: int = 4) -> None:
+                 random_state: Any = 0, image_px: int = 256, n_thumbs: int = 4, blind: bool = False) -> None:
         self.store, self.images = store, None if images is None else np.asarray(images)
         self._check_refs()
         self.class_names = [str(c) for c in class_names] if class_names is not None else list(store.class_names)
@@ -87,7 +87,8 @@ class Labeller:
             raise CourseError(f"{len(self.class_names)} class names given, the store has {store.n_classes}.")
         if store.n_classes > 9:
             raise CourseError(f"the keyboard labeller has keys 1-9, but the store has {store.n_classes} classes.")
-        self.strategy, self.batch_size = strategy, int(batch_size)
+        self.blind = bool(blind)       # a blind hold-out session: hold-out images, random order, no model shown
+        self.strategy, self.batch_size = ("random" if self.blind else strategy), int(batch_size)
         self.image_px, self.n_thumbs = int(image_px), int(n_thumbs)
         self.oracle = None if oracle is None else np.asarray(oracle).reshape(-1)
         self._seeds = np.random.default_rng(random_state)
@@ -165,7 +166,7 @@ class Labeller:
             if shown is None or shown != self.current:
                 self.message = "that key arrived after the image changed: ignored (nothing labelled twice)"
                 return
-            self.store.label(shown, label)           # one committed transaction; raises if it cannot
+            self.store.label(shown, label, **({"holdout": True} if self.blind else {}))   # one committed write
             self.labelled_this_session.add(int(shown))
             self.message = f"image {shown}: {self.class_names[label]}"
             self._advance()
@@ -174,7 +175,7 @@ class Labeller:
             if item is None:
                 self.message = f"nothing of yours ({self.store.labeller}) to undo in this file"
                 return
-            if item not in self.store.labels():
+            if item not in self.store.labels(None):
                 self.labelled_this_session.discard(item)
             if item in self.queue:
                 self.queue.remove(item)
@@ -197,8 +198,8 @@ class Labeller:
         """Ask the store for the next batch (skipped images are asked again only when nothing else is left)."""
         seed = int(self._seeds.integers(2**31 - 1))
         try:
-            picked = self.store.next_batch(self.strategy, self.batch_size + len(self.skipped),
-                                           random_state=seed, return_scores=True)
+            picked = self.store.next_batch(self.strategy, self.batch_size + len(self.skipped), random_state=seed,
+                                           return_scores=True, **({"split": "holdout"} if self.blind else {}))
         except CourseError as exc:
             self.queue, self.message = [], str(exc)
             return
@@ -228,10 +229,16 @@ class Labeller:
         """Everything the page draws, as plain JSON (also what the tests read)."""
         item = self.current
         c = self.store.counts()
+        if self.blind:
+            done = len(self.store.labels("holdout"))
+            counter = (f"hold-out labelled: {done} of {c['holdout']} · remaining: {c['holdout'] - done} · this "
+                       f"session: {len(self.labelled_this_session)}")
+        else:
+            counter = (f"labelled: {c['labelled']} of {c['pool']} pool images · remaining: "
+                       f"{c['pool'] - c['labelled']} · this session: {len(self.labelled_this_session)}")
         state: dict[str, Any] = {
             "seq": self.seq, "item": item, "class_names": self.class_names, "message": self.message,
-            "counter": (f"labelled: {c['labelled']} of {c['pool']} pool images · remaining: "
-                        f"{c['pool'] - c['labelled']} · this session: {len(self.labelled_this_session)}"),
+            "counter": counter,
             "error": f"{type(self.error).__name__}: {self.error}" if self.error else "",
             "error_detail": "".join(traceback.format_exception(type(self.error), self.error,
                                                                self.error.__traceback__)) if self.error else "",
@@ -241,7 +248,7 @@ class Labeller:
             refs = self.store.refs(self.queue[:1 + self.n_thumbs])
             state["image"] = _png_data_url(self._image(refs[0]), self.image_px)
             state["thumbs"] = [_png_data_url(self._image(r), 48) for r in refs[1:]]
-            state["confidences"] = self.store.confidences([item]).get(item) or []
+            state["confidences"] = [] if self.blind else (self.store.confidences([item]).get(item) or [])
             names = getattr(self.store, "label_names", None)
             if names and state["confidences"]:             # multi-label: each yes/no label's own probability
                 from .labels import label_probs  # noqa: PLC0415
@@ -250,6 +257,8 @@ class Labeller:
                 state["label_confidences"] = [[n, round(float(v), 4)] for n, v in zip(names, per)]
             score = self.scores.get(item)
             state["reason"] = f"picked by {self.strategy}" + (f" (score {score:.3g})" if score is not None else "")
+            if self.blind:
+                state["reason"] = "blind hold-out session: random order, no model shown"
         return state
 
     def _publish(self) -> None:

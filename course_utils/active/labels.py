@@ -496,8 +496,9 @@ class LabelStore:
         if missing:
             raise CourseError(f"unknown item id(s) {missing[:5]}; valid ids are 0..{len(self) - 1}.")
 
-    def label(self, item_id: int, label: int) -> None:
-        """Record ``label`` for ``item_id`` at once (its own transaction). Hold-out items are refused."""
+    def label(self, item_id: int, label: int, *, holdout: bool = False) -> None:
+        """Record ``label`` for ``item_id`` at once (its own transaction). Hold-out items are refused, unless
+        ``holdout=True``: a blind hold-out session, which labels hold-out items only (undo works the same)."""
         item_id, label = _class_index(item_id, "item id"), _class_index(label, "label")
         if not 0 <= label < self.n_classes:
             raise CourseError(f"label {label} is not a class index; use 0..{self.n_classes - 1} "
@@ -507,9 +508,13 @@ class LabelStore:
             row = c.execute("SELECT split, label, labeled_at FROM items WHERE id = ?", (item_id,)).fetchone()
             if row is None:
                 raise CourseError(f"no item with id {item_id} in this store.")
-            if row[0] == "holdout":
+            if row[0] == "holdout" and not holdout:
                 raise CourseError(f"item {item_id} is in the hold-out set, which is never labelled through the "
-                                  "labelling queue; use set_holdout_labels(...) for its reference labels.")
+                                  "labelling queue; label it in a blind hold-out session (Labeller(store, "
+                                  "blind=True)) or with set_holdout_labels(...).")
+            if row[0] == "pool" and holdout:
+                raise CourseError(f"item {item_id} is in the pool, not the hold-out: a blind hold-out session labels "
+                                  "hold-out images only.")
             now = time.time()
             c.execute("INSERT INTO events (item_id, old_label, new_label, old_labeled_at, at, labeller) "
                       "VALUES (?, ?, ?, ?, ?, ?)", (item_id, row[1], label, row[2], now, self.labeller))
@@ -563,19 +568,27 @@ class LabelStore:
 
     # ---------------------------------------------------------------- querying
     def next_batch(self, strategy_name: str = "entropy", batch_size: int = 8, *, random_state: Any = None,
-                   return_scores: bool = False, claim: bool = True) -> list[int] | list[tuple[int, float]]:
+                   return_scores: bool = False, claim: bool = True,
+                   split: str = "pool") -> list[int] | list[tuple[int, float]]:
         """Ids of the next unlabelled pool images to label, chosen by a named strategy.
 
         With ``return_scores=True``, ``(id, score)`` pairs: the strategy's score when it picked the id.
         With ``claim=True`` the ids are this session's for ``CLAIM_SECONDS`` (each label renews them): another
         session on the same file (a second notebook or kernel) is given other images, so no two people label
         the same image without knowing. A read-only store hands out ids without claiming them.
+        ``split="holdout"`` gives unlabelled hold-out images, in random order only (a blind session: no model
+        has any say in which hold-out images are labelled).
 
         Probability-based strategies (random, least_confidence, margin, entropy) read the stored
         confidences; the hold-out is never a candidate. Images without predictions are skipped by
         those strategies (call :meth:`write_predictions` after each training round).
         """
         strategy = st.get_strategy(strategy_name, random_state=random_state)
+        if split not in ("pool", "holdout"):
+            raise CourseError(f"split must be 'pool' or 'holdout', not {split!r}.")
+        if split == "holdout" and strategy.name != "random":
+            raise CourseError(f"the hold-out is labelled blind, in random order; {strategy.name!r} would let a model "
+                              "choose which hold-out images get labels. Use strategy 'random'.")
         if strategy.name not in st.PROBABILITY_STRATEGIES:
             raise CourseError(f"the label store keeps class probabilities only, so it can run "
                               f"{', '.join(st.PROBABILITY_STRATEGIES)}; {strategy.name!r} needs "
@@ -583,8 +596,8 @@ class LabelStore:
                               "label the returned ids.")
 
         def pick(c: sqlite3.Connection, claiming: bool) -> list[tuple[int, float]]:
-            rows = c.execute("SELECT id, confidences FROM items WHERE split = 'pool' AND label IS NULL "
-                             "ORDER BY id").fetchall()
+            rows = c.execute("SELECT id, confidences FROM items WHERE split = ? AND label IS NULL "
+                             "ORDER BY id", (split,)).fetchall()
             taken: dict[int, str] = {}
             if claiming:
                 now = time.time()
@@ -593,7 +606,7 @@ class LabelStore:
                 c.execute("DELETE FROM claims WHERE until < ? OR session = ?", (now, self.session))
                 taken = dict(c.execute("SELECT item_id, labeller FROM claims").fetchall())
             if not rows:
-                raise CourseError("every pool image is labelled: nothing left to query.")
+                raise CourseError(f"every {split} image is labelled: nothing left to query.")
             free = [r for r in rows if r[0] not in taken]
             if not free:
                 who = ", ".join(sorted({str(w) for w in taken.values()}))
