@@ -208,3 +208,90 @@ def test_a_blind_hold_out_session_labels_the_hold_out_at_random_and_shows_no_mod
     lab.handle({"action": "undo"})
     assert len(store.labels("holdout")) == len(hold) - 1 and lab.current in hold
     store.close()
+
+
+# ---------------------------------------------------------------- a round: train, then predict the pool
+def _two_class_folder(root, n=24):
+    """Bright images with a dark square (class 'spot') and plain ones ('plain'), in nested folders."""
+    rng = np.random.default_rng(0)
+    truth = {}
+    for i in range(n):
+        a = rng.integers(150, 200, (20, 20, 3)).astype(np.uint8)
+        spot = i % 2 == 1
+        if spot:
+            r, c = rng.integers(2, 10, 2)
+            a[r:r + 8, c:c + 8] = 20
+        rel = f"{'x' if i < n // 2 else 'y/z'}/img{i:02d}.png"
+        from PIL import Image
+
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(a).save(root / rel)
+        truth[rel] = int(spot)
+    return truth
+
+
+def test_too_few_labels_say_how_many_more_each_class_needs(tmp_path):
+    from course_utils.project import cycle as C
+
+    truth = _two_class_folder(tmp_path / "imgs")
+    store = P.open_project(tmp_path / "imgs", ["plain", "spot"], verbose=False)
+    refs = dict(zip(store.refs(store.ids("pool")), store.ids("pool").tolist()))
+    for ref in [r for r in refs if truth[r] == 0][:4] + [r for r in refs if truth[r] == 1][:1]:
+        store.label(refs[ref], truth[ref])
+    with pytest.raises(CourseError, match="'spot' has 1, needs 3 more"):
+        C.train_round(store, model="small_cnn")
+    multi = LabelStore.create(tmp_path / "m.db", 10, P.combination_names(["a", "b"]), holdout_fraction=0.0,
+                              label_names=["a", "b"])
+    for i in range(10):
+        multi.label(i, 1 if i < 5 else 3)                          # 'a' always yes: no 'no' examples
+    with pytest.raises(CourseError, match="'a' needs 4 more image\\(s\\) labelled no"):
+        C.training_targets(multi, multi.labels())
+    ids, bits, task = C.training_targets(multi, {i: i % 4 for i in range(16)})
+    assert task == "multi-label" and bits[:4].tolist() == [[0, 0], [1, 0], [0, 1], [1, 1]] and len(ids) == 16
+    store.close()
+    multi.close()
+
+
+def test_a_round_trains_saves_and_predicts_the_pool_one_batch_at_a_time(tmp_path):
+    from course_utils.models import final
+    from course_utils.project import cycle as C
+
+    truth = _two_class_folder(tmp_path / "imgs", n=32)
+    store = P.open_project(tmp_path / "imgs", ["plain", "spot"], verbose=False)
+    pool = dict(zip(store.refs(store.ids("pool")), store.ids("pool").tolist()))
+    for ref in list(pool)[:20]:
+        store.label(pool[ref], truth[ref])
+    result = C.train_round(store, model="small_cnn", epochs=3, image_size=20, batch_size=8, progress=False)
+    assert result.round == 1 and result.task == "binary" and result.n_labels == 20
+    assert result.model_path.name == "round1.pt" and result.history_path.read_text().startswith("epoch,")
+    saved = final.load("round1", folder=result.model_path.parent, verbose=False)
+    assert saved.meta["round"] == 1 and saved.meta["n_labels"] == 20 and saved.meta["image_size"] == 20
+    writes = []
+    real = store.write_predictions
+    store.write_predictions = lambda ids, p: (writes.append(len(ids)), real(ids, p))[1]
+    n = C.predict_pool(store, result, batch_size=5, progress=False)
+    unlabelled = store.ids("pool", labelled=False)
+    assert n == len(unlabelled) and sum(writes) == n and max(writes) == 5 and len(writes) == -(-n // 5)
+    conf = store.confidences(unlabelled)
+    assert all(c is not None and len(c) == 2 and abs(sum(c) - 1) < 1e-6 for c in conf.values())
+    emb = np.load(C.project_dir(store) / "embeddings_round1.npz")
+    assert emb["ids"].tolist() == unlabelled.tolist() and emb["embeddings"].shape[0] == n
+    assert store.labels("holdout") == {}                            # the hold-out was never touched
+    assert C.next_round(store) == 2
+    store.close()
+
+
+def test_a_multi_label_round_with_lite0_trains_both_phases_and_predicts_each_label(tmp_path):
+    """The course's recipe end to end on a multi-label project: Lite0 (ImageNet weights, offline), two phases,
+    sigmoid focal per label; predictions come back as the combinations' probabilities."""
+    from course_utils.project import cycle as C
+
+    truth = _two_class_folder(tmp_path / "imgs", n=24)
+    store = P.open_project(tmp_path / "imgs", label_names=["spot", "lower half"], verbose=False)
+    pool = dict(zip(store.refs(store.ids("pool")), store.ids("pool").tolist()))
+    for k, ref in enumerate(pool):
+        store.label(pool[ref], truth[ref] + 2 * (k % 2))          # a second, arbitrary yes/no label
+    result = C.train_round(store, model="lite0", epochs=2, image_size=32, batch_size=8, progress=False)
+    assert result.task == "multi-label" and result.history.meta["phase_epochs"] == [1, 1]
+    assert C.predict_pool(store, result, progress=False) == 0     # everything in the pool is labelled
+    store.close()

@@ -215,7 +215,8 @@ def _decode(encoded: bytes, size: int | None, channels: int = 3) -> np.ndarray:
         if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
             im = Image.alpha_composite(Image.new("RGBA", im.size, (255, 255, 255, 255)), im.convert("RGBA"))
         im = _to_8_bit(im).convert("RGB" if channels == 3 else "L")
-        arr = np.asarray(im if size is None else im.resize((size, size), Image.BILINEAR), dtype=np.uint8)
+        # np.array, not asarray: PIL's buffer is read-only, and torch warns about (and may write to) such arrays
+        arr = np.array(im if size is None else im.resize((size, size), Image.BILINEAR), dtype=np.uint8)
     return arr if channels == 3 else arr[..., None]
 
 

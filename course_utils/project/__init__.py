@@ -2,8 +2,10 @@
 
 Start with :mod:`.folder`: ``scan`` finds the images under a folder (recursively, any case of .jpg/.jpeg/.png/
 .tif/.tiff/.bmp), hashes each file's content and reports what it skipped and why; ``open_project`` makes (or
-updates) the project's label store, with each image's split fixed by its content hash.
+updates) the project's label store, with each image's split fixed by its content hash. Then :mod:`.cycle`:
+``train_round`` (the recipe of notebook 04, on the labels so far) and ``predict_pool`` (confidences and
+embeddings for the next labelling session).
 """
 from .._lazy import face
 
-__getattr__, __dir__ = face(__name__, ["folder"], fronts=["folder"])
+__getattr__, __dir__ = face(__name__, ["folder", "cycle"], fronts=["folder", "cycle"])

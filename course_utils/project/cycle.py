@@ -1,0 +1,203 @@
+"""One round of a labelling project: train on the store's labels, then predict every unlabelled image.
+
+    result = cu.project.train_round(store)          # the course's recipe from 04, on the labels so far
+    cu.project.predict_pool(store, result)          # confidences (and embeddings) for the next session
+
+Training uses the recipe of notebook 04: EfficientNet-Lite0 (ImageNet weights, offline) trained in two phases
+(head, then everything), focal loss (softmax focal for one class per image, sigmoid focal per label for
+multi-label; no alpha: 04 showed alpha 0.25 costs the rare class its recall), AdamW, a cosine schedule, gradient
+clipping and 04's augmentations, on a seeded stratified validation split of the labelled pool (the hold-out is
+never touched). Images are read from their files in every batch, so memory does not grow with the folder.
+Each round's model, history (CSV) and embeddings are kept in the project folder (``.course/``).
+"""
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from ..runtime import CourseError, import_torch
+
+__all__ = ["MIN_PER_CLASS", "FileImages", "RoundResult", "training_targets", "train_round", "predict_pool",
+           "project_dir", "next_round"]
+
+MIN_PER_CLASS = 4   # labels a class (or each side of a yes/no label) needs before a round can train on it
+
+
+def project_dir(store: Any) -> Path:
+    """Where the project's models, histories and embeddings live: beside its label store."""
+    return Path(store.path).resolve().parent
+
+
+def next_round(store: Any) -> int:
+    """1 + the last round whose model is in the project folder."""
+    found = [int(m.group(1)) for p in (project_dir(store) / "models").glob("round*.pt")
+             if (m := re.fullmatch(r"round(\d+)\.pt", p.name))]
+    return max(found, default=0) + 1
+
+
+def _path(store: Any, ref: str) -> Path:
+    root = getattr(store, "root", None)
+    return Path(root) / ref if root is not None and not Path(ref).is_absolute() else Path(ref)
+
+
+class FileImages:
+    """A torch Dataset of image files, read (upright, 8-bit, ``size`` x ``size``) when a batch asks for them."""
+
+    def __init__(self, paths: Sequence[Path], targets: Any = None, *, size: int, transform: Any = None):
+        self.paths, self.size, self.transform = list(paths), int(size), transform
+        self.targets = None if targets is None else np.asarray(targets)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int):
+        from ..data.loaders import read_image  # noqa: PLC0415
+
+        x = read_image(self.paths[i], size=self.size)
+        x = self.transform(x) if self.transform is not None else x
+        return x if self.targets is None else (x, self.targets[i])
+
+
+def training_targets(store: Any, labels: dict[int, int]) -> tuple[np.ndarray, np.ndarray, str]:
+    """(ids, targets, task): class indices for one class per image, 0/1 per label for a multi-label store.
+
+    Too few labels is a CourseError that says which class (or label) needs how many more."""
+    ids = np.array(sorted(labels), dtype=np.int64)
+    y = np.array([labels[i] for i in ids], dtype=np.int64)
+    if store.label_names is not None:
+        k = len(store.label_names)
+        bits = ((y[:, None] >> np.arange(k)[None, :]) & 1).astype(np.float32)
+        short = [f"'{n}' needs {MIN_PER_CLASS - int(min(s, len(y) - s))} more image(s) labelled "
+                 f"{'yes' if s < len(y) - s else 'no'}" for n, s in zip(store.label_names, bits.sum(0).astype(int))
+                 if min(s, len(y) - s) < MIN_PER_CLASS]
+        if short:
+            raise CourseError(f"too few labels to train: {'; '.join(short)} (each label needs at least "
+                              f"{MIN_PER_CLASS} yes and {MIN_PER_CLASS} no). Label more, then train again.")
+        return ids, bits, "multi-label"
+    counts = np.bincount(y, minlength=store.n_classes)
+    short = [f"'{n}' has {c}, needs {MIN_PER_CLASS - c} more" for n, c in zip(store.class_names, counts)
+             if c < MIN_PER_CLASS]
+    if short:
+        raise CourseError(f"too few labels to train: {'; '.join(short)} (at least {MIN_PER_CLASS} per class). "
+                          "Label more, then train again.")
+    return ids, y, "binary" if store.n_classes == 2 else "multi-class"
+
+
+@dataclass
+class RoundResult:
+    """What a round made: its number, the model (and info), its History, and where each file went."""
+
+    round: int
+    model: Any
+    info: Any
+    history: Any
+    task: str
+    image_size: int
+    n_labels: int
+    model_path: Path
+    history_path: Path
+
+
+def _build(model_name: str, n_out: int, pretrained: bool):
+    from ..models import torch_models  # noqa: PLC0415
+
+    if model_name == "lite0":
+        return torch_models.efficientnet_lite0(n_out, pretrained=pretrained, verbose=False)
+    if model_name == "small_cnn":
+        return torch_models.small_cnn(n_out, width=16, depth=3)
+    raise CourseError(f"model must be 'lite0' (EfficientNet-Lite0, ImageNet weights) or 'small_cnn', not "
+                      f"{model_name!r}.")
+
+
+def train_round(store: Any, *, model: str = "lite0", epochs: int = 6, head_epochs: int | None = None,
+                image_size: int = 128, batch_size: int = 16, lr: float = 1e-3, gamma: float = 2.0,
+                val_fraction: float = 0.2, seed: int = 0, pretrained: bool = True, progress: bool = True,
+                output_dir: str | os.PathLike | None = None) -> RoundResult:
+    """Train a model on every labelled pool image of ``store`` (a new round) and save it in the project folder.
+
+    ``epochs`` in all: with ``model="lite0"`` the first ``head_epochs`` (default a third) train the head on the
+    frozen backbone, the rest fine-tune everything at a tenth of ``lr``. The best validation epoch is kept.
+    """
+    torch = import_torch()
+    from torch.utils.data import DataLoader  # noqa: PLC0415
+
+    from ..data import augment  # noqa: PLC0415
+    from ..data.splits import stratified_split  # noqa: PLC0415
+    from ..models import final  # noqa: PLC0415
+    from ..train import losses, torch_engine, two_phase  # noqa: PLC0415
+
+    ids, targets, task = training_targets(store, store.labels("pool"))
+    tr, va, _ = stratified_split(ids, targets, (1 - val_fraction, val_fraction, 0.0), seed=seed)
+    paths = dict(zip(ids.tolist(), (_path(store, r) for r in store.refs(ids))))
+    train_tf = augment.train_transform(image_size)
+    eval_tf = augment.eval_transform(image_size)
+    g = torch.Generator().manual_seed(seed)
+    train_loader = DataLoader(FileImages([paths[i] for i in tr.images], tr.labels, size=image_size,
+                                         transform=train_tf), batch_size=batch_size, shuffle=True, generator=g)
+    val_loader = DataLoader(FileImages([paths[i] for i in va.images], va.labels, size=image_size,
+                                       transform=eval_tf), batch_size=batch_size)
+    n_out = len(store.label_names) if task == "multi-label" else store.n_classes
+    net, info = _build(model, n_out, pretrained)
+    if task == "multi-label":
+        loss_fn = lambda logits, y: losses.sigmoid_focal_loss(logits, y.float(), alpha=None, gamma=gamma)  # noqa: E731
+    else:
+        loss_fn = lambda logits, y: losses.softmax_focal_loss(logits, y.long(), gamma=gamma)  # noqa: E731
+    rnd = next_round(store)
+    out = Path(output_dir) if output_dir is not None else project_dir(store)
+    common = dict(task=task, loss_fn=loss_fn, info=info, progress=progress, seed=seed)
+    if model == "lite0":
+        head = head_epochs if head_epochs is not None else max(1, epochs // 3)
+        history = two_phase.fit_two_phase(net, train_loader, val_loader, head_epochs=head,
+                                          finetune_epochs=max(0, epochs - head), head_lr=lr, finetune_lr=lr / 10,
+                                          **common)
+    else:
+        history = torch_engine.fit(net, train_loader, val_loader, epochs=epochs, lr=lr, **common)
+    history_path = history.to_csv(out / f"history_round{rnd}.csv")
+    scores = {k: float(v) for k, v in history.summary().items() if k.startswith("val_")}
+    model_path = final.save(net, info, f"round{rnd}", folder=out / "models", round=rnd, task=task,
+                            image_size=image_size, n_labels=int(len(ids)), labels=store.class_names,
+                            **{k: round(v, 6) for k, v in scores.items()})
+    return RoundResult(rnd, net, info, history, task, image_size, int(len(ids)), model_path, history_path)
+
+
+def predict_pool(store: Any, result: RoundResult, *, batch_size: int = 32, embeddings: bool = True,
+                 progress: bool = True, output_dir: str | os.PathLike | None = None) -> int:
+    """Confidences for every unlabelled pool image, written back in one transaction per batch (the strategies
+    read them next session); the head's input features are kept as ``embeddings_round<n>.npz`` for Coreset and
+    BADGE. Images are streamed from their files. Returns how many images were predicted."""
+    torch = import_torch()
+    from torch.utils.data import DataLoader  # noqa: PLC0415
+
+    from ..data import augment  # noqa: PLC0415
+    from ..models.torch_models import head_module  # noqa: PLC0415
+    from ..runtime import progress as bar  # noqa: PLC0415
+
+    ids = store.ids("pool", labelled=False)
+    if len(ids) == 0:
+        return 0
+    paths = [_path(store, r) for r in store.refs(ids)]
+    loader = DataLoader(FileImages(paths, None, size=result.image_size,
+                                   transform=augment.eval_transform(result.image_size)), batch_size=batch_size)
+    net = result.model.eval()
+    feats: list = []
+    hook = head_module(net, result.info).register_forward_hook(
+        lambda _m, inp, _o: feats.append(inp[0].detach().flatten(1).cpu().numpy().astype(np.float32)))
+    done = 0
+    try:
+        with torch.no_grad():
+            for xb in bar(loader, total=len(loader), desc=f"predicting round {result.round}", disable=not progress):
+                logits = net(xb).float()
+                probs = torch.sigmoid(logits) if result.task == "multi-label" else torch.softmax(logits, dim=1)
+                store.write_predictions(ids[done:done + len(xb)], probs.numpy())   # one transaction a batch
+                done += len(xb)
+    finally:
+        hook.remove()
+    if embeddings and feats:
+        out = Path(output_dir) if output_dir is not None else project_dir(store)
+        np.savez(out / f"embeddings_round{result.round}.npz", ids=ids[:done], embeddings=np.concatenate(feats))
+    return done
