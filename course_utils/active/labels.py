@@ -643,6 +643,22 @@ class LabelStore:
         return out if return_scores else [i for i, _ in out]
 
     # ---------------------------------------------------------------- the hold-out
+    def holdout_evaluations(self) -> int:
+        """How many times the hold-out has been evaluated (every look spends some of its honesty)."""
+        return int(self._meta()["holdout_evaluations"])
+
+    def record_holdout_evaluation(self, what: str | None = None) -> int:
+        """Count one more look at the hold-out (``what``: e.g. the model round used, kept as the last one);
+        returns the new count."""
+        def bump(c: sqlite3.Connection) -> int:
+            n = int(c.execute("SELECT value FROM meta WHERE key = 'holdout_evaluations'").fetchone()[0]) + 1
+            c.execute("UPDATE meta SET value = ? WHERE key = 'holdout_evaluations'", (str(n),))
+            if what is not None:
+                c.execute("INSERT OR REPLACE INTO meta VALUES ('last_holdout_evaluation', ?)", (str(what),))
+            return n
+
+        return self._write(bump)
+
     def evaluate_holdout(self, probs: Any, labels: Sequence[int] | None = None) -> dict[str, float]:
         """Accuracy / AUC of ``probs`` (rows aligned with ``ids("holdout")``) on the hold-out.
 
@@ -665,12 +681,7 @@ class LabelStore:
         if len(y) != len(hold):
             raise CourseError(f"labels has {len(y)} entries, the hold-out has {len(hold)}.")
 
-        def bump(c: sqlite3.Connection) -> int:
-            n = int(c.execute("SELECT value FROM meta WHERE key = 'holdout_evaluations'").fetchone()[0]) + 1
-            c.execute("UPDATE meta SET value = ? WHERE key = 'holdout_evaluations'", (str(n),))
-            return n
-
-        n = self._write(bump)
+        n = self.record_holdout_evaluation()
         if n > 1:
             warnings.warn(f"the hold-out of {self.path.name} has now been evaluated {n} times. Choosing models by "
                           "hold-out scores makes them optimistic: tune on a validation split and look at the "

@@ -8,4 +8,4 @@ embeddings for the next labelling session).
 """
 from .._lazy import face
 
-__getattr__, __dir__ = face(__name__, ["folder", "cycle"], fronts=["folder", "cycle"])
+__getattr__, __dir__ = face(__name__, ["folder", "cycle", "cli"], fronts=["folder", "cycle"])

@@ -23,7 +23,8 @@ import numpy as np
 from ..runtime import CourseError, import_torch
 
 __all__ = ["MIN_PER_CLASS", "FileImages", "RoundResult", "training_targets", "train_round", "predict_pool",
-           "project_dir", "next_round"]
+           "evaluate_holdout",
+           "load_round", "project_dir", "next_round"]
 
 MIN_PER_CLASS = 4   # labels a class (or each side of a yes/no label) needs before a round can train on it
 
@@ -72,9 +73,12 @@ def training_targets(store: Any, labels: dict[int, int]) -> tuple[np.ndarray, np
     if store.label_names is not None:
         k = len(store.label_names)
         bits = ((y[:, None] >> np.arange(k)[None, :]) & 1).astype(np.float32)
-        short = [f"'{n}' needs {MIN_PER_CLASS - int(min(s, len(y) - s))} more image(s) labelled "
-                 f"{'yes' if s < len(y) - s else 'no'}" for n, s in zip(store.label_names, bits.sum(0).astype(int))
-                 if min(s, len(y) - s) < MIN_PER_CLASS]
+        short = []
+        for name, yes in zip(store.label_names, bits.sum(0).astype(int).tolist()):
+            need = [f"{MIN_PER_CLASS - have} more labelled {side}" for side, have in (("yes", yes), ("no", len(y) - yes))
+                    if have < MIN_PER_CLASS]
+            if need:
+                short.append(f"'{name}' needs {' and '.join(need)}")
         if short:
             raise CourseError(f"too few labels to train: {'; '.join(short)} (each label needs at least "
                               f"{MIN_PER_CLASS} yes and {MIN_PER_CLASS} no). Label more, then train again.")
@@ -201,3 +205,88 @@ def predict_pool(store: Any, result: RoundResult, *, batch_size: int = 32, embed
         out = Path(output_dir) if output_dir is not None else project_dir(store)
         np.savez(out / f"embeddings_round{result.round}.npz", ids=ids[:done], embeddings=np.concatenate(feats))
     return done
+
+
+def _predict_files(store: Any, result: RoundResult, ids: np.ndarray, batch_size: int) -> np.ndarray:
+    """Probabilities (softmax, or sigmoid per label) for ``ids``, read from their files in batches."""
+    torch = import_torch()
+    from torch.utils.data import DataLoader  # noqa: PLC0415
+
+    from ..data import augment  # noqa: PLC0415
+
+    loader = DataLoader(FileImages([_path(store, r) for r in store.refs(ids)], None, size=result.image_size,
+                                   transform=augment.eval_transform(result.image_size)), batch_size=batch_size)
+    out = []
+    net = result.model.eval()
+    with torch.no_grad():
+        for xb in loader:
+            logits = net(xb).float()
+            out.append((torch.sigmoid(logits) if result.task == "multi-label" else torch.softmax(logits, 1)).numpy())
+    return np.concatenate(out) if out else np.zeros((0, 0))
+
+
+def evaluate_holdout(store: Any, result: RoundResult, *, again: bool = False, batch_size: int = 32
+                     ) -> dict[str, Any]:
+    """Score the round's model on the labelled hold-out images, once: the store counts every evaluation and the
+    round it used, and a second one is refused unless ``again=True`` (the report then says how many looks there
+    have been: each one makes the hold-out's verdict more optimistic).
+
+    Returns accuracy and ROC-AUC (per label for multi-label), sklearn's classification report and the confusion
+    matrix (one class per image), the number of images, and ``evaluations``."""
+    from sklearn.metrics import classification_report  # noqa: PLC0415
+
+    from .. import metrics  # noqa: PLC0415
+
+    before = store.holdout_evaluations()
+    if before and not again:
+        raise CourseError(f"the hold-out of {store.path} has already been evaluated {before} time(s). Evaluating it "
+                          "again to choose between models makes its verdict optimistic; if you mean to, pass "
+                          "again=True (command line: --again).")
+    labels = store.labels("holdout")
+    if not labels:
+        raise CourseError("no hold-out image has a label yet: label them in a blind session first "
+                          "(Labeller(store, blind=True); command line: label --holdout).")
+    ids = np.array(sorted(labels), dtype=np.int64)
+    y = np.array([labels[i] for i in ids], dtype=np.int64)
+    probs = _predict_files(store, result, ids, batch_size)
+    n = store.record_holdout_evaluation(f"round {result.round}")
+    report: dict[str, Any] = {"n": int(len(ids)), "evaluations": n, "round": result.round}
+    if result.task == "multi-label":
+        k = len(store.label_names)
+        truth = (y[:, None] >> np.arange(k)[None, :]) & 1
+        report["per_label"] = {}
+        for j, name in enumerate(store.label_names):
+            two = np.stack([1 - probs[:, j], probs[:, j]], axis=1)
+            auc = metrics.roc_auc(truth[:, j], two) if len(set(truth[:, j])) == 2 else float("nan")
+            report["per_label"][name] = {"accuracy": metrics.accuracy(truth[:, j], two), "auc": auc,
+                                         "positives": int(truth[:, j].sum())}
+        report["accuracy"] = float(np.mean([v["accuracy"] for v in report["per_label"].values()]))
+    else:
+        task = "binary" if store.n_classes == 2 else "multi-class"
+        pred = probs.argmax(1)
+        report["accuracy"] = metrics.accuracy(y, probs, task)
+        report["auc"] = metrics.roc_auc(y, probs, task) if len(set(y.tolist())) > 1 else float("nan")
+        report["confusion_matrix"] = metrics.confusion_matrix(y, pred, store.n_classes).tolist()
+        report["classification_report"] = classification_report(
+            y, pred, labels=list(range(store.n_classes)), target_names=store.class_names, zero_division=0)
+    return report
+
+
+def load_round(store: Any, round_: int | None = None, *, output_dir: str | os.PathLike | None = None) -> RoundResult:
+    """A saved round of this project (default: the latest), ready for :func:`predict_pool` or
+    :func:`evaluate_holdout`; a model saved for other labels (another project) is refused."""
+    from ..models import final  # noqa: PLC0415
+
+    out = Path(output_dir) if output_dir is not None else project_dir(store)
+    rnd = round_ if round_ is not None else next_round(store) - 1
+    if rnd < 1:
+        raise CourseError(f"no trained round in {out / 'models'} yet: train one first (train_round, or the "
+                          "command line's `train`).")
+    saved = final.load(f"round{rnd}", folder=out / "models", verbose=False)
+    if saved is None:
+        raise CourseError(f"round {rnd} has no readable model in {out / 'models'}: train again.")
+    if saved.meta.get("labels") != store.class_names:
+        raise CourseError(f"the model of round {rnd} was trained for the classes {saved.meta.get('labels')}, not this "
+                          f"project's {store.class_names}: a model from another project cannot be used here.")
+    return RoundResult(rnd, saved.model, saved.info, None, str(saved.meta["task"]), int(saved.meta["image_size"]),
+                       int(saved.meta["n_labels"]), saved.path, out / f"history_round{rnd}.csv")

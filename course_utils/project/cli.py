@@ -1,0 +1,135 @@
+"""The command line for a labelling project on a folder of images (``course-project``, or
+``python -m course_utils.project``). Runs in Colab as ``!course-project ...``.
+
+    course-project init  my_images/ --classes benign malignant       # or --labels "tool visible" magnified
+    course-project add   my_images/                                  # new images only
+    course-project status my_images/
+    course-project train my_images/ --epochs 6 --batch-size 16       # then predicts the unlabelled images
+    course-project evaluate my_images/                               # the hold-out, once
+
+Exit codes: 0 done, 2 a usage error (argparse), 3 bad input or a state that needs a person (the message says
+what to do), 130 interrupted (Ctrl-C; labels and finished rounds are kept).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from ..runtime import CourseError
+
+__all__ = ["main", "parser"]
+
+EXIT_BAD_INPUT, EXIT_INTERRUPTED = 3, 130
+
+
+def parser() -> argparse.ArgumentParser:
+    """The argument parser, one subcommand per step (each with --help)."""
+    p = argparse.ArgumentParser(prog="course-project", description="A labelling-training loop on a folder of "
+                                "your own images: label with the keys, train, let the model pick the next batch, "
+                                "evaluate the hold-out once.")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, text: str) -> argparse.ArgumentParser:
+        c = sub.add_parser(name, help=text, description=text)
+        c.add_argument("folder", type=Path, help="the folder of images (searched recursively)")
+        c.add_argument("--db", type=Path, default=None, help="the label store (default: FOLDER/.course/labels.db)")
+        return c
+
+    init = command("init", "make a project on a folder (or add its new images): one class per image "
+                           "(--classes) or up to 3 yes/no labels (--labels)")
+    mode = init.add_mutually_exclusive_group(required=True)
+    mode.add_argument("--classes", nargs="+", metavar="NAME", help="class names, one class per image")
+    mode.add_argument("--labels", nargs="+", metavar="NAME", help="yes/no label names (multi-label, at most 3)")
+    command("add", "add the folder's new images to its project (copies and known images are skipped)")
+    command("status", "how many images, labels, rounds and hold-out evaluations the project has")
+    train = command("train", "train a new round on the labels so far, then predict the unlabelled images")
+    train.add_argument("--model", choices=["lite0", "small_cnn"], default="lite0",
+                       help="EfficientNet-Lite0 with ImageNet weights (default), or a small CNN (quick, CPU)")
+    train.add_argument("--epochs", type=int, default=6, help="epochs in all (lite0: a third on the head) [6]")
+    train.add_argument("--batch-size", type=int, default=16, help="images per batch [16]")
+    train.add_argument("--image-size", type=int, default=128, help="pixels per side the images are read at [128]")
+    train.add_argument("--output-dir", type=Path, default=None, help="where rounds are kept (default: beside --db)")
+    train.add_argument("--seed", type=int, default=0, help="the validation split's and training's seed [0]")
+    train.add_argument("--no-predict", action="store_true", help="skip predicting the unlabelled images")
+    train.add_argument("--evaluate-holdout", action="store_true", help="then evaluate the hold-out (once)")
+    train.add_argument("--again", action="store_true", help="allow a second look at the hold-out")
+    ev = command("evaluate", "evaluate a round's model on the labelled hold-out images, once")
+    ev.add_argument("--round", type=int, default=None, help="the round to use (default: the latest)")
+    ev.add_argument("--output-dir", type=Path, default=None, help="where rounds are kept (default: beside --db)")
+    ev.add_argument("--again", action="store_true", help="allow a second look at the hold-out")
+    return p
+
+
+def _store(args: argparse.Namespace):
+    from ..active.labels import LabelStore  # noqa: PLC0415
+    from .folder import STORE_NAME  # noqa: PLC0415
+
+    path = args.db or args.folder / ".course" / STORE_NAME
+    if not path.exists():
+        raise CourseError(f"no project at {path}: make one with `course-project init {args.folder} --classes ...`.")
+    return LabelStore(path)
+
+
+def _print_report(report: dict) -> None:
+    print(f"hold-out: {report['n']} labelled image(s), round {report['round']}, evaluation number "
+          f"{report['evaluations']}" + (" (looked at more than once: optimistic)" if report["evaluations"] > 1 else ""))
+    if "per_label" in report:
+        for name, r in report["per_label"].items():
+            print(f"  {name}: accuracy {r['accuracy']:.3f}, ROC-AUC {r['auc']:.3f} ({r['positives']} yes)")
+    else:
+        print(f"  accuracy {report['accuracy']:.3f}, ROC-AUC {report['auc']:.3f}")
+        print(f"  confusion matrix (rows true, columns predicted): {json.dumps(report['confusion_matrix'])}")
+        print(report["classification_report"])
+
+
+def run(args: argparse.Namespace) -> int:
+    from . import cycle, folder  # noqa: PLC0415
+
+    if args.command == "init":
+        store = folder.open_project(args.folder, args.classes, label_names=args.labels, db=args.db)
+    elif args.command == "add":
+        existing = _store(args)
+        names = dict(label_names=existing.label_names) if existing.label_names else dict(class_names=existing.class_names)
+        existing.close()
+        store = folder.open_project(args.folder, db=args.db, **names)
+    else:
+        store = _store(args)
+    try:
+        if args.command == "status":
+            c = store.counts()
+            print(f"{store.path}: {store.mode}, classes {store.class_names}; {c['labelled']} of {c['pool']} pool "
+                  f"image(s) labelled, {len(store.labels('holdout'))} of {c['holdout']} hold-out image(s) labelled; "
+                  f"{cycle.next_round(store) - 1} round(s) trained; hold-out evaluated "
+                  f"{store.holdout_evaluations()} time(s)")
+        elif args.command == "train":
+            result = cycle.train_round(store, model=args.model, epochs=args.epochs, batch_size=args.batch_size,
+                                       image_size=args.image_size, seed=args.seed, output_dir=args.output_dir)
+            print(f"round {result.round}: trained on {result.n_labels} labels; model {result.model_path}, history "
+                  f"{result.history_path}")
+            if not args.no_predict:
+                n = cycle.predict_pool(store, result, batch_size=args.batch_size, output_dir=args.output_dir)
+                print(f"predicted {n} unlabelled image(s): the next labelling session shows the least sure first")
+            if args.evaluate_holdout:
+                _print_report(cycle.evaluate_holdout(store, result, again=args.again))
+        elif args.command == "evaluate":
+            result = cycle.load_round(store, args.round, output_dir=args.output_dir)
+            _print_report(cycle.evaluate_holdout(store, result, again=args.again))
+    finally:
+        store.close()
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one subcommand; returns the exit code (a CourseError prints its message, not a traceback)."""
+    args = parser().parse_args(argv)
+    try:
+        return run(args)
+    except CourseError as exc:
+        print(f"course-project {args.command}: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print(f"course-project {args.command}: interrupted; labels and finished rounds are kept.", file=sys.stderr)
+        return EXIT_INTERRUPTED

@@ -1,0 +1,95 @@
+"""The `course-project` command line (issue 21): every subcommand's --help, init / add / status / train /
+evaluate on a folder of image files, exit codes, and errors that say what to do; also as `python -m`."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from course_utils.project import cli
+
+
+def _folder(root, n=30):
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    truth = {}
+    for i in range(n):
+        a = rng.integers(150, 200, (16, 16, 3)).astype(np.uint8)
+        if i % 2:
+            a[4:12, 4:12] = 20
+        rel = f"{'a' if i % 3 else 'b/c'}/img{i:02d}.png"
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(a).save(root / rel)
+        truth[rel] = i % 2
+    return truth
+
+
+@pytest.mark.parametrize("command", ["init", "add", "status", "train", "evaluate"])
+def test_every_subcommand_has_help(command, capsys):
+    with pytest.raises(SystemExit) as done:
+        cli.main([command, "--help"])
+    assert done.value.code == 0 and "folder" in capsys.readouterr().out
+
+
+def test_usage_errors_and_bad_input_have_their_own_exit_codes(tmp_path, capsys):
+    with pytest.raises(SystemExit) as done:
+        cli.main(["init", str(tmp_path)])                          # neither --classes nor --labels
+    assert done.value.code == 2
+    assert cli.main(["status", str(tmp_path)]) == cli.EXIT_BAD_INPUT
+    assert "no project at" in capsys.readouterr().err
+    assert cli.main(["init", str(tmp_path / "missing"), "--classes", "a", "b"]) == cli.EXIT_BAD_INPUT
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_a_whole_cycle_from_the_command_line(tmp_path, capsys):
+    from course_utils.active.labels import LabelStore
+
+    root = tmp_path / "my images"
+    truth = _folder(root)
+    assert cli.main(["init", str(root), "--classes", "plain", "spot"]) == 0
+    assert "new project" in capsys.readouterr().out
+    store = LabelStore(root / ".course" / "labels.db")
+    pool = dict(zip(store.refs(store.ids("pool")), store.ids("pool").tolist()))
+    for ref in list(pool)[:16]:
+        store.label(pool[ref], truth[ref])
+    hold = store.ids("holdout").tolist()
+    for i, ref in zip(hold, store.refs(hold)):
+        store.label(i, truth[ref], holdout=True)
+    store.close()
+    assert cli.main(["train", str(root), "--model", "small_cnn", "--epochs", "2", "--batch-size", "8",
+                     "--image-size", "16"]) == 0
+    out = capsys.readouterr().out
+    assert "round 1: trained on 16 labels" in out and "predicted" in out
+    assert cli.main(["status", str(root)]) == 0
+    status = capsys.readouterr().out
+    assert "16 of" in status and "1 round(s) trained" in status and "evaluated 0 time(s)" in status
+    if hold:
+        assert cli.main(["evaluate", str(root)]) == 0
+        assert "evaluation number 1" in capsys.readouterr().out
+        assert cli.main(["evaluate", str(root)]) == cli.EXIT_BAD_INPUT    # a second look needs --again
+        assert "already been evaluated 1 time(s)" in capsys.readouterr().err
+        assert cli.main(["evaluate", str(root), "--again"]) == 0
+        assert "optimistic" in capsys.readouterr().out
+    from PIL import Image
+
+    Image.fromarray(np.zeros((16, 16, 3), np.uint8)).save(root / "late.png")
+    assert cli.main(["add", str(root)]) == 0
+    assert "1 new image(s) added" in capsys.readouterr().out
+
+
+def test_too_few_labels_from_the_command_line_say_how_many_more(tmp_path, capsys):
+    root = tmp_path / "imgs"
+    _folder(root, n=12)
+    assert cli.main(["init", str(root), "--labels", "spot", "dark"]) == 0
+    capsys.readouterr()
+    assert cli.main(["train", str(root), "--model", "small_cnn"]) == cli.EXIT_BAD_INPUT
+    assert "too few labels to train" in capsys.readouterr().err
+
+
+def test_python_m_runs_the_same_command(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "course_utils.project", "status", str(tmp_path)],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == cli.EXIT_BAD_INPUT and "no project at" in done.stderr
