@@ -295,3 +295,89 @@ def test_a_multi_label_round_with_lite0_trains_both_phases_and_predicts_each_lab
     assert result.task == "multi-label" and result.history.meta["phase_epochs"] == [1, 1]
     assert C.predict_pool(store, result, progress=False) == 0     # everything in the pool is labelled
     store.close()
+
+
+# ---------------------------------------------------------------- whole-image inference
+def test_windows_cover_every_pixel_and_end_at_the_edge():
+    from course_utils.project import wholeimage as W
+
+    assert W.window_starts(10, 4, 3) == [0, 3, 6]
+    assert W.window_starts(11, 4, 3) == [0, 3, 6, 7]              # moved back to end at the edge
+    assert W.window_starts(4, 4, 2) == [0]
+    with pytest.raises(CourseError, match="larger than the image"):
+        W.window_starts(3, 4, 2)
+    with pytest.raises(CourseError, match="positive"):
+        W.window_starts(10, 4, 0)
+
+
+class _Darkness:
+    """A stand-in patch classifier: two logits, 'spot' when the window is dark in the middle."""
+    training = False
+
+    def eval(self):
+        return self
+
+    def train(self, mode=True):
+        return self
+
+    def __call__(self, x):
+        import torch
+
+        mid = x[:, :, x.shape[2] // 4: 3 * x.shape[2] // 4, x.shape[3] // 4: 3 * x.shape[3] // 4].mean(dim=(1, 2, 3))
+        return torch.stack([mid * 4, -mid * 4], dim=1)
+
+
+def test_the_heat_map_finds_the_tiles_with_spots_in_a_mosaic():
+    """A mosaic of 6 x 6 tiles, 9 with a dark spot: the map's AUC against the known tile mask clears the floor a
+    map without skill reaches once in 100 (per tile: 9 positives, 27 negatives)."""
+    from sklearn.metrics import roc_auc_score
+
+    from course_utils import stats
+    from course_utils.project import wholeimage as W
+
+    rng = np.random.default_rng(0)
+    tile = 16
+    mosaic = rng.integers(150, 210, (6 * tile, 6 * tile, 3)).astype(np.uint8)
+    mask = np.zeros((6, 6), bool)
+    mask.flat[rng.choice(36, 9, replace=False)] = True
+    for r, c in zip(*np.nonzero(mask)):
+        mosaic[r * tile + 4:r * tile + 12, c * tile + 4:c * tile + 12] = 15
+    heat = W.sliding_heatmap(_Darkness(), mosaic, patch=tile, stride=8, batch_size=7)
+    assert heat.shape == mosaic.shape[:2] and 0 <= heat.min() and heat.max() <= 1
+    per_tile = heat.reshape(6, tile, 6, tile).mean(axis=(1, 3))
+    auc = roc_auc_score(mask.ravel(), per_tile.ravel())
+    assert auc > stats.chance_auc_floor(9, 27), auc
+    one = W.sliding_heatmap(_Darkness(), mosaic, patch=tile, stride=tile, batch_size=100)   # one window per tile
+    blocks = one.reshape(6, tile, 6, tile)
+    assert np.array_equal(blocks[:, 0, :, 0] > 0.5, mask)
+    assert np.allclose(blocks, blocks[:, :1, :, :1])               # constant inside each tile: no window overlaps
+    assert np.allclose(W.sliding_heatmap(_Darkness(), mosaic, patch=tile, stride=8, target=0), 1 - heat, atol=1e-5)
+
+
+def test_the_overlay_is_labelled_and_refuses_a_map_of_another_size():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from course_utils.project import wholeimage as W
+
+    ax = W.overlay(np.zeros((8, 8, 3), np.uint8), np.full((8, 8), 0.5))
+    assert ax.get_title() and ax.get_xlabel() == "x (pixels)" and ax.get_ylabel() == "y (pixels)"
+    with pytest.raises(CourseError, match="does not match"):
+        W.overlay(np.zeros((8, 8, 3), np.uint8), np.zeros((4, 4)))
+
+
+def test_a_one_logit_patch_classifier_gives_its_sigmoid_and_its_complement():
+    from course_utils.project import wholeimage as W
+
+    class OneLogit(_Darkness):
+        def __call__(self, x):
+            return super().__call__(x)[:, 1:] * 2                  # 'spot' logit only
+
+    img = np.random.default_rng(1).integers(0, 255, (20, 20, 3)).astype(np.uint8)
+    two = W.sliding_heatmap(_Darkness(), img, patch=8, stride=4)
+    one = W.sliding_heatmap(OneLogit(), img, patch=8, stride=4)
+    assert np.allclose(one, two, atol=1e-5)                        # sigmoid(b - a) == softmax([a, b])[1]
+    assert np.allclose(W.sliding_heatmap(OneLogit(), img, patch=8, stride=4, target=0), 1 - one, atol=1e-6)
+    grey = W.sliding_heatmap(OneLogit(), img[..., 0], patch=8, stride=4, transform=lambda w: __import__(
+        "torch").from_numpy(np.repeat(w, 3, -1).transpose(2, 0, 1).astype(np.float32) / 255))
+    assert grey.shape == (20, 20)
