@@ -381,3 +381,48 @@ def test_a_one_logit_patch_classifier_gives_its_sigmoid_and_its_complement():
     grey = W.sliding_heatmap(OneLogit(), img[..., 0], patch=8, stride=4, transform=lambda w: __import__(
         "torch").from_numpy(np.repeat(w, 3, -1).transpose(2, 0, 1).astype(np.float32) / 255))
     assert grey.shape == (20, 20)
+
+
+# ---------------------------------------------------------------- files that go missing or cannot be read
+def test_a_file_deleted_after_init_is_marked_skipped_counted_and_its_label_kept(images, capsys):
+    store = P.open_project(images, ["benign", "malignant"], verbose=False)
+    refs = dict(zip(store.refs(store.ids("pool")), store.ids("pool").tolist()))
+    first, second = [r for r in refs if r.startswith("a/")][:2]
+    store.label(refs[first], 1)
+    store.close()
+    (images / first).unlink()
+    (images / second).unlink()
+    again = P.open_project(images, ["benign", "malignant"])
+    assert "2 image file(s) of this project are missing" in capsys.readouterr().out
+    gone = again.unreadable()
+    assert set(gone) == {refs[first], refs[second]} and all(r.startswith("missing") for r in gone.values())
+    assert again.labels()[refs[first]] == 1                             # the label is kept
+    asked = set(again.next_batch("random", 100, random_state=0))
+    assert not asked & set(gone) and len(asked) == again.counts()["pool"] - 1 - 1
+    again.close()
+    _write(images / second, 77)                                          # the file is back
+    third = P.open_project(images, ["benign", "malignant"], verbose=False)
+    assert set(third.unreadable()) == {refs[first]}
+    third.close()
+
+
+def test_a_corrupt_file_is_marked_and_skipped_by_a_round_never_a_crash(tmp_path, capsys):
+    from course_utils.project import cycle as C
+
+    truth = _two_class_folder(tmp_path / "imgs", n=32)
+    store = P.open_project(tmp_path / "imgs", ["plain", "spot"], verbose=False)
+    pool = dict(zip(store.refs(store.ids("pool")), store.ids("pool").tolist()))
+    names = list(pool)
+    for ref in names[:20]:
+        store.label(pool[ref], truth[ref])
+    (tmp_path / "imgs" / names[0]).write_bytes(b"\x89PNG but broken")        # a labelled file breaks
+    (tmp_path / "imgs" / names[25]).write_bytes(b"not an image at all")     # and an unlabelled one
+    result = C.train_round(store, model="small_cnn", epochs=1, image_size=16, batch_size=8, progress=False)
+    assert result.n_labels == 19 and "1 labelled image(s) cannot be read" in capsys.readouterr().out
+    n = C.predict_pool(store, result, batch_size=4, progress=False)
+    unlabelled = store.ids("pool", labelled=False).tolist()
+    assert n == len(unlabelled) - 1 and "1 image(s) could not be read" in capsys.readouterr().out
+    assert set(store.unreadable()) == {pool[names[0]], pool[names[25]]}
+    assert store.confidences([pool[names[25]]])[pool[names[25]]] is None
+    assert pool[names[25]] not in store.next_batch("entropy", 50, random_state=0)
+    store.close()

@@ -58,6 +58,9 @@ CREATE INDEX items_split_label ON items(split, label);
 CREATE TABLE IF NOT EXISTS contents (               -- a file's SHA-256, where refs are files: one row per content
     item_id INTEGER PRIMARY KEY REFERENCES items(id), sha256 TEXT NOT NULL UNIQUE
 );
+CREATE TABLE IF NOT EXISTS unreadable (             -- files that went missing or cannot be read: never queried
+    item_id INTEGER PRIMARY KEY REFERENCES items(id), reason TEXT NOT NULL, at REAL NOT NULL
+);
 CREATE TABLE IF NOT EXISTS claims (                 -- images on one session's screen, off every other queue
     item_id INTEGER PRIMARY KEY, session TEXT NOT NULL, labeller TEXT, until REAL NOT NULL
 );
@@ -415,6 +418,28 @@ class LabelStore:
             return {}
         return dict(self._read("SELECT item_id, sha256 FROM contents ORDER BY item_id"))
 
+    def unreadable(self) -> dict[int, str]:
+        """``{id: reason}`` of the images whose file went missing or cannot be read (they are never queried)."""
+        if not self._read("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'unreadable'"):
+            return {}
+        return dict(self._read("SELECT item_id, reason FROM unreadable ORDER BY item_id"))
+
+    def mark_unreadable(self, reasons: dict[int, str], *, clear: Iterable[int] = ()) -> None:
+        """Record why images cannot be read (``{id: reason}``), and clear those in ``clear`` (found again), in one
+        transaction. Their labels are kept; the queues skip them until they are cleared."""
+        now = time.time()
+        rows = [(int(i), str(r), now) for i, r in reasons.items()]
+        back = [(int(i),) for i in clear]
+
+        def write(c: sqlite3.Connection) -> None:
+            c.execute("CREATE TABLE IF NOT EXISTS unreadable (item_id INTEGER PRIMARY KEY REFERENCES items(id), "
+                      "reason TEXT NOT NULL, at REAL NOT NULL)")
+            c.executemany("INSERT OR REPLACE INTO unreadable VALUES (?, ?, ?)", rows)
+            c.executemany("DELETE FROM unreadable WHERE item_id = ?", back)
+
+        if rows or back:
+            self._write(write)
+
     def labels(self, split: str | None = "pool") -> dict[int, int]:
         """``{id: label}`` of every labelled item in ``split``."""
         sql = "SELECT id, label FROM items WHERE label IS NOT NULL" + (" AND split = ?" if split else "")
@@ -607,6 +632,13 @@ class LabelStore:
                 taken = dict(c.execute("SELECT item_id, labeller FROM claims").fetchall())
             if not rows:
                 raise CourseError(f"every {split} image is labelled: nothing left to query.")
+            gone = {i for (i,) in c.execute("SELECT item_id FROM unreadable")} if c.execute(
+                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'unreadable'").fetchone() else set()
+            rows = [r for r in rows if r[0] not in gone]                # a missing or broken file is never shown
+            if not rows:
+                raise CourseError(f"every readable {split} image is labelled: nothing left to query"
+                                  + (f" ({len(gone)} image(s) cannot be read: see store.unreadable())." if gone
+                                     else "."))
             free = [r for r in rows if r[0] not in taken]
             if not free:
                 who = ", ".join(sorted({str(w) for w in taken.values()}))

@@ -23,7 +23,7 @@ import numpy as np
 from ..runtime import CourseError, import_torch
 
 __all__ = ["MIN_PER_CLASS", "FileImages", "RoundResult", "training_targets", "train_round", "predict_pool",
-           "evaluate_holdout",
+           "evaluate_holdout", "readable",
            "load_round", "project_dir", "next_round"]
 
 MIN_PER_CLASS = 4   # labels a class (or each side of a yes/no label) needs before a round can train on it
@@ -47,7 +47,10 @@ def _path(store: Any, ref: str) -> Path:
 
 
 class FileImages:
-    """A torch Dataset of image files, read (upright, 8-bit, ``size`` x ``size``) when a batch asks for them."""
+    """A torch Dataset of image files, read (upright, 8-bit, ``size`` x ``size``) when a batch asks for them.
+
+    Without targets each item is ``(image, ok)``: a file that cannot be read gives a black image and
+    ``ok=False``, so one broken file never stops a pass over 20,000 (the caller marks it)."""
 
     def __init__(self, paths: Sequence[Path], targets: Any = None, *, size: int, transform: Any = None):
         self.paths, self.size, self.transform = list(paths), int(size), transform
@@ -59,9 +62,28 @@ class FileImages:
     def __getitem__(self, i: int):
         from ..data.loaders import read_image  # noqa: PLC0415
 
-        x = read_image(self.paths[i], size=self.size)
-        x = self.transform(x) if self.transform is not None else x
-        return x if self.targets is None else (x, self.targets[i])
+        if self.targets is not None:
+            x = read_image(self.paths[i], size=self.size)
+            return (self.transform(x) if self.transform is not None else x), self.targets[i]
+        try:
+            x, ok = read_image(self.paths[i], size=self.size), True
+        except CourseError:
+            x, ok = np.zeros((self.size, self.size, 3), np.uint8), False
+        return (self.transform(x) if self.transform is not None else x), ok
+
+
+def readable(store: Any, ids: Sequence[int]) -> tuple[list[int], dict[int, str]]:
+    """(the ids whose file can be read, ``{id: why not}`` for the others): read once, before a round trains."""
+    from ..data.loaders import read_image  # noqa: PLC0415
+
+    good, bad = [], {}
+    for i, ref in zip([int(i) for i in ids], store.refs(ids)):
+        try:
+            read_image(_path(store, ref), size=8)
+            good.append(i)
+        except CourseError as exc:
+            bad[i] = f"unreadable: {exc}"
+    return good, bad
 
 
 def training_targets(store: Any, labels: dict[int, int]) -> tuple[np.ndarray, np.ndarray, str]:
@@ -135,7 +157,13 @@ def train_round(store: Any, *, model: str = "lite0", epochs: int = 6, head_epoch
     from ..models import final  # noqa: PLC0415
     from ..train import losses, torch_engine, two_phase  # noqa: PLC0415
 
-    ids, targets, task = training_targets(store, store.labels("pool"))
+    labelled = store.labels("pool")
+    good, bad = readable(store, sorted(labelled))
+    if bad:                                                          # marked, skipped, counted: never a crash
+        store.mark_unreadable(bad)
+        print(f"{len(bad)} labelled image(s) cannot be read and are left out of this round (e.g. "
+              f"{next(iter(bad.values()))})")
+    ids, targets, task = training_targets(store, {i: labelled[i] for i in good})
     tr, va, _ = stratified_split(ids, targets, (1 - val_fraction, val_fraction, 0.0), seed=seed)
     paths = dict(zip(ids.tolist(), (_path(store, r) for r in store.refs(ids))))
     train_tf = augment.train_transform(image_size)
@@ -181,7 +209,8 @@ def predict_pool(store: Any, result: RoundResult, *, batch_size: int = 32, embed
     from ..models.torch_models import head_module  # noqa: PLC0415
     from ..runtime import progress as bar  # noqa: PLC0415
 
-    ids = store.ids("pool", labelled=False)
+    gone = set(store.unreadable())
+    ids = np.array([i for i in store.ids("pool", labelled=False).tolist() if i not in gone], dtype=np.int64)
     if len(ids) == 0:
         return 0
     paths = [_path(store, r) for r in store.refs(ids)]
@@ -191,20 +220,29 @@ def predict_pool(store: Any, result: RoundResult, *, batch_size: int = 32, embed
     feats: list = []
     hook = head_module(net, result.info).register_forward_hook(
         lambda _m, inp, _o: feats.append(inp[0].detach().flatten(1).cpu().numpy().astype(np.float32)))
-    done = 0
+    done, written, broken = 0, [], {}
     try:
         with torch.no_grad():
-            for xb in bar(loader, total=len(loader), desc=f"predicting round {result.round}", disable=not progress):
+            for xb, ok in bar(loader, total=len(loader), desc=f"predicting round {result.round}",
+                              disable=not progress):
                 logits = net(xb).float()
                 probs = torch.sigmoid(logits) if result.task == "multi-label" else torch.softmax(logits, dim=1)
-                store.write_predictions(ids[done:done + len(xb)], probs.numpy())   # one transaction a batch
+                batch_ids, ok = ids[done:done + len(xb)], ok.numpy().astype(bool)
+                store.write_predictions(batch_ids[ok], probs.numpy()[ok])   # one transaction a batch
+                written.append(ok)
+                broken.update({int(i): "unreadable: the file cannot be read as an image" for i in batch_ids[~ok]})
                 done += len(xb)
     finally:
         hook.remove()
+    if broken:
+        store.mark_unreadable(broken)
+        print(f"{len(broken)} image(s) could not be read and were skipped (see store.unreadable())")
+    keep = np.concatenate(written) if written else np.zeros(0, bool)
     if embeddings and feats:
         out = Path(output_dir) if output_dir is not None else project_dir(store)
-        np.savez(out / f"embeddings_round{result.round}.npz", ids=ids[:done], embeddings=np.concatenate(feats))
-    return done
+        np.savez(out / f"embeddings_round{result.round}.npz", ids=ids[:done][keep],
+                 embeddings=np.concatenate(feats)[keep])
+    return int(keep.sum())
 
 
 def _predict_files(store: Any, result: RoundResult, ids: np.ndarray, batch_size: int) -> np.ndarray:
@@ -219,7 +257,7 @@ def _predict_files(store: Any, result: RoundResult, ids: np.ndarray, batch_size:
     out = []
     net = result.model.eval()
     with torch.no_grad():
-        for xb in loader:
+        for xb, _ok in loader:
             logits = net(xb).float()
             out.append((torch.sigmoid(logits) if result.task == "multi-label" else torch.softmax(logits, 1)).numpy())
     return np.concatenate(out) if out else np.zeros((0, 0))

@@ -22,7 +22,7 @@ from ..active.labels import LabelStore
 from ..runtime import CourseError
 
 __all__ = ["IMAGE_SUFFIXES", "STORE_NAME", "Scan", "scan", "holdout_of", "combination_names", "labels_of",
-           "open_project"]
+           "open_project", "check_files"]
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp")
 STORE_NAME = "labels.db"   # inside <folder>/.course/, with the project's models and reports
@@ -150,6 +150,7 @@ def open_project(folder: str | os.PathLike, class_names: Sequence[str] | None = 
         raise CourseError(f"{path} belongs to a {store.mode} project with {held}, not a {mode} one with "
                           f"{list(label_names if label_names is not None else classes)}; its labels are kept. Open "
                           "it with the same names, or pass db= a new file for another project.")
+    check_files(store, verbose=verbose)
     known_refs = set(store.refs(store.ids(None)))
     known = set(store.sha256s().values())
     new = [(f, d) for f, d in zip(found.files, found.sha256) if d not in known and f not in known_refs]
@@ -158,6 +159,26 @@ def open_project(folder: str | os.PathLike, class_names: Sequence[str] | None = 
         print(f"{path}: {len(ids)} new image(s) added" + (f" ({sum(holdout_of(d) for _, d in new)} to the hold-out)"
                                                          if ids else ""))
     return store
+
+
+def check_files(store: LabelStore, *, verbose: bool = True) -> int:
+    """Mark the images whose file is gone (deleted or moved out after ``init``) so the queues skip them, and
+    clear those that are back; their labels are kept either way. Returns how many are missing now."""
+    ids = store.ids(None)
+    root = store.root
+    known = store.unreadable()
+    missing, back = {}, []
+    for i, ref in zip(ids.tolist(), store.refs(ids)):
+        there = (root / ref if root is not None else Path(ref)).is_file()
+        if not there:
+            missing[i] = "missing: the file is gone"
+        elif known.get(i, "").startswith("missing"):
+            back.append(i)
+    store.mark_unreadable({i: r for i, r in missing.items() if i not in known}, clear=back)
+    if verbose and missing:
+        example = store.refs([next(iter(missing))])[0]
+        print(f"{len(missing)} image file(s) of this project are missing (e.g. {example}): skipped, their labels kept")
+    return len(missing)
 
 
 def labels_of(class_index: int, n_labels: int) -> list[int]:
