@@ -27,7 +27,7 @@ def _folder(root, n=30):
     return truth
 
 
-@pytest.mark.parametrize("command", ["init", "add", "status", "train", "evaluate"])
+@pytest.mark.parametrize("command", ["init", "add", "status", "train", "evaluate", "report"])
 def test_every_subcommand_has_help(command, capsys):
     with pytest.raises(SystemExit) as done:
         cli.main([command, "--help"])
@@ -73,6 +73,12 @@ def test_a_whole_cycle_from_the_command_line(tmp_path, capsys):
         assert "already been evaluated 1 time(s)" in capsys.readouterr().err
         assert cli.main(["evaluate", str(root), "--again"]) == 0
         assert "optimistic" in capsys.readouterr().out
+    assert cli.main(["report", str(root)]) == 0
+    page = root / ".course" / "report" / "index.html"
+    assert f"report: {page}" in capsys.readouterr().out
+    text = page.read_text()
+    for png in ("training_curves.png", "labels_vs_score.png", "gradcam.png") + (("holdout_curves.png",) if hold else ()):
+        assert png in text and (page.parent / png).stat().st_size > 1000, png
     from PIL import Image
 
     Image.fromarray(np.zeros((16, 16, 3), np.uint8)).save(root / "late.png")

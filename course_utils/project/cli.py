@@ -6,6 +6,7 @@
     course-project status my_images/
     course-project train my_images/ --epochs 6 --batch-size 16       # then predicts the unlabelled images
     course-project evaluate my_images/                               # the hold-out, once
+    course-project report my_images/                                 # figures and a page in .course/report/
 
 Exit codes: 0 done, 2 a usage error (argparse), 3 bad input or a state that needs a person (the message says
 what to do), 130 interrupted (Ctrl-C; labels and finished rounds are kept).
@@ -60,6 +61,9 @@ def parser() -> argparse.ArgumentParser:
     ev.add_argument("--round", type=int, default=None, help="the round to use (default: the latest)")
     ev.add_argument("--output-dir", type=Path, default=None, help="where rounds are kept (default: beside --db)")
     ev.add_argument("--again", action="store_true", help="allow a second look at the hold-out")
+    rep = command("report", "write the project's figures and an HTML page (curves, labels per round, hold-out "
+                            "ROC/PR once evaluated, Grad-CAM on hold-out images)")
+    rep.add_argument("--output-dir", type=Path, default=None, help="where rounds are kept (default: beside --db)")
     return p
 
 
@@ -117,6 +121,10 @@ def run(args: argparse.Namespace) -> int:
         elif args.command == "evaluate":
             result = cycle.load_round(store, args.round, output_dir=args.output_dir)
             _print_report(cycle.evaluate_holdout(store, result, again=args.again))
+        elif args.command == "report":
+            from .report import write_report  # noqa: PLC0415
+
+            print(f"report: {write_report(store, output_dir=args.output_dir)}")
     finally:
         store.close()
     return 0

@@ -24,7 +24,7 @@ from ..runtime import CourseError, import_torch
 
 __all__ = ["MIN_PER_CLASS", "FileImages", "RoundResult", "training_targets", "train_round", "predict_pool",
            "evaluate_holdout", "readable",
-           "load_round", "project_dir", "next_round"]
+           "load_round", "project_dir", "next_round", "file_path"]
 
 MIN_PER_CLASS = 4   # labels a class (or each side of a yes/no label) needs before a round can train on it
 
@@ -41,7 +41,8 @@ def next_round(store: Any) -> int:
     return max(found, default=0) + 1
 
 
-def _path(store: Any, ref: str) -> Path:
+def file_path(store: Any, ref: str) -> Path:
+    """Where the image file of ``ref`` is: relative refs start at the store's root."""
     root = getattr(store, "root", None)
     return Path(root) / ref if root is not None and not Path(ref).is_absolute() else Path(ref)
 
@@ -79,7 +80,7 @@ def readable(store: Any, ids: Sequence[int]) -> tuple[list[int], dict[int, str]]
     good, bad = [], {}
     for i, ref in zip([int(i) for i in ids], store.refs(ids)):
         try:
-            read_image(_path(store, ref), size=8)
+            read_image(file_path(store, ref), size=8)
             good.append(i)
         except CourseError as exc:
             bad[i] = f"unreadable: {exc}"
@@ -165,7 +166,7 @@ def train_round(store: Any, *, model: str = "lite0", epochs: int = 6, head_epoch
               f"{next(iter(bad.values()))})")
     ids, targets, task = training_targets(store, {i: labelled[i] for i in good})
     tr, va, _ = stratified_split(ids, targets, (1 - val_fraction, val_fraction, 0.0), seed=seed)
-    paths = dict(zip(ids.tolist(), (_path(store, r) for r in store.refs(ids))))
+    paths = dict(zip(ids.tolist(), (file_path(store, r) for r in store.refs(ids))))
     train_tf = augment.train_transform(image_size)
     eval_tf = augment.eval_transform(image_size)
     g = torch.Generator().manual_seed(seed)
@@ -194,7 +195,20 @@ def train_round(store: Any, *, model: str = "lite0", epochs: int = 6, head_epoch
     model_path = final.save(net, info, f"round{rnd}", folder=out / "models", round=rnd, task=task,
                             image_size=image_size, n_labels=int(len(ids)), labels=store.class_names,
                             **{k: round(v, 6) for k, v in scores.items()})
+    _append_round(out / "rounds.csv", {"round": rnd, "n_labels": int(len(ids)), "model": model, **scores})
     return RoundResult(rnd, net, info, history, task, image_size, int(len(ids)), model_path, history_path)
+
+
+def _append_round(path: Path, row: dict) -> None:
+    """One line per round in ``rounds.csv`` (labels used, validation scores): the report's labels-vs-score curve."""
+    import csv  # noqa: PLC0415
+
+    new = not path.exists()
+    with open(path, "a", newline="", encoding="utf-8") as f:
+        w = csv.DictWriter(f, fieldnames=list(row), extrasaction="ignore")
+        if new:
+            w.writeheader()
+        w.writerow(row)
 
 
 def predict_pool(store: Any, result: RoundResult, *, batch_size: int = 32, embeddings: bool = True,
@@ -213,7 +227,7 @@ def predict_pool(store: Any, result: RoundResult, *, batch_size: int = 32, embed
     ids = np.array([i for i in store.ids("pool", labelled=False).tolist() if i not in gone], dtype=np.int64)
     if len(ids) == 0:
         return 0
-    paths = [_path(store, r) for r in store.refs(ids)]
+    paths = [file_path(store, r) for r in store.refs(ids)]
     loader = DataLoader(FileImages(paths, None, size=result.image_size,
                                    transform=augment.eval_transform(result.image_size)), batch_size=batch_size)
     net = result.model.eval()
@@ -252,7 +266,7 @@ def _predict_files(store: Any, result: RoundResult, ids: np.ndarray, batch_size:
 
     from ..data import augment  # noqa: PLC0415
 
-    loader = DataLoader(FileImages([_path(store, r) for r in store.refs(ids)], None, size=result.image_size,
+    loader = DataLoader(FileImages([file_path(store, r) for r in store.refs(ids)], None, size=result.image_size,
                                    transform=augment.eval_transform(result.image_size)), batch_size=batch_size)
     out = []
     net = result.model.eval()
@@ -288,6 +302,7 @@ def evaluate_holdout(store: Any, result: RoundResult, *, again: bool = False, ba
     y = np.array([labels[i] for i in ids], dtype=np.int64)
     probs = _predict_files(store, result, ids, batch_size)
     n = store.record_holdout_evaluation(f"round {result.round}")
+    np.savez(project_dir(store) / f"holdout_round{result.round}.npz", ids=ids, labels=y, probs=probs)  # the report's
     report: dict[str, Any] = {"n": int(len(ids)), "evaluations": n, "round": result.round}
     if result.task == "multi-label":
         k = len(store.label_names)
