@@ -275,3 +275,43 @@ def test_panel_trains_only_on_run_and_refuses_impossible_settings(browser, lab, 
     assert _board_rows(panel) == rows + 1                              # refused: no row
     panel.screenshot(path=str(SHOTS / "03_panel_refused.png"))
     page.close()
+
+
+# --------------------------------------------------------------------------- course-project label (issue 21)
+def test_the_command_lines_labelling_notebook_labels_a_folder_of_files_with_the_keys(browser, lab, stop_kernels):
+    """`course-project label` writes a notebook that opens the project's store; in JupyterLab its keys label files
+    read from the folder (here: the store beside the notebook, the images in a sibling folder)."""
+    from PIL import Image
+
+    from course_utils.project import cli
+
+    images = lab["root"] / "project_images"
+    rng = np.random.default_rng(0)
+    for i in range(20):
+        (images / ("a" if i % 2 else "b")).mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rng.integers(0, 255, (24, 24, 3), dtype=np.uint8)).save(images / ("a" if i % 2 else "b")
+                                                                                  / f"img{i:02d}.png")
+    db = lab["root"] / "project" / "labels.db"
+    assert cli.main(["init", str(images), "--classes", "plain", "spot", "--db", str(db)]) == 0
+    assert cli.main(["label", str(images), "--db", str(db), "--no-launch"]) == 0
+    page = _open_and_run_all(browser, lab, "project/label.ipynb")
+    box = page.locator(".course-labeller")
+    box.scroll_into_view_if_needed()
+    box.click(position={"x": 8, "y": 8})
+    first = int(re.search(r"image id (\d+)", box.inner_text()).group(1))
+    assert _png_std(box.locator("img.course-labeller-image").screenshot()) > 5      # a real image, from its file
+
+    def press(key: str) -> int:
+        old = page.evaluate("() => document.querySelector('.course-labeller img.course-labeller-image').src")
+        page.keyboard.press(key)
+        page.wait_for_function("old => { const i = document.querySelector('.course-labeller img.course-labeller-image');"
+                               " return i && i.src !== old; }", arg=old)
+        return int(re.search(r"image id (\d+)", box.inner_text()).group(1))
+
+    second = press("2")
+    press("1")
+    back = press("u")
+    box.screenshot(path=str(SHOTS / "project_label_after_keys.png"))
+    assert back == second and _labels(db) == {first: 1}
+    assert box.locator(".course-labeller-error").count() == 0
+    page.close()

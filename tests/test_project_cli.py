@@ -99,3 +99,32 @@ def test_python_m_runs_the_same_command(tmp_path):
     done = subprocess.run([sys.executable, "-m", "course_utils.project", "status", str(tmp_path)],
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == cli.EXIT_BAD_INPUT and "no project at" in done.stderr
+
+
+def test_label_writes_a_notebook_that_opens_the_project_by_a_relative_path(tmp_path, capsys):
+    import nbformat
+
+    root = tmp_path / "imgs"
+    _folder(root, n=12)
+    assert cli.main(["init", str(root), "--classes", "plain", "spot"]) == 0
+    assert cli.main(["label", str(root), "--no-launch"]) == 0
+    out = capsys.readouterr().out
+    nb_path = root / ".course" / "label.ipynb"
+    assert f"labelling notebook: {nb_path}" in out and "-m jupyterlab" in out and "label.ipynb" in out
+    nb = nbformat.read(nb_path, as_version=4)
+    code = nb.cells[1].source
+    assert "LabelStore('labels.db')" in code and "strategy='random'" in code and "blind" not in code
+    assert "1 = plain, 2 = spot" in nb.cells[0].source
+    assert cli.main(["label", str(root), "--no-launch", "--holdout"]) == 0
+    assert "blind=True" in nbformat.read(nb_path, as_version=4).cells[1].source
+    ns: dict = {}
+    import os
+
+    here = os.getcwd()
+    os.chdir(nb_path.parent)                                       # where JupyterLab starts its kernel
+    try:
+        exec(code.replace("labeller.display()", ""), ns)           # the cell runs as written
+    finally:
+        os.chdir(here)
+    assert ns["labeller"].current is not None and not ns["labeller"].error
+    ns["store"].close()

@@ -7,6 +7,10 @@
     course-project train my_images/ --epochs 6 --batch-size 16       # then predicts the unlabelled images
     course-project evaluate my_images/                               # the hold-out, once
     course-project report my_images/                                 # figures and a page in .course/report/
+    course-project label my_images/ [--holdout]                      # the keyboard labeller, in JupyterLab
+
+Why JupyterLab for `label`, not a page of our own: it is the keyboard labeller of notebook 05, the one the
+browser tests drive (keys, undo, skip, 33 ms from key to image), with no second front end to keep in step.
 
 Exit codes: 0 done, 2 a usage error (argparse), 3 bad input or a state that needs a person (the message says
 what to do), 130 interrupted (Ctrl-C; labels and finished rounds are kept).
@@ -61,6 +65,14 @@ def parser() -> argparse.ArgumentParser:
     ev.add_argument("--round", type=int, default=None, help="the round to use (default: the latest)")
     ev.add_argument("--output-dir", type=Path, default=None, help="where rounds are kept (default: beside --db)")
     ev.add_argument("--again", action="store_true", help="allow a second look at the hold-out")
+    lab = command("label", "label with the keys in JupyterLab: writes a labelling notebook beside the store and "
+                           "opens it (the same keyboard labeller as notebook 05; 1-9 label, u undo, n skip)")
+    lab.add_argument("--holdout", action="store_true", help="a blind hold-out session: random order, no model shown")
+    lab.add_argument("--strategy", default=None, help="the queue: entropy (default once there are predictions), "
+                                                        "confident (check the surest), random, margin, ...")
+    lab.add_argument("--batch-size", type=int, default=8, help="images per queue [8]")
+    lab.add_argument("--no-launch", action="store_true", help="only write the notebook and say how to open it")
+    lab.add_argument("--port", type=int, default=None, help="JupyterLab's port (default: its own choice)")
     rep = command("report", "write the project's figures and an HTML page (curves, labels per round, hold-out "
                             "ROC/PR once evaluated, Grad-CAM on hold-out images)")
     rep.add_argument("--output-dir", type=Path, default=None, help="where rounds are kept (default: beside --db)")
@@ -87,6 +99,30 @@ def _print_report(report: dict) -> None:
         print(f"  accuracy {report['accuracy']:.3f}, ROC-AUC {report['auc']:.3f}")
         print(f"  confusion matrix (rows true, columns predicted): {json.dumps(report['confusion_matrix'])}")
         print(report["classification_report"])
+
+
+def label_notebook(store, *, blind: bool = False, strategy: str | None = None, batch_size: int = 8) -> Path:
+    """Write ``label.ipynb`` beside the store: one cell that opens it (by a path relative to the notebook, so
+    the project can move) and shows the keyboard labeller. Returns its path."""
+    import nbformat  # noqa: PLC0415
+
+    if strategy is None:
+        strategy = "entropy" if store.counts()["predicted"] else "random"
+    what = "the hold-out, blind (random order, no model shown)" if blind else f"the pool, {strategy} first"
+    intro = (f"# Label {what}\n\nClick the labeller once, then: **1-{store.n_classes}** label "
+             f"({', '.join(f'{i + 1} = {n}' for i, n in enumerate(store.class_names))}), **u** undoes your last "
+             "label, **n** skips. Every key is saved at once; close the tab whenever you like.")
+    code = ("import course_utils as cu\n"
+            "from course_utils.active.labels import LabelStore\n\n"
+            f"store = LabelStore({Path(store.path).name!r})\n"
+            f"labeller = cu.labeller.Labeller(store, strategy={strategy!r}, batch_size={int(batch_size)}"
+            + (", blind=True" if blind else "") + ")\nlabeller.display()")
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell(intro),
+                                         nbformat.v4.new_code_cell(code)])
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    path = Path(store.path).parent / "label.ipynb"
+    nbformat.write(nb, path)
+    return path
 
 
 def run(args: argparse.Namespace) -> int:
@@ -121,6 +157,17 @@ def run(args: argparse.Namespace) -> int:
         elif args.command == "evaluate":
             result = cycle.load_round(store, args.round, output_dir=args.output_dir)
             _print_report(cycle.evaluate_holdout(store, result, again=args.again))
+        elif args.command == "label":
+            path = label_notebook(store, blind=args.holdout, strategy=args.strategy, batch_size=args.batch_size)
+            command = [sys.executable, "-m", "jupyterlab", f"--ServerApp.root_dir={path.parent}", path.name,
+                       *([f"--port={args.port}"] if args.port else [])]
+            if args.no_launch:
+                print(f"labelling notebook: {path}\nopen it with: {' '.join(command)}")
+                return 0
+            import subprocess  # noqa: PLC0415
+
+            print(f"opening {path} in JupyterLab (Ctrl-C here stops it; every label is already saved)")
+            return subprocess.call(command)
         elif args.command == "report":
             from .report import write_report  # noqa: PLC0415
 
