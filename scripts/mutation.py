@@ -18,6 +18,7 @@ import csv
 import fnmatch
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -116,7 +117,28 @@ def collect(mutants_dir: Path, pats: list[str]) -> list[dict]:
     return rows
 
 
+_SQL = re.compile(r"\b(SELECT|INSERT|UPDATE|DELETE|CREATE|VALUES|ORDER BY|WHERE|FROM|SUM\(|COUNT\()", re.I)
+
+
+def sql_case_only(diff: str) -> bool:
+    """Does the mutant only change the letter case of SQL text? SQL keywords and identifiers are case-insensitive,
+    so such a mutant behaves exactly like the original: it is equivalent, and no test can kill it."""
+    old = [ln[1:] for ln in diff.splitlines() if ln.startswith("-")]
+    new = [ln[1:] for ln in diff.splitlines() if ln.startswith("+")]
+    return (bool(old) and len(old) == len(new) and all(a != b and a.lower() == b.lower() for a, b in zip(old, new))
+            and all(_SQL.search(a) for a in old))
+
+
+def drop_equivalent(rows: list[dict]) -> list[dict]:
+    """Rows of surviving mutants that only change the case of SQL text become 'equivalent' (not scored)."""
+    for r in rows:
+        if r["status"] == "survived" and sql_case_only(_diff(r["mutant"], r["module"])):
+            r["status"] = "equivalent"
+    return rows
+
+
 def score(rows: list[dict]) -> dict:
+    rows = [r for r in rows if r["status"] != "equivalent"]
     n = len(rows)
     by = {s: sum(r["status"] == s for r in rows) for s in sorted({r["status"] for r in rows})}
     detected = sum(r["status"] in DETECTED for r in rows)
@@ -143,9 +165,13 @@ def write_reports(rows: list[dict], s: dict, wall_s: float | None, build: Path) 
     if wall_s is not None:
         md.append(f"Wall time of the run: {wall_s / 60:.1f} min.")
     md += ["", "| status | mutants |", "|---|---|"] + [f"| {k} | {v} |" for k, v in s["by_status"].items()]
+    n_eq = sum(r["status"] == "equivalent" for r in rows)
+    if n_eq:
+        md += ["", f"Not scored: {n_eq} equivalent mutants that only change the letter case of SQL text (SQL is "
+                   "case-insensitive, so they behave exactly like the original)."]
     md += ["", "## Not detected", ""]
     for r in rows:
-        if r["status"] not in DETECTED:
+        if r["status"] not in DETECTED and r["status"] != "equivalent":
             md += [f"### {r['mutant']} ({r['status']})", "", "```diff", _diff(r["mutant"], r["module"]), "```", ""]
     (build / "mutation.md").write_text("\n".join(md) + "\n")
 
@@ -175,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"mutmut failed (exit {rc})")
             return rc
     os.chdir(ROOT)    # mutmut reads its configuration and mutants/ from here
-    rows = collect(ROOT / "mutants", pats)
+    rows = drop_equivalent(collect(ROOT / "mutants", pats))
     if not rows:
         print("no mutants found: run `make mutation` first")
         return 2

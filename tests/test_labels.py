@@ -665,3 +665,46 @@ def test_two_kernels_opening_one_version_1_store_both_upgrade_it_once(tmp_path):
         conn = sqlite3.connect(path)
         assert [r[1] for r in conn.execute("PRAGMA table_info(events)")].count("labeller") == 1
         conn.close()
+
+
+def test_claims_name_their_labeller_are_renewed_by_labels_and_can_be_skipped(tmp_path, monkeypatch):
+    import course_utils.active.labels as L
+
+    path = tmp_path / "c.db"
+    LabelStore.create(path, 4, ["x", "y"], holdout_fraction=0.0).close()
+    a = LabelStore(path, labeller="alice")
+    b = LabelStore(path, labeller="bob")
+    assert b.next_batch("random", 4, random_state=0, claim=False) == b.next_batch("random", 4, random_state=0,
+                                                                                   claim=False)
+    assert sorted(a.next_batch("random", 4, random_state=0)) == [0, 1, 2, 3]
+    with pytest.raises(CourseError, match=r"labeller alice: another notebook"):
+        b.next_batch("random", 1, random_state=0)
+    assert len(b.next_batch("random", 4, random_state=0, claim=False)) == 4   # a look without claiming
+    clock = [L.time.time()]
+    monkeypatch.setattr(L.time, "time", lambda: clock[0])
+    clock[0] += L.CLAIM_SECONDS - 5
+    a.label(0, 1)                                                    # renews alice's other claims
+    clock[0] += 10                                                   # past the first claim's end, not the renewal
+    with pytest.raises(CourseError, match="another labelling session's screen"):
+        b.next_batch("random", 1, random_state=0)
+    clock[0] += L.CLAIM_SECONDS
+    assert sorted(b.next_batch("random", 4, random_state=0)) == [1, 2, 3]   # expired: bob gets them
+    a.close()
+    b.close()
+
+
+def test_a_store_that_cannot_be_written_still_hands_out_images_without_claiming(store, monkeypatch):
+    pool = store.ids("pool").tolist()
+    real = store._write
+
+    def read_only(fn):
+        raise CourseError("could not save to the label store (attempt to write a readonly database); The file "
+                          "(or its folder) is read-only")
+
+    monkeypatch.setattr(store, "_write", read_only)
+    got = store.next_batch("random", 3, random_state=0)
+    assert len(got) == 3 and set(got) <= set(pool)
+    monkeypatch.setattr(store, "_write", lambda fn: (_ for _ in ()).throw(CourseError("disk is full")))
+    with pytest.raises(CourseError, match="disk is full"):
+        store.next_batch("random", 3, random_state=0)               # any other failure is not hidden
+    monkeypatch.setattr(store, "_write", real)

@@ -55,3 +55,17 @@ def test_collect_reads_the_modules_of_a_group(tmp_path):
     rows = mutation.collect(tmp_path, mutation.patterns({"active.labels": ["LabelStore.undo"]}))
     assert rows == [{"mutant": f"course_utils.active.labels.x{SEP}LabelStore{SEP}undo__mutmut_1",
                      "module": "active.labels", "function": "LabelStore.undo", "status": "killed"}]
+
+
+def test_only_a_change_of_case_in_sql_text_is_equivalent():
+    sql = ('-        row = c.execute("SELECT split FROM items WHERE id = ?", (i,))\n'
+           '+        row = c.execute("select split from items where id = ?", (i,))')
+    assert mutation.sql_case_only(sql)
+    message = '-    raise_it("Image not found")\n+    raise_it("IMAGE NOT FOUND")'
+    assert not mutation.sql_case_only(message)                  # not SQL: a person reads it
+    mode = '-    elif mode.startswith("I;16"):\n+    elif mode.startswith("i;16"):'
+    assert not mutation.sql_case_only(mode)                      # a real bug, not an equivalent
+    value = ('-        c.execute("UPDATE claims SET until = ?", (now + 1,))\n'
+             '+        c.execute("UPDATE claims SET until = ?", (now - 1,))')
+    assert not mutation.sql_case_only(value)                     # the SQL line, but a changed value
+    assert not mutation.sql_case_only("")
