@@ -57,7 +57,9 @@ SCOPE: dict[str, list[str]] = {
     "xai.faithfulness": ["DeletionInsertion.summary", "DeletionInsertion.compare", "DeletionInsertion.verdict",
                          "DeletionInsertion.beats_random", "_baseline_images", "_perturbation_curves",
                          "deletion_insertion"],
-    "models.final": ["_torch_build_kwargs", "_n_outputs", "_plain", "save", "_load_torch", "_rebuild_torch", "load"],
+    # the torch side: the Keras side (_write_keras, _keras_outputs, _load_keras) needs TensorFlow (README)
+    "models.final": ["_torch_build_kwargs", "_torch_outputs", "_plain", "save", "_write_torch", "_load_torch",
+                     "_rebuild_torch", "load"],
     "train._checkpoint": ["_plain", "run_settings", "settings_key", "keyed_path", "settings_diff", "_rng_state",
                           "_set_rng_state", "save_checkpoint", "_read", "load_checkpoint", "resume_run",
                           "set_aside", "checkpoint_lock", "RunProgress.save", "RunProgress.keep"],

@@ -279,3 +279,56 @@ def test_meta_values_are_made_plain_or_refused_by_name():
         final_models._plain([1, {"a": 1}], "xs")                   # the key of the outer value is named
     with pytest.raises(CourseError, match="meta arr="):
         final_models._plain(np.zeros(2), "arr")                    # an array is not a scalar
+
+
+def _reseal(path, change):
+    outer = torch.load(path, weights_only=True)
+    raw = torch.load(io.BytesIO(unseal(outer)), weights_only=True)
+    change(raw)
+    torch.save(seal(raw, format=outer["format"]), path)
+
+
+def test_what_load_and_save_print_and_keep(tmp_path, capsys):
+    """Each line a person reads, and each field a later notebook reads back."""
+    model, info = _trained_small_cnn()
+    n = sum(p.numel() for p in model.state_dict().values())
+    nested = tmp_path / "a" / "b"                                        # folders that do not exist yet
+    path = final_models.save(model, info, "m", folder=nested, acc=0.123456, rounds=2, tag="x")
+    assert path == nested / "m.pt"
+    assert capsys.readouterr().out.strip() == f"saved the final model 'm': {path} (small_cnn, {n:,} parameters)"
+    loaded = final_models.load("m", folder=nested)
+    assert capsys.readouterr().out.strip() == (f"loaded the saved model 'm' from {path} (small_cnn, acc 0.123, "
+                                               "rounds 2, tag x)")
+    assert loaded.path == path and loaded.meta == {"acc": 0.123456, "rounds": 2, "tag": "x"}
+    assert final_models.load("nothing", folder=nested) is None
+    assert capsys.readouterr().out.strip() == (f"no saved model 'nothing' in {nested}/ (the notebook that saves it "
+                                               "has not run to its end here)")
+    assert final_models.load("m", folder=nested, verbose=False) is not None and capsys.readouterr().out == ""
+    with pytest.raises(CourseError, match=r"meta bad=\{'a': 1\}"):
+        final_models.save(model, info, "m2", folder=nested, bad={"a": 1})
+
+
+def test_a_payload_without_build_or_meta_still_loads_and_a_missing_weight_does_not(tmp_path, capsys):
+    model, info = models_torch.small_cnn(1, width=16, depth=3)           # the builder's own defaults
+    x = torch.rand(2, 3, 28, 28)
+    path = final_models.save(model, info, "d", folder=tmp_path)
+    _reseal(path, lambda raw: (raw.pop("build"), raw.pop("meta")))
+    loaded = final_models.load("d", folder=tmp_path, verbose=False)
+    assert loaded is not None and loaded.meta == {} and np.allclose(_torch_out(loaded.model, x), _torch_out(model, x))
+    _reseal(path, lambda raw: raw["state_dict"].pop(next(iter(raw["state_dict"]))))
+    assert final_models.load("d", folder=tmp_path) is None                # strict: every weight must be there
+    assert "does not fit a freshly built small_cnn" in capsys.readouterr().out
+
+
+def test_the_newest_file_wins_and_a_torch_file_is_read_on_the_cpu(tmp_path):
+    import os
+
+    model, info = _trained_small_cnn()
+    path = final_models.save(model, info, "n", folder=tmp_path)
+    older = tmp_path / "n.keras"
+    older.write_bytes(b"an older Keras file")
+    os.utime(older, (path.stat().st_mtime - 100,) * 2)
+    loaded = final_models.load("n", folder=tmp_path, verbose=False)
+    assert loaded is not None and loaded.path == path
+    assert all(p.device.type == "cpu" for p in loaded.model.parameters()) and not loaded.model.training
+    assert final_models._torch_outputs(model) == info.n_classes and final_models._torch_outputs(torch.nn.ReLU()) is None

@@ -133,11 +133,17 @@ def _build_torch(info: ModelInfo, build: dict[str, Any]):
 
 def _n_outputs(model: Any, framework: str) -> int | None:
     """The model's output count: the last Linear's (torch) or the output shape's last axis (Keras); None if unknown."""
-    if framework == "torch":
-        import torch  # noqa: PLC0415
+    return _torch_outputs(model) if framework == "torch" else _keras_outputs(model)
 
-        linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
-        return int(linears[-1].out_features) if linears else None
+
+def _torch_outputs(model: Any) -> int | None:
+    import torch  # noqa: PLC0415
+
+    linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    return int(linears[-1].out_features) if linears else None
+
+
+def _keras_outputs(model: Any) -> int | None:
     shape = getattr(model, "output_shape", None)
     return int(shape[-1]) if isinstance(shape, tuple) and shape and shape[-1] is not None else None
 
@@ -174,21 +180,9 @@ def save(model: Any, info: Any, name: str, *, folder: str | os.PathLike | None =
     side, side_tmp = path.with_suffix(".json"), path.with_name(f".{path.stem}.{unique}.tmp.json")
     try:
         if framework == "torch":
-            import torch  # noqa: PLC0415
-
-            payload = {"info": info.to_dict(), "build": _torch_build_kwargs(model, info), "meta": meta,
-                       "state_dict": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}}
-            torch.save(seal(payload, format=FORMAT), tmp)
-            os.replace(tmp, path)
-            n_params = sum(int(v.numel()) for v in payload["state_dict"].values())
+            n_params = _write_torch(model, info, meta, tmp, path)
         else:
-            model.save(tmp)
-            doc = {"format": FORMAT, "info": info.to_dict() if info else None, "meta": meta,
-                   "sha256": sha256_file(tmp)}    # ties this description to exactly this .keras file
-            side_tmp.write_text(json.dumps(doc, indent=1), encoding="utf-8")
-            os.replace(side_tmp, side)
-            os.replace(tmp, path)
-            n_params = int(model.count_params())
+            n_params = _write_keras(model, info, meta, tmp, path, side_tmp, side)
     except (OSError, RuntimeError) as exc:   # torch's writer raises RuntimeError for a failed write
         for leftover in (tmp, side_tmp):
             with contextlib.suppress(OSError):
@@ -201,6 +195,31 @@ def save(model: Any, info: Any, name: str, *, folder: str | os.PathLike | None =
     arch = info.arch if info is not None else type(model).__name__
     print(f"saved the final model {name!r}: {path} ({arch}, {n_params:,} parameters)")
     return path
+
+
+def _write_torch(model: Any, info: ModelInfo, meta: dict, tmp: Path, path: Path) -> int:
+    """The weights, the info to rebuild them and ``meta``, sealed with their SHA-256, written to ``tmp`` and then
+    moved over ``path`` in one step; returns the parameter count."""
+    import torch  # noqa: PLC0415
+
+    payload = {"info": info.to_dict(), "build": _torch_build_kwargs(model, info), "meta": meta,
+               "state_dict": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}}
+    torch.save(seal(payload, format=FORMAT), tmp)
+    os.replace(tmp, path)
+    return sum(int(v.numel()) for v in payload["state_dict"].values())
+
+
+def _write_keras(model: Any, info: ModelInfo | None, meta: dict, tmp: Path, path: Path, side_tmp: Path,
+                 side: Path) -> int:
+    """The ``.keras`` file and its ``.json`` description (with the file's SHA-256), each moved into place in one
+    step; returns the parameter count."""
+    model.save(tmp)
+    doc = {"format": FORMAT, "info": info.to_dict() if info else None, "meta": meta,
+           "sha256": sha256_file(tmp)}    # ties this description to exactly this .keras file
+    side_tmp.write_text(json.dumps(doc, indent=1), encoding="utf-8")
+    os.replace(side_tmp, side)
+    os.replace(tmp, path)
+    return int(model.count_params())
 
 
 # --------------------------------------------------------------------------- load
