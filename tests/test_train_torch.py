@@ -930,3 +930,100 @@ def test_settings_helpers():
     many = {"a": 1, "b": 2, "c": 3, "d": 4, "e": 5}
     assert C.settings_diff(many, {k: v + 1 for k, v in many.items()}) == "a 1 -> 2, b 2 -> 3, c 3 -> 4 and 2 more"
     assert C.settings_diff({"m": "x" * 50}, {"m": "y"}) == f"m {'x' * 37}... -> y"
+
+
+def test_run_settings_name_every_setting_and_the_trainable_parameters():
+    from course_utils.train import _checkpoint as C
+
+    model, info = mt.small_cnn(1, width=8, depth=2)
+    loader = DataLoader(TensorDataset(torch.rand(8, 3, 8, 8), torch.zeros(8)), batch_size=4)
+    kw = dict(model=model, info=info, loss_fn=torch.nn.BCEWithLogitsLoss(), task="binary", epochs=3, lr=0.01,
+              weight_decay=1e-4, schedule="cosine", min_lr_ratio=0.1, clip_grad_norm=1.0, batchnorm_eval=False,
+              monitor="val_auc", seed=7, train_loader=loader)
+    s = C.run_settings(**kw)
+    assert set(s) == {"task", "epochs", "lr", "weight_decay", "schedule", "min_lr_ratio", "clip_grad_norm",
+                      "batchnorm_eval", "monitor", "seed", "loss", "model", "parameters", "trainable",
+                      "batches_per_epoch"}
+    assert (s["task"], s["epochs"], s["lr"], s["weight_decay"], s["schedule"], s["min_lr_ratio"], s["clip_grad_norm"],
+            s["batchnorm_eval"], s["monitor"], s["seed"], s["batches_per_epoch"]) == \
+        ("binary", 3, 0.01, 1e-4, "cosine", 0.1, 1.0, False, "val_auc", 7, 2)
+    assert s["model"]["arch"] == "small_cnn" and s["trainable"] == sum(p.numel() for p in model.parameters())
+    assert C.run_settings(**{**kw, "info": None})["model"] == type(model).__name__
+    assert C.run_settings(**kw, extra={"recipe": (1, 2)})["extra"] == {"recipe": [1, 2]}
+    for p in list(model.parameters())[:2]:
+        p.requires_grad_(False)                                   # frozen: another run
+    frozen = C.run_settings(**kw)
+    assert frozen["parameters"] != s["parameters"] and frozen["trainable"] < s["trainable"]
+    assert C.settings_diff({"only_stored": 1}, {}) == "only_stored 1 -> null"
+
+
+def test_a_checkpoint_holds_each_piece_and_restores_every_random_state(tmp_path):
+    import random
+
+    from course_utils.train import _checkpoint as C
+    from course_utils.train._records import BestEpoch
+
+    g = torch.Generator().manual_seed(3)
+    loader = DataLoader(TensorDataset(torch.rand(12, 3, 8, 8), torch.zeros(12)), batch_size=4, shuffle=True,
+                        generator=g)
+    model = mt.small_cnn(1, width=8, depth=2)[0]
+    opt = torch.optim.AdamW(model.parameters(), lr=0.01)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
+    scaler = torch.amp.GradScaler("cpu", enabled=False)
+    hist = History(meta={"lr": 0.01, "settings": {"a": 1}, "skipped_batches": 0, "skipped_per_epoch": [0],
+                         "epoch_seconds": [1.5]})
+    hist.append(loss=0.5)
+    best = BestEpoch("val_loss")
+    best.value, best.epoch, best.tiebreak = 0.4, 1, 0.25
+    best.state = {k: v.clone() for k, v in model.state_dict().items()}
+    path = tmp_path / "deep" / "er" / "ck.pt"                    # folders made on the way
+    random.seed(1), np.random.seed(2), torch.manual_seed(3)
+    C.save_checkpoint(path, 2, 5, model, opt, sched, scaler, hist, best, 1, loader)
+    after = (random.random(), np.random.rand(), torch.rand(1).item(), torch.rand(1, generator=g).item())
+    state = C.read_checkpoint(path, torch.device("cpu"))
+    assert (state["epoch"], state["epochs"], state["steps_per_epoch"], state["lr"], state["bad_epochs"]) == (2, 5, 3,
+                                                                                                            0.01, 1)
+    assert state["best"]["tiebreak"] == 0.25 and state["best"]["value"] == 0.4 and state["settings"] == {"a": 1}
+    assert len(state["rng"]["loader"]) == 1 and state["rng"]["cuda"] is None
+    random.seed(9), np.random.seed(9), torch.manual_seed(9), g.manual_seed(9)
+    h2, b2 = History(meta={"lr": 0.01}), BestEpoch("val_auc")
+    done = C.load_checkpoint(path, model, opt, sched, scaler, h2, b2, loader, torch.device("cpu"))
+    assert done == (2, 1) and h2.metrics == {"loss": [0.5]} and (b2.monitor, b2.value, b2.epoch, b2.tiebreak) == (
+        "val_loss", 0.4, 1, 0.25)
+    assert set(b2.state) == set(model.state_dict())
+    assert (random.random(), np.random.rand(), torch.rand(1).item(), torch.rand(1, generator=g).item()) == after
+    h2.metrics["loss"].append(9.9)                                 # a copy, not the checkpoint's own list
+    assert C.read_checkpoint(path, torch.device("cpu"))["history"]["metrics"] == {"loss": [0.5]}
+
+
+def test_a_failed_checkpoint_write_says_when_and_what_is_kept(tmp_path, monkeypatch):
+    from course_utils.train import _checkpoint as C
+
+    real = torch.save
+
+    def boom(obj, f, *a, **k):
+        if not hasattr(f, "write"):                                  # the file, not seal()'s in-memory buffer
+            raise OSError(5, "I/O error")
+        return real(obj, f, *a, **k)
+
+    model = mt.small_cnn(1, width=8, depth=2)[0]
+    loader = DataLoader(TensorDataset(torch.rand(8, 3, 8, 8), torch.zeros(8)), batch_size=4)
+    x, y = torch.rand(8, 3, 8, 8), torch.randint(0, 2, (8,)).float()
+    monkeypatch.setattr(torch, "save", boom)
+    with pytest.raises(CourseError) as first:
+        tt.fit(model, DataLoader(TensorDataset(x, y), batch_size=4), epochs=1, progress=False,
+               checkpoint_path=tmp_path / "c.pt")
+    text = str(first.value)
+    assert "(the initial state, before epoch 1)" in text and "no earlier checkpoint exists" in text
+    assert "Check that the folder is writable and has space" in text and "The disk is full" not in text
+    calls = []
+    monkeypatch.setattr(C, "save_checkpoint", lambda *a: calls.append(a))
+    run = C.RunProgress(tmp_path / "r.pt", 7, None)
+    state = ("m", "o", "s", "sc", "h", "b", loader)
+    run.save(0, state, 0)
+    assert run.phase == "saving the initial checkpoint" and run.saved_epoch == 0
+    run.save(3, state, 2)
+    assert run.phase == "saving the checkpoint" and run.saved_epoch == 3
+    assert calls[1] == (tmp_path / "r.pt", 3, 7, "m", "o", "s", "sc", "h", "b", 2, loader)
+    C.RunProgress(None, 7, None).save(1, state, 0)                   # no checkpoint asked: nothing written
+    assert len(calls) == 2
