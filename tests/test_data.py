@@ -372,3 +372,22 @@ def test_class_counts_for_classes_columns_and_labels():
     assert SP.class_counts(np.array([[1], [1], [0]]), ["a", "b"]) == {"a": 1, "b": 2}   # a column of indices
     assert SP.class_counts(np.array([[1, 1], [0, 1]]), ["x", "y"]) == {"x": 1, "y": 2}  # two yes/no labels
     assert SP.class_counts(np.array([0, 0]), ["a", "b", "c"]) == {"a": 2, "b": 0, "c": 0}  # absent classes: 0
+
+
+def test_allocate_splits_n_by_largest_remainders_at_least_one_each_never_more_than_a_group_has():
+    from course_utils.data.splits import allocate
+
+    cases = [(([10, 10], 5), [3, 2]),            # tie on the remainder: the first group, stably
+             (([1, 99], 10), [1, 9]),            # the rare group gets its one
+             (([1, 1, 98], 2), [0, 0, 2]),       # no room for one each: largest remainder
+             (([1, 1, 98], 3), [1, 1, 1]),       # room for one each
+             (([1, 1, 1, 97], 3), [0, 0, 0, 3]),
+             (([1, 1, 1, 1, 10], 5), [1, 1, 1, 1, 1]),   # "one each" overshot: trimmed from the largest
+             (([3, 0], 2), [2, 0]), (([0, 5], 3), [0, 3]),
+             (([1, 2, 2], 4), [1, 2, 1]),        # a full group is skipped when the remainders are handed out
+             (([4, 4, 4], 12), [4, 4, 4]), (([5, 3, 2], 0), [0, 0, 0])]
+    for (counts, n), want in cases:
+        got = allocate(np.array(counts), n)
+        assert got.tolist() == want, (counts, n, got)
+        assert got.dtype == np.int64 and got.sum() == n and (got <= np.array(counts)).all()
+    assert allocate([2.0, 2.0], 2).tolist() == [1, 1]                   # float counts are whole numbers too

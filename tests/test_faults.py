@@ -929,3 +929,32 @@ def test_a_batch_of_images_only_is_refused_for_training_and_read_for_prediction(
     assert TB.split_batch(x, labels_required=False)[0] is x
     images, labels, extra = TB.split_batch([x, y, t, t])
     assert images is x and labels is y and len(extra) == 2 and extra[0] is t
+
+
+def test_the_folder_loader_finds_its_classes_and_names_the_layout_when_it_cannot(tmp_path):
+    top = tmp_path / "top"
+    for i in range(4):
+        _png(top / "Parasitized" / f"p{i}.png", 200)
+        _png(top / "Uninfected" / f"u{i}.png", 20)
+    _png(top / "cell_images" / "Parasitized" / "other.png", 90)       # an unrelated cell_images/ beside them
+    assert len(_all_images(D.load_malaria_folder(top, image_size=8))[1]) == 8   # the top level wins
+    empty = tmp_path / "empty"
+    (empty / "parasitized").mkdir(parents=True)                          # any case
+    (empty / "UNINFECTED").mkdir()
+    with pytest.raises(CourseError, match=r"no images found under .*expected layout:\n  <path>/Parasitized/\*\.png"):
+        D.load_malaria_folder(empty)
+    _png(empty / "parasitized" / "a.png", 1)
+    with pytest.raises(CourseError, match="only one class has readable images"):
+        D.load_malaria_folder(empty, image_size=8)
+    with pytest.raises(CourseError, match="has no Uninfected folder; expected layout"):
+        (empty / "UNINFECTED").rmdir()
+        D.load_malaria_folder(empty)
+    hidden = tmp_path / "hidden"
+    for i in range(3):
+        _png(hidden / "Parasitized" / f"p{i}.png", 200)
+        _png(hidden / "Uninfected" / f"u{i}.png", 20)
+    _png(hidden / "Uninfected" / ".secret.png", 20)                      # hidden: not read, not counted
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ds = D.load_malaria_folder(hidden, image_size=8, fractions=(0.34, 0.33, 0.33))
+    assert len(_all_images(ds)[1]) == 6
