@@ -202,20 +202,22 @@ def test_a_conversion_hashes_the_weight_file_once_and_sweeps_dead_writers_files(
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cache.npz"]
 
 
-def test_checking_the_weight_files_digest_is_not_felt():
-    """Issue 20: the integrity check costs under 5 % of a load. Measured here: hash + cache key 0.022 s of a 0.67 s
-    imagenet_lite0(include_top=False) (3.3 %), best of 5 each."""
-    pth = lk.checkpoint_path()
+def test_checking_the_weight_files_digest_is_not_felt(monkeypatch):
+    """Issue 20: the integrity check costs under 5 % of a load. The .pth is hashed in a thread while Keras builds
+    the model (hashlib releases the GIL), so a load with the check is compared with a load whose hash is skipped,
+    best of 5 each. (Hashing alone: 0.02 s of a 0.5-0.7 s load, 3-6 % depending on the machine's load.)"""
+    from course_utils import integrity
+
     lk.imagenet_lite0(include_top=False)                   # warm: the cache exists, Keras is imported
 
-    def best(fn, n=5):
-        times = []
-        for _ in range(n):
+    digest = integrity.sha256_file(lk.checkpoint_path())
+    real = lk.sha256_file
+    times = {True: [], False: []}
+    for _ in range(6):                                      # interleaved, so a busy moment hits both alike
+        for check in (True, False):
+            monkeypatch.setattr(lk, "sha256_file", real if check else (lambda path: digest))   # or no hashing
             t0 = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - t0)
-        return min(times)
-
-    load = best(lambda: lk.imagenet_lite0(include_top=False))
-    check = best(lambda: lk.cache_key(pth))
-    assert check < 0.05 * load, (check, load)
+            lk.imagenet_lite0(include_top=False)
+            times[check].append(time.perf_counter() - t0)
+    checked, unchecked = min(times[True]), min(times[False])
+    assert checked < 1.05 * unchecked, (checked, unchecked)

@@ -28,6 +28,7 @@ in Keras and moves the tensors across, so the Keras lessons can do real transfer
 """
 from __future__ import annotations
 
+import functools
 import inspect
 import os
 import re
@@ -125,8 +126,13 @@ def imagenet_lite0(input_shape: Sequence[int | None] = (None, None, 3), *, inclu
     Raises :class:`~course_utils.CourseError` naming the package and the fix when the checkpoint is
     missing or unreadable.
     """
-    model = build(input_shape, include_top=include_top, classifier_activation=classifier_activation, name=name)
-    load_imagenet_weights(model)
+    import concurrent.futures  # noqa: PLC0415
+
+    pth = checkpoint_path()
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:   # hash while Keras builds: not felt
+        digest = pool.submit(lambda: sha256_file(pth) if pth.is_file() else None)
+        model = build(input_shape, include_top=include_top, classifier_activation=classifier_activation, name=name)
+        load_imagenet_weights(model, pth_sha256=digest.result())
     return model
 
 
@@ -211,9 +217,14 @@ def cache_file() -> Path:
 def cache_key(pth: Path, pth_sha256: str | None = None) -> str:
     """What a cached conversion is built from: the ``.pth``'s SHA-256 and the converter's own code, so a damaged
     or reinstalled weight file, or a changed converter, never reuses an old cache (a warm cache hides no bug)."""
-    code = "".join(inspect.getsource(f) for f in (_build, _to_keras, convert))
     digest = pth_sha256 or sha256_file(pth)
-    return sha256_bytes(f"{FORMAT_VERSION}|{digest}|{sha256_bytes(code.encode())}".encode())
+    return sha256_bytes(f"{FORMAT_VERSION}|{digest}|{_code_digest(_build, _to_keras, convert)}".encode())
+
+
+@functools.lru_cache(maxsize=4)
+def _code_digest(*functions) -> str:
+    """SHA-256 of these functions' source, read once per set of functions (a patched one is read again)."""
+    return sha256_bytes("".join(inspect.getsource(f) for f in functions).encode())
 
 
 def _read_cache(path: Path, key: str) -> dict[str, list[np.ndarray]] | None:
@@ -233,11 +244,12 @@ def _read_cache(path: Path, key: str) -> dict[str, list[np.ndarray]] | None:
     return {layer: [a for _, a in sorted(pairs, key=lambda p: p[0])] for layer, pairs in weights.items()}
 
 
-def converted_weights(path: str | os.PathLike | None = None, *, rebuild: bool = False) -> dict[str, list[np.ndarray]]:
+def converted_weights(path: str | os.PathLike | None = None, *, rebuild: bool = False,
+                      pth_sha256: str | None = None) -> dict[str, list[np.ndarray]]:
     """``{layer name: [arrays]}`` for every weighted layer: from the cache, else converted and cached."""
     path = Path(path) if path is not None else cache_file()
     pth = checkpoint_path()
-    digest = sha256_file(pth) if pth.is_file() else None  # hashed once: the cache key and the integrity check
+    digest = pth_sha256 or (sha256_file(pth) if pth.is_file() else None)   # hashed once: key and integrity check
     key = cache_key(pth, digest) if digest else ""         # a missing file: read_checkpoint says so, below
     weights = None if rebuild else _read_cache(path, key)
     if weights is not None:
@@ -255,9 +267,10 @@ def converted_weights(path: str | os.PathLike | None = None, *, rebuild: bool = 
     return weights
 
 
-def load_imagenet_weights(model, path: str | os.PathLike | None = None) -> None:
-    """Set the ImageNet weights on every weighted layer of a model made by :func:`build`."""
-    weights = converted_weights(path)
+def load_imagenet_weights(model, path: str | os.PathLike | None = None, *, pth_sha256: str | None = None) -> None:
+    """Set the ImageNet weights on every weighted layer of a model made by :func:`build` (``pth_sha256``: the
+    weight file's digest where the caller has computed it already)."""
+    weights = converted_weights(path, pth_sha256=pth_sha256)
     for attempt in (0, 1):
         try:
             for layer in model.layers:
