@@ -190,3 +190,21 @@ def test_explanation_passes_are_recorded_with_what_capped_loops_skip(rehearsal):
     xai.integrated_gradients(model, x, target=1, steps=128)
     records = [json.loads(line) for line in rehearsal.read_text().splitlines()]
     assert sum(r["images"] for r in records if r["kind"] == "work" and r["pass"] == "train") == 6 * 128
+
+
+def test_a_new_model_never_reads_the_flop_count_of_a_model_that_is_gone():
+    """The count was cached by id(model): a new model that got a freed model's id read its count (and skipped
+    its own counting pass). The cache now holds each model weakly."""
+    import gc
+
+    from course_utils.rehearsal import flops
+
+    x = torch.zeros(1, 4)
+    small = torch.nn.Linear(4, 1)
+    assert flops.torch_flops_per_image(small, x) == 2 * 4
+    del small
+    gc.collect()
+    for _ in range(50):                                          # whatever ids come back, each is counted afresh
+        big = torch.nn.Linear(4, 3)
+        assert flops.torch_flops_per_image(big, x) == 2 * 4 * 3
+        del big

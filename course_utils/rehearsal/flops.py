@@ -12,6 +12,7 @@ A training pass is counted as 3x the forward FLOPs (forward + backward, the usua
 """
 from __future__ import annotations
 
+import weakref
 from typing import Any
 
 from ..runtime import import_torch
@@ -19,7 +20,19 @@ from ..runtime import import_torch
 __all__ = ["torch_flops_per_image", "keras_flops_per_image", "TRAIN_FACTOR", "n_images", "n_batches"]
 
 TRAIN_FACTOR = 3.0   # a training image pass ~ forward + backward (2x forward) FLOPs
-_CACHE: dict[tuple, float] = {}
+# per model (held weakly: a model that is gone takes its entry with it, so a new model that happens to get the same
+# id() never reads another model's count), then per input shape
+_CACHE: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+def _cached(model, shape: tuple, count) -> float:
+    try:
+        per_model = _CACHE.setdefault(model, {})
+    except TypeError:                          # an object that takes no weak reference: count every time
+        return count()
+    if shape not in per_model:
+        per_model[shape] = count()
+    return per_model[shape]
 
 
 def torch_flops_per_image(model, example) -> float:
@@ -31,19 +44,19 @@ def torch_flops_per_image(model, example) -> float:
 
     x = example if example.ndim in (2, 4) else example[None]   # a batch ([N, C, H, W] or [N, D]) or one sample
     x = x[:1]
-    key = ("torch", id(model), tuple(x.shape))
-    if key not in _CACHE:
+    def count() -> float:
         modes = {m: m.training for m in model.modules()}   # per module: frozen BatchNorm layers stay in eval
         model.eval()
         try:
             dev = next(iter(model.parameters()), torch.empty(0)).device
             with torch.no_grad(), FlopCounterMode(display=False) as counter:
                 model(x.to(dev, dtype=torch.float32))
-            _CACHE[key] = float(counter.get_total_flops())
+            return float(counter.get_total_flops())
         finally:
             for m, flag in modes.items():
                 m.training = flag
-    return _CACHE[key]
+
+    return _cached(model, ("torch", tuple(x.shape)), count)
 
 
 def _flop_counter():
@@ -67,10 +80,7 @@ def keras_flops_per_image(model, image_shape: tuple[int, ...] | None = None) -> 
     shape = tuple(image_shape) if image_shape else _keras_input_shape(model)
     if not shape or any(s is None for s in shape):
         return None
-    key = ("keras", id(model), shape)
-    if key not in _CACHE:
-        _CACHE[key] = _keras_layer_flops(model)
-    return _CACHE[key]
+    return _cached(model, ("keras", shape), lambda: _keras_layer_flops(model))
 
 
 def _keras_input_shape(model) -> tuple | None:
