@@ -365,7 +365,7 @@ class LabelStore:
             try:
                 if not self._read_only_v1:
                     self._write(lambda c: c.execute("DELETE FROM claims WHERE session = ?", (self.session,))
-                                if _has_claims(c) else None)
+                                if _has_table(c, "claims") else None)
             except CourseError:
                 pass                               # read-only or full: the claims expire on their own
             self._closed = True
@@ -414,14 +414,18 @@ class LabelStore:
 
     def sha256s(self) -> dict[int, str]:
         """``{id: SHA-256}`` of the items whose content digest was recorded (stores of files)."""
-        if not self._read("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'contents'"):
-            return {}
+        with self._lock:
+            self._check_open()
+            if not _has_table(self._conn, "contents"):
+                return {}
         return dict(self._read("SELECT item_id, sha256 FROM contents ORDER BY item_id"))
 
     def unreadable(self) -> dict[int, str]:
         """``{id: reason}`` of the images whose file went missing or cannot be read (they are never queried)."""
-        if not self._read("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'unreadable'"):
-            return {}
+        with self._lock:
+            self._check_open()
+            if not _has_table(self._conn, "unreadable"):
+                return {}
         return dict(self._read("SELECT item_id, reason FROM unreadable ORDER BY item_id"))
 
     def mark_unreadable(self, reasons: dict[int, str], *, clear: Iterable[int] = ()) -> None:
@@ -544,7 +548,7 @@ class LabelStore:
             c.execute("INSERT INTO events (item_id, old_label, new_label, old_labeled_at, at, labeller) "
                       "VALUES (?, ?, ?, ?, ?, ?)", (item_id, row[1], label, row[2], now, self.labeller))
             c.execute("UPDATE items SET label = ?, labeled_at = ? WHERE id = ?", (label, now, item_id))
-            if _has_claims(c):                     # done with this image; the rest of the batch stays ours
+            if _has_table(c, "claims"):                     # done with this image; the rest of the batch stays ours
                 c.execute("DELETE FROM claims WHERE item_id = ? AND session = ?", (item_id, self.session))
                 c.execute("UPDATE claims SET until = ? WHERE session = ?", (now + CLAIM_SECONDS, self.session))
 
@@ -632,8 +636,7 @@ class LabelStore:
                 taken = dict(c.execute("SELECT item_id, labeller FROM claims").fetchall())
             if not rows:
                 raise CourseError(f"every {split} image is labelled: nothing left to query.")
-            gone = {i for (i,) in c.execute("SELECT item_id FROM unreadable")} if c.execute(
-                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'unreadable'").fetchone() else set()
+            gone = {i for (i,) in c.execute("SELECT item_id FROM unreadable")} if _has_table(c, "unreadable") else set()
             rows = [r for r in rows if r[0] not in gone]                # a missing or broken file is never shown
             if not rows:
                 raise CourseError(f"every readable {split} image is labelled: nothing left to query"
@@ -775,8 +778,9 @@ def _remove_store_files(path: Path) -> None:
         p.unlink(missing_ok=True)
 
 
-def _has_claims(c: sqlite3.Connection) -> bool:
-    return c.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'claims'").fetchone() is not None
+def _has_table(c: sqlite3.Connection, name: str) -> bool:
+    """Does the store have this table? (claims, contents, unreadable: added by later versions, made when needed)"""
+    return c.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)).fetchone() is not None
 
 
 def combination_probs(label_probs: Any) -> np.ndarray:

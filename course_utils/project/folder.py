@@ -12,13 +12,13 @@
 """
 from __future__ import annotations
 
-import hashlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
 from ..active.labels import LabelStore
+from ..integrity import sha256_file
 from ..runtime import CourseError
 
 __all__ = ["IMAGE_SUFFIXES", "STORE_NAME", "Scan", "scan", "holdout_of", "combination_names", "labels_of",
@@ -51,14 +51,6 @@ class Scan:
         return "; ".join(parts)
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 20):
-            h.update(block)
-    return h.hexdigest()
-
-
 def scan(root: str | os.PathLike) -> Scan:
     """Every image file under ``root`` (recursively; hidden files and folders and the project's own ``.course``
     folder are skipped), each with the SHA-256 of its content; copies are listed once. Files are not opened as
@@ -82,7 +74,7 @@ def scan(root: str | os.PathLike) -> Scan:
                 out.skipped.setdefault(f"file(s) that are not images ({', '.join(IMAGE_SUFFIXES)})", []).append(rel)
                 continue
             try:
-                digest = _sha256(path)
+                digest = sha256_file(path)
             except OSError as exc:
                 out.skipped.setdefault("unreadable file(s)", []).append(f"{rel} ({exc.strerror or exc})")
                 continue
