@@ -315,3 +315,41 @@ def test_the_command_lines_labelling_notebook_labels_a_folder_of_files_with_the_
     assert back == second and _labels(db) == {first: 1}
     assert box.locator(".course-labeller-error").count() == 0
     page.close()
+
+
+# --------------------------------------------------------------------------- notebook 07 (issue 21)
+def _entropy_order(db: Path) -> list[int]:
+    """The project's unlabelled, readable pool images, most uncertain first (entropy of the stored confidences)."""
+    import json
+
+    with sqlite3.connect(db) as conn:
+        rows = conn.execute("SELECT id, confidences FROM items WHERE split = 'pool' AND label IS NULL AND "
+                            "confidences IS NOT NULL AND id NOT IN (SELECT item_id FROM unreadable)").fetchall()
+    p = np.array([json.loads(c) for _, c in rows])
+    h = -(p * np.log(np.clip(p, 1e-12, 1))).sum(axis=1)
+    return [rows[k][0] for k in np.argsort(-h, kind="stable")]
+
+
+def test_07_labels_files_with_the_keys_and_shows_the_most_uncertain_image_after_a_round(browser, lab, stop_kernels):
+    """Run All on 07 in JupyterLab (smoke: two rounds of train + predict on its folder of files). Its pool labeller
+    then shows the image the last round is least sure of; a key labels it in SQLite and the next one comes up."""
+    page = _open_and_run_all(browser, lab, "07_your_own_images.ipynb")
+    db = lab["root"] / "runs" / "07_oracle_project" / "labels.db"
+    order = _entropy_order(db)
+    box = page.locator(".course-labeller").first
+    box.scroll_into_view_if_needed()
+    box.click(position={"x": 8, "y": 8})
+    shown = int(re.search(r"image id (\d+)", box.inner_text()).group(1))
+    assert shown == order[0], (shown, order[:5])
+    assert "picked by entropy" in box.inner_text()
+    assert _png_std(box.locator("img.course-labeller-image").screenshot()) > 5      # a real image, from its file
+    before = _labels(db)
+    old = page.evaluate("() => document.querySelector('.course-labeller img.course-labeller-image').src")
+    page.keyboard.press("2")                                                        # "parasite"
+    page.wait_for_function("old => { const i = document.querySelector('.course-labeller img.course-labeller-image');"
+                           " return i && i.src !== old; }", arg=old)
+    box.screenshot(path=str(SHOTS / "07_labeller_after_a_round.png"))
+    assert _labels(db) == {**before, shown: 1}
+    assert int(re.search(r"image id (\d+)", box.inner_text()).group(1)) == order[1]
+    assert box.locator(".course-labeller-error").count() == 0
+    page.close()

@@ -11,7 +11,8 @@ from course_utils.teaching import exercises as ex
 
 # what the notebooks pass as context (value exercises) or as the run's outcome (prediction exercises)
 CONTEXT = {"01.1": {"labels": np.array([0, 1, 1, 0, 1, 1, 1, 1])}, "03.3": {"n_test": 70}}
-OBSERVED = {"01.3": 35, "02.3": (0.61, 0.72), "03.2": (0.95, 0.81), "04.2": (0.55, 0.40), "05.3": 6, "06.2": "better than random"}
+OBSERVED = {"01.3": 35, "02.3": (0.61, 0.72), "03.2": (0.95, 0.81), "04.2": (0.55, 0.40), "05.3": 6, "06.2": "better than random",
+            "07.2": 6, "07.3": 0}
 
 
 def stored_solution(e):
@@ -37,7 +38,7 @@ def test_each_notebook_has_a_line_to_write_and_a_prediction_to_test():
     kinds = {}
     for e in ex.all_exercises():
         kinds.setdefault(e.key[:2], set()).add(e.kind)
-    assert sorted(kinds) == ["01", "02", "03", "04", "05", "06"]
+    assert sorted(kinds) == ["01", "02", "03", "04", "05", "06", "07"]
     assert all("prediction" in k for k in kinds.values())
     assert sum("function" in k for k in kinds.values()) >= 5           # 03's line is written in the notebook
 
@@ -82,7 +83,7 @@ def test_unanswered_hint_solution_and_a_missing_observation(capsys):
     with pytest.raises(CourseError, match="observed"):
         ex.get("05.3").check(6)
     with pytest.raises(CourseError, match="no exercise"):
-        ex.get("07.1")
+        ex.get("09.1")
 
 
 def test_a_prediction_is_judged_by_the_run_not_by_a_fixed_answer(capsys):

@@ -1,9 +1,11 @@
 """The keyboard labeller driven headless: key messages label, advance, undo and skip; errors are shown in
 the widget; a thread that is not the creator (JupyterLab's subshells) labels through the same path.
 (In a real browser: tests/test_browser.py; under ipywidgets 7.7.1: tests/test_widgets_compat.py.)"""
+import numpy as np
 import pytest
 
 import course_utils as cu
+from course_utils import CourseError
 from course_utils.active import labeller as cl
 
 
@@ -114,12 +116,55 @@ def test_a_store_of_image_files_is_labelled_from_the_files(tmp_path):
     lab = cl.Labeller(store, strategy="random", batch_size=3, oracle=[0, 1, 0, 1, 0, 1])
     assert lab.view.state["image"].startswith("data:image/png;base64,") and not lab.view.state["error"]
     assert lab.label_with_oracle(6) == 6 and store.labels() == {i: i % 2 for i in range(6)}
-    for p in paths:                                    # the files went missing: named, in red, never stuck
+    for p in paths:                                    # the files went missing: named, skipped, never stuck
         p.unlink()
     lab.handle({"action": "undo"})
     state = lab.view.state
-    assert "cannot read the image" in state["error"] and "img_" in state["error"], state["error"]
+    assert "cannot read the image" in state["message"] and "img_5" in state["message"], state["message"]
+    assert state["item"] is None and not state["error"]
     assert store.labels() == {i: i % 2 for i in range(5)}    # the undo itself was saved
+    assert list(store.unreadable()) == [5]                   # marked: no queue offers it again
+    store.close()
+
+
+def test_a_corrupt_file_in_the_queue_is_skipped_marked_and_named_never_a_crash(tmp_path):
+    """A corrupt file (e.g. a scanner's half-written PNG) in the queue or among the thumbnails: the labeller
+    takes it off the queue, marks it in the store (no later queue offers it) and says so; labelling goes on."""
+    from PIL import Image
+
+    from course_utils.active.labels import LabelStore
+
+    paths = []
+    for i in range(6):
+        p = tmp_path / f"img_{i}.png"
+        Image.fromarray(np.full((10, 14, 3), 40 * i, dtype=np.uint8)).save(p)
+        paths.append(p)
+    paths[1].write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(100))           # a PNG header, then nothing
+    store = LabelStore.create(tmp_path / "files.db", paths, ["a", "b"], holdout_fraction=0.0)
+    lab = cl.Labeller(store, strategy="random", batch_size=6, n_thumbs=5, oracle=[0, 1, 0, 1, 0, 1])
+    state = lab.view.state
+    assert not state["error"] and "img_1.png" in state["message"] and "cannot be read" in state["message"]
+    assert 1 not in lab.queue and store.unreadable().keys() == {1}
+    assert lab.label_with_oracle(10) == 5 and store.labels() == {0: 0, 2: 0, 3: 1, 4: 0, 5: 1}
+    assert lab.current is None
+    store.close()
+
+
+def test_refresh_asks_the_store_for_a_new_queue_with_the_new_predictions(tmp_path):
+    from course_utils.active.labels import LabelStore
+
+    store = LabelStore.create(tmp_path / "s.db", 10, ["a", "b"], holdout_fraction=0.0)
+    lab = cl.Labeller(store, np.zeros((10, 4, 4, 3), np.uint8), strategy="random", batch_size=3)
+    p = np.linspace(0.01, 0.99, 10)
+    store.write_predictions(range(10), np.stack([p, 1 - p], axis=1))
+    lab.refresh("entropy")                               # the most uncertain first: p closest to 0.5
+    assert lab.strategy == "entropy" and set(lab.queue) == {3, 4, 5} and lab.view.state["item"] == lab.queue[0]
+    lab.refresh("confident")                             # the surest: p at either end
+    assert set(lab.queue) <= {0, 1, 8, 9} and len(lab.queue) == 3
+    blind = cl.Labeller(LabelStore.create(tmp_path / "h.db", 10, ["a", "b"], seed=1), np.zeros((10, 4, 4, 3), np.uint8),
+                        blind=True)
+    with pytest.raises(CourseError, match="random order only"):
+        blind.refresh("entropy")
     store.close()
 
 

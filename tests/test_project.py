@@ -100,7 +100,8 @@ def test_every_package_module_has_a_test_module():
                  "rehearsal.core": "rehearsal_caps", "rehearsal.xai_caps": "rehearsal_caps", "_lazy": "lazy",
                  "project.folder": "project_folder", "project.cycle": "project_folder",
                  "project.cli": "project_cli", "project.__main__": "project_cli",
-                 "project.wholeimage": "project_folder", "project.report": "project_cli"}
+                 "project.wholeimage": "project_folder", "project.report": "project_cli",
+                 "project.demo": "project_folder"}
     modules = [".".join(p.relative_to(ROOT / "course_utils").with_suffix("").parts)
                for p in (ROOT / "course_utils").rglob("*.py") if p.stem != "__init__"]
     missing = [m for m in sorted(modules)

@@ -2,6 +2,7 @@
 evaluate on a folder of image files, exit codes, and errors that say what to do; also as `python -m`."""
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 
@@ -27,7 +28,7 @@ def _folder(root, n=30):
     return truth
 
 
-@pytest.mark.parametrize("command", ["init", "add", "status", "train", "evaluate", "report"])
+@pytest.mark.parametrize("command", ["init", "add", "status", "next", "train", "evaluate", "report", "label"])
 def test_every_subcommand_has_help(command, capsys):
     with pytest.raises(SystemExit) as done:
         cli.main([command, "--help"])
@@ -128,3 +129,42 @@ def test_label_writes_a_notebook_that_opens_the_project_by_a_relative_path(tmp_p
         os.chdir(here)
     assert ns["labeller"].current is not None and not ns["labeller"].error
     ns["store"].close()
+
+
+@pytest.mark.processes
+def test_a_round_trip_of_real_commands_takes_under_a_minute(tmp_path):
+    """init, labels (an oracle writes them, as keys would), train + predict, the next batch, add, the hold-out
+    evaluated once: each step a real `python -m course_utils.project` process, as a user types them."""
+    import time
+
+    from course_utils.active.labels import LabelStore
+
+    def run(*args, code=0):
+        done = subprocess.run([sys.executable, "-m", "course_utils.project", *map(str, args)], capture_output=True,
+                              text=True, timeout=120, env={**__import__("os").environ, "COURSE_MODE": "smoke"})
+        assert done.returncode == code, done.stdout + done.stderr
+        return done.stdout + done.stderr
+
+    start = time.perf_counter()
+    root = tmp_path / "my images"
+    truth = _folder(root, n=40)
+    assert "new project" in run("init", root, "--classes", "plain", "spot")
+    store = LabelStore(root / ".course" / "labels.db")
+    for i, ref in zip(store.ids("pool").tolist()[:16], store.refs(store.ids("pool")[:16])):
+        store.label(i, truth[ref])
+    held = store.ids("holdout").tolist()
+    assert held, "40 images give a hold-out (about 4 by their hashes)"
+    for i, ref in zip(held, store.refs(held)):
+        store.label(i, truth[ref], holdout=True)
+    store.close()
+    out = run("train", root, "--model", "small_cnn", "--epochs", "2", "--batch-size", "8", "--image-size", "16")
+    assert "round 1: trained on 16 labels" in out and "predicted" in out
+    nxt = run("next", root, "--batch-size", "3")
+    assert "by entropy" in nxt and len(re.findall(r"^\s+\d+\t", nxt, flags=re.M)) == 3
+    from PIL import Image
+
+    Image.fromarray(np.full((16, 16, 3), 7, np.uint8)).save(root / "new.png")
+    assert "1 new image(s) added" in run("add", root)
+    assert "evaluation number 1" in run("evaluate", root)
+    assert "already been evaluated" in run("evaluate", root, code=3)
+    assert time.perf_counter() - start < 60

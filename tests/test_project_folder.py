@@ -10,7 +10,7 @@ import pytest
 
 from course_utils import CourseError
 from course_utils.active.labeller import Labeller
-from course_utils.active.labels import LabelStore
+from course_utils.active.labels import LabelStore, label_bits
 from course_utils.project import folder as P
 
 
@@ -426,4 +426,103 @@ def test_a_corrupt_file_is_marked_and_skipped_by_a_round_never_a_crash(tmp_path,
     assert set(store.unreadable()) == {pool[names[0]], pool[names[25]]}
     assert store.confidences([pool[names[25]]])[pool[names[25]]] is None
     assert pool[names[25]] not in store.next_batch("entropy", 50, random_state=0)
+    store.close()
+
+
+# --------------------------------------------------------------------------- the demo folder of notebook 07
+def test_the_demo_folder_holds_what_a_real_folder_holds_and_its_truth(tmp_path):
+    from course_utils.data.loaders import read_image
+    from course_utils.project import demo
+
+    d = demo.write_folder(tmp_path / "imgs", n=24, size=32, seed=0)
+    suffixes = {p.suffix for p in d.root.rglob("*") if p.is_file()}
+    assert {".png", ".jpg", ".JPG", ".tif", ".bmp", ".jpeg", ".txt"} <= suffixes
+    assert (d.root / "slide_B" / "day 3").is_dir() and (d.root / d.corrupt).is_file()
+    found = P.scan(d.root)
+    assert d.corrupt in found.files and d.duplicate[0] in found.duplicates[d.duplicate[1]]
+    assert set(found.files) | {d.duplicate[0]} == set(d.truth) | {d.corrupt}
+    assert sum(len(v) for v in found.skipped.values()) == 2                   # .DS_Store and notes.txt
+    with pytest.raises(CourseError, match="cannot read the image"):
+        read_image(d.root / d.corrupt)
+    upright = read_image(d.root / d.sideways)                                 # EXIF says: turn it back
+    original = read_image(d.root / "slide_A" / "cell_0000.png")
+    assert np.abs(upright.astype(int) - original).mean() < 6                  # JPEG's loss only
+    images, classes = demo.cells(400, 24, seed=3)
+    bits = label_bits(classes, 2)
+    assert images.shape == (400, 24, 24, 3) and abs(bits[:, 0].mean() - 0.4) < 0.08 and abs(bits[:, 1].mean() - 0.3) < 0.08
+    zoomed = images[bits[:, 1] == 1].astype(float)                            # a magnified cell fills the frame:
+    plain = images[bits[:, 1] == 0].astype(float)                             # its corners are not background
+    assert zoomed[:, :3, :3].mean() > plain[:, :3, :3].mean() + 20
+    again = demo.write_folder(tmp_path / "imgs", n=24, size=32, seed=0)       # writing again changes nothing
+    assert again.truth == d.truth and P.scan(d.root).sha256 == found.sha256
+
+
+def test_the_demo_oracle_answers_each_store_id_with_its_files_truth(tmp_path):
+    from course_utils.project import demo
+
+    d = demo.write_folder(tmp_path / "imgs", n=20, size=24)
+    store = P.open_project(d.root, label_names=list(demo.LABEL_NAMES), verbose=False)
+    oracle = d.oracle(store)
+    ids = store.ids(None)
+    for i, ref in zip(ids.tolist(), store.refs(ids)):
+        assert oracle[i] == d.truth.get(ref, -1)
+    assert oracle[ids[store.refs(ids).index(d.corrupt)]] == -1
+    assert d.info.is_stand_in and d.info.task == "multi-label"
+    store.close()
+
+
+def test_the_mosaic_has_one_infected_block_of_the_asked_share():
+    from course_utils.project import demo
+
+    image, mask = demo.mosaic(8, 8, 16, share=0.25, seed=2)
+    assert image.shape == (128, 128, 3) and image.dtype == np.uint8 and mask.sum() == 16
+    r, c = np.nonzero(mask)
+    assert (r.max() - r.min() + 1) * (c.max() - c.min() + 1) == mask.sum()   # one rectangle
+
+
+def test_a_multi_label_patch_classifier_maps_the_sigmoid_of_the_asked_label():
+    import torch
+
+    from course_utils.project import wholeimage as W
+
+    class TwoLabels(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.zeros(1))
+
+        def forward(self, x):
+            m = x.mean(dim=(1, 2, 3))
+            return torch.stack([m, -2 * m], dim=1) + self.w
+
+    img = np.random.default_rng(0).integers(0, 255, (32, 32, 3)).astype(np.uint8)
+    tf = lambda a: torch.from_numpy(a.astype(np.float32).transpose(2, 0, 1) / 255)  # noqa: E731
+    second = W.sliding_heatmap(TwoLabels(), img, patch=16, stride=16, target=1, multilabel=True, transform=tf)
+    block = img[:16, :16].astype(np.float32).mean() / 255
+    assert np.isclose(second[0, 0], 1 / (1 + np.exp(2 * block)), atol=1e-6)    # sigmoid(-2m): not a softmax
+
+
+def test_label_bits_is_the_one_rule_for_combination_indices():
+    from course_utils.active.labels import combination_probs, label_bits, label_probs
+
+    assert label_bits([0, 1, 2, 3], 2).tolist() == [[0, 0], [1, 0], [0, 1], [1, 1]]
+    assert P.labels_of(5, 3) == [1, 0, 1] and P.combination_names(["a", "b"])[3] == "a + b"
+    p = np.array([[0.2, 0.7], [0.9, 0.1]])
+    assert np.allclose(label_probs(combination_probs(p), 2), p)
+
+
+def test_predictions_read_by_worker_processes_equal_those_read_in_the_kernel(tmp_path):
+    from course_utils.project import cycle as C
+
+    truth = _two_class_folder(tmp_path / "imgs", n=40)
+    store = P.open_project(tmp_path / "imgs", ["plain", "spot"], verbose=False)
+    pool = dict(zip(store.refs(store.ids("pool")), store.ids("pool").tolist()))
+    for ref in list(pool)[:12]:
+        store.label(pool[ref], truth[ref])
+    result = C.train_round(store, model="small_cnn", epochs=1, image_size=20, batch_size=8, progress=False)
+    ids = store.ids("pool", labelled=False)
+    alone = list(C.stream_probabilities(store, result, ids, batch_size=4, workers=0, features=True))
+    helped = list(C.stream_probabilities(store, result, ids, batch_size=4, workers=2, features=True))
+    assert [a[0].tolist() for a in alone] == [h[0].tolist() for h in helped]
+    assert all(np.allclose(a[1], h[1]) and np.allclose(a[3], h[3]) for a, h in zip(alone, helped))
+    assert C._workers(10, 8) == 0 and C._workers(1000, 8) >= 1
     store.close()

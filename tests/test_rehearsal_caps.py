@@ -208,3 +208,29 @@ def test_a_new_model_never_reads_the_flop_count_of_a_model_that_is_gone():
         big = torch.nn.Linear(4, 3)
         assert flops.torch_flops_per_image(big, x) == 2 * 4 * 3
         del big
+
+
+def test_a_projects_prediction_pass_runs_its_first_batches_and_still_gives_every_image_a_row(rehearsal, tmp_path):
+    from PIL import Image
+
+    from course_utils.project import cycle, folder
+    from course_utils.rehearsal.core import CAPS
+
+    root = tmp_path / "imgs"
+    root.mkdir()
+    for i in range(40):
+        Image.fromarray(np.full((12, 12, 3), 6 * i, np.uint8)).save(root / f"im{i:02d}.png")
+    store = folder.open_project(root, ["a", "b"], verbose=False)
+    model, info = mt.small_cnn(2, in_chans=3)
+    result = cycle.RoundResult(1, model, info, None, "binary", 12, 0, tmp_path / "m.pt", tmp_path / "h.csv")
+    ids = store.ids("pool")
+    seen = []
+    real_forward = model.forward
+    model.forward = lambda x: (seen.append(len(x)), real_forward(x))[1]
+    out = list(cycle.stream_probabilities(store, result, ids, batch_size=4, features=True, workers=0))
+    assert np.concatenate([o[0] for o in out]).tolist() == ids.tolist()       # every image has its row
+    assert sum(seen) == CAPS.eval_batches * 4 + 1         # only the first batches ran (and one image for FLOPs)
+    assert all(o[1].shape == (len(o[0]), 2) and o[3].shape[0] == len(o[0]) for o in out)
+    recs = [json.loads(line) for line in rehearsal.read_text().splitlines()]
+    assert [r["images"] for r in recs if r["kind"] == "work"] == [len(ids)]  # full mode's work, recorded once
+    store.close()

@@ -15,6 +15,7 @@ error is shown in the widget in red instead of vanishing into the kernel log.
 from __future__ import annotations
 
 import base64
+import contextlib
 import io
 import threading
 import traceback
@@ -207,6 +208,18 @@ class Labeller:
         self.queue = [i for i, _ in fresh[:self.batch_size]]
         self.scores = dict(fresh)
 
+    def refresh(self, strategy: str | None = None) -> None:
+        """A new queue from the store, e.g. after a round wrote new predictions (the queue in hand was picked by
+        the old ones), optionally with another strategy (``"confident"``: check what the model is surest of)."""
+        with self._lock:
+            if strategy is not None:
+                if self.blind and strategy != "random":
+                    raise CourseError("a blind hold-out session labels in random order only.")
+                self.strategy = strategy
+            self.skipped.clear()
+            self._fill_queue()
+            self._publish()
+
     def label_with_oracle(self, n: int = 8) -> int:
         """Label ``n`` images from the ground truth through the key path; returns how many were written."""
         if self.oracle is None:
@@ -225,8 +238,34 @@ class Labeller:
         return done
 
     # ---------------------------------------------------------------- what the page shows
+    def _shown_images(self) -> list[np.ndarray]:
+        """The images of the queue's first few items. A file that cannot be read (corrupt, deleted) is marked in
+        the store, so no queue offers it again, taken off this queue and named in the message: never a crash."""
+        while True:
+            ids = self.queue[:1 + self.n_thumbs]
+            shown = []
+            for i, ref in zip(ids, self.store.refs(ids)):
+                try:
+                    shown.append(self._image(ref))
+                except CourseError as exc:
+                    if self.images is not None:
+                        raise
+                    with contextlib.suppress(CourseError):        # a read-only store: skipped all the same
+                        self.store.mark_unreadable({int(i): f"unreadable: {exc}"})
+                    self.queue.remove(i)
+                    note = f"image {i} ({ref}) cannot be read, so it is skipped: {exc}"
+                    self.message = note
+                    if not self.queue:
+                        self._fill_queue()
+                        if self.message != note:                  # e.g. nothing left: say both
+                            self.message = f"{note}. {self.message}"
+                    break
+            else:
+                return shown
+
     def state(self) -> dict[str, Any]:
         """Everything the page draws, as plain JSON (also what the tests read)."""
+        shown = self._shown_images()
         item = self.current
         c = self.store.counts()
         if self.blind:
@@ -245,9 +284,8 @@ class Labeller:
             "image": None, "thumbs": [], "confidences": [], "label_confidences": [], "reason": "",
         }
         if item is not None:
-            refs = self.store.refs(self.queue[:1 + self.n_thumbs])
-            state["image"] = _png_data_url(self._image(refs[0]), self.image_px)
-            state["thumbs"] = [_png_data_url(self._image(r), 48) for r in refs[1:]]
+            state["image"] = _png_data_url(shown[0], self.image_px)
+            state["thumbs"] = [_png_data_url(im, 48) for im in shown[1:]]
             state["confidences"] = [] if self.blind else (self.store.confidences([item]).get(item) or [])
             names = getattr(self.store, "label_names", None)
             if names and state["confidences"]:             # multi-label: each yes/no label's own probability

@@ -31,7 +31,7 @@ from .. import metrics
 from . import strategies as st
 from ..runtime import CourseError
 
-__all__ = ["LabelStore", "SCHEMA_VERSION", "CLAIM_SECONDS", "combination_probs", "label_probs"]
+__all__ = ["LabelStore", "SCHEMA_VERSION", "CLAIM_SECONDS", "combination_probs", "label_probs", "label_bits"]
 
 CLAIM_SECONDS = 15 * 60   # how long images handed to one session stay off every other session's queue
 
@@ -783,6 +783,12 @@ def _has_table(c: sqlite3.Connection, name: str) -> bool:
     return c.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)).fetchone() is not None
 
 
+def label_bits(classes: Any, n_labels: int) -> np.ndarray:
+    """The yes/no labels (``N x K``, 0/1) that multi-label class indices stand for: label i is bit i of the index
+    (``combination_names`` lists them; key 1 is index 0, "none")."""
+    return (np.asarray(classes, dtype=np.int64).reshape(-1, 1) >> np.arange(int(n_labels))) & 1
+
+
 def combination_probs(label_probs: Any) -> np.ndarray:
     """Per-label sigmoid probabilities ``N x K`` -> the probabilities of the ``2**K`` yes/no combinations (label i
     is bit i of the combination's index), taking the labels as independent given the image: rows sum to 1."""
@@ -790,16 +796,14 @@ def combination_probs(label_probs: Any) -> np.ndarray:
     if p.ndim != 2 or not np.isfinite(p).all() or p.min(initial=0) < 0 or p.max(initial=0) > 1:
         raise CourseError(f"per-label probabilities must be an N x K array of numbers in [0, 1] (sigmoid outputs); "
                           f"got shape {p.shape}" + ("" if p.ndim != 2 or np.isfinite(p).all() else " with NaN"))
-    k = p.shape[1]
-    bits = (np.arange(2 ** k)[:, None] >> np.arange(k)[None, :]) & 1           # [2**K, K]
+    bits = label_bits(np.arange(2 ** p.shape[1]), p.shape[1])                  # [2**K, K]
     return np.prod(np.where(bits[None], p[:, None, :], 1.0 - p[:, None, :]), axis=2)
 
 
 def label_probs(combo_probs: Any, n_labels: int) -> np.ndarray:
     """The other way: each label's probability (the sum over the combinations where it is yes), ``N x K``."""
     c = np.asarray(combo_probs, dtype=np.float64)
-    bits = (np.arange(c.shape[1])[:, None] >> np.arange(n_labels)[None, :]) & 1
-    return c @ bits
+    return c @ label_bits(np.arange(c.shape[1]), n_labels)
 
 
 def _aligned(values: Any, refs: Sequence[str], what: str, kind: type) -> list:

@@ -10,5 +10,5 @@ embeddings for the next labelling session). :mod:`.wholeimage` slides a patch cl
 """
 from .._lazy import face
 
-__getattr__, __dir__ = face(__name__, ["folder", "cycle", "wholeimage", "report", "cli"],
+__getattr__, __dir__ = face(__name__, ["folder", "cycle", "wholeimage", "report", "cli", "demo"],
                              fronts=["folder", "cycle", "wholeimage", "report"])

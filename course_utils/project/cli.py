@@ -4,6 +4,7 @@
     course-project init  my_images/ --classes benign malignant       # or --labels "tool visible" magnified
     course-project add   my_images/                                  # new images only
     course-project status my_images/
+    course-project next  my_images/                                  # what the next session shows first
     course-project train my_images/ --epochs 6 --batch-size 16       # then predicts the unlabelled images
     course-project evaluate my_images/                               # the hold-out, once
     course-project report my_images/                                 # figures and a page in .course/report/
@@ -50,6 +51,10 @@ def parser() -> argparse.ArgumentParser:
     mode.add_argument("--labels", nargs="+", metavar="NAME", help="yes/no label names (multi-label, at most 3)")
     command("add", "add the folder's new images to its project (copies and known images are skipped)")
     command("status", "how many images, labels, rounds and hold-out evaluations the project has")
+    nxt = command("next", "list the images the next labelling session would show first, with their scores")
+    nxt.add_argument("--strategy", default=None, help="entropy (default once there are predictions), confident, "
+                                                        "random, margin, least_confidence")
+    nxt.add_argument("--batch-size", type=int, default=8, help="how many [8]")
     train = command("train", "train a new round on the labels so far, then predict the unlabelled images")
     train.add_argument("--model", choices=["lite0", "small_cnn"], default="lite0",
                        help="EfficientNet-Lite0 with ImageNet weights (default), or a small CNN (quick, CPU)")
@@ -144,6 +149,12 @@ def run(args: argparse.Namespace) -> int:
                   f"image(s) labelled, {len(store.labels('holdout'))} of {c['holdout']} hold-out image(s) labelled; "
                   f"{cycle.next_round(store) - 1} round(s) trained; hold-out evaluated "
                   f"{store.holdout_evaluations()} time(s)")
+        elif args.command == "next":
+            strategy = args.strategy or ("entropy" if store.counts()["predicted"] else "random")
+            picked = store.next_batch(strategy, args.batch_size, random_state=0, return_scores=True, claim=False)
+            print(f"next {len(picked)} image(s) by {strategy} (id, score, file):")
+            for i, score in picked:
+                print(f"  {i}\t{score:.4f}\t{store.refs([i])[0]}")
         elif args.command == "train":
             result = cycle.train_round(store, model=args.model, epochs=args.epochs, batch_size=args.batch_size,
                                        image_size=args.image_size, seed=args.seed, output_dir=args.output_dir)

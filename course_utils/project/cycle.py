@@ -14,16 +14,18 @@ from __future__ import annotations
 
 import os
 import re
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
+from ..active.labels import label_bits
 from ..runtime import CourseError, import_torch
 
 __all__ = ["MIN_PER_CLASS", "FileImages", "RoundResult", "training_targets", "train_round", "predict_pool",
-           "evaluate_holdout", "readable",
+           "evaluate_holdout", "readable", "stream_probabilities",
            "load_round", "project_dir", "next_round", "file_path"]
 
 MIN_PER_CLASS = 4   # labels a class (or each side of a yes/no label) needs before a round can train on it
@@ -95,7 +97,7 @@ def training_targets(store: Any, labels: dict[int, int]) -> tuple[np.ndarray, np
     y = np.array([labels[i] for i in ids], dtype=np.int64)
     if store.label_names is not None:
         k = len(store.label_names)
-        bits = ((y[:, None] >> np.arange(k)[None, :]) & 1).astype(np.float32)
+        bits = label_bits(y, k).astype(np.float32)
         short = []
         for name, yes in zip(store.label_names, bits.sum(0).astype(int).tolist()):
             need = [f"{MIN_PER_CLASS - have} more labelled {side}" for side, have in (("yes", yes), ("no", len(y) - yes))
@@ -211,11 +213,16 @@ def _append_round(path: Path, row: dict) -> None:
         w.writerow(row)
 
 
-def predict_pool(store: Any, result: RoundResult, *, batch_size: int = 32, embeddings: bool = True,
-                 progress: bool = True, output_dir: str | os.PathLike | None = None) -> int:
-    """Confidences for every unlabelled pool image, written back in one transaction per batch (the strategies
-    read them next session); the head's input features are kept as ``embeddings_round<n>.npz`` for Coreset and
-    BADGE. Images are streamed from their files. Returns how many images were predicted."""
+def _workers(n_images: int, batch_size: int) -> int:
+    """Processes that decode files while the model runs: none for a few batches (starting them costs more)."""
+    return 0 if n_images < 4 * batch_size else min(4, max(1, (os.cpu_count() or 2) - 1))
+
+
+def stream_probabilities(store: Any, result: RoundResult, ids: np.ndarray, *, batch_size: int,
+                         features: bool = False, progress: bool = False, desc: str = "", workers: int | None = None):
+    """Yield ``(ids, probabilities, readable, features)`` batch by batch for ``ids``, read from their files
+    (decoded in worker processes while the model runs, on whatever device the model is on). Probabilities are a
+    softmax, or a sigmoid per label; ``features`` (the head's input) only when asked for."""
     torch = import_torch()
     from torch.utils.data import DataLoader  # noqa: PLC0415
 
@@ -223,57 +230,67 @@ def predict_pool(store: Any, result: RoundResult, *, batch_size: int = 32, embed
     from ..models.torch_models import head_module  # noqa: PLC0415
     from ..runtime import progress as bar  # noqa: PLC0415
 
+    net = result.model.eval()
+    dev = next(net.parameters()).device
+    workers = _workers(len(ids), batch_size) if workers is None else int(workers)
+    loader = DataLoader(FileImages([file_path(store, r) for r in store.refs(ids)], None, size=result.image_size,
+                                   transform=augment.eval_transform(result.image_size)), batch_size=batch_size,
+                        num_workers=workers, pin_memory=dev.type == "cuda")
+    seen: list = []
+    hook = head_module(net, result.info).register_forward_hook(
+        lambda _m, inp, _o: seen.append(inp[0].detach().flatten(1).float().cpu().numpy())) if features else None
+    done = 0
+    try:
+        with torch.no_grad():
+            for xb, ok in bar(loader, total=len(loader), desc=desc, disable=not progress):
+                logits = net(xb.to(dev, non_blocking=True)).float().cpu()
+                probs = torch.sigmoid(logits) if result.task == "multi-label" else torch.softmax(logits, dim=1)
+                yield (ids[done:done + len(xb)], probs.numpy(), ok.numpy().astype(bool),
+                       seen.pop() if features else None)
+                done += len(xb)
+    finally:
+        if hook is not None:
+            hook.remove()
+
+
+def predict_pool(store: Any, result: RoundResult, *, batch_size: int = 32, embeddings: bool = True,
+                 progress: bool = True, output_dir: str | os.PathLike | None = None,
+                 workers: int | None = None) -> int:
+    """Confidences for every unlabelled pool image, written back in one transaction per batch (the strategies
+    read them next session); the head's input features are kept as ``embeddings_round<n>.npz`` for Coreset and
+    BADGE. Images are streamed from their files. Returns how many images were predicted."""
     gone = set(store.unreadable())
     ids = np.array([i for i in store.ids("pool", labelled=False).tolist() if i not in gone], dtype=np.int64)
     if len(ids) == 0:
         return 0
-    paths = [file_path(store, r) for r in store.refs(ids)]
-    loader = DataLoader(FileImages(paths, None, size=result.image_size,
-                                   transform=augment.eval_transform(result.image_size)), batch_size=batch_size)
-    net = result.model.eval()
-    feats: list = []
-    hook = head_module(net, result.info).register_forward_hook(
-        lambda _m, inp, _o: feats.append(inp[0].detach().flatten(1).cpu().numpy().astype(np.float32)))
-    done, written, broken = 0, [], {}
-    try:
-        with torch.no_grad():
-            for xb, ok in bar(loader, total=len(loader), desc=f"predicting round {result.round}",
-                              disable=not progress):
-                logits = net(xb).float()
-                probs = torch.sigmoid(logits) if result.task == "multi-label" else torch.softmax(logits, dim=1)
-                batch_ids, ok = ids[done:done + len(xb)], ok.numpy().astype(bool)
-                store.write_predictions(batch_ids[ok], probs.numpy()[ok])   # one transaction a batch
-                written.append(ok)
-                broken.update({int(i): "unreadable: the file cannot be read as an image" for i in batch_ids[~ok]})
-                done += len(xb)
-    finally:
-        hook.remove()
+    kept_ids, kept_feats, broken = [], [], {}
+    start = time.perf_counter()
+    for batch_ids, probs, ok, feats in stream_probabilities(store, result, ids, batch_size=batch_size,
+                                                            features=embeddings, progress=progress,
+                                                            desc=f"predicting round {result.round}", workers=workers):
+        store.write_predictions(batch_ids[ok], probs[ok])          # one transaction a batch
+        broken.update({int(i): "unreadable: the file cannot be read as an image" for i in batch_ids[~ok]})
+        kept_ids.append(batch_ids[ok])
+        if feats is not None:
+            kept_feats.append(feats[ok])
+    n = int(sum(len(k) for k in kept_ids))
+    if progress:
+        seconds = time.perf_counter() - start
+        print(f"round {result.round}: predicted {n} unlabelled image(s) in {seconds:.1f} s "
+              f"({n / max(seconds, 1e-9):.0f} images/s), written to {Path(store.path).name}")
     if broken:
         store.mark_unreadable(broken)
         print(f"{len(broken)} image(s) could not be read and were skipped (see store.unreadable())")
-    keep = np.concatenate(written) if written else np.zeros(0, bool)
-    if embeddings and feats:
+    if embeddings and kept_feats:
         out = Path(output_dir) if output_dir is not None else project_dir(store)
-        np.savez(out / f"embeddings_round{result.round}.npz", ids=ids[:done][keep],
-                 embeddings=np.concatenate(feats)[keep])
-    return int(keep.sum())
+        np.savez(out / f"embeddings_round{result.round}.npz", ids=np.concatenate(kept_ids),
+                 embeddings=np.concatenate(kept_feats))
+    return n
 
 
 def _predict_files(store: Any, result: RoundResult, ids: np.ndarray, batch_size: int) -> np.ndarray:
     """Probabilities (softmax, or sigmoid per label) for ``ids``, read from their files in batches."""
-    torch = import_torch()
-    from torch.utils.data import DataLoader  # noqa: PLC0415
-
-    from ..data import augment  # noqa: PLC0415
-
-    loader = DataLoader(FileImages([file_path(store, r) for r in store.refs(ids)], None, size=result.image_size,
-                                   transform=augment.eval_transform(result.image_size)), batch_size=batch_size)
-    out = []
-    net = result.model.eval()
-    with torch.no_grad():
-        for xb, _ok in loader:
-            logits = net(xb).float()
-            out.append((torch.sigmoid(logits) if result.task == "multi-label" else torch.softmax(logits, 1)).numpy())
+    out = [probs for _i, probs, _ok, _f in stream_probabilities(store, result, ids, batch_size=batch_size)]
     return np.concatenate(out) if out else np.zeros((0, 0))
 
 
@@ -306,7 +323,7 @@ def evaluate_holdout(store: Any, result: RoundResult, *, again: bool = False, ba
     report: dict[str, Any] = {"n": int(len(ids)), "evaluations": n, "round": result.round}
     if result.task == "multi-label":
         k = len(store.label_names)
-        truth = (y[:, None] >> np.arange(k)[None, :]) & 1
+        truth = label_bits(y, k)
         report["per_label"] = {}
         for j, name in enumerate(store.label_names):
             two = np.stack([1 - probs[:, j], probs[:, j]], axis=1)

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
-from ..active.labels import LabelStore
+from ..active.labels import LabelStore, label_bits
 from ..integrity import sha256_file
 from ..runtime import CourseError
 
@@ -107,7 +107,7 @@ def combination_names(label_names: Sequence[str]) -> list[str]:
         raise CourseError(f"label names must differ, got {names}.")
     out = []
     for index in range(2 ** len(names)):
-        on = [n for bit, n in enumerate(names) if index >> bit & 1]
+        on = [n for n, yes in zip(names, label_bits([index], len(names))[0]) if yes]
         out.append(" + ".join(on) if on else "none")
     return out
 
@@ -175,5 +175,5 @@ def check_files(store: LabelStore, *, verbose: bool = True) -> int:
 
 def labels_of(class_index: int, n_labels: int) -> list[int]:
     """The yes/no labels (0/1 per label) that a multi-label class index stands for."""
-    return [class_index >> bit & 1 for bit in range(n_labels)]
+    return label_bits([class_index], n_labels)[0].tolist()
 

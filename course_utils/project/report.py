@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from ..active.labels import label_bits
 from ..runtime import CourseError
 
 __all__ = ["write_report"]
@@ -64,7 +65,7 @@ def _holdout_curves(store: Any, data: Any, path: Path) -> Path:
     y, probs = np.asarray(data["labels"]), np.asarray(data["probs"])
     if store.label_names is not None:                      # multi-label: one curve per yes/no label
         k = len(store.label_names)
-        truth = (y[:, None] >> np.arange(k)[None, :]) & 1
+        truth = label_bits(y, k)
         curves = {name: (truth[:, j], probs[:, j]) for j, name in enumerate(store.label_names)}
     else:                                                  # one class per image: each class against the rest
         curves = {name: ((y == c).astype(int), probs[:, c]) for c, name in enumerate(store.class_names)}
@@ -104,11 +105,31 @@ def _gradcam(store: Any, result: Any, path: Path, n: int) -> Path | None:
     x = np.stack([tf(im).numpy() for im in raw])
     target = None if result.task != "multi-label" else 0
     maps = xai.grad_cam(result.model, x, target, layer=result.info.cam_layer)
+    h, w = _cam_map_size(result, x[:1])
     titles = [f"id {i}: {store.class_names[labels[i]]}" for i in ids]
     fig = plots.heatmap_overlay(raw, maps, titles=titles, n=len(ids), ncols=min(4, len(ids)),
                                 title=f"Grad-CAM of round {result.round} on labelled hold-out images"
-                                + (f" (label '{store.label_names[0]}')" if target == 0 else " (predicted class)"))
+                                + (f" (label '{store.label_names[0]}')" if target == 0 else " (predicted class)")
+                                + f", from a {h} x {w} map" + (": too coarse to say where the model looks; train at "
+                                                               "a larger --image-size" if min(h, w) < 8 else ""))
     return _save(fig, path)
+
+
+def _cam_map_size(result: Any, x: np.ndarray) -> tuple[int, int]:
+    """The Grad-CAM layer's own map size (before it is scaled up to the image): what the map can resolve."""
+    import torch  # noqa: PLC0415
+
+    from ..models.torch_models import cam_layer  # noqa: PLC0415
+
+    seen: list = []
+    hook = cam_layer(result.model, result.info).register_forward_hook(lambda _m, _i, out: seen.append(out.shape))
+    try:
+        with torch.no_grad():
+            dev = next(result.model.parameters()).device
+            result.model.eval()(torch.as_tensor(x).to(dev))
+    finally:
+        hook.remove()
+    return int(seen[0][-2]), int(seen[0][-1])
 
 
 def write_report(store: Any, *, output_dir: str | os.PathLike | None = None, gradcam_images: int = 8) -> Path:

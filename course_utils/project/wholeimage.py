@@ -10,6 +10,7 @@ least one window and no window reads past the border (no padding to invent pixel
 """
 from __future__ import annotations
 
+import time
 from typing import Any, Callable
 
 import numpy as np
@@ -34,11 +35,13 @@ def window_starts(length: int, patch: int, stride: int) -> list[int]:
 
 
 def sliding_heatmap(model: Any, image: np.ndarray, *, patch: int, stride: int | None = None, target: int = 1,
-                    batch_size: int = 64, transform: Callable | None = None, progress: bool = False) -> np.ndarray:
+                    batch_size: int = 64, transform: Callable | None = None, progress: bool = False,
+                    multilabel: bool = False) -> np.ndarray:
     """P(``target``) at every pixel of ``image`` (uint8 ``H x W x C``), from ``model`` (a torch patch classifier:
     softmax over its outputs, or a sigmoid for one output) applied to every ``patch`` x ``patch`` window, ``stride``
     apart (default half a patch), ``batch_size`` windows at a time. ``transform`` turns one window into the
-    model's input tensor (default: the course's eval transform, ImageNet normalisation)."""
+    model's input tensor (default: the course's eval transform, ImageNet normalisation). ``multilabel=True``:
+    the model has one sigmoid output per yes/no label, and ``target`` is the label's index."""
     torch = import_torch()
     from ..data import augment  # noqa: PLC0415
     from ..runtime import progress as bar  # noqa: PLC0415
@@ -52,9 +55,12 @@ def sliding_heatmap(model: Any, image: np.ndarray, *, patch: int, stride: int | 
     rows, cols = window_starts(img.shape[0], patch, stride), window_starts(img.shape[1], patch, stride)
     tf = transform or augment.eval_transform(rgb=img.shape[-1] == 3)
     boxes = [(r, c) for r in rows for c in cols]
+    start = time.perf_counter()
     total = np.zeros(img.shape[:2], dtype=np.float64)
     count = np.zeros(img.shape[:2], dtype=np.float64)
     was_training = model.training
+    first = next(iter(model.parameters()), None) if hasattr(model, "parameters") else None
+    dev = first.device if first is not None else torch.device("cpu")      # the windows go where the model is
     model.eval()
     try:
         with torch.no_grad():
@@ -62,14 +68,21 @@ def sliding_heatmap(model: Any, image: np.ndarray, *, patch: int, stride: int | 
                          desc="sliding window", disable=not progress):
                 chunk = boxes[s:s + batch_size]
                 x = torch.stack([tf(np.ascontiguousarray(img[r:r + patch, c:c + patch])) for r, c in chunk])
-                logits = model(x).float()
-                p = torch.sigmoid(logits[:, 0]) if logits.shape[1] == 1 and target == 1 else \
-                    (1 - torch.sigmoid(logits[:, 0]) if logits.shape[1] == 1 else torch.softmax(logits, 1)[:, target])
+                logits = model(x.to(dev)).float().cpu()
+                if multilabel:
+                    p = torch.sigmoid(logits[:, target])
+                elif logits.shape[1] == 1:
+                    p = torch.sigmoid(logits[:, 0]) if target == 1 else 1 - torch.sigmoid(logits[:, 0])
+                else:
+                    p = torch.softmax(logits, 1)[:, target]
                 for (r, c), v in zip(chunk, p.numpy().astype(np.float64)):
                     total[r:r + patch, c:c + patch] += v
                     count[r:r + patch, c:c + patch] += 1
     finally:
         model.train(was_training)
+    if progress:
+        print(f"sliding window: {len(boxes)} windows of {patch} px over {img.shape[1]} x {img.shape[0]} px "
+              f"in {time.perf_counter() - start:.1f} s")
     return total / count
 
 

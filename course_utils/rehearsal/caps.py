@@ -43,6 +43,7 @@ def install() -> bool:
     from ..active import torch_outputs as active_torch  # noqa: PLC0415
     from ..data import loaders as data, pipelines, standin_cache  # noqa: PLC0415
     from ..models import final as final_models, keras_models as models_keras  # noqa: PLC0415
+    from ..project import cycle as project_cycle  # noqa: PLC0415
     from ..teaching import checks  # noqa: PLC0415
     from ..train import keras_fit as train_keras, torch_engine as train_torch  # noqa: PLC0415
     from ..xai import faithfulness as xai_faithfulness, methods as xai  # noqa: PLC0415
@@ -52,6 +53,7 @@ def install() -> bool:
     for name in ("evaluate", "predict"):
         _patch(train_torch, name, _torch_first_batches)
     _patch(active_torch, "torch_outputs", _capped_outputs)
+    _patch(project_cycle, "stream_probabilities", _first_stream_batches)
     _patch(train_keras, "predict", _keras_first_batches)
     _patch(models_keras, "recompute_batchnorm", _capped_recompute)
     for owner in (xai, xai_faithfulness):
@@ -168,6 +170,30 @@ def _torch_first_batches(original):
             record_work("forward", images=n_images(loader), steps=n_batches(loader), flops_per_image=proxy.flops,
                         what=model_name(model), framework="torch")
     return capped
+
+
+def _first_stream_batches(original):
+    def stream_probabilities(store, result, ids, *, batch_size: int, **kwargs):
+        """A project's prediction pass: its work recorded in full, its first batches run, their outputs repeated
+        for the other images (so every image still gets a row, as in full mode)."""
+        first = ids[:CAPS.eval_batches * batch_size]
+        flops = best_effort(lambda: torch_flops_per_image(result.model, _float_tensor(
+            np.zeros((1, result.image_size, result.image_size, 3), np.uint8), True)))
+        record_work("forward", images=len(ids), steps=-(-len(ids) // batch_size), flops_per_image=flops,
+                    what=model_name(result.model), framework="torch")
+        seen = []
+        for out in original(store, result, first, batch_size=batch_size, **kwargs):
+            seen.append(out)
+            yield out
+        if not seen:
+            return
+        probs = np.concatenate([s[1] for s in seen])
+        feats = None if seen[0][3] is None else np.concatenate([s[3] for s in seen])
+        for start in range(len(first), len(ids), batch_size):
+            chunk = ids[start:start + batch_size]
+            rows = np.arange(start, start + len(chunk)) % len(probs)
+            yield chunk, probs[rows], np.ones(len(chunk), bool), None if feats is None else feats[rows]
+    return stream_probabilities
 
 
 # ============================================================================ active-learning outputs

@@ -163,6 +163,10 @@ def _variation_ratio(mc: np.ndarray) -> np.ndarray:
     return 1.0 - counts.max(axis=1) / mc.shape[0]
 
 
+def _answers(index, k):
+    return [(index >> i) & 1 for i in range(k)]
+
+
 def _grad_cam(a: np.ndarray, g: np.ndarray) -> np.ndarray:
     weights = g.mean(axis=(1, 2))                       # one weight per channel: the mean gradient
     return np.maximum((weights[:, None, None] * a).sum(axis=0), 0.0)
@@ -287,6 +291,25 @@ EXERCISES: dict[str, Exercise] = {e.key: e for e in [
              "the run decides, and 'inconclusive' is a real answer: the verdict is 'better' or 'worse' only when the "
              "interval of the per-image difference from the random map excludes 0.",
              expected=lambda observed: str(observed).split(" than")[0], accepts="'better', 'worse' or 'inconclusive'"),
+    # ------------------------------------------------------------------ 07 your own images
+    Exercise("07.1", "write answers(index, k): the k yes/no answers (a list of 0s and 1s) that a multi-label class "
+             "index stands for, question i being bit i of the index.", "function",
+             "shift the index right by i and keep the lowest bit: (index >> i) & 1.",
+             "def answers(index, k):\n    return [(index >> i) & 1 for i in range(k)]",
+             reference=_answers, accepts="a function returning a list of k zeros and ones",
+             cases=tuple((i, k) for k in (1, 2, 3) for i in range(2 ** k))),
+    Exercise("07.2", "predict, then run: a 200 px wide image, 64 px patches, a stride of 32 px. How many windows "
+             "fit in one row?", "prediction",
+             "starts at 0, 32, 64, ... while a window still fits; then one more window that ends exactly at the edge, "
+             "if the last start did not already end there.",
+             "0, 32, 64, 96, 128 fit (128 + 64 = 192); 192 < 200, so one more window starts at 136: 6 windows.",
+             expected=lambda observed: int(observed), accepts="a whole number"),
+    Exercise("07.3", "predict, then run: you add 50 new images to the folder and open the project again. How many "
+             "images already in the hold-out move to the pool?", "prediction",
+             "when is an image's split decided, and from what?",
+             "none: the split is fixed when an image is inserted, by a rule on its own content hash; new images "
+             "get their own split and never change anyone else's.",
+             expected=lambda observed: int(observed), accepts="a whole number"),
 ]}
 
 

@@ -23,7 +23,8 @@ def source_suffix(source: str | None) -> str:
 
 def image_grid(images: np.ndarray, labels: Sequence | np.ndarray | None = None, *,
                class_names: Sequence[str] | None = None, n: int = 16, ncols: int = 8,
-               title: str = "Sample images", source: str | None = None, seed: int | None = 0):
+               title: str = "Sample images", source: str | None = None, seed: int | None = 0,
+               xlabel: str = "images (random sample)"):
     """Show up to ``n`` images (uint8 or float, NHWC or NHW) with their class names as captions.
 
     Multi-label rows are captioned with the names of the positive labels.
@@ -53,7 +54,7 @@ def image_grid(images: np.ndarray, labels: Sequence | np.ndarray | None = None, 
             # wrap long class names (PathMNIST's) so neighbouring captions do not run into each other
             ax.set_title(textwrap.fill(_caption(np.asarray(labels)[i], class_names), 20), fontsize=7)
     fig.suptitle(title + source_suffix(source))
-    fig.supxlabel("images (random sample)", fontsize=8)
+    fig.supxlabel(xlabel, fontsize=8)
     fig.tight_layout()
     return fig
 
