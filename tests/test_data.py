@@ -391,3 +391,28 @@ def test_allocate_splits_n_by_largest_remainders_at_least_one_each_never_more_th
         assert got.tolist() == want, (counts, n, got)
         assert got.dtype == np.int64 and got.sum() == n and (got <= np.array(counts)).all()
     assert allocate([2.0, 2.0], 2).tolist() == [1, 1]                   # float counts are whole numbers too
+
+
+def test_a_huge_image_is_shrunk_on_read_and_one_past_the_safety_limit_is_a_clear_error(tmp_path, monkeypatch):
+    from PIL import Image
+
+    from course_utils.data.loaders import read_image
+
+    big = np.zeros((3000, 4000, 3), np.uint8)
+    big[:, 2000:] = 200                                             # right half bright
+    Image.fromarray(big).save(tmp_path / "big.jpg", quality=90)
+    Image.fromarray(big).save(tmp_path / "big.png")
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.fromarray(np.rot90(big).copy()).save(tmp_path / "turned.jpg", exif=exif)
+    for name in ("big.jpg", "big.png", "turned.jpg"):
+        small = read_image(tmp_path / name, max_side=512)
+        assert small.shape == (384, 512, 3), (name, small.shape)   # aspect kept, upright
+        assert small[:, :200].mean() < 20 and small[:, 312:].mean() > 180, name
+    assert read_image(tmp_path / "big.jpg", size=64).shape == (64, 64, 3)
+    sixteen = (np.arange(600 * 800, dtype=np.uint16).reshape(600, 800) % 4096)
+    Image.fromarray(sixteen).save(tmp_path / "deep.png")
+    assert read_image(tmp_path / "deep.png", max_side=100).shape == (75, 100, 3)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1_000_000)       # 12 megapixels is now past twice the limit
+    with pytest.raises(CourseError, match="too large to open safely.*tiles"):
+        read_image(tmp_path / "big.png")

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from course_utils import CourseError
+from course_utils.active import labels as labels_module
 from course_utils.active.labels import LabelStore
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -698,8 +699,7 @@ def test_a_store_that_cannot_be_written_still_hands_out_images_without_claiming(
     real = store._write
 
     def read_only(fn):
-        raise CourseError("could not save to the label store (attempt to write a readonly database); The file "
-                          "(or its folder) is read-only")
+        raise labels_module.ReadOnlyStore("could not save to the label store (attempt to write a readonly database)")
 
     monkeypatch.setattr(store, "_write", read_only)
     got = store.next_batch("random", 3, random_state=0)
@@ -708,3 +708,33 @@ def test_a_store_that_cannot_be_written_still_hands_out_images_without_claiming(
     with pytest.raises(CourseError, match="disk is full"):
         store.next_batch("random", 3, random_state=0)               # any other failure is not hidden
     monkeypatch.setattr(store, "_write", real)
+    import sqlite3
+
+    ro = sqlite3.connect(f"file:{store.path}?mode=ro", uri=True)         # SQLite's own read-only error, typed
+    with pytest.raises(sqlite3.DatabaseError) as err:
+        ro.execute("DELETE FROM meta")
+    ro.close()
+    assert labels_module._is_read_only(err.value)
+    assert not labels_module._is_read_only(sqlite3.OperationalError("database or disk is full"))
+
+
+def test_copy_to_takes_what_is_still_in_the_write_ahead_log_and_keeps_the_image_folder(tmp_path):
+    from PIL import Image
+
+    images = tmp_path / "imgs"
+    images.mkdir()
+    for i in range(6):
+        Image.fromarray(np.full((4, 4, 3), 30 * i, np.uint8)).save(images / f"{i}.png")
+    store = LabelStore.create(tmp_path / "a" / "labels.db", [f"{i}.png" for i in range(6)], ["x", "y"],
+                              holdout_fraction=0.0, root=images)
+    store.label(0, 1)
+    store.next_batch("random", 2, random_state=0)                   # claims two images
+    copy = store.copy_to(tmp_path / "deeper" / "still" / "copy.db")
+    assert copy.labels() == {0: 1} and copy.root == images.resolve()
+    assert len(copy.next_batch("random", 5, random_state=0)) == 5     # nothing is claimed in the copy
+    copy.label(1, 0)
+    assert store.labels() == {0: 1}                                   # the two never mix
+    with pytest.raises(CourseError, match="never replaces"):
+        store.copy_to(tmp_path / "deeper" / "still" / "copy.db")
+    copy.close()
+    store.close()

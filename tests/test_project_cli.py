@@ -78,7 +78,8 @@ def test_a_whole_cycle_from_the_command_line(tmp_path, capsys):
     page = root / ".course" / "report" / "index.html"
     assert f"report: {page}" in capsys.readouterr().out
     text = page.read_text()
-    for png in ("training_curves.png", "labels_vs_score.png", "gradcam.png") + (("holdout_curves.png",) if hold else ()):
+    assert "Grad-CAM left out" in text and "4 x 4" in text and not (page.parent / "gradcam.png").exists()
+    for png in ("training_curves.png", "labels_vs_score.png") + (("holdout_curves.png",) if hold else ()):
         assert png in text and (page.parent / png).stat().st_size > 1000, png
     from PIL import Image
 
@@ -168,3 +169,27 @@ def test_a_round_trip_of_real_commands_takes_under_a_minute(tmp_path):
     assert "evaluation number 1" in run("evaluate", root)
     assert "already been evaluated" in run("evaluate", root, code=3)
     assert time.perf_counter() - start < 60
+
+
+def test_output_dir_keeps_every_round_file_and_the_hold_out_scores_together(tmp_path, capsys):
+    from course_utils.active.labels import LabelStore
+
+    root, out = tmp_path / "imgs", tmp_path / "elsewhere"
+    truth = _folder(root, n=40)
+    assert cli.main(["init", str(root), "--classes", "plain", "spot"]) == 0
+    store = LabelStore(root / ".course" / "labels.db")
+    for i, ref in zip(store.ids("pool").tolist()[:16], store.refs(store.ids("pool")[:16])):
+        store.label(i, truth[ref])
+    held = store.ids("holdout").tolist()
+    for i, ref in zip(held, store.refs(held)):
+        store.label(i, truth[ref], holdout=True)
+    store.close()
+    out.mkdir()
+    assert cli.main(["train", str(root), "--model", "small_cnn", "--epochs", "1", "--image-size", "64",
+                     "--output-dir", str(out), "--evaluate-holdout"]) == 0
+    assert (out / "models" / "round1.pt").exists() and (out / "history_round1.csv").exists()
+    assert (out / "holdout_round1.npz").exists() and not (root / ".course" / "holdout_round1.npz").exists()
+    assert cli.main(["report", str(root), "--output-dir", str(out)]) == 0
+    assert (out / "report" / "holdout_curves.png").exists()
+    assert (out / "report" / "gradcam.png").stat().st_size > 1000           # at 64 px the map is 8 x 8: shown
+    capsys.readouterr()

@@ -268,13 +268,17 @@ def test_a_round_trains_saves_and_predicts_the_pool_one_batch_at_a_time(tmp_path
     assert saved.meta["round"] == 1 and saved.meta["n_labels"] == 20 and saved.meta["image_size"] == 20
     writes = []
     real = store.write_predictions
-    store.write_predictions = lambda ids, p: (writes.append(len(ids)), real(ids, p))[1]
+    store.write_predictions = lambda ids, p, **kw: (writes.append(len(ids)), real(ids, p, **kw))[1]
     n = C.predict_pool(store, result, batch_size=5, progress=False)
     unlabelled = store.ids("pool", labelled=False)
     assert n == len(unlabelled) and sum(writes) == n and max(writes) == 5 and len(writes) == -(-n // 5)
     conf = store.confidences(unlabelled)
     # stored rounded to 6 decimals: two values sum to 1 within 2 x 5e-7
     assert all(c is not None and len(c) == 2 and abs(sum(c) - 1) <= 1e-6 + 1e-12 for c in conf.values()), conf
+    assert set(store.prediction_rounds(unlabelled).values()) == {1}     # each prediction knows its round
+    assert "from round 1's predictions" in Labeller(store, strategy="entropy").state()["reason"]
+    real(unlabelled[:1], np.array([[0.5, 0.5]]))                        # written without a round: not a stale one
+    assert store.prediction_rounds(unlabelled[:2]) == {int(unlabelled[0]): None, int(unlabelled[1]): 1}
     emb = np.load(C.project_dir(store) / "embeddings_round1.npz")
     assert emb["ids"].tolist() == unlabelled.tolist() and emb["embeddings"].shape[0] == n
     assert store.labels("holdout") == {}                            # the hold-out was never touched

@@ -60,6 +60,9 @@ def _labeller_view():
         js_latency_ms = traitlets.Float(0.0).tag(sync=True)   # key press -> next image drawn, set by the page
         js_ignored = traitlets.Int(0).tag(sync=True)          # keys ignored while a write was in flight
 
+        def __repr__(self) -> str:   # what a page without the widget's state shows (an executed notebook on GitHub)
+            return "[the keyboard labeller: it appears here when the notebook runs in Jupyter or Colab]"
+
     return LabellerView
 
 
@@ -138,7 +141,8 @@ class Labeller:
         from ..data.loaders import read_image  # noqa: PLC0415 - only for stores of image files
 
         root = getattr(self.store, "root", None)
-        return read_image(Path(root) / ref if root is not None and not Path(ref).is_absolute() else ref)
+        return read_image(Path(root) / ref if root is not None and not Path(ref).is_absolute() else ref,
+                          max_side=2 * self.image_px)                 # a 40-megapixel scan is shown, never held
 
     def handle(self, msg: Mapping[str, Any]) -> None:
         """Do what one key press or click asks (``{"action": "label"|"undo"|"skip", ...}``) and redraw.
@@ -294,7 +298,10 @@ class Labeller:
                 per = label_probs([state["confidences"]], len(names))[0]
                 state["label_confidences"] = [[n, round(float(v), 4)] for n, v in zip(names, per)]
             score = self.scores.get(item)
-            state["reason"] = f"picked by {self.strategy}" + (f" (score {score:.3g})" if score is not None else "")
+            made_by = self.store.prediction_rounds([item]).get(item) if hasattr(self.store, "prediction_rounds") \
+                else None
+            state["reason"] = (f"picked by {self.strategy}" + (f" (score {score:.3g})" if score is not None else "")
+                               + (f" from round {made_by}'s predictions" if made_by is not None else ""))
             if self.blind:
                 state["reason"] = "blind hold-out session: random order, no model shown"
         return state

@@ -14,6 +14,7 @@ images, never the same queue.
 """
 from __future__ import annotations
 
+import contextlib
 import getpass
 import json
 import os
@@ -31,7 +32,7 @@ from .. import metrics
 from . import strategies as st
 from ..runtime import CourseError
 
-__all__ = ["LabelStore", "SCHEMA_VERSION", "CLAIM_SECONDS", "combination_probs", "label_probs", "label_bits"]
+__all__ = ["LabelStore", "ReadOnlyStore", "SCHEMA_VERSION", "CLAIM_SECONDS", "combination_probs", "label_probs", "label_bits"]
 
 CLAIM_SECONDS = 15 * 60   # how long images handed to one session stay off every other session's queue
 
@@ -285,11 +286,12 @@ class LabelStore:
 
         try:
             self._write(upgrade)
-        except CourseError as exc:
-            if "read-only" not in str(exc):
-                self._conn.close()
-                raise
+        except ReadOnlyStore:
             self._read_only_v1 = True
+        except CourseError:
+            self._conn.close()
+            raise
+        if self._read_only_v1:
             warnings.warn(f"{self.path} is a version-1 label store in a place that cannot be written, so it was not "
                           "upgraded: its labels can be read, not changed. Copy it somewhere writable to label.",
                           stacklevel=3)
@@ -335,7 +337,7 @@ class LabelStore:
             self._check_open()
             self._check_file()
             if self._read_only_v1:
-                raise CourseError(f"{self.path} is a version-1 label store that could not be upgraded because it is "
+                raise ReadOnlyStore(f"{self.path} is a version-1 label store that could not be upgraded because it is "
                                   "read-only, so nothing can be saved to it: copy it somewhere writable and open the "
                                   "copy.")
             try:
@@ -354,8 +356,32 @@ class LabelStore:
             return result
 
     def _write_error(self, exc: sqlite3.DatabaseError) -> CourseError:
-        return CourseError(f"could not save to the label store {self.path} ({exc}); nothing was written, and every "
+        kind = ReadOnlyStore if _is_read_only(exc) else CourseError
+        return kind(f"could not save to the label store {self.path} ({exc}); nothing was written, and every "
                            f"label saved before is kept. {_fix_for(str(exc))}.")
+
+    def copy_to(self, path: str | os.PathLike) -> "LabelStore":
+        """A consistent copy of this store at ``path``, opened: SQLite's online backup (a plain file copy can miss
+        what is still in the write-ahead log), with its image refs still pointing at the same folder and no
+        image claimed. For a control experiment, or a snapshot before a risky change; never replaces a file."""
+        path = Path(path)
+        if path.exists():
+            raise CourseError(f"{path} exists: copy_to never replaces a label store; choose a new file.")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        dst = sqlite3.connect(path)
+        try:
+            with self._lock:
+                self._check_open()
+                self._conn.backup(dst)
+            if self.root is not None:
+                dst.execute("UPDATE meta SET value = ? WHERE key = 'root'",
+                            (os.path.relpath(self.root, path.resolve().parent),))
+            if _has_table(dst, "claims"):
+                dst.execute("DELETE FROM claims")
+            dst.commit()
+        finally:
+            dst.close()
+        return LabelStore(path)
 
     def close(self) -> None:
         """Release this session's claimed images and close the file (labels are already saved)."""
@@ -465,8 +491,9 @@ class LabelStore:
         return df
 
     # ---------------------------------------------------------------- writing
-    def write_predictions(self, ids: Sequence[int], probs: Any) -> int:
+    def write_predictions(self, ids: Sequence[int], probs: Any, *, model_round: int | None = None) -> int:
         """Store the model's per-class probabilities for ``ids`` (one transaction); returns the count.
+        ``model_round``: the project round whose model made them, kept with them (:meth:`prediction_rounds`).
 
         A multi-label store also takes one sigmoid probability per yes/no label (``N x K``): they become the
         probabilities of the 2**K combinations (:func:`combination_probs`), which the strategies rank."""
@@ -483,8 +510,28 @@ class LabelStore:
         self._require_ids(ids)
         now = time.time()
         rows = [(json.dumps([round(float(v), 6) for v in row]), now, i) for i, row in zip(ids, p)]
-        self._write(lambda c: c.executemany("UPDATE items SET confidences = ?, predicted_at = ? WHERE id = ?", rows))
+
+        def write(c: sqlite3.Connection) -> None:
+            c.executemany("UPDATE items SET confidences = ?, predicted_at = ? WHERE id = ?", rows)
+            if model_round is not None or _has_table(c, "prediction_rounds"):   # never a stale round beside them
+                c.execute("CREATE TABLE IF NOT EXISTS prediction_rounds (item_id INTEGER PRIMARY KEY, "
+                          "round INTEGER)")
+                c.executemany("INSERT OR REPLACE INTO prediction_rounds VALUES (?, ?)",
+                              [(i, model_round) for i in ids])
+
+        self._write(write)
         return len(rows)
+
+    def prediction_rounds(self, ids: Iterable[int]) -> dict[int, int | None]:
+        """The round whose model wrote each id's stored confidences (``None``: not known, or none written)."""
+        ids = [int(i) for i in ids]
+        with self._lock:
+            self._check_open()
+            if not _has_table(self._conn, "prediction_rounds"):
+                return dict.fromkeys(ids)
+        found = dict(self._read(f"SELECT item_id, round FROM prediction_rounds WHERE item_id IN "
+                                f"({','.join('?' * len(ids))})", ids))
+        return {i: found.get(i) for i in ids}
 
     def add(self, refs: Sequence[Any], *, holdout: Sequence[bool], sha256: Sequence[str] | None = None) -> list[int]:
         """Insert new images (one transaction) and return their ids; each gets its split now and keeps it.
@@ -666,11 +713,8 @@ class LabelStore:
 
         out = None
         if claim and not self._read_only_v1:
-            try:
+            with contextlib.suppress(ReadOnlyStore):
                 out = self._write(lambda c: pick(c, True))
-            except CourseError as exc:
-                if "read-only" not in str(exc):
-                    raise
         if out is None:                            # read-only: nothing can be labelled here anyway
             with self._lock:
                 self._check_open()
@@ -743,6 +787,16 @@ def _login_name() -> str:
         return getpass.getuser() or "labeller"
     except (OSError, KeyError):                 # no login name in some containers
         return "labeller"
+
+
+class ReadOnlyStore(CourseError):
+    """The label store cannot be written (a read-only file or folder): reading still works."""
+
+
+def _is_read_only(exc: sqlite3.DatabaseError) -> bool:
+    """SQLite said SQLITE_READONLY (8, in any of its extended forms)."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    return (code & 0xFF) == 8 if isinstance(code, int) else "readonly" in str(exc).lower()
 
 
 def _fix_for(why: str) -> str:

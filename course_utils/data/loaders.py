@@ -204,31 +204,42 @@ def _bit_depth(hi: float) -> int:
     return next(b for b in (8, 10, 12, 14, 16) if hi <= 2 ** b - 1) if hi <= 65535 else 16
 
 
-def _decode(encoded: bytes, size: int | None, channels: int = 3) -> np.ndarray:
+def _decode(encoded: bytes, size: int | None, channels: int = 3, max_side: int | None = None) -> np.ndarray:
     """One image file's bytes -> uint8 ``size x size x channels``, as a viewer shows it: turned upright by its EXIF
     orientation (a phone or camera stores some photos sideways), transparency laid over white (not the colours
-    hidden under it), 16-bit and float pixels scaled, not clipped."""
+    hidden under it), 16-bit and float pixels scaled, not clipped. ``max_side``: a larger image is shrunk (aspect
+    kept) so its longer side fits; a JPEG is then decoded at a fraction of its size, never whole."""
     from PIL import Image, ImageOps  # noqa: PLC0415
 
     with Image.open(io.BytesIO(encoded)) as im:
+        want = size or max_side
+        if want and im.format == "JPEG" and max(im.size) > 2 * want:
+            im.draft(im.mode, (2 * want, 2 * want))              # the decoder skips detail it would throw away
         im = ImageOps.exif_transpose(im)
         if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
             im = Image.alpha_composite(Image.new("RGBA", im.size, (255, 255, 255, 255)), im.convert("RGBA"))
         im = _to_8_bit(im).convert("RGB" if channels == 3 else "L")
+        if max_side and max(im.size) > max_side:
+            im.thumbnail((max_side, max_side), Image.BILINEAR)
         # np.array, not asarray: PIL's buffer is read-only, and torch warns about (and may write to) such arrays
         arr = np.array(im if size is None else im.resize((size, size), Image.BILINEAR), dtype=np.uint8)
     return arr if channels == 3 else arr[..., None]
 
 
-def read_image(path: str | os.PathLike, *, size: int | None = None, channels: int = 3) -> np.ndarray:
-    """One image file as uint8 ``H x W x channels`` (``size``: resized to ``size x size``), read as a viewer shows
-    it: upright by its EXIF orientation, transparency over white, 16-bit and float pixels scaled. A file that is
-    missing or not an image is a CourseError that names it."""
-    from PIL import UnidentifiedImageError  # noqa: PLC0415
+def read_image(path: str | os.PathLike, *, size: int | None = None, channels: int = 3,
+               max_side: int | None = None) -> np.ndarray:
+    """One image file as uint8 ``H x W x channels`` (``size``: resized to ``size x size``; ``max_side``: shrunk,
+    aspect kept, until its longer side fits), read as a viewer shows it: upright by its EXIF orientation,
+    transparency over white, 16-bit and float pixels scaled. A file that is missing, not an image, or larger than
+    Pillow's safety limit is a CourseError that names it."""
+    from PIL import Image, UnidentifiedImageError  # noqa: PLC0415
 
     path = Path(path)
     try:
-        return _decode(path.read_bytes(), size, channels)
+        return _decode(path.read_bytes(), size, channels, max_side)
+    except Image.DecompressionBombError as exc:
+        raise CourseError(f"the image {path} is too large to open safely ({exc}). Cut it into tiles, or, if you "
+                          "trust the file, raise PIL.Image.MAX_IMAGE_PIXELS before reading it.") from exc
     except (OSError, UnidentifiedImageError, ValueError) as exc:
         raise CourseError(f"cannot read the image {path} ({exc}): is it there, and is it a PNG, JPEG or TIFF?") \
             from exc

@@ -149,7 +149,8 @@ def _keras_outputs(model: Any) -> int | None:
 
 
 # --------------------------------------------------------------------------- save
-def save(model: Any, info: Any, name: str, *, folder: str | os.PathLike | None = None, **meta: Any) -> Path:
+def save(model: Any, info: Any, name: str, *, folder: str | os.PathLike | None = None, verbose: bool = True,
+         **meta: Any) -> Path:
     """Save ``model`` as the final model ``name`` (torch: ``<name>.pt``; Keras: ``<name>.keras`` + ``.json``).
 
     ``info`` is the :class:`ModelInfo` its builder returned (or ``History.meta["model"]``, the same as a dict);
@@ -193,7 +194,8 @@ def save(model: Any, info: Any, name: str, *, folder: str | os.PathLike | None =
                              if full else "Check that the folder is writable and has space. ")
                           + ("The previous file is unchanged." if path.exists() else "Nothing was written.")) from exc
     arch = info.arch if info is not None else type(model).__name__
-    print(f"saved the final model {name!r}: {path} ({arch}, {n_params:,} parameters)")
+    if verbose:
+        print(f"saved the final model {name!r}: {path} ({arch}, {n_params:,} parameters)")
     return path
 
 

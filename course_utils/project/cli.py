@@ -56,8 +56,10 @@ def parser() -> argparse.ArgumentParser:
                                                         "random, margin, least_confidence")
     nxt.add_argument("--batch-size", type=int, default=8, help="how many [8]")
     train = command("train", "train a new round on the labels so far, then predict the unlabelled images")
-    train.add_argument("--model", choices=["lite0", "small_cnn"], default="lite0",
-                       help="EfficientNet-Lite0 with ImageNet weights (default), or a small CNN (quick, CPU)")
+    train.add_argument("--model", choices=["lite0", "b0", "small_cnn"], default="lite0",
+                       help="EfficientNet-Lite0 with ImageNet weights that ship with the course (default), "
+                            "EfficientNet-B0 (torchvision's weights, downloaded; offline: Lite0, and it says so), "
+                            "or a small CNN (quick, CPU)")
     train.add_argument("--epochs", type=int, default=6, help="epochs in all (lite0: a third on the head) [6]")
     train.add_argument("--batch-size", type=int, default=16, help="images per batch [16]")
     train.add_argument("--image-size", type=int, default=128, help="pixels per side the images are read at [128]")
@@ -164,10 +166,10 @@ def run(args: argparse.Namespace) -> int:
                 n = cycle.predict_pool(store, result, batch_size=args.batch_size, output_dir=args.output_dir)
                 print(f"predicted {n} unlabelled image(s): the next labelling session shows the least sure first")
             if args.evaluate_holdout:
-                _print_report(cycle.evaluate_holdout(store, result, again=args.again))
+                _print_report(cycle.evaluate_holdout(store, result, again=args.again, output_dir=args.output_dir))
         elif args.command == "evaluate":
             result = cycle.load_round(store, args.round, output_dir=args.output_dir)
-            _print_report(cycle.evaluate_holdout(store, result, again=args.again))
+            _print_report(cycle.evaluate_holdout(store, result, again=args.again, output_dir=args.output_dir))
         elif args.command == "label":
             path = label_notebook(store, blind=args.holdout, strategy=args.strategy, batch_size=args.batch_size)
             command = [sys.executable, "-m", "jupyterlab", f"--ServerApp.root_dir={path.parent}", path.name,

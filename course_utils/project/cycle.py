@@ -15,14 +15,14 @@ from __future__ import annotations
 import os
 import re
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
 from ..active.labels import label_bits
-from ..runtime import CourseError, import_torch
+from ..runtime import CourseError, import_torch, seed_everything
 
 __all__ = ["MIN_PER_CLASS", "FileImages", "RoundResult", "training_targets", "train_round", "predict_pool",
            "evaluate_holdout", "readable", "stream_probabilities",
@@ -130,6 +130,7 @@ class RoundResult:
     n_labels: int
     model_path: Path
     history_path: Path
+    scores: dict = field(default_factory=dict)      # validation scores of the kept epoch
 
 
 def _build(model_name: str, n_out: int, pretrained: bool):
@@ -137,10 +138,12 @@ def _build(model_name: str, n_out: int, pretrained: bool):
 
     if model_name == "lite0":
         return torch_models.efficientnet_lite0(n_out, pretrained=pretrained, verbose=False)
+    if model_name == "b0":                   # torchvision's weights online; offline it says so and uses Lite0
+        return torch_models.efficientnet_b0(n_out, pretrained=pretrained, verbose=True)
     if model_name == "small_cnn":
         return torch_models.small_cnn(n_out, width=16, depth=3)
-    raise CourseError(f"model must be 'lite0' (EfficientNet-Lite0, ImageNet weights) or 'small_cnn', not "
-                      f"{model_name!r}.")
+    raise CourseError(f"model must be 'lite0' (EfficientNet-Lite0, ImageNet weights offline), 'b0' "
+                      f"(EfficientNet-B0, ImageNet weights downloaded) or 'small_cnn', not {model_name!r}.")
 
 
 def train_round(store: Any, *, model: str = "lite0", epochs: int = 6, head_epochs: int | None = None,
@@ -177,6 +180,7 @@ def train_round(store: Any, *, model: str = "lite0", epochs: int = 6, head_epoch
     val_loader = DataLoader(FileImages([paths[i] for i in va.images], va.labels, size=image_size,
                                        transform=eval_tf), batch_size=batch_size)
     n_out = len(store.label_names) if task == "multi-label" else store.n_classes
+    seed_everything(seed)                            # the new head's first weights too: same labels, same model
     net, info = _build(model, n_out, pretrained)
     if task == "multi-label":
         loss_fn = lambda logits, y: losses.sigmoid_focal_loss(logits, y.float(), alpha=None, gamma=gamma)  # noqa: E731
@@ -185,7 +189,7 @@ def train_round(store: Any, *, model: str = "lite0", epochs: int = 6, head_epoch
     rnd = next_round(store)
     out = Path(output_dir) if output_dir is not None else project_dir(store)
     common = dict(task=task, loss_fn=loss_fn, info=info, progress=progress, seed=seed)
-    if model == "lite0":
+    if model in ("lite0", "b0"):
         head = head_epochs if head_epochs is not None else max(1, epochs // 3)
         history = two_phase.fit_two_phase(net, train_loader, val_loader, head_epochs=head,
                                           finetune_epochs=max(0, epochs - head), head_lr=lr, finetune_lr=lr / 10,
@@ -193,12 +197,18 @@ def train_round(store: Any, *, model: str = "lite0", epochs: int = 6, head_epoch
     else:
         history = torch_engine.fit(net, train_loader, val_loader, epochs=epochs, lr=lr, **common)
     history_path = history.to_csv(out / f"history_round{rnd}.csv")
-    scores = {k: float(v) for k, v in history.summary().items() if k.startswith("val_")}
-    model_path = final.save(net, info, f"round{rnd}", folder=out / "models", round=rnd, task=task,
+    kept = int(history.meta.get("best_epoch") or history.n_epochs)       # the epoch whose weights were kept
+    scores = {k: float(history[k][kept - 1]) for k in history.summary() if k.startswith("val_")}
+    model_path = final.save(net, info, f"round{rnd}", folder=out / "models", verbose=False, round=rnd, task=task,
                             image_size=image_size, n_labels=int(len(ids)), labels=store.class_names,
-                            **{k: round(v, 6) for k, v in scores.items()})
-    _append_round(out / "rounds.csv", {"round": rnd, "n_labels": int(len(ids)), "model": model, **scores})
-    return RoundResult(rnd, net, info, history, task, image_size, int(len(ids)), model_path, history_path)
+                            kept_epoch=kept, **{k: round(v, 6) for k, v in scores.items()})
+    if progress:
+        print(f"round {rnd}: kept epoch {kept} of {history.n_epochs} ("
+              + ", ".join(f"{k} {v:.3f}" for k, v in scores.items()) + f"); model saved as "
+              f"{model_path.relative_to(out).as_posix()} in {out.name}/")
+    _append_round(out / "rounds.csv", {"round": rnd, "n_labels": int(len(ids)), "model": model, "kept_epoch": kept,
+                                       "epochs": history.n_epochs, **scores})
+    return RoundResult(rnd, net, info, history, task, image_size, int(len(ids)), model_path, history_path, scores)
 
 
 def _append_round(path: Path, row: dict) -> None:
@@ -268,7 +278,7 @@ def predict_pool(store: Any, result: RoundResult, *, batch_size: int = 32, embed
     for batch_ids, probs, ok, feats in stream_probabilities(store, result, ids, batch_size=batch_size,
                                                             features=embeddings, progress=progress,
                                                             desc=f"predicting round {result.round}", workers=workers):
-        store.write_predictions(batch_ids[ok], probs[ok])          # one transaction a batch
+        store.write_predictions(batch_ids[ok], probs[ok], model_round=result.round)   # one transaction a batch
         broken.update({int(i): "unreadable: the file cannot be read as an image" for i in batch_ids[~ok]})
         kept_ids.append(batch_ids[ok])
         if feats is not None:
@@ -294,8 +304,8 @@ def _predict_files(store: Any, result: RoundResult, ids: np.ndarray, batch_size:
     return np.concatenate(out) if out else np.zeros((0, 0))
 
 
-def evaluate_holdout(store: Any, result: RoundResult, *, again: bool = False, batch_size: int = 32
-                     ) -> dict[str, Any]:
+def evaluate_holdout(store: Any, result: RoundResult, *, again: bool = False, batch_size: int = 32,
+                     output_dir: str | os.PathLike | None = None) -> dict[str, Any]:
     """Score the round's model on the labelled hold-out images, once: the store counts every evaluation and the
     round it used, and a second one is refused unless ``again=True`` (the report then says how many looks there
     have been: each one makes the hold-out's verdict more optimistic).
@@ -319,7 +329,8 @@ def evaluate_holdout(store: Any, result: RoundResult, *, again: bool = False, ba
     y = np.array([labels[i] for i in ids], dtype=np.int64)
     probs = _predict_files(store, result, ids, batch_size)
     n = store.record_holdout_evaluation(f"round {result.round}")
-    np.savez(project_dir(store) / f"holdout_round{result.round}.npz", ids=ids, labels=y, probs=probs)  # the report's
+    out = Path(output_dir) if output_dir is not None else project_dir(store)
+    np.savez(out / f"holdout_round{result.round}.npz", ids=ids, labels=y, probs=probs)  # the report's
     report: dict[str, Any] = {"n": int(len(ids)), "evaluations": n, "round": result.round}
     if result.task == "multi-label":
         k = len(store.label_names)
@@ -359,4 +370,5 @@ def load_round(store: Any, round_: int | None = None, *, output_dir: str | os.Pa
         raise CourseError(f"the model of round {rnd} was trained for the classes {saved.meta.get('labels')}, not this "
                           f"project's {store.class_names}: a model from another project cannot be used here.")
     return RoundResult(rnd, saved.model, saved.info, None, str(saved.meta["task"]), int(saved.meta["image_size"]),
-                       int(saved.meta["n_labels"]), saved.path, out / f"history_round{rnd}.csv")
+                       int(saved.meta["n_labels"]), saved.path, out / f"history_round{rnd}.csv",
+                       {k: float(v) for k, v in saved.meta.items() if k.startswith("val_")})

@@ -79,15 +79,15 @@ def cells(n: int, size: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng(seed)
     bits = (rng.random((n, 2)) < np.asarray(PRIORS)).astype(np.int64)
     big = int(round(1.8 * size))
-    rendered = np.concatenate([render_malaria(1 - bits[s:s + 64, 0], big, rng)   # the renderer's 0: parasitized
-                               for s in range(0, n, 64)])                        # 64 at a time: memory stays small
-    out = np.empty((n, size, size, 3), np.uint8)
     zoom = np.where(bits[:, 1] == 1, rng.uniform(1.25, 1.8, n), rng.uniform(1.0, 1.35, n))
-    for i in range(n):
-        crop = min(big, int(round(big / zoom[i])))
-        lo = (big - crop) // 2
-        view = Image.fromarray(rendered[i, lo:lo + crop, lo:lo + crop])
-        out[i] = np.asarray(view.resize((size, size), Image.BILINEAR))
+    out = np.empty((n, size, size, 3), np.uint8)
+    for start in range(0, n, 64):                                    # 64 at a time: memory stays small
+        rendered = render_malaria(1 - bits[start:start + 64, 0], big, rng)   # the renderer's 0 is parasitized
+        for i, cell in enumerate(rendered, start):
+            crop = min(big, int(round(big / zoom[i])))
+            lo = (big - crop) // 2
+            view = Image.fromarray(cell[lo:lo + crop, lo:lo + crop])
+            out[i] = np.asarray(view.resize((size, size), Image.BILINEAR))
     return out, bits[:, 0] + 2 * bits[:, 1]
 
 

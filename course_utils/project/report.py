@@ -48,12 +48,14 @@ def _labels_curve(rows: list[dict[str, str]], path: Path) -> Path | None:
     fig, ax = plt.subplots(figsize=(5, 3.6))
     n = [int(r["n_labels"]) for r in rows]
     v = [float(r[metric]) for r in rows]
-    ax.plot(n, v, "o-")
+    ax.plot(n, v, "o")                  # no line: each round validates on its own, larger split
     for r, x, y in zip(rows, n, v):
         ax.annotate(f"round {r['round']}", (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
+    name = {"val_auc": "validation ROC-AUC", "val_accuracy": "validation accuracy", "val_loss": "validation loss"}
     ax.set_xlabel("labelled images used for training")
-    ax.set_ylabel(metric.replace("_", " "))
-    ax.set_title(f"{metric.replace('_', ' ')} against the number of labels, per round")
+    ax.set_ylabel(f"{name[metric]} (kept epoch)")
+    ax.set_title(f"{name[metric]} per round, each on its own validation split\n(a larger split each round: "
+                 "not a like-for-like comparison)", fontsize=10)
     ax.grid(alpha=0.3)
     return _save(fig, path)
 
@@ -88,7 +90,11 @@ def _holdout_curves(store: Any, data: Any, path: Path) -> Path:
     return _save(fig, path)
 
 
-def _gradcam(store: Any, result: Any, path: Path, n: int) -> Path | None:
+MIN_CAM_SIDE = 8   # a Grad-CAM map coarser than 8 x 8 cannot show where a model looks (06 measured it)
+
+
+def _gradcam(store: Any, result: Any, path: Path, n: int) -> Path | str | None:
+    """The Grad-CAM figure, or a sentence saying why it was left out (a map too coarse to judge)."""
     from ..data import augment  # noqa: PLC0415
     from ..data.loaders import read_image  # noqa: PLC0415
     from ..teaching import plots  # noqa: PLC0415
@@ -104,14 +110,16 @@ def _gradcam(store: Any, result: Any, path: Path, n: int) -> Path | None:
     tf = augment.eval_transform(result.image_size)
     x = np.stack([tf(im).numpy() for im in raw])
     target = None if result.task != "multi-label" else 0
-    maps = xai.grad_cam(result.model, x, target, layer=result.info.cam_layer)
     h, w = _cam_map_size(result, x[:1])
+    if min(h, w) < MIN_CAM_SIDE:                     # quadrants, not places: nothing a reader could judge
+        return f"Grad-CAM left out: at --image-size {result.image_size} the model's last feature map is {h} x {w}, " \
+               f"too coarse to say where it looks (train at a size that gives {MIN_CAM_SIDE} x {MIN_CAM_SIDE} or more)."
+    maps = xai.grad_cam(result.model, x, target, layer=result.info.cam_layer)
     titles = [f"id {i}: {store.class_names[labels[i]]}" for i in ids]
     fig = plots.heatmap_overlay(raw, maps, titles=titles, n=len(ids), ncols=min(4, len(ids)),
                                 title=f"Grad-CAM of round {result.round} on labelled hold-out images"
                                 + (f" (label '{store.label_names[0]}')" if target == 0 else " (predicted class)")
-                                + f", from a {h} x {w} map" + (": too coarse to say where the model looks; train at "
-                                                               "a larger --image-size" if min(h, w) < 8 else ""))
+                                + f", from a {h} x {w} map")
     return _save(fig, path)
 
 
@@ -163,8 +171,12 @@ def write_report(store: Any, *, output_dir: str | os.PathLike | None = None, gra
             figures.append(("Hold-out ROC and precision-recall", _holdout_curves(store, data, out / "holdout_curves.png")))
     result = cycle.load_round(store, latest, output_dir=output_dir)
     cam = _gradcam(store, result, out / "gradcam.png", gradcam_images)
-    if cam:
+    notes = []
+    if isinstance(cam, Path):
         figures.append(("Grad-CAM on hold-out images", cam))
+    elif cam:
+        notes.append(cam)
+        (out / "gradcam.png").unlink(missing_ok=True)      # an older, coarser figure must not linger
     c = store.counts()
     summary = (f"{store.mode} project, classes {', '.join(store.class_names)}. {c['labelled']} of {c['pool']} pool "
                f"images labelled, {len(store.labels('holdout'))} of {c['holdout']} hold-out images labelled; "
@@ -173,6 +185,7 @@ def write_report(store: Any, *, output_dir: str | os.PathLike | None = None, gra
     body = "".join(f"<h2>{html.escape(t)}</h2><img src='{html.escape(p.name)}' style='max-width:100%'>"
                    for t, p in figures)
     page = out / "index.html"
+    body += "".join(f"<p><i>{html.escape(n)}</i></p>" for n in notes)
     page.write_text(f"<!doctype html><meta charset='utf-8'><title>Project report</title><h1>Project report</h1>"
                     f"<p>{html.escape(summary)}</p>{body}\n", encoding="utf-8")
     return page

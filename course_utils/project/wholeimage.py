@@ -86,7 +86,8 @@ def sliding_heatmap(model: Any, image: np.ndarray, *, patch: int, stride: int | 
     return total / count
 
 
-def overlay(image: np.ndarray, heat: np.ndarray, *, alpha: float = 0.45, ax: Any = None, title: str | None = None):
+def overlay(image: np.ndarray, heat: np.ndarray, *, alpha: float = 0.45, ax: Any = None, title: str | None = None,
+            label: str = "P(class) from the patch classifier"):
     """Draw the heat map (0-1) over the image, with a colour bar; returns the axes."""
     import matplotlib.pyplot as plt  # noqa: PLC0415
 
@@ -96,7 +97,7 @@ def overlay(image: np.ndarray, heat: np.ndarray, *, alpha: float = 0.45, ax: Any
         _, ax = plt.subplots(figsize=(6, 6))
     ax.imshow(image, cmap="gray" if np.asarray(image).ndim == 2 else None)
     shown = ax.imshow(heat, cmap="magma", alpha=alpha, vmin=0, vmax=1)
-    ax.figure.colorbar(shown, ax=ax, fraction=0.046, label="P(class) from the patch classifier")
+    ax.figure.colorbar(shown, ax=ax, fraction=0.046, label=label)
     ax.set_title(title or "sliding-window probability over the whole image")
     ax.set_xlabel("x (pixels)")
     ax.set_ylabel("y (pixels)")

@@ -325,6 +325,7 @@ def training_curves(histories, metrics: Sequence[str] = ("loss", "accuracy"), *,
             for key, style in ((metric, "-"), (f"val_{metric}", "--")):
                 if key in hist:
                     ax.plot(hist.epochs, hist[key], style, color=colour, marker="o", ms=3)
+        ax.xaxis.get_major_locator().set_params(integer=True)      # epochs are whole numbers
         ax.set_xlabel("epoch")
         ax.set_ylabel(metric)
         ax.set_title(metric)
