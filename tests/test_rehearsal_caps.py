@@ -234,3 +234,20 @@ def test_a_projects_prediction_pass_runs_its_first_batches_and_still_gives_every
     recs = [json.loads(line) for line in rehearsal.read_text().splitlines()]
     assert [r["images"] for r in recs if r["kind"] == "work"] == [len(ids)]  # full mode's work, recorded once
     store.close()
+
+
+def test_whole_image_inference_runs_its_first_windows_and_records_them_all(rehearsal):
+    from course_utils.project import wholeimage
+    from course_utils.rehearsal.core import CAPS
+
+    model, _ = mt.small_cnn(2, in_chans=3)
+    seen = []
+    real_forward = model.forward
+    model.forward = lambda x: (seen.append(len(x)), real_forward(x))[1]
+    image = np.random.default_rng(0).integers(0, 255, (96, 96, 3)).astype(np.uint8)
+    tf = lambda a: torch.from_numpy(a.astype(np.float32).transpose(2, 0, 1) / 255)  # noqa: E731
+    heat = wholeimage.sliding_heatmap(model, image, patch=16, stride=8, batch_size=4, transform=tf)
+    assert heat.shape == (96, 96) and np.isfinite(heat).all()
+    assert sum(seen) <= CAPS.eval_batches * 4 + 1                     # 121 windows asked, the first batches run
+    recs = [json.loads(line) for line in rehearsal.read_text().splitlines() if '"work"' in line]
+    assert [r["images"] for r in recs] == [11 * 11]

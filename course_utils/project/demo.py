@@ -28,6 +28,7 @@ __all__ = ["LABEL_NAMES", "DemoFolder", "cells", "write_folder", "mosaic"]
 
 LABEL_NAMES = ("parasite", "magnified")
 PRIORS = (0.4, 0.3)                 # share of "yes" for each label, drawn independently
+DIFFICULTY = None                   # the malaria stand-in's own (calibrated to the published accuracy)
 _FOLDERS = ("slide_A", "slide_A/field_2", "slide_B/day 3", "phone")
 _FORMATS = (("png", "PNG"), ("jpg", "JPEG"), ("tif", "TIFF"), ("bmp", "BMP"), ("JPG", "JPEG"), ("jpeg", "JPEG"))
 
@@ -82,7 +83,7 @@ def cells(n: int, size: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     zoom = np.where(bits[:, 1] == 1, rng.uniform(1.25, 1.8, n), rng.uniform(1.0, 1.35, n))
     out = np.empty((n, size, size, 3), np.uint8)
     for start in range(0, n, 64):                                    # 64 at a time: memory stays small
-        rendered = render_malaria(1 - bits[start:start + 64, 0], big, rng)   # the renderer's 0 is parasitized
+        rendered = render_malaria(1 - bits[start:start + 64, 0], big, rng, DIFFICULTY)   # its 0: parasitized
         for i, cell in enumerate(rendered, start):
             crop = min(big, int(round(big / zoom[i])))
             lo = (big - crop) // 2
@@ -137,7 +138,7 @@ def mosaic(rows: int, cols: int, tile: int, *, share: float = 0.25, seed: int = 
     from PIL import Image  # noqa: PLC0415
 
     big = int(round(1.8 * tile))
-    rendered = render_malaria(np.where(mask.ravel(), 0, 1), big, rng)
+    rendered = render_malaria(np.where(mask.ravel(), 0, 1), big, rng, DIFFICULTY)
     tiles = [np.asarray(Image.fromarray(t).resize((tile, tile), Image.BILINEAR)) for t in rendered]
     image = np.concatenate([np.concatenate(tiles[r * cols:(r + 1) * cols], axis=1) for r in range(rows)], axis=0)
     return image, mask

@@ -43,7 +43,7 @@ def install() -> bool:
     from ..active import torch_outputs as active_torch  # noqa: PLC0415
     from ..data import loaders as data, pipelines, standin_cache  # noqa: PLC0415
     from ..models import final as final_models, keras_models as models_keras  # noqa: PLC0415
-    from ..project import cycle as project_cycle  # noqa: PLC0415
+    from ..project import cycle as project_cycle, wholeimage as project_wholeimage  # noqa: PLC0415
     from ..teaching import checks  # noqa: PLC0415
     from ..train import keras_fit as train_keras, torch_engine as train_torch  # noqa: PLC0415
     from ..xai import faithfulness as xai_faithfulness, methods as xai  # noqa: PLC0415
@@ -54,6 +54,7 @@ def install() -> bool:
         _patch(train_torch, name, _torch_first_batches)
     _patch(active_torch, "torch_outputs", _capped_outputs)
     _patch(project_cycle, "stream_probabilities", _first_stream_batches)
+    _patch(project_wholeimage, "sliding_heatmap", _first_windows)
     _patch(train_keras, "predict", _keras_first_batches)
     _patch(models_keras, "recompute_batchnorm", _capped_recompute)
     for owner in (xai, xai_faithfulness):
@@ -194,6 +195,23 @@ def _first_stream_batches(original):
             rows = np.arange(start, start + len(chunk)) % len(probs)
             yield chunk, probs[rows], np.ones(len(chunk), bool), None if feats is None else feats[rows]
     return stream_probabilities
+
+
+def _first_windows(original):
+    def sliding_heatmap(model, image, *, patch: int, stride: int | None = None, batch_size: int = 64, **kwargs):
+        """Whole-image inference: every window's work recorded, the first batches of windows run, their
+        outputs repeated for the rest (the map keeps its full size)."""
+        from ..project.wholeimage import window_starts  # noqa: PLC0415
+
+        step = stride or max(1, patch // 2)
+        n = len(window_starts(image.shape[0], patch, step)) * len(window_starts(image.shape[1], patch, step))
+        proxy = _first_batches_module()(model)
+        try:
+            return original(proxy, image, patch=patch, stride=stride, batch_size=batch_size, **kwargs)
+        finally:
+            record_work("forward", images=n, steps=-(-n // batch_size), flops_per_image=proxy.flops,
+                        what=model_name(model), framework="torch")
+    return sliding_heatmap
 
 
 # ============================================================================ active-learning outputs
