@@ -5,8 +5,9 @@
 
 * ``init`` of N small PNG files (written first into a temporary folder): scan, SHA-256 of each, the store.
 * Writing N predictions (``LabelStore.write_predictions``, one transaction).
-* A queue refill (``next_batch("entropy", 8)``) with every pool image predicted, at three store sizes: the
-  refill scores the whole pool, so it is what a key press waits for when the queue runs out.
+* A queue refill (``next_batch("entropy", 8)``) with every pool image predicted, at three store sizes: it is
+  what a key press waits for when the queue runs out. The store keeps each strategy's score per image in an
+  index (written with the predictions), so a refill reads the top of it instead of scoring the whole pool.
 
 Results go to ``benchmarks/results/project_scale.json``.
 """

@@ -158,7 +158,8 @@ def test_refresh_asks_the_store_for_a_new_queue_with_the_new_predictions(tmp_pat
     p = np.linspace(0.01, 0.99, 10)
     store.write_predictions(range(10), np.stack([p, 1 - p], axis=1))
     lab.refresh("entropy")                               # the most uncertain first: p closest to 0.5
-    assert lab.strategy == "entropy" and set(lab.queue) == {3, 4, 5} and lab.view.state["item"] == lab.queue[0]
+    assert lab.strategy == "entropy" and {4, 5} < set(lab.queue) <= {3, 4, 5, 6}     # 3 and 6 tie: either
+    assert len(lab.queue) == 3 and lab.view.state["item"] == lab.queue[0]
     lab.refresh("confident")                             # the surest: p at either end
     assert set(lab.queue) <= {0, 1, 8, 9} and len(lab.queue) == 3
     blind = cl.Labeller(LabelStore.create(tmp_path / "h.db", 10, ["a", "b"], seed=1), np.zeros((10, 4, 4, 3), np.uint8),

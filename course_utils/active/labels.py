@@ -511,8 +511,14 @@ class LabelStore:
         now = time.time()
         rows = [(json.dumps([round(float(v), 6) for v in row]), now, i) for i, row in zip(ids, p)]
 
+        scores = _strategy_scores(p)
+
         def write(c: sqlite3.Connection) -> None:
             c.executemany("UPDATE items SET confidences = ?, predicted_at = ? WHERE id = ?", rows)
+            _ensure_scores_table(c)                       # each strategy's score, indexed: refills stay fast
+            c.executemany(f"INSERT OR REPLACE INTO scores (item_id, {', '.join(SCORED)}) VALUES "
+                          f"(?{', ?' * len(SCORED)})", [(i, *(float(scores[s][k]) for s in SCORED))
+                                                        for k, i in enumerate(ids)])
             if model_round is not None or _has_table(c, "prediction_rounds"):   # never a stale round beside them
                 c.execute("CREATE TABLE IF NOT EXISTS prediction_rounds (item_id INTEGER PRIMARY KEY, "
                           "round INTEGER)")
@@ -671,9 +677,11 @@ class LabelStore:
                               f"{', '.join(strategy.requires)}. Query with course_utils.strategies directly and "
                               "label the returned ids.")
 
+        def hold(c: sqlite3.Connection, out: list[tuple[int, float]]) -> None:
+            c.executemany("INSERT INTO claims VALUES (?, ?, ?, ?)",
+                          [(i, self.session, self.labeller, time.time() + CLAIM_SECONDS) for i, _ in out])
+
         def pick(c: sqlite3.Connection, claiming: bool) -> list[tuple[int, float]]:
-            rows = c.execute("SELECT id, confidences FROM items WHERE split = ? AND label IS NULL "
-                             "ORDER BY id", (split,)).fetchall()
             taken: dict[int, str] = {}
             if claiming:
                 now = time.time()
@@ -681,9 +689,16 @@ class LabelStore:
                           "labeller TEXT, until REAL NOT NULL)")
                 c.execute("DELETE FROM claims WHERE until < ? OR session = ?", (now, self.session))
                 taken = dict(c.execute("SELECT item_id, labeller FROM claims").fetchall())
+            gone = {i for (i,) in c.execute("SELECT item_id FROM unreadable")} if _has_table(c, "unreadable") else set()
+            fast = _top_scored(c, strategy, split, batch_size, claiming, gone) if strategy.name in SCORED else None
+            if fast:                                       # the indexed scores: no pass over the whole pool
+                if claiming:
+                    hold(c, fast)
+                return fast
+            rows = c.execute("SELECT id, confidences FROM items WHERE split = ? AND label IS NULL "
+                             "ORDER BY id", (split,)).fetchall()
             if not rows:
                 raise CourseError(f"every {split} image is labelled: nothing left to query.")
-            gone = {i for (i,) in c.execute("SELECT item_id FROM unreadable")} if _has_table(c, "unreadable") else set()
             rows = [r for r in rows if r[0] not in gone]                # a missing or broken file is never shown
             if not rows:
                 raise CourseError(f"every readable {split} image is labelled: nothing left to query"
@@ -707,8 +722,7 @@ class LabelStore:
                                           return_utilities=True)
             out = [(int(ids[j]), float(util[k, j])) for k, j in enumerate(chosen)]
             if claiming:
-                c.executemany("INSERT INTO claims VALUES (?, ?, ?, ?)",
-                              [(i, self.session, self.labeller, time.time() + CLAIM_SECONDS) for i, _ in out])
+                hold(c, out)
             return out
 
         out = None
@@ -830,6 +844,61 @@ def _is_empty_sqlite(path: Path) -> bool:
 def _remove_store_files(path: Path) -> None:
     for p in (path, Path(f"{path}-wal"), Path(f"{path}-shm"), Path(f"{path}-journal")):
         p.unlink(missing_ok=True)
+
+
+SCORED = ("least_confidence", "margin", "entropy", "confident")   # kept per item at write time, indexed
+
+
+def _strategy_scores(probs: np.ndarray) -> dict[str, np.ndarray]:
+    """Each probability strategy's score of every row, as the strategy itself computes it."""
+    return {name: np.asarray(st.get_strategy(name).score({"probs": probs}, len(probs)), dtype=np.float64)
+            for name in SCORED}
+
+
+def _ensure_scores_table(c: sqlite3.Connection) -> None:
+    """Make the scores table, filled for every prediction already stored (by an older version): from then on
+    every predicted image has its scores."""
+    if _has_table(c, "scores"):
+        return
+    c.execute(f"CREATE TABLE scores (item_id INTEGER PRIMARY KEY, {', '.join(f'{s} REAL' for s in SCORED)})")
+    for s in SCORED:
+        c.execute(f"CREATE INDEX scores_{s} ON scores ({s} DESC)")
+    old = c.execute("SELECT id, confidences FROM items WHERE confidences IS NOT NULL").fetchall()
+    if old:
+        scores = _strategy_scores(np.array([json.loads(r[1]) for r in old]))
+        c.executemany(f"INSERT INTO scores (item_id, {', '.join(SCORED)}) VALUES (?{', ?' * len(SCORED)})",
+                      [(r[0], *(float(scores[s][k]) for s in SCORED)) for k, r in enumerate(old)])
+
+
+def _top_scored(c: sqlite3.Connection, strategy: Any, split: str, k: int, claims: bool,
+                gone: set[int]) -> list[tuple[int, float]] | None:
+    """The top ``k`` unlabelled, unclaimed, readable ``split`` images by the strategy's stored score (ties at
+    random, as the strategy breaks them), read through the score's index; ``None`` when there are none (the
+    caller then scores the pool in full, and says why nothing is left)."""
+    if not _has_table(c, "scores"):             # no prediction written by this version yet
+        return None
+    col = strategy.name
+    # CROSS JOIN + INDEXED BY: walk the score's index from the top (SQLite would otherwise sort the whole pool)
+    where = (f"FROM scores s INDEXED BY scores_{col} CROSS JOIN items i ON i.id = s.item_id "
+             "WHERE i.split = ? AND i.label IS NULL"
+             + (" AND s.item_id NOT IN (SELECT item_id FROM claims)" if claims else ""))
+    picked: list[tuple[int, float]] = []
+    offset = 0
+    while len(picked) < k:                               # a few unreadable ones may have to be stepped over
+        rows = c.execute(f"SELECT s.item_id, s.{col} {where} ORDER BY s.{col} DESC LIMIT ? OFFSET ?",
+                         (split, k + len(gone), offset)).fetchall()
+        picked += [r for r in rows if r[0] not in gone]
+        if len(rows) < k + len(gone):
+            break
+        offset += len(rows)
+    if not picked:
+        return None
+    last = picked[min(k, len(picked)) - 1][1]
+    ties = c.execute(f"SELECT s.item_id, s.{col} {where} AND s.{col} = ?", (split, last)).fetchall()
+    sure = [r for r in picked if r[1] > last]
+    tied = sorted({r for r in picked + ties if r[1] == last and r[0] not in gone})
+    order = np.argsort(strategy.tie_break(len(tied)), kind="stable")      # ties at random
+    return [(int(i), float(s)) for i, s in sure + [tied[j] for j in order][:k - len(sure)]]
 
 
 def _has_table(c: sqlite3.Connection, name: str) -> bool:

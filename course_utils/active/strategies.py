@@ -202,6 +202,11 @@ class QueryStrategy:
     def __repr__(self) -> str:
         return f"{type(self).__name__}(random_state={self.random_state!r})"
 
+    def tie_break(self, n: int) -> np.ndarray:
+        """``n`` random numbers from this strategy's own generator, to break ties in a ranking done elsewhere
+        (the label store ranks stored scores in SQL)."""
+        return self._rng.random(n)
+
     # ---------------------------------------------------------------- public
     def query(self, *, probs: Any = None, mc_samples: Any = None, embeddings: Any = None,
               labelled: Any = None, n_samples: int | None = None, batch_size: int = 1,
