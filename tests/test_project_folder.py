@@ -530,3 +530,137 @@ def test_predictions_read_by_worker_processes_equal_those_read_in_the_kernel(tmp
     assert all(np.allclose(a[1], h[1]) and np.allclose(a[3], h[3]) for a, h in zip(alone, helped))
     assert C._workers(10, 8) == 0 and C._workers(1000, 8) >= 1
     store.close()
+
+
+# --------------------------------------------------------------------------- kills and a full disk (issue 21)
+def _trained_project(tmp_path, n=80):
+    from course_utils.project import cycle as C
+
+    truth = _two_class_folder(tmp_path / "imgs", n=n)
+    store = P.open_project(tmp_path / "imgs", ["plain", "spot"], verbose=False)
+    pool = dict(zip(store.refs(store.ids("pool")), store.ids("pool").tolist()))
+    for ref in list(pool)[:16]:
+        store.label(pool[ref], truth[ref])
+    C.train_round(store, model="small_cnn", epochs=1, image_size=20, batch_size=8, progress=False)
+    return store
+
+
+def _child(tmp_path, code):
+    import subprocess
+    import sys
+    import textwrap
+
+    script = tmp_path / "child.py"
+    script.write_text(textwrap.dedent(code))
+    return subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+
+
+@pytest.mark.processes
+def test_a_kill_during_predict_leaves_whole_batches_and_a_rerun_completes(tmp_path):
+    import os
+    import signal
+    import sqlite3
+    import time
+
+    from course_utils.project import cycle as C
+
+    store = _trained_project(tmp_path)
+    db = store.path
+    store.close()
+    child = _child(tmp_path, f'''
+        import time
+        from course_utils.active.labels import LabelStore
+        from course_utils.project import cycle
+        store = LabelStore({str(db)!r})
+        result = cycle.load_round(store)
+        real = result.model.forward
+        result.model.forward = lambda x: (time.sleep(0.2), real(x))[1]      # slow enough to be killed mid-pass
+        print("go", flush=True)
+        cycle.predict_pool(store, result, batch_size=4, progress=False, workers=0)
+    ''')
+    assert child.stdout.readline().strip() == "go"
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
+            if conn.execute("SELECT COUNT(*) FROM items WHERE confidences IS NOT NULL").fetchone()[0] >= 8:
+                break
+        time.sleep(0.05)
+    os.kill(child.pid, signal.SIGKILL)
+    child.wait(30)
+    store = LabelStore(db)
+    unlabelled = store.ids("pool", labelled=False)
+    written = {i: c for i, c in store.confidences(unlabelled).items() if c is not None}
+    assert 8 <= len(written) < len(unlabelled) and len(written) % 4 == 0          # whole batches only
+    assert all(abs(sum(c) - 1) < 1e-5 for c in written.values())
+    assert set(store.prediction_rounds(written).values()) == {1}                    # each with its round
+    assert store.next_batch("entropy", 3, random_state=0, claim=False)             # and its scores
+    result = C.load_round(store)
+    assert C.predict_pool(store, result, batch_size=4, progress=False) == len(unlabelled)   # the rerun completes
+    assert all(c is not None for c in store.confidences(unlabelled).values())
+    assert (C.project_dir(store) / "embeddings_round1.npz").exists()
+    store.close()
+
+
+@pytest.mark.processes
+def test_a_kill_during_training_keeps_the_last_round_and_a_rerun_trains_the_next(tmp_path):
+    import hashlib
+    import os
+    import signal
+    import time
+
+    from course_utils.models import final
+    from course_utils.project import cycle as C
+
+    store = _trained_project(tmp_path)
+    models = C.project_dir(store) / "models"
+    before = hashlib.sha256((models / "round1.pt").read_bytes()).hexdigest()
+    rounds_csv = (C.project_dir(store) / "rounds.csv").read_text()
+    db = store.path
+    store.close()
+    child = _child(tmp_path, f'''
+        from course_utils.active.labels import LabelStore
+        from course_utils.project import cycle
+        store = LabelStore({str(db)!r})
+        print("go", flush=True)
+        cycle.train_round(store, model="small_cnn", epochs=500, image_size=20, batch_size=4, progress=False)
+    ''')
+    assert child.stdout.readline().strip() == "go"
+    time.sleep(3)
+    assert child.poll() is None, "the round finished before it could be killed"
+    os.kill(child.pid, signal.SIGKILL)
+    child.wait(30)
+    assert hashlib.sha256((models / "round1.pt").read_bytes()).hexdigest() == before       # the old model intact
+    assert final.load("round1", folder=models, verbose=False) is not None
+    assert sorted(p.name for p in models.iterdir()) == ["round1.pt"]                       # nothing half-written
+    assert (C.project_dir(store) / "rounds.csv").read_text() == rounds_csv
+    store = LabelStore(db)
+    assert C.train_round(store, model="small_cnn", epochs=1, image_size=20, batch_size=8, progress=False).round == 2
+    store.close()
+
+
+def test_a_full_disk_while_saving_a_round_is_a_clear_error_and_a_retry_saves_it(tmp_path, tiny_disk):
+    truth_root = tmp_path / "imgs"
+    _two_class_folder(truth_root, n=40)
+    done = tiny_disk(f'''
+        from course_utils import CourseError
+        from course_utils.project import cycle, folder
+        store = folder.open_project({str(truth_root)!r}, ["plain", "spot"], verbose=False)
+        pool = store.ids("pool").tolist()
+        for k, i in enumerate(pool[:16]):
+            store.label(i, k % 2)
+        filler = DISK / "filler"
+        filler.write_bytes(b"x" * 1024 * 200)             # leaves too little for the model
+        try:
+            cycle.train_round(store, model="small_cnn", epochs=1, image_size=20, progress=False, output_dir=DISK)
+        except CourseError as exc:
+            print("ERROR", exc)
+        print("MODELS", sorted(p.name for p in (DISK / "models").glob("*")) if (DISK / "models").exists() else [])
+        print("ROUNDS", (DISK / "rounds.csv").exists(), "LABELS", len(store.labels()))
+        filler.unlink()
+        r = cycle.train_round(store, model="small_cnn", epochs=1, image_size=20, progress=False, output_dir=DISK)
+        print("RETRY", r.round, r.model_path.name)
+    ''', size_kb=256)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "ERROR" in done.stdout and "disk is full" in done.stdout, done.stdout
+    assert "MODELS []" in done.stdout and "ROUNDS False LABELS 16" in done.stdout, done.stdout
+    assert "RETRY 1 round1.pt" in done.stdout, done.stdout
