@@ -28,7 +28,8 @@ def _folder(root, n=30):
     return truth
 
 
-@pytest.mark.parametrize("command", ["init", "add", "status", "next", "train", "evaluate", "report", "label"])
+@pytest.mark.parametrize("command", ["init", "add", "status", "next", "train", "evaluate", "report", "label",
+                                     "heatmap"])
 def test_every_subcommand_has_help(command, capsys):
     with pytest.raises(SystemExit) as done:
         cli.main([command, "--help"])
@@ -192,4 +193,15 @@ def test_output_dir_keeps_every_round_file_and_the_hold_out_scores_together(tmp_
     assert cli.main(["report", str(root), "--output-dir", str(out)]) == 0
     assert (out / "report" / "holdout_curves.png").exists()
     assert (out / "report" / "gradcam.png").stat().st_size > 1000           # at 64 px the map is 8 x 8: shown
+    from PIL import Image
+
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (150, 200, 3), dtype=np.uint8)).save(tmp_path / "big.png")
+    assert cli.main(["heatmap", str(root), str(tmp_path / "big.png"), "--output-dir", str(out), "--stride", "32"]) == 0
+    said = capsys.readouterr().out
+    assert "heat map:" in said and "P(spot)" in said and (out / "heatmap_big.png").stat().st_size > 1000
+    assert cli.main(["heatmap", str(root), str(tmp_path / "big.png"), "--output-dir", str(out),
+                     "--target", "nope"]) == cli.EXIT_BAD_INPUT
+    assert "--target must be one of" in capsys.readouterr().err
+    assert cli.main(["evaluate", str(root), "--output-dir", str(out), "--again"]) == 0       # round 1, found there
+    assert "evaluation number 2" in capsys.readouterr().out
     capsys.readouterr()

@@ -8,6 +8,7 @@
     course-project train my_images/ --epochs 6 --batch-size 16       # then predicts the unlabelled images
     course-project evaluate my_images/                               # the hold-out, once
     course-project report my_images/                                 # figures and a page in .course/report/
+    course-project heatmap my_images/ slide.tif                      # a round's model over one large image
     course-project label my_images/ [--holdout]                      # the keyboard labeller, in JupyterLab
 
 Why JupyterLab for `label`, not a page of our own: it is the keyboard labeller of notebook 05, the one the
@@ -80,6 +81,18 @@ def parser() -> argparse.ArgumentParser:
     lab.add_argument("--batch-size", type=int, default=8, help="images per queue [8]")
     lab.add_argument("--no-launch", action="store_true", help="only write the notebook and say how to open it")
     lab.add_argument("--port", type=int, default=None, help="JupyterLab's port (default: its own choice)")
+    heat = command("heatmap", "slide a round's model over one large image (a slide, a scan) and save its "
+                              "probability map over the image as a PNG")
+    heat.add_argument("image", type=Path, help="the large image file")
+    heat.add_argument("--round", type=int, default=None, help="the round whose model to use (default: the latest)")
+    heat.add_argument("--target", default=None, help="the class (one class per image) or yes/no label to map "
+                                                      "(default: the second class, or the first label)")
+    heat.add_argument("--stride", type=int, default=None, help="pixels between windows (default: half a window)")
+    heat.add_argument("--max-side", type=int, default=4096, help="shrink a larger image to this many pixels on "
+                                                                 "its longer side first [4096]")
+    heat.add_argument("--out", type=Path, default=None, help="the PNG to write (default: beside the rounds, "
+                                                             "heatmap_<image>.png)")
+    heat.add_argument("--output-dir", type=Path, default=None, help="where rounds are kept (default: beside --db)")
     rep = command("report", "write the project's figures and an HTML page (curves, labels per round, hold-out "
                             "ROC/PR once evaluated, Grad-CAM on hold-out images)")
     rep.add_argument("--output-dir", type=Path, default=None, help="where rounds are kept (default: beside --db)")
@@ -132,6 +145,36 @@ def label_notebook(store, *, blind: bool = False, strategy: str | None = None, b
     return path
 
 
+def _heatmap(store, args: argparse.Namespace) -> None:
+    """The ``heatmap`` subcommand: whole-image inference with a round's patch classifier, saved as a PNG."""
+    import matplotlib  # noqa: PLC0415
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # noqa: PLC0415
+
+    from ..data.loaders import read_image  # noqa: PLC0415
+    from . import cycle, wholeimage  # noqa: PLC0415
+
+    result = cycle.load_round(store, args.round, output_dir=args.output_dir)
+    names = store.label_names or store.class_names
+    target = args.target or (names[0] if store.label_names else names[min(1, len(names) - 1)])
+    if target not in names:
+        raise CourseError(f"--target must be one of {names}, not {target!r}.")
+    image = read_image(args.image, max_side=args.max_side)
+    heat = wholeimage.sliding_heatmap(result.model, image, patch=result.image_size, stride=args.stride,
+                                      target=names.index(target), multilabel=result.task == "multi-label",
+                                      progress=True)
+    out = args.out or (args.output_dir or cycle.project_dir(store)) / f"heatmap_{args.image.stem}.png"
+    fig, ax = plt.subplots(figsize=(8, 8 * image.shape[0] / image.shape[1] + 0.5))
+    wholeimage.overlay(image, heat, ax=ax, label=f"P({target}), round {result.round}",
+                       title=f"{args.image.name}: P({target}) from round {result.round}'s model, "
+                             f"{result.image_size} px windows")
+    fig.savefig(out, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    print(f"heat map: {out} (P({target}) from {heat.min():.2f} to {heat.max():.2f}; windows of "
+          f"{result.image_size} px over {image.shape[1]} x {image.shape[0]} px)")
+
+
 def run(args: argparse.Namespace) -> int:
     from . import cycle, folder  # noqa: PLC0415
 
@@ -181,6 +224,8 @@ def run(args: argparse.Namespace) -> int:
 
             print(f"opening {path} in JupyterLab (Ctrl-C here stops it; every label is already saved)")
             return subprocess.call(command)
+        elif args.command == "heatmap":
+            _heatmap(store, args)
         elif args.command == "report":
             from .report import write_report  # noqa: PLC0415
 

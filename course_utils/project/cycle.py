@@ -36,9 +36,10 @@ def project_dir(store: Any) -> Path:
     return Path(store.path).resolve().parent
 
 
-def next_round(store: Any) -> int:
-    """1 + the last round whose model is in the project folder."""
-    found = [int(m.group(1)) for p in (project_dir(store) / "models").glob("round*.pt")
+def next_round(store: Any, output_dir: str | os.PathLike | None = None) -> int:
+    """1 + the last round whose model is in the project folder (or ``output_dir``)."""
+    folder = Path(output_dir) if output_dir is not None else project_dir(store)
+    found = [int(m.group(1)) for p in (folder / "models").glob("round*.pt")
              if (m := re.fullmatch(r"round(\d+)\.pt", p.name))]
     return max(found, default=0) + 1
 
@@ -186,7 +187,7 @@ def train_round(store: Any, *, model: str = "lite0", epochs: int = 6, head_epoch
         loss_fn = lambda logits, y: losses.sigmoid_focal_loss(logits, y.float(), alpha=None, gamma=gamma)  # noqa: E731
     else:
         loss_fn = lambda logits, y: losses.softmax_focal_loss(logits, y.long(), gamma=gamma)  # noqa: E731
-    rnd = next_round(store)
+    rnd = next_round(store, output_dir)
     out = Path(output_dir) if output_dir is not None else project_dir(store)
     common = dict(task=task, loss_fn=loss_fn, info=info, progress=progress, seed=seed)
     if model in ("lite0", "b0"):
@@ -359,7 +360,7 @@ def load_round(store: Any, round_: int | None = None, *, output_dir: str | os.Pa
     from ..models import final  # noqa: PLC0415
 
     out = Path(output_dir) if output_dir is not None else project_dir(store)
-    rnd = round_ if round_ is not None else next_round(store) - 1
+    rnd = round_ if round_ is not None else next_round(store, output_dir) - 1
     if rnd < 1:
         raise CourseError(f"no trained round in {out / 'models'} yet: train one first (train_round, or the "
                           "command line's `train`).")
