@@ -806,3 +806,33 @@ def test_a_refill_with_100000_predicted_images_stays_off_the_keys_budget(tmp_pat
         times.append(time.perf_counter() - t0)
     assert sorted(times)[2] < 0.05, times                  # measured: 0.2 ms (docs/MEASURED.md)
     store.close()
+
+
+def test_coreset_and_badge_order_the_queue_from_stored_embeddings(tmp_path):
+    """Issue 21: embeddings kept by a prediction pass let Coreset and BADGE order the next session; the picks are
+    what the strategy picks on the same arrays (labelled images as centres, hold-out and claimed ones left out)."""
+    from course_utils.active import strategies as st
+
+    store = LabelStore.create(tmp_path / "s.db", 12, ["a", "b"], holdout_fraction=0.0)
+    line = np.arange(12, dtype=np.float64)[:, None] * np.array([[1.0, 0.0]])      # images on a line at 0..11
+    ids = np.arange(12)
+    store.label(0, 0)
+    store.label(11, 1)
+    with pytest.raises(CourseError, match="needs embeddings"):
+        store.next_batch("coreset", 1)
+    first = store.next_batch("coreset", 1, random_state=0, claim=False, embeddings=(ids, line))
+    assert first in ([5], [6])                                       # the farthest from both centres
+    store.write_predictions(range(12), np.tile([[0.7, 0.3]], (12, 1)))
+    got = store.next_batch("badge", 3, random_state=0, claim=False, embeddings=(ids, line))
+    mask = np.zeros(12, bool)
+    mask[[0, 11]] = True
+    want = st.get_strategy("badge", random_state=0).query(probs=np.tile([[0.7, 0.3]], (12, 1)), embeddings=line,
+                                                           labelled=mask, batch_size=3)
+    assert len(got) == 3 and not {0, 11} & set(got) and len(set(want.tolist())) == 3
+    mine = store.next_batch("coreset", 2, random_state=0, embeddings=(ids, line))   # claimed by this session ...
+    other = LabelStore(store.path)
+    assert not set(mine) & set(other.next_batch("coreset", 2, random_state=0, embeddings=(ids, line)))  # ... not there
+    with pytest.raises(CourseError, match="one vector per id"):
+        other.next_batch("coreset", 1, claim=False, embeddings=(ids[:3], line))
+    other.close()
+    store.close()

@@ -163,6 +163,7 @@ def test_a_round_trip_of_real_commands_takes_under_a_minute(tmp_path):
     assert "round 1: trained on 16 labels" in out and "predicted" in out
     nxt = run("next", root, "--batch-size", "3")
     assert "by entropy" in nxt and len(re.findall(r"^\s+\d+\t", nxt, flags=re.M)) == 3
+    assert "by coreset" in run("next", root, "--strategy", "coreset", "--batch-size", "2")   # from the embeddings
     from PIL import Image
 
     Image.fromarray(np.full((16, 16, 3), 7, np.uint8)).save(root / "new.png")

@@ -280,7 +280,13 @@ def test_a_round_trains_saves_and_predicts_the_pool_one_batch_at_a_time(tmp_path
     real(unlabelled[:1], np.array([[0.5, 0.5]]))                        # written without a round: not a stale one
     assert store.prediction_rounds(unlabelled[:2]) == {int(unlabelled[0]): None, int(unlabelled[1]): 1}
     emb = np.load(C.project_dir(store) / "embeddings_round1.npz")
-    assert emb["ids"].tolist() == unlabelled.tolist() and emb["embeddings"].shape[0] == n
+    labelled = store.ids("pool", labelled=True)
+    assert emb["ids"].tolist() == unlabelled.tolist() + labelled.tolist()      # the labelled too: Coreset's centres
+    ids, vectors = C.load_embeddings(store)
+    assert vectors.shape == (n + len(labelled), emb["embeddings"].shape[1]) and ids.tolist() == emb["ids"].tolist()
+    picked = store.next_batch("coreset", 3, random_state=0, claim=False, embeddings=(ids, vectors))
+    assert len(set(picked)) == 3 and set(picked) <= set(unlabelled.tolist())
+    assert len(store.next_batch("badge", 3, random_state=0, claim=False, embeddings=(ids, vectors))) == 3
     assert store.labels("holdout") == {}                            # the hold-out was never touched
     assert C.next_round(store) == 2
     store.close()

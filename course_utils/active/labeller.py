@@ -83,7 +83,8 @@ class Labeller:
 
     def __init__(self, store: Any, images: np.ndarray | None = None, class_names: Sequence[str] | None = None, *,
                  strategy: str = "entropy", batch_size: int = 8, oracle: Sequence[int] | None = None,
-                 random_state: Any = 0, image_px: int = 256, n_thumbs: int = 4, blind: bool = False) -> None:
+                 random_state: Any = 0, image_px: int = 256, n_thumbs: int = 4, blind: bool = False,
+                 embeddings: tuple[Any, Any] | None = None) -> None:
         self.store, self.images = store, None if images is None else np.asarray(images)
         self._check_refs()
         self.class_names = [str(c) for c in class_names] if class_names is not None else list(store.class_names)
@@ -95,6 +96,7 @@ class Labeller:
         self.strategy, self.batch_size = ("random" if self.blind else strategy), int(batch_size)
         self.image_px, self.n_thumbs = int(image_px), int(n_thumbs)
         self.oracle = None if oracle is None else np.asarray(oracle).reshape(-1)
+        self.embeddings = embeddings                   # (ids, vectors): lets Coreset and BADGE order the queue
         self._seeds = np.random.default_rng(random_state)
         self._lock = threading.RLock()                 # widget messages may arrive on a subshell thread
         self.queue: list[int] = []                     # ids still to show, in order; queue[0] is on screen
@@ -203,8 +205,10 @@ class Labeller:
         """Ask the store for the next batch (skipped images are asked again only when nothing else is left)."""
         seed = int(self._seeds.integers(2**31 - 1))
         try:
+            extra = {"split": "holdout"} if self.blind else ({"embeddings": self.embeddings} if self.embeddings
+                                                             is not None else {})
             picked = self.store.next_batch(self.strategy, self.batch_size + len(self.skipped), random_state=seed,
-                                           return_scores=True, **({"split": "holdout"} if self.blind else {}))
+                                           return_scores=True, **extra)
         except CourseError as exc:
             self.queue, self.message = [], str(exc)
             return
@@ -212,10 +216,13 @@ class Labeller:
         self.queue = [i for i, _ in fresh[:self.batch_size]]
         self.scores = dict(fresh)
 
-    def refresh(self, strategy: str | None = None) -> None:
+    def refresh(self, strategy: str | None = None, *, embeddings: tuple[Any, Any] | None = None) -> None:
         """A new queue from the store, e.g. after a round wrote new predictions (the queue in hand was picked by
-        the old ones), optionally with another strategy (``"confident"``: check what the model is surest of)."""
+        the old ones), optionally with another strategy (``"confident"``: check what the model is surest of;
+        ``"coreset"`` / ``"badge"`` with the round's ``embeddings``)."""
         with self._lock:
+            if embeddings is not None:
+                self.embeddings = embeddings
             if strategy is not None:
                 if self.blind and strategy != "random":
                     raise CourseError("a blind hold-out session labels in random order only.")

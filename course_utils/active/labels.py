@@ -650,8 +650,8 @@ class LabelStore:
 
     # ---------------------------------------------------------------- querying
     def next_batch(self, strategy_name: str = "entropy", batch_size: int = 8, *, random_state: Any = None,
-                   return_scores: bool = False, claim: bool = True,
-                   split: str = "pool") -> list[int] | list[tuple[int, float]]:
+                   return_scores: bool = False, claim: bool = True, split: str = "pool",
+                   embeddings: tuple[Any, Any] | None = None) -> list[int] | list[tuple[int, float]]:
         """Ids of the next unlabelled pool images to label, chosen by a named strategy.
 
         With ``return_scores=True``, ``(id, score)`` pairs: the strategy's score when it picked the id.
@@ -661,8 +661,9 @@ class LabelStore:
         ``split="holdout"`` gives unlabelled hold-out images, in random order only (a blind session: no model
         has any say in which hold-out images are labelled).
 
-        Probability-based strategies (random, least_confidence, margin, entropy) read the stored
-        confidences; the hold-out is never a candidate. Images without predictions are skipped by
+        Probability-based strategies (random, least_confidence, margin, entropy, confident) read the stored
+        confidences; Coreset and BADGE also need ``embeddings``, ``(ids, vectors)`` from the last prediction
+        pass (``course_utils.project.load_embeddings``). The hold-out is never a candidate. Images without predictions are skipped by
         those strategies (call :meth:`write_predictions` after each training round).
         """
         strategy = st.get_strategy(strategy_name, random_state=random_state)
@@ -671,7 +672,8 @@ class LabelStore:
         if split == "holdout" and strategy.name != "random":
             raise CourseError(f"the hold-out is labelled blind, in random order; {strategy.name!r} would let a model "
                               "choose which hold-out images get labels. Use strategy 'random'.")
-        if strategy.name not in st.PROBABILITY_STRATEGIES:
+        diverse = embeddings is not None and set(strategy.requires) <= {"probs", "embeddings"}
+        if strategy.name not in st.PROBABILITY_STRATEGIES and not diverse:
             raise CourseError(f"the label store keeps class probabilities only, so it can run "
                               f"{', '.join(st.PROBABILITY_STRATEGIES)}; {strategy.name!r} needs "
                               f"{', '.join(strategy.requires)}. Query with course_utils.strategies directly and "
@@ -711,6 +713,11 @@ class LabelStore:
                                   f"session's screen (labeller {who}: another notebook or kernel on this file). "
                                   f"They come back when that session labels them, closes, or after "
                                   f"{CLAIM_SECONDS // 60} minutes.")
+            if diverse:
+                out = _diverse_pick(c, strategy, split, free, embeddings, batch_size, self.n_classes)
+                if claiming:
+                    hold(c, out)
+                return out
             if strategy.requires:
                 free = [r for r in free if r[1] is not None]
                 if not free:
@@ -847,6 +854,31 @@ def _remove_store_files(path: Path) -> None:
 
 
 SCORED = ("least_confidence", "margin", "entropy", "confident")   # kept per item at write time, indexed
+
+
+def _diverse_pick(c: sqlite3.Connection, strategy: Any, split: str, free: list, embeddings: tuple[Any, Any],
+                  k: int, n_classes: int) -> list[tuple[int, float]]:
+    """Coreset / BADGE over the stored embeddings: the labelled images (those with a vector) are the centres,
+    the free unlabelled ones (with a vector, and with predictions where the strategy needs them) the candidates."""
+    ids, vectors = np.asarray(embeddings[0], dtype=np.int64), np.asarray(embeddings[1])
+    if vectors.ndim != 2 or len(ids) != len(vectors):
+        raise CourseError(f"embeddings must be (ids, vectors) with one vector per id; got {len(ids)} ids and an "
+                          f"array of shape {vectors.shape}.")
+    row = {int(i): j for j, i in enumerate(ids)}
+    needs_probs = "probs" in strategy.requires
+    cands = [r for r in free if r[0] in row and (r[1] is not None or not needs_probs)]
+    if not cands:
+        raise CourseError(f"none of the unlabelled {split} images has an embedding{' and predictions' * needs_probs}: "
+                          "predict with the latest round first, then load its embeddings.")
+    done = [(i, conf) for i, conf in c.execute("SELECT id, confidences FROM items WHERE split = 'pool' AND "
+                                               "label IS NOT NULL") if i in row]
+    rows = done + [(r[0], r[1]) for r in cands]
+    arrays = {"embeddings": vectors[[row[i] for i, _ in rows]]}
+    if needs_probs:                         # a labelled image predicted before any round: uniform, never picked
+        arrays["probs"] = np.array([json.loads(cf) if cf else [1.0 / n_classes] * n_classes for _, cf in rows])
+    labelled = np.arange(len(rows)) < len(done)
+    chosen, util = strategy.query(**arrays, labelled=labelled, batch_size=min(k, len(cands)), return_utilities=True)
+    return [(int(rows[j][0]), float(util[n, j])) for n, j in enumerate(chosen)]
 
 
 def _strategy_scores(probs: np.ndarray) -> dict[str, np.ndarray]:

@@ -54,7 +54,7 @@ def parser() -> argparse.ArgumentParser:
     command("status", "how many images, labels, rounds and hold-out evaluations the project has")
     nxt = command("next", "list the images the next labelling session would show first, with their scores")
     nxt.add_argument("--strategy", default=None, help="entropy (default once there are predictions), confident, "
-                                                        "random, margin, least_confidence")
+                                                        "random, margin, least_confidence, coreset, badge")
     nxt.add_argument("--batch-size", type=int, default=8, help="how many [8]")
     train = command("train", "train a new round on the labels so far, then predict the unlabelled images")
     train.add_argument("--model", choices=["lite0", "b0", "small_cnn"], default="lite0",
@@ -77,7 +77,8 @@ def parser() -> argparse.ArgumentParser:
                            "opens it (the same keyboard labeller as notebook 05; 1-9 label, u undo, n skip)")
     lab.add_argument("--holdout", action="store_true", help="a blind hold-out session: random order, no model shown")
     lab.add_argument("--strategy", default=None, help="the queue: entropy (default once there are predictions), "
-                                                        "confident (check the surest), random, margin, ...")
+                                                        "confident (check the surest), random, margin, coreset, "
+                                                        "badge (these two from the round's embeddings), ...")
     lab.add_argument("--batch-size", type=int, default=8, help="images per queue [8]")
     lab.add_argument("--no-launch", action="store_true", help="only write the notebook and say how to open it")
     lab.add_argument("--port", type=int, default=None, help="JupyterLab's port (default: its own choice)")
@@ -136,7 +137,9 @@ def label_notebook(store, *, blind: bool = False, strategy: str | None = None, b
             "from course_utils.active.labels import LabelStore\n\n"
             f"store = LabelStore({Path(store.path).name!r})\n"
             f"labeller = cu.labeller.Labeller(store, strategy={strategy!r}, batch_size={int(batch_size)}"
-            + (", blind=True" if blind else "") + ")\nlabeller.display()")
+            + (", blind=True" if blind else "")
+            + (", embeddings=cu.project.load_embeddings(store)" if strategy in ("coreset", "badge") else "")
+            + ")\nlabeller.display()")
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell(intro),
                                          nbformat.v4.new_code_cell(code)])
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
@@ -196,7 +199,9 @@ def run(args: argparse.Namespace) -> int:
                   f"{store.holdout_evaluations()} time(s)")
         elif args.command == "next":
             strategy = args.strategy or ("entropy" if store.counts()["predicted"] else "random")
-            picked = store.next_batch(strategy, args.batch_size, random_state=0, return_scores=True, claim=False)
+            extra = {"embeddings": cycle.load_embeddings(store)} if strategy in ("coreset", "badge") else {}
+            picked = store.next_batch(strategy, args.batch_size, random_state=0, return_scores=True, claim=False,
+                                      **extra)
             print(f"next {len(picked)} image(s) by {strategy} (id, score, file):")
             for i, score in picked:
                 print(f"  {i}\t{score:.4f}\t{store.refs([i])[0]}")

@@ -25,7 +25,7 @@ from ..active.labels import label_bits
 from ..runtime import CourseError, import_torch, seed_everything
 
 __all__ = ["MIN_PER_CLASS", "FileImages", "RoundResult", "training_targets", "train_round", "predict_pool",
-           "evaluate_holdout", "readable", "stream_probabilities",
+           "evaluate_holdout", "readable", "stream_probabilities", "load_embeddings",
            "load_round", "project_dir", "next_round", "file_path"]
 
 MIN_PER_CLASS = 4   # labels a class (or each side of a yes/no label) needs before a round can train on it
@@ -292,11 +292,30 @@ def predict_pool(store: Any, result: RoundResult, *, batch_size: int = 32, embed
     if broken:
         store.mark_unreadable(broken)
         print(f"{len(broken)} image(s) could not be read and were skipped (see store.unreadable())")
-    if embeddings and kept_feats:
+    if embeddings and kept_feats:                  # the labelled pool's too: Coreset measures distance to them
+        labelled = np.array([i for i in store.ids("pool", labelled=True).tolist() if i not in gone], dtype=np.int64)
+        for batch_ids, _p, ok, feats in stream_probabilities(store, result, labelled, batch_size=batch_size,
+                                                             features=True, workers=workers):
+            kept_ids.append(batch_ids[ok])
+            kept_feats.append(feats[ok])
         out = Path(output_dir) if output_dir is not None else project_dir(store)
         np.savez(out / f"embeddings_round{result.round}.npz", ids=np.concatenate(kept_ids),
                  embeddings=np.concatenate(kept_feats))
     return n
+
+
+def load_embeddings(store: Any, round_: int | None = None, *,
+                    output_dir: str | os.PathLike | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """``(ids, vectors)``: the backbone features a round's prediction pass kept for the pool's images, for
+    ``LabelStore.next_batch("coreset" | "badge", embeddings=...)`` and ``Labeller(..., embeddings=...)``."""
+    folder = Path(output_dir) if output_dir is not None else project_dir(store)
+    rnd = round_ if round_ is not None else next_round(store, output_dir) - 1
+    path = folder / f"embeddings_round{rnd}.npz"
+    if not path.exists():
+        raise CourseError(f"no embeddings for round {rnd} in {folder}: predict with that round first "
+                          "(predict_pool, or `course-project train` without --no-predict).")
+    with np.load(path) as data:
+        return data["ids"].astype(np.int64), data["embeddings"].astype(np.float32)
 
 
 def _predict_files(store: Any, result: RoundResult, ids: np.ndarray, batch_size: int) -> np.ndarray:
