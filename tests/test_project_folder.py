@@ -670,3 +670,42 @@ def test_a_full_disk_while_saving_a_round_is_a_clear_error_and_a_retry_saves_it(
     assert "ERROR" in done.stdout and "disk is full" in done.stdout, done.stdout
     assert "MODELS []" in done.stdout and "ROUNDS False LABELS 16" in done.stdout, done.stdout
     assert "RETRY 1 round1.pt" in done.stdout, done.stdout
+
+
+def test_a_multi_label_hold_out_gets_sklearns_report_and_a_confusion_matrix_per_label(tmp_path):
+    from sklearn.metrics import multilabel_confusion_matrix
+
+    from course_utils.project import cycle as C
+
+    truth = _two_class_folder(tmp_path / "imgs", n=60)
+    store = P.open_project(tmp_path / "imgs", label_names=["spot", "second"], verbose=False)
+    pool = dict(zip(store.refs(store.ids("pool")), store.ids("pool").tolist()))
+    for k, ref in enumerate(pool):
+        store.label(pool[ref], truth[ref] + 2 * (k % 2))
+    held = store.ids("holdout").tolist()
+    for k, (i, ref) in enumerate(zip(held, store.refs(held))):
+        store.label(i, truth[ref] + 2 * (k % 2), holdout=True)
+    result = C.train_round(store, model="small_cnn", epochs=1, image_size=20, batch_size=8, progress=False)
+    report = C.evaluate_holdout(store, result)
+    assert set(report["confusion_matrix"]) == {"spot", "second"}
+    data = np.load(C.project_dir(store) / "holdout_round1.npz")
+    bits = label_bits(data["labels"], 2)
+    want = multilabel_confusion_matrix(bits, (data["probs"] >= 0.5).astype(int))
+    assert report["confusion_matrix"]["spot"] == want[0].tolist() and "second" in report["classification_report"]
+    store.close()
+
+
+def test_b0_offline_says_so_and_trains_the_lite0_it_falls_back_to(tmp_path, capsys):
+    from course_utils.project import cycle as C
+
+    truth = _two_class_folder(tmp_path / "imgs", n=24)
+    store = P.open_project(tmp_path / "imgs", ["plain", "spot"], verbose=False)
+    pool = dict(zip(store.refs(store.ids("pool")), store.ids("pool").tolist()))
+    for ref in pool:
+        store.label(pool[ref], truth[ref])
+    result = C.train_round(store, model="b0", epochs=2, image_size=32, batch_size=8, progress=False)
+    said = capsys.readouterr().out
+    assert result.info.arch in ("efficientnet_lite0", "efficientnet_b0") and result.history.meta["two_phase"]
+    if result.info.arch == "efficientnet_lite0":                      # offline (CI): the fallback is named
+        assert "could not be downloaded" in said or "Lite0" in said, said
+    store.close()

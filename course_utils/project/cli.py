@@ -115,7 +115,9 @@ def _print_report(report: dict) -> None:
           f"{report['evaluations']}" + (" (looked at more than once: optimistic)" if report["evaluations"] > 1 else ""))
     if "per_label" in report:
         for name, r in report["per_label"].items():
-            print(f"  {name}: accuracy {r['accuracy']:.3f}, ROC-AUC {r['auc']:.3f} ({r['positives']} yes)")
+            print(f"  {name}: accuracy {r['accuracy']:.3f}, ROC-AUC {r['auc']:.3f} ({r['positives']} yes); "
+                  f"confusion [[no-no, no-yes], [yes-no, yes-yes]] (true, said): {report['confusion_matrix'][name]}")
+        print(report["classification_report"])
     else:
         print(f"  accuracy {report['accuracy']:.3f}, ROC-AUC {report['auc']:.3f}")
         print(f"  confusion matrix (rows true, columns predicted): {json.dumps(report['confusion_matrix'])}")

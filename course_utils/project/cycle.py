@@ -332,7 +332,7 @@ def evaluate_holdout(store: Any, result: RoundResult, *, again: bool = False, ba
 
     Returns accuracy and ROC-AUC (per label for multi-label), sklearn's classification report and the confusion
     matrix (one class per image), the number of images, and ``evaluations``."""
-    from sklearn.metrics import classification_report  # noqa: PLC0415
+    from sklearn.metrics import classification_report, multilabel_confusion_matrix  # noqa: PLC0415
 
     from .. import metrics  # noqa: PLC0415
 
@@ -362,6 +362,11 @@ def evaluate_holdout(store: Any, result: RoundResult, *, again: bool = False, ba
             report["per_label"][name] = {"accuracy": metrics.accuracy(truth[:, j], two), "auc": auc,
                                          "positives": int(truth[:, j].sum())}
         report["accuracy"] = float(np.mean([v["accuracy"] for v in report["per_label"].values()]))
+        said = (probs >= 0.5).astype(int)                                # yes at 0.5, per label
+        report["confusion_matrix"] = {name: m.tolist() for name, m in
+                                      zip(store.label_names, multilabel_confusion_matrix(truth, said))}
+        report["classification_report"] = classification_report(truth, said, target_names=store.label_names,
+                                                                 zero_division=0)
     else:
         task = "binary" if store.n_classes == 2 else "multi-class"
         pred = probs.argmax(1)
