@@ -318,8 +318,9 @@ def test_the_command_lines_labelling_notebook_labels_a_folder_of_files_with_the_
 
 
 # --------------------------------------------------------------------------- notebook 07 (issue 21)
-def _entropy_order(db: Path) -> list[int]:
-    """The project's unlabelled, readable pool images, most uncertain first (entropy of the stored confidences)."""
+def _entropy_order(db: Path) -> tuple[list[int], dict[int, float]]:
+    """The project's unlabelled, readable pool images, most uncertain first (entropy of the stored confidences),
+    and each one's entropy."""
     import json
 
     with sqlite3.connect(db) as conn:
@@ -327,20 +328,34 @@ def _entropy_order(db: Path) -> list[int]:
                             "confidences IS NOT NULL AND id NOT IN (SELECT item_id FROM unreadable)").fetchall()
     p = np.array([json.loads(c) for _, c in rows])
     h = -(p * np.log(np.clip(p, 1e-12, 1))).sum(axis=1)
-    return [rows[k][0] for k in np.argsort(-h, kind="stable")]
+    return [rows[k][0] for k in np.argsort(-h, kind="stable")], {r[0]: float(v) for r, v in zip(rows, h)}
 
 
 def test_07_labels_files_with_the_keys_and_shows_the_most_uncertain_image_after_a_round(browser, lab, stop_kernels):
-    """Run All on 07 in JupyterLab (smoke: two rounds of train + predict on its folder of files). Its pool labeller
-    then shows the image the last round is least sure of; a key labels it in SQLite and the next one comes up."""
-    page = _open_and_run_all(browser, lab, "07_your_own_images.ipynb")
+    """07's cycle on its demo folder of files (labels by the oracle, a smoke round of train + predict), then the
+    labeller in JupyterLab (the notebook `course-project label` writes): it shows the image the round is least
+    sure of; a key labels it in SQLite and the next most uncertain one comes up. (nbval runs 07 itself.)"""
+    from course_utils.project import cli, cycle, demo, folder
+
+    images = lab["root"] / "runs" / "07_browser_images"
+    d = demo.write_folder(images, n=120, size=48)
     db = lab["root"] / "runs" / "07_oracle_project" / "labels.db"
-    order = _entropy_order(db)
+    store = folder.open_project(images, label_names=list(d.label_names), db=db, verbose=False)
+    oracle = d.oracle(store)
+    for i in store.ids("pool").tolist()[:40]:
+        if oracle[i] >= 0:
+            store.label(i, int(oracle[i]))
+    result = cycle.train_round(store, model="small_cnn", epochs=2, image_size=32, batch_size=16, progress=False)
+    cycle.predict_pool(store, result, progress=False)
+    cli.label_notebook(store, strategy="entropy")
+    store.close()
+    page = _open_and_run_all(browser, lab, "runs/07_oracle_project/label.ipynb")
+    order, entropy = _entropy_order(db)
     box = page.locator(".course-labeller").first
     box.scroll_into_view_if_needed()
     box.click(position={"x": 8, "y": 8})
     shown = int(re.search(r"image id (\d+)", box.inner_text()).group(1))
-    assert shown == order[0], (shown, order[:5])
+    assert entropy[shown] >= entropy[order[0]] - 1e-9, (shown, order[:5])          # the top (or a tie for it)
     assert "picked by entropy" in box.inner_text()
     assert _png_std(box.locator("img.course-labeller-image").screenshot()) > 5      # a real image, from its file
     before = _labels(db)
@@ -350,6 +365,7 @@ def test_07_labels_files_with_the_keys_and_shows_the_most_uncertain_image_after_
                            " return i && i.src !== old; }", arg=old)
     box.screenshot(path=str(SHOTS / "07_labeller_after_a_round.png"))
     assert _labels(db) == {**before, shown: 1}
-    assert int(re.search(r"image id (\d+)", box.inner_text()).group(1)) == order[1]
+    second = int(re.search(r"image id (\d+)", box.inner_text()).group(1))
+    assert entropy[second] >= entropy[[i for i in order if i != shown][0]] - 1e-9, (second, order[:5])
     assert box.locator(".course-labeller-error").count() == 0
     page.close()

@@ -251,3 +251,24 @@ def test_whole_image_inference_runs_its_first_windows_and_records_them_all(rehea
     assert sum(seen) <= CAPS.eval_batches * 4 + 1                     # 121 windows asked, the first batches run
     recs = [json.loads(line) for line in rehearsal.read_text().splitlines() if '"work"' in line]
     assert [r["images"] for r in recs] == [11 * 11]
+
+
+def test_files_outside_a_project_are_predicted_from_their_first_batches(rehearsal, tmp_path):
+    from PIL import Image
+
+    from course_utils.project import cycle
+    from course_utils.rehearsal.core import CAPS
+
+    paths = []
+    for i in range(30):
+        Image.fromarray(np.full((12, 12, 3), 8 * i, np.uint8)).save(tmp_path / f"{i}.png")
+        paths.append(tmp_path / f"{i}.png")
+    model, info = mt.small_cnn(2, in_chans=3)
+    seen = []
+    real_forward = model.forward
+    model.forward = lambda x: (seen.append(len(x)), real_forward(x))[1]
+    result = cycle.RoundResult(1, model, info, None, "binary", 12, 0, tmp_path / "m.pt", tmp_path / "h.csv")
+    probs = cycle.predict_files(result, paths, batch_size=2)
+    assert probs.shape == (30, 2) and sum(seen) <= CAPS.eval_batches * 2 + 1
+    recs = [json.loads(line) for line in rehearsal.read_text().splitlines() if '"work"' in line]
+    assert [r["images"] for r in recs] == [30]

@@ -509,9 +509,9 @@ class LabelStore:
                               f"({', '.join(self.class_names)}).")
         self._require_ids(ids)
         now = time.time()
-        rows = [(json.dumps([round(float(v), 6) for v in row]), now, i) for i, row in zip(ids, p)]
-
-        scores = _strategy_scores(p)
+        stored = np.round(np.asarray(p, dtype=np.float64), 6)             # what the file keeps, and ranks
+        rows = [(json.dumps(row.tolist()), now, i) for i, row in zip(ids, stored)]
+        scores = _strategy_scores(stored)
 
         def write(c: sqlite3.Connection) -> None:
             c.executemany("UPDATE items SET confidences = ?, predicted_at = ? WHERE id = ?", rows)

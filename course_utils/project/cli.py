@@ -67,6 +67,10 @@ def parser() -> argparse.ArgumentParser:
     train.add_argument("--output-dir", type=Path, default=None, help="where rounds are kept (default: beside --db)")
     train.add_argument("--seed", type=int, default=0, help="the validation split's and training's seed [0]")
     train.add_argument("--no-predict", action="store_true", help="skip predicting the unlabelled images")
+    train.add_argument("--no-zoom", action="store_true", help="no random zoom (resized crop) in training: for "
+                                                              "labels about scale, e.g. 'magnified?'")
+    train.add_argument("--no-colour", action="store_true", help="no brightness/contrast jitter: for labels about "
+                                                                "colour or staining")
     train.add_argument("--evaluate-holdout", action="store_true", help="then evaluate the hold-out (once)")
     train.add_argument("--again", action="store_true", help="allow a second look at the hold-out")
     ev = command("evaluate", "evaluate a round's model on the labelled hold-out images, once")
@@ -208,8 +212,10 @@ def run(args: argparse.Namespace) -> int:
             for i, score in picked:
                 print(f"  {i}\t{score:.4f}\t{store.refs([i])[0]}")
         elif args.command == "train":
+            options = {**({"crop_scale": None} if args.no_zoom else {}), **({"jitter": 0} if args.no_colour else {})}
             result = cycle.train_round(store, model=args.model, epochs=args.epochs, batch_size=args.batch_size,
-                                       image_size=args.image_size, seed=args.seed, output_dir=args.output_dir)
+                                       image_size=args.image_size, seed=args.seed, output_dir=args.output_dir,
+                                       augment_options=options or None)
             print(f"round {result.round}: trained on {result.n_labels} labels; model {result.model_path}, history "
                   f"{result.history_path}")
             if not args.no_predict:

@@ -12,6 +12,7 @@ Each round's model, history (CSV) and embeddings are kept in the project folder 
 """
 from __future__ import annotations
 
+import json
 import os
 import re
 import time
@@ -25,7 +26,7 @@ from ..active.labels import label_bits
 from ..runtime import CourseError, import_torch, seed_everything
 
 __all__ = ["MIN_PER_CLASS", "FileImages", "RoundResult", "training_targets", "train_round", "predict_pool",
-           "evaluate_holdout", "readable", "stream_probabilities", "load_embeddings",
+           "evaluate_holdout", "readable", "stream_probabilities", "load_embeddings", "predict_files",
            "load_round", "project_dir", "next_round", "file_path"]
 
 MIN_PER_CLASS = 4   # labels a class (or each side of a yes/no label) needs before a round can train on it
@@ -150,11 +151,13 @@ def _build(model_name: str, n_out: int, pretrained: bool):
 def train_round(store: Any, *, model: str = "lite0", epochs: int = 6, head_epochs: int | None = None,
                 image_size: int = 128, batch_size: int = 16, lr: float = 1e-3, gamma: float = 2.0,
                 val_fraction: float = 0.2, seed: int = 0, pretrained: bool = True, progress: bool = True,
-                output_dir: str | os.PathLike | None = None) -> RoundResult:
+                output_dir: str | os.PathLike | None = None, augment_options: dict | None = None) -> RoundResult:
     """Train a model on every labelled pool image of ``store`` (a new round) and save it in the project folder.
 
     ``epochs`` in all: with ``model="lite0"`` the first ``head_epochs`` (default a third) train the head on the
     frozen backbone, the rest fine-tune everything at a tenth of ``lr``. The best validation epoch is kept.
+    ``augment_options`` change 04's augmentations (``augment.train_transform``'s keywords): a label that is about
+    scale, colour or orientation must not be augmented away, e.g. ``{"crop_scale": None}`` for "magnified?".
     """
     torch = import_torch()
     from torch.utils.data import DataLoader  # noqa: PLC0415
@@ -173,7 +176,7 @@ def train_round(store: Any, *, model: str = "lite0", epochs: int = 6, head_epoch
     ids, targets, task = training_targets(store, {i: labelled[i] for i in good})
     tr, va, _ = stratified_split(ids, targets, (1 - val_fraction, val_fraction, 0.0), seed=seed)
     paths = dict(zip(ids.tolist(), (file_path(store, r) for r in store.refs(ids))))
-    train_tf = augment.train_transform(image_size)
+    train_tf = augment.train_transform(image_size, **(augment_options or {}))
     eval_tf = augment.eval_transform(image_size)
     g = torch.Generator().manual_seed(seed)
     train_loader = DataLoader(FileImages([paths[i] for i in tr.images], tr.labels, size=image_size,
@@ -202,7 +205,8 @@ def train_round(store: Any, *, model: str = "lite0", epochs: int = 6, head_epoch
     scores = {k: float(history[k][kept - 1]) for k in history.summary() if k.startswith("val_")}
     model_path = final.save(net, info, f"round{rnd}", folder=out / "models", verbose=False, round=rnd, task=task,
                             image_size=image_size, n_labels=int(len(ids)), labels=store.class_names,
-                            kept_epoch=kept, **{k: round(v, 6) for k, v in scores.items()})
+                            kept_epoch=kept, augment_options=json.dumps(augment_options or {}),
+                            **{k: round(v, 6) for k, v in scores.items()})
     if progress:
         print(f"round {rnd}: kept epoch {kept} of {history.n_epochs} ("
               + ", ".join(f"{k} {v:.3f}" for k, v in scores.items()) + f"); model saved as "
@@ -262,6 +266,27 @@ def stream_probabilities(store: Any, result: RoundResult, ids: np.ndarray, *, ba
     finally:
         if hook is not None:
             hook.remove()
+
+
+def predict_files(result: RoundResult, paths: Sequence[str | os.PathLike], *, batch_size: int = 32) -> np.ndarray:
+    """A round's probabilities (softmax, or sigmoid per label) for image files outside the project, e.g. a fresh
+    test set. A file that cannot be read is a CourseError naming it."""
+    torch = import_torch()
+    from torch.utils.data import DataLoader  # noqa: PLC0415
+
+    from ..data import augment  # noqa: PLC0415
+
+    paths = [Path(p) for p in paths]
+    net = result.model.eval()
+    dev = next(net.parameters()).device
+    loader = DataLoader(FileImages(paths, np.zeros(len(paths)), size=result.image_size,
+                                   transform=augment.eval_transform(result.image_size)), batch_size=batch_size)
+    out = []
+    with torch.no_grad():
+        for xb, _ in loader:
+            logits = net(xb.to(dev)).float().cpu()
+            out.append((torch.sigmoid(logits) if result.task == "multi-label" else torch.softmax(logits, 1)).numpy())
+    return np.concatenate(out) if out else np.zeros((0, 0))
 
 
 def predict_pool(store: Any, result: RoundResult, *, batch_size: int = 32, embeddings: bool = True,

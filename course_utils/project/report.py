@@ -39,7 +39,7 @@ def _rounds(folder: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
-def _labels_curve(rows: list[dict[str, str]], path: Path) -> Path | None:
+def _labels_curve(rows: list[dict[str, str]], path: Path, tag: str = "") -> Path | None:
     import matplotlib.pyplot as plt  # noqa: PLC0415
 
     metric = next((m for m in ("val_auc", "val_accuracy", "val_loss") if rows and rows[0].get(m)), None)
@@ -54,13 +54,13 @@ def _labels_curve(rows: list[dict[str, str]], path: Path) -> Path | None:
     name = {"val_auc": "validation ROC-AUC", "val_accuracy": "validation accuracy", "val_loss": "validation loss"}
     ax.set_xlabel("labelled images used for training")
     ax.set_ylabel(f"{name[metric]} (kept epoch)")
-    ax.set_title(f"{name[metric]} per round, each on its own validation split\n(a larger split each round: "
+    ax.set_title(f"{name[metric]} per round{tag}, each on its own validation split\n(a larger split each round: "
                  "not a like-for-like comparison)", fontsize=10)
     ax.grid(alpha=0.3)
     return _save(fig, path)
 
 
-def _holdout_curves(store: Any, data: Any, path: Path) -> Path:
+def _holdout_curves(store: Any, data: Any, path: Path, tag: str = "") -> Path:
     import matplotlib.pyplot as plt  # noqa: PLC0415
     from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score, roc_curve  # noqa: PLC0415
 
@@ -78,11 +78,11 @@ def _holdout_curves(store: Any, data: Any, path: Path) -> Path:
         if t.min() == t.max():
             continue                                       # one class only: no curve to draw
         fpr, tpr, _ = roc_curve(t, s)
-        roc_ax.plot(fpr, tpr, label=f"{name} (AUC {roc_auc_score(t, s):.2f})")
+        roc_ax.plot(fpr, tpr, label=f"{name} (AUC {roc_auc_score(t, s):.2f}; {int(t.sum())} yes of {len(t)})")
         prec, rec, _ = precision_recall_curve(t, s)
         pr_ax.plot(rec, prec, label=f"{name} (AP {average_precision_score(t, s):.2f}; base rate {t.mean():.2f})")
     roc_ax.plot([0, 1], [0, 1], ":", color="grey", label="chance")
-    roc_ax.set(xlabel="false positive rate", ylabel="true positive rate", title="hold-out ROC")
+    roc_ax.set(xlabel="false positive rate", ylabel="true positive rate", title=f"hold-out ROC{tag}")
     pr_ax.set(xlabel="recall", ylabel="precision", title="hold-out precision-recall")
     for ax in (roc_ax, pr_ax):
         ax.legend(fontsize=7)
@@ -93,7 +93,7 @@ def _holdout_curves(store: Any, data: Any, path: Path) -> Path:
 MIN_CAM_SIDE = 8   # a Grad-CAM map coarser than 8 x 8 cannot show where a model looks (06 measured it)
 
 
-def _gradcam(store: Any, result: Any, path: Path, n: int) -> Path | str | None:
+def _gradcam(store: Any, result: Any, path: Path, n: int, tag: str = "") -> Path | str | None:
     """The Grad-CAM figure, or a sentence saying why it was left out (a map too coarse to judge)."""
     from ..data import augment  # noqa: PLC0415
     from ..data.loaders import read_image  # noqa: PLC0415
@@ -117,7 +117,7 @@ def _gradcam(store: Any, result: Any, path: Path, n: int) -> Path | str | None:
     maps = xai.grad_cam(result.model, x, target, layer=result.info.cam_layer)
     titles = [f"id {i}: {store.class_names[labels[i]]}" for i in ids]
     fig = plots.heatmap_overlay(raw, maps, titles=titles, n=len(ids), ncols=min(4, len(ids)),
-                                title=f"Grad-CAM of round {result.round} on labelled hold-out images"
+                                title=f"Grad-CAM of round {result.round} on labelled hold-out images{tag}"
                                 + (f" (label '{store.label_names[0]}')" if target == 0 else " (predicted class)")
                                 + f", from a {h} x {w} map")
     return _save(fig, path)
@@ -140,8 +140,10 @@ def _cam_map_size(result: Any, x: np.ndarray) -> tuple[int, int]:
     return int(seen[0][-2]), int(seen[0][-1])
 
 
-def write_report(store: Any, *, output_dir: str | os.PathLike | None = None, gradcam_images: int = 8) -> Path:
-    """Write the report's figures and ``index.html`` into ``<project>/.course/report/``; returns the page."""
+def write_report(store: Any, *, output_dir: str | os.PathLike | None = None, gradcam_images: int = 8,
+                 source: str | None = None) -> Path:
+    """Write the report's figures and ``index.html`` into ``<project>/.course/report/``; returns the page.
+    ``source="stand-in"`` marks every figure and the page as stand-in results (a demo folder)."""
     from ..teaching import plots  # noqa: PLC0415
     from . import cycle  # noqa: PLC0415
 
@@ -159,18 +161,21 @@ def write_report(store: Any, *, output_dir: str | os.PathLike | None = None, gra
         header = next(iter(histories.values())).read_text().splitlines()[0].split(",")
         metrics = ["loss"] + [m for m in ("auc", "accuracy") if f"val_{m}" in header][:1]
         figures.append(("Training curves", _save(plots.training_curves(histories, metrics=metrics,
-                                                                       title="Training curves per round"),
+                                                                       title="Training curves per round",
+                                                                       source=source),
                                                  out / "training_curves.png")))
-    labels_png = _labels_curve(rows, out / "labels_vs_score.png")
+    tag = plots.source_suffix(source)
+    labels_png = _labels_curve(rows, out / "labels_vs_score.png", tag)
     if labels_png:
         figures.append(("Validation score against labels", labels_png))
     latest = max(int(r["round"]) for r in rows)
     held = folder / f"holdout_round{latest}.npz"
     if held.exists():
         with np.load(held) as data:
-            figures.append(("Hold-out ROC and precision-recall", _holdout_curves(store, data, out / "holdout_curves.png")))
+            figures.append(("Hold-out ROC and precision-recall", _holdout_curves(store, data, out / "holdout_curves.png",
+                                                                                  tag)))
     result = cycle.load_round(store, latest, output_dir=output_dir)
-    cam = _gradcam(store, result, out / "gradcam.png", gradcam_images)
+    cam = _gradcam(store, result, out / "gradcam.png", gradcam_images, tag)
     notes = []
     if isinstance(cam, Path):
         figures.append(("Grad-CAM on hold-out images", cam))
@@ -186,6 +191,9 @@ def write_report(store: Any, *, output_dir: str | os.PathLike | None = None, gra
                    for t, p in figures)
     page = out / "index.html"
     body += "".join(f"<p><i>{html.escape(n)}</i></p>" for n in notes)
+    if source == "stand-in":
+        summary = ("STAND-IN DATA: generated images, so every number here shows that the code works, not how well "
+                   "the method does. " + summary)
     page.write_text(f"<!doctype html><meta charset='utf-8'><title>Project report</title><h1>Project report</h1>"
                     f"<p>{html.escape(summary)}</p>{body}\n", encoding="utf-8")
     return page

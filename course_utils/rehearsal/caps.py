@@ -55,6 +55,7 @@ def install() -> bool:
     _patch(active_torch, "torch_outputs", _capped_outputs)
     _patch(project_cycle, "stream_probabilities", _first_stream_batches)
     _patch(project_wholeimage, "sliding_heatmap", _first_windows)
+    _patch(project_cycle, "predict_files", _first_files)
     _patch(train_keras, "predict", _keras_first_batches)
     _patch(models_keras, "recompute_batchnorm", _capped_recompute)
     for owner in (xai, xai_faithfulness):
@@ -195,6 +196,20 @@ def _first_stream_batches(original):
             rows = np.arange(start, start + len(chunk)) % len(probs)
             yield chunk, probs[rows], np.ones(len(chunk), bool), None if feats is None else feats[rows]
     return stream_probabilities
+
+
+def _first_files(original):
+    def predict_files(result, paths, *, batch_size: int = 32):
+        """Files outside a project (07's fresh images): all recorded, the first batches run, their rows repeated."""
+        import dataclasses  # noqa: PLC0415
+
+        proxy = _first_batches_module()(result.model)
+        try:
+            return original(dataclasses.replace(result, model=proxy), paths, batch_size=batch_size)
+        finally:
+            record_work("forward", images=len(paths), steps=-(-len(paths) // batch_size), flops_per_image=proxy.flops,
+                        what=model_name(result.model), framework="torch")
+    return predict_files
 
 
 def _first_windows(original):
