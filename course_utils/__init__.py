@@ -31,7 +31,7 @@ from .runtime import (
     set_mode,
     setup,
 )
-from .teaching.checks import check, expect
+from .teaching.checks import check, check_claim, expect
 from .train.history import History
 
 __version__ = "0.1.0"
@@ -52,7 +52,7 @@ ALIASES = {  # the short names the notebooks use -> where the module lives
 }
 
 __all__ = [
-    "CourseError", "History", "check", "expect", "get_mode", "in_ci", "in_colab", "pick", "report",
+    "CourseError", "History", "check", "check_claim", "expect", "get_mode", "in_ci", "in_colab", "pick", "report",
     "seed_everything", "set_mode", "setup", *GROUPS, *sorted(ALIASES),
 ]
 

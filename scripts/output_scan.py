@@ -27,6 +27,7 @@ FORBIDDEN: dict[str, str] = {
     r"Downloading and preparing dataset|Dl Completed|Dl Size|Extraction completed":
         "a tfds download attempt shown to the student (offline it must be quiet or not tried)",
     r"Retrying \(Retry\(": "urllib3 retry warnings",
+    r"NameResolutionError\(|HTTPSConnectionPool\(": "a raw network exception shown to the student (say it in words)",
     r"DeprecationWarning|FutureWarning|PendingDeprecationWarning": "a deprecation warning from course or notebook code",
     r"np\.(float|int|uint|bool_)\d*\(": "a numpy scalar repr in printed text: print plain rounded numbers",
     r"Variant folder .* has no": "tfds warning about an empty data set folder",

@@ -161,6 +161,7 @@ def execute(nb_path: Path, out_dir: Path, mode: str, cell_timeout: int, html_pag
         "error": error,
         "headline": "; ".join(_fmt(r) for r in numbers),
         "output_findings": len(findings),
+        "findings": findings,
     }
     if watch is not None:
         work = rehearsal.summarize(reports)
@@ -246,16 +247,65 @@ def write_summary(rows: list[dict], out_dir: Path) -> None:
     note = ("\nNumbers marked (stand-in) come from generated stand-in data, not the real data set: "
             "they show the code works, not how well the method does.\n")
     (out_dir / "summary.md").write_text("# Course run\n\n" + "\n".join(md) + "\n" + note, encoding="utf-8")
-    cells = "".join(
-        "<tr>" + "".join(f"<td>{html.escape(str(r[c]))}</td>" for c in cols[1:]).replace(
-            "<td>", f"<td><a href='{html.escape(r['notebook'])}.html'>{html.escape(r['notebook'])}</a></td><td>", 1)
-        + "</tr>" for r in rows)
-    head = "".join(f"<th>{c}</th>" for c in cols)
-    (out_dir / "index.html").write_text(
-        "<!doctype html><meta charset='utf-8'><title>Course run</title>"
-        "<style>body{font-family:sans-serif}td,th{border:1px solid #ccc;padding:4px}</style>"
-        f"<h1>Course run</h1><table><tr>{head}</tr>{cells}</table><p>{html.escape(note)}</p>",
-        encoding="utf-8")
+    (out_dir / "index.html").write_text(dashboard(rows, out_dir, note), encoding="utf-8")
+
+
+def key_figure(executed: Path) -> str | None:
+    """The base64 PNG of an executed notebook's key figure: the output of a cell tagged ``key-figure``, else
+    its first figure; None when it has none (or was not executed)."""
+    import json
+
+    try:
+        cells = json.loads(executed.read_text(encoding="utf-8"))["cells"]
+    except (OSError, ValueError, KeyError):
+        return None
+    code = [c for c in cells if c.get("cell_type") == "code"]
+    tagged = [c for c in code if "key-figure" in c.get("metadata", {}).get("tags", [])]
+    for cell in tagged + code:
+        for out in cell.get("outputs", []):
+            png = out.get("data", {}).get("image/png")
+            if png:
+                return "".join(png).replace("\n", "")
+    return None
+
+
+def dashboard(rows: list[dict], out_dir: Path, note: str) -> str:
+    """The instructor's page: per notebook a card with its key figure, headline numbers (stand-in flagged), wall
+    time, status, output-scan findings and a link to its HTML page."""
+    cards = []
+    for r in rows:
+        name = html.escape(r["notebook"])
+        png = key_figure(out_dir / f"{r['notebook']}.ipynb")
+        thumb = (f"<img alt='key figure of {name}' src='data:image/png;base64,{png}'>" if png
+                 else "<div class='none'>no figure</div>")
+        numbers = []
+        for item in filter(None, str(r.get("headline") or "").split("; ")):
+            label, _, value = item.rpartition("=")
+            standin = value.endswith(" (stand-in)")
+            value = value.removesuffix(" (stand-in)")
+            numbers.append(f"<tr><td>{html.escape(label)}</td><td class='v'>{html.escape(value)}</td>"
+                           f"<td>{'<span class=si>stand-in</span>' if standin else ''}</td></tr>")
+        findings = r.get("findings") or []
+        status = "ok" if r["status"] == "ok" else f"{r['status']}: {r.get('error', '')}"
+        cards.append(
+            f"<section class='card {'bad' if r['status'] != 'ok' else ''}'><h2><a href='{name}.html'>{name}</a></h2>"
+            f"<div class='meta'>{html.escape(str(r['mode']))} mode · {r['wall_s']} s · data: "
+            f"{html.escape(str(r['data_source']))} · <b>{html.escape(status)}</b></div>{thumb}"
+            f"<table>{''.join(numbers) or '<tr><td>no headline numbers</td></tr>'}</table>"
+            + (f"<details><summary>{len(findings)} output finding(s)</summary><ul>"
+               + "".join(f"<li>{html.escape(f)}</li>" for f in findings) + "</ul></details>" if findings
+               else f"<div class='meta'>output findings: {r.get('output_findings', 0)}</div>")
+            + "</section>")
+    style = ("body{font-family:sans-serif;margin:16px;background:#f6f6f6}main{display:grid;"
+             "grid-template-columns:repeat(auto-fill,minmax(340px,1fr));gap:12px}.card{background:#fff;padding:10px;"
+             "border:1px solid #ccc;border-radius:6px}.card.bad{border-color:#c00}.card img{width:100%;"
+             "border:1px solid #eee}h2{font-size:16px;margin:0 0 4px}.meta{font-size:12px;color:#555;margin:4px 0}"
+             "table{font-size:12px;border-collapse:collapse;width:100%}td{border-top:1px solid #eee;padding:2px 4px}"
+             "td.v{text-align:right;font-variant-numeric:tabular-nums}.si{background:#fde68a;font-size:10px;"
+             "padding:0 4px;border-radius:3px}.none{height:60px;color:#999}")
+    return ("<!doctype html><meta charset='utf-8'><title>Course run</title>"
+            f"<style>{style}</style><h1>Course run: {len(rows)} notebook(s)</h1>"
+            f"<p>{html.escape(note.strip())}</p><main>{''.join(cards)}</main>")
 
 
 def main(argv: list[str] | None = None) -> int:

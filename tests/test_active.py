@@ -283,7 +283,11 @@ def test_paired_differences_edge_cases_by_hand():
     res = al.paired_differences(table({"same": [0.02, 0.02], "worse": [-0.1, -0.11], "tiny": [0.123456, 0.1234]}))
     assert res["strategy"].tolist() == ["tiny", "same", "worse"]                 # best first
     assert res.index.tolist() == [0, 1, 2]
-    assert list(res.columns) == ["strategy", "mean_difference", "ci_low", "ci_high", "seeds", "verdict"]
+    assert list(res.columns) == ["strategy", "mean_difference", "ci_low", "ci_high", "seeds", "verdict", "detectable_80"]
+    # the power: 2 seeds with spread sd detect (t_.975 + t_.8, 1 df) * sd / sqrt(2)
+    sd = np.std([-0.1, -0.11], ddof=1)
+    assert res.set_index("strategy").loc["worse", "detectable_80"] == round(
+        (stats.t.ppf(0.975, 1) + stats.t.ppf(0.8, 1)) * sd / np.sqrt(2), 4)
     r = res.set_index("strategy")
     assert r.loc["same", "mean_difference"] == 0.02 and r.loc["same", "ci_low"] == 0.02   # no spread: no width
     assert r.loc["same", "verdict"] == "better than random" and r.loc["same", "seeds"] == 2
@@ -317,14 +321,17 @@ def test_distillation_loss_accepts_its_whole_range_and_refuses_outside_it():
 def test_simulate_defaults_progress_seeds_and_refusals(monkeypatch):
     from course_utils import runtime
 
-    bars, steps = [], []
+    bars, steps, descriptions = [], [], []
 
     class Bar:
         def update(self, n):
             steps.append(n)
 
-        def set_postfix(self, **kw):
-            assert set(kw) == {"strategy", "seed", "acc"} and None not in kw.values()
+        def set_description_str(self, text, refresh=True):
+            descriptions.append(text)
+
+        def set_postfix_str(self, text):
+            assert text and len(text) < 40            # short: tqdm's 90 columns cut a long postfix ("strategy=badg")
 
         def close(self):
             steps.append("closed")
@@ -345,6 +352,7 @@ def test_simulate_defaults_progress_seeds_and_refusals(monkeypatch):
     assert all(f["y"] == (np.array(f["ids"]) % 2).tolist() for f in learner.fits)
     assert bars == [{"total": 3 * 2 * 6, "desc": "active learning", "disable": False, "leave": True}]
     assert steps == [1] * 36 + ["closed"]                              # one step per row, then closed
+    assert descriptions[0] == "random, seed 0" and descriptions[-1] == "active learning"   # the strategy in words
     assert [c["seed"] for c in learner.test_calls] == [0] * 11 + [1] * 11 + [2] * 11   # each seed's own
     sizes = [c["n"] for c in learner.pool_calls]                       # the pool is read by the current model
     assert sizes == [20, 40, 60, 80, 100] * 3
@@ -397,3 +405,22 @@ def test_test_scores_multi_class_and_labels_to_reach_at_the_target():
     assert r["fraction_of_full"].iloc[0] == 0.123456 and list(r.columns)[0] == "strategy"
     assert al.labels_to_reach(t, 0.123456)["target_accuracy"].iloc[0] == 0.1235
     assert r.index.tolist() == [0, 1]
+
+
+def test_plot_versus_draws_each_strategys_interval_and_plot_can_pick_strategies():
+    """Issue 22: 05's eight overlapping bands become one interval per strategy; the curves can show a few."""
+    import matplotlib
+    import pandas as pd
+
+    matplotlib.use("Agg")
+    rows = [{"strategy": s, "seed": seed, "round": r, "n_labelled": 10 + 10 * r, "accuracy": 0.5 + d * r + 0.01 * seed,
+             "auc": 0.6, "seconds": 0.1}
+            for s, d in (("random", 0.0), ("entropy", 0.02), ("coreset", -0.03)) for seed in range(3) for r in range(3)]
+    res = al.ALResult(table=pd.DataFrame(rows), source="stand-in")
+    fig = res.plot_versus("random")
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["coreset", "entropy"]     # best on top
+    assert "[stand-in data]" in ax.get_title() and "3 seeds" in ax.get_xlabel()
+    assert len(res.plot(strategies=["random", "entropy"]).axes[0].get_lines()) >= 2
+    with pytest.raises(CourseError, match="no runs of badge"):
+        res.plot(strategies=["badge"])

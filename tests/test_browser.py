@@ -369,3 +369,47 @@ def test_07_labels_files_with_the_keys_and_shows_the_most_uncertain_image_after_
     assert entropy[second] >= entropy[[i for i in order if i != shown][0]] - 1e-9, (second, order[:5])
     assert box.locator(".course-labeller-error").count() == 0
     page.close()
+
+
+# --------------------------------------------------------------------------- the instructor's dashboard (issue 22)
+def test_the_dashboard_shows_every_notebook_with_its_figure_and_numbers(browser, tmp_path):
+    """build/index.html in Chromium: not blank, every notebook's card, its key figure drawn, stand-in flagged."""
+    import base64
+    import importlib.util
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    spec = importlib.util.spec_from_file_location("run_course", ROOT / "scripts" / "run_course.py")
+    run_course = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(run_course)
+    fig, ax = plt.subplots(figsize=(4, 3))
+    ax.plot([0, 1, 2], [0.5, 0.8, 0.9], marker="o")
+    ax.set(title="a key figure", xlabel="epoch", ylabel="accuracy")
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    names = ["01_data", "02_cnn", "03_transfer"]
+    for i, name in enumerate(names):
+        nb = nbformat.v4.new_notebook()
+        out = [nbformat.v4.new_output("display_data", data={"image/png": base64.b64encode(buf.getvalue()).decode()})]
+        nb.cells = [nbformat.v4.new_code_cell("plot()", outputs=out if i != 2 else [])]
+        nbformat.write(nb, tmp_path / f"{name}.ipynb")
+    rows = [{"notebook": n, "mode": "lite", "data_source": "toy: stand-in", "wall_s": 12.5, "status": "ok" if i < 2
+             else "failed", "error": "" if i < 2 else "boom", "headline": f"{n} accuracy=0.875 (stand-in)",
+             "output_findings": 0, "findings": []} for i, n in enumerate(names)]
+    run_course.write_summary(rows, tmp_path)
+    page = browser.new_page(viewport={"width": 1200, "height": 900})
+    try:
+        page.goto((tmp_path / "index.html").as_uri())
+        text = page.inner_text("body")
+        assert all(n in text for n in names) and text.count("stand-in") >= 3 and "failed: boom" in text
+        widths = page.eval_on_selector_all("img", "imgs => imgs.map(i => i.naturalWidth)")
+        assert len(widths) == 2 and min(widths) > 100          # both figures decoded and drawn
+        shot = page.screenshot(full_page=True)
+        (SHOTS / "dashboard.png").write_bytes(shot)
+        assert _png_std(shot) > 20, "the dashboard renders blank"
+    finally:
+        page.close()

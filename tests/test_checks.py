@@ -26,3 +26,20 @@ def test_strings_tuples_and_sets():
     assert check((32, 64, 64, 3), (32, 64, 64, 3), hint="h") is True
     assert check({3, 1}, {1, 3}, hint="h") is True
     assert check(True, False, hint="h") is False
+
+
+def test_check_claim_prints_the_claim_with_its_interval_and_fails_when_the_interval_touches_0(capsys):
+    """Issue 22: a lesson's check reads as the lesson: a tick, the claim, the interval; or the claim, refused."""
+    import pytest
+
+    from course_utils import check_claim
+    from course_utils.stats import paired_t_interval
+
+    clear = paired_t_interval([0.3, 0.4, 0.35, 0.45])
+    check_claim("alpha 0.75 finds more cancers", clear)
+    assert capsys.readouterr().out.startswith("✓ alpha 0.75 finds more cancers: +0.375 (95% interval")
+    for unclear in (paired_t_interval([0.3, -0.2, 0.1]), paired_t_interval([-0.3, -0.4, -0.35])):
+        with pytest.raises(AssertionError, match="✗ alpha 0.75 finds more cancers: not shown by this run"):
+            check_claim("alpha 0.75 finds more cancers", unclear)
+    with pytest.raises(AssertionError, match="not above 0.5"):
+        check_claim("far better", clear, above=0.5)

@@ -416,3 +416,21 @@ def test_a_huge_image_is_shrunk_on_read_and_one_past_the_safety_limit_is_a_clear
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1_000_000)       # 12 megapixels is now past twice the limit
     with pytest.raises(CourseError, match="too large to open safely.*tiles"):
         read_image(tmp_path / "big.png")
+
+
+def test_a_failed_download_is_named_in_words_not_as_urllib3_reprs():
+    """Issue 22: the stand-in notice said `ConnectionError: HTTPSConnectionPool(host=...) ... NameResolutionError(...)`."""
+    from course_utils.data.loaders import plain_reason
+
+    class NameResolutionError(Exception):
+        pass
+
+    try:
+        try:
+            raise NameResolutionError("HTTPSConnection(host='data.lhncbc.nlm.nih.gov', port=443): Failed to resolve")
+        except NameResolutionError as inner:
+            raise OSError("HTTPSConnectionPool(host='data.lhncbc.nlm.nih.gov', port=443): Max retries exceeded") from inner
+    except OSError as exc:
+        assert plain_reason(exc) == "no network connection to data.lhncbc.nlm.nih.gov"
+    assert plain_reason(ConnectionError("[Errno -3] Temporary failure")) == "no network connection to the download server"
+    assert plain_reason(ValueError("bad zip file\nmore")) == "ValueError: bad zip file"

@@ -10,7 +10,8 @@ from course_utils import CourseError
 from course_utils.teaching import exercises as ex
 
 # what the notebooks pass as context (value exercises) or as the run's outcome (prediction exercises)
-CONTEXT = {"01.1": {"labels": np.array([0, 1, 1, 0, 1, 1, 1, 1])}, "03.3": {"n_test": 70}}
+CONTEXT = {"03.3": {"n_test": 70},
+           "03.4": {"val_auc": [0.80, 0.91, 0.88]}}
 OBSERVED = {"01.3": 35, "02.3": (0.61, 0.72), "03.2": (0.95, 0.81), "04.2": (0.55, 0.40), "05.3": 6, "06.2": "better than random",
             "07.2": 6, "07.3": 0}
 
@@ -54,11 +55,11 @@ def test_the_answers_are_not_in_the_task_text():
 
 def test_wrong_answers_get_a_sentence_never_a_traceback(capsys):
     e = ex.get("02.1")
-    assert e.check(lambda n, k, stride=1, padding=0: n - k) is False       # forgets the + 1
+    assert e.check(lambda kernels, strides: 1 + sum(k - 1 for k in kernels)) is False   # forgets the strides
     out = capsys.readouterr().out
     assert "expected" in out and "returned" in out
     assert e.check(42) is False and "expected a function" in capsys.readouterr().out
-    assert e.check(lambda n, k: 1 / 0) is False and "ZeroDivisionError" in capsys.readouterr().out
+    assert e.check(lambda kernels, strides: 1 / 0) is False and "ZeroDivisionError" in capsys.readouterr().out
     v = ex.get("02.2")
     assert v.check("2432") is False and "expected a whole number" in capsys.readouterr().out
     assert v.check([1, 2]) is False

@@ -129,16 +129,20 @@ def test_prior_bias_makes_the_untrained_model_predict_the_prior():
 
 
 # ---------------------------------------------------------------- issue 20: defaults, shapes, priors, exactly
-def test_the_defaults_are_the_papers_alpha_025_and_gamma_2():
+def test_the_defaults_are_no_alpha_and_gamma_2():
+    """Issue 22: no class weighting by default (RetinaNet's 0.25 weighs a rare positive class down, as 04 shows)."""
     import torch
 
     g = torch.Generator().manual_seed(0)
     logits, t = torch.randn(12, 1, generator=g) * 2, (torch.rand(12, 1, generator=g) > 0.5).float()
-    assert torch.equal(L.sigmoid_focal_loss(logits, t), L.sigmoid_focal_loss(logits, t, alpha=0.25, gamma=2.0))
+    assert torch.equal(L.sigmoid_focal_loss(logits, t), L.sigmoid_focal_loss(logits, t, alpha=None, gamma=2.0))
     p = torch.sigmoid(logits)
     p_t = p * t + (1 - p) * (1 - t)
-    by_hand = -((0.25 * t + 0.75 * (1 - t)) * (1 - p_t) ** 2 * torch.log(p_t)).mean()
+    by_hand = -((1 - p_t) ** 2 * torch.log(p_t)).mean()
     assert torch.allclose(L.sigmoid_focal_loss(logits, t), by_hand, atol=1e-6)
+    assert L.FocalLoss().alpha is None
+    import inspect
+    assert inspect.signature(L.keras_focal_loss).parameters["alpha"].default is None
     logits3, y3 = torch.randn(12, 3, generator=g) * 2, torch.randint(0, 3, (12,), generator=g)
     q = torch.softmax(logits3, 1)[torch.arange(12), y3]
     assert torch.allclose(L.softmax_focal_loss(logits3, y3), (-(1 - q) ** 2 * torch.log(q)).mean(), atol=1e-6)

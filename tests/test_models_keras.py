@@ -277,6 +277,24 @@ def test_after_recompute_inference_equals_training_mode_on_the_same_images():
     np.testing.assert_allclose(keras.ops.convert_to_numpy(model(x, training=False)), train_mode, atol=1e-4)
 
 
+def test_batchnorm_refresh_makes_the_validation_curve_agree_with_the_trained_network():
+    """Issue 22: with the callback, the last epoch's validation loss is the trained network's (statistics
+    re-estimated on the training images); without it, it is measured with stale statistics and differs."""
+    tf = cu.runtime.import_tensorflow()
+    x = _images(64, seed=2)
+    y = (x[..., 0].mean((1, 2)) > np.median(x[..., 0].mean((1, 2)))).astype("int32")
+    ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(16)
+    for refresh in (True, False):
+        model = _bn_net(3)
+        hist = cu.train_keras.fit(model, ds, ds, epochs=2, learning_rate=1e-2, verbose=0, run_eagerly=True,
+                                  callbacks=[mk.batchnorm_refresh(x, batch_size=64)] if refresh else ())
+        stale = float(model.evaluate(ds, verbose=0)[0])
+        mk.recompute_batchnorm(model, x, batch_size=64)
+        trained = float(model.evaluate(ds, verbose=0)[0])
+        assert abs(hist.last("val_loss") - (trained if refresh else stale)) < 1e-4
+        assert abs(stale - trained) > 1e-3 or refresh
+
+
 def test_recompute_batchnorm_in_a_rehearsal_runs_a_few_batches_and_records_all(rehearsal):
     """A full-mode rehearsal re-estimates on CAPS.eval_batches batches and records the forward work of all."""
     import json

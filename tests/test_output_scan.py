@@ -59,6 +59,7 @@ def test_the_course_progress_bar_is_text_that_folds_to_its_last_frame():
     (stream("\x1b[1mDownloading and preparing dataset Unknown size\n"), "tfds download"),
     (display("Dl Completed...: 0 url [00:00, ? url/s]", widget=True), "tfds download"),
     (stream("WARNING:urllib3.connectionpool:Retrying (Retry(total=0))\n", "stderr"), "urllib3"),
+    (stream("STAND-IN DATA: (ConnectionError: HTTPSConnectionPool(host='x', port=443))\n"), "raw network exception"),
     (stream("x.py:3: DeprecationWarning: __array__ implementation doesn't accept a copy keyword\n", "stderr"),
      "deprecation"),
     (stream("mean AUC np.float64(0.118)\n"), "numpy scalar repr"),
@@ -76,7 +77,7 @@ def test_clean_outputs_pass():
     outs = [stream("train 280 images | Parasitized: 140; lr 1e-05; 3.14159265 is pi to 8\n"),
             display("<Figure size 640x480>"),
             display("VBox(children=(HTML(value='<h3>panel</h3>'),))", widget=True),
-            display("", html="<div>STAND-IN DATA ... NameResolutionError(\"HTTPSConnection(host=...)\")</div>"),
+            display("", html="<div>STAND-IN DATA ... (no network connection to data.lhncbc.nlm.nih.gov)</div>"),
             stream("\n", "stderr"),
             stream("/tmp/ipykernel_9/1.py:4: UserWarning: the hold-out of x.db has now been evaluated 3 times. "
                    "Tune on validation.\n  scores = store.evaluate_holdout(p)\n", "stderr")]

@@ -41,7 +41,7 @@ def test_training_curves_single_run_train_solid_val_dashed():
     assert "stand-in" in fig._suptitle.get_text()
     assert len(fig.legends) == 1  # one legend for the whole figure
     labels = [t.get_text() for t in fig.legends[0].get_texts()]
-    assert labels == ["run", "training", "validation"]
+    assert labels == ["training", "validation"]          # one run: no colour legend entry ("run", issue 22)
 
 
 def test_training_curves_overlays_dict_list_and_csv(tmp_path):

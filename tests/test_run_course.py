@@ -45,6 +45,9 @@ def test_main_job_writes_executed_notebooks_html_and_summary(tmp_path, monkeypat
     assert any(o.get("text", "").startswith("accuracy: 0.750") for o in executed.cells[1].outputs)
     assert any("image/png" in o.get("data", {}) for o in executed.cells[2].outputs), "figures reach build/"
     assert "(stand-in)" in (out / "summary.md").read_text()
+    page = (out / "index.html").read_text()          # the dashboard: a card per notebook, its figure, its numbers
+    assert page.count("<section class='card") == 2 and page.count("data:image/png;base64,") == 1
+    assert "<td class='v'>0.750</td><td><span class=si>stand-in</span>" in page and "failed: " in page
 
 
 def test_only_filters_by_number_prefix(tmp_path):

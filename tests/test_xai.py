@@ -399,6 +399,7 @@ def test_plots_for_heat_maps(blob_model):
     assert "[stand-in data]" in fig._suptitle.get_text()
     fig = plots.attribution_grid(x[:2], {"Grad-CAM": maps, "saliency": xai.saliency(model, x[:4], 1)})
     assert fig.axes[1].get_title() == "Grad-CAM"
+    assert fig.axes[-1].get_ylabel().startswith("relevance")                   # issue 22: a colour bar
     res = xai_faithfulness.deletion_insertion(model, x[:4], maps, target=1, steps=4)
     assert plots.deletion_insertion_curves(res).axes[0].get_xlabel().startswith("fraction of pixels")
     rc = plots.randomization_curve(xai.randomization_check(model, x[:4], target=1))

@@ -191,3 +191,19 @@ def test_the_interval_follows_the_confidence_asked_for():
     verdicts = {c: s.verdict(confidence=c) for c in (0.5, 0.999)}
     assert verdicts[0.5] != verdicts[0.999], verdicts                                      # passed through
     assert s.verdict(min_difference=10.0) == "inconclusive"
+
+
+def test_the_random_map_can_be_drawn_at_the_heat_maps_resolution(blob_model):
+    """Issue 22: a 2 x 2 Grad-CAM map deletes quadrants; its random baseline must delete blocks as coarse (a random
+    2 x 2 map up-sampled the same way), else the comparison measures resolution, not where the map points."""
+    model, x, _ = blob_model
+    H, W = x.shape[-2:]
+    coarse_random = xai.resize_maps(np.random.default_rng(3).random((12, 2, 2)), (H, W))   # what it draws
+    scores = xai_faithfulness.deletion_insertion(model, x[:12], coarse_random, target=1, steps=8, seed=3,
+                                                 baseline="mean", map_size=(2, 2))
+    assert np.array_equal(scores.deletion, scores.deletion_random) and scores.verdict() == "inconclusive"
+    per_pixel = xai_faithfulness.deletion_insertion(model, x[:12], coarse_random, target=1, steps=8, seed=3,
+                                                    baseline="mean")
+    assert not np.array_equal(per_pixel.deletion_random, scores.deletion_random)
+    with pytest.raises(CourseError, match="map_size"):
+        xai_faithfulness.deletion_insertion(model, x[:2], coarse_random[:2], target=1, map_size=(0, 2))

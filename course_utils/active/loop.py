@@ -23,7 +23,7 @@ from . import strategies as st
 from .strategies import head_gradient_embedding  # re-exported: its home is beside the other embeddings
 from ..data.pipelines import nchw_float, tensor_loader
 from ..runtime import CourseError, import_torch, torch_device, torch_threads
-from ..stats import PairedInterval, paired_t_interval
+from ..stats import PairedInterval, detectable_difference, paired_t_interval
 
 __all__ = ["distillation_loss", "train_torch_classifier", "TorchLearner", "simulate", "ALResult",
            "labels_to_reach", "paired_differences", "head_gradient_embedding"]
@@ -164,13 +164,47 @@ class ALResult:
         return (last.groupby("strategy")[["n_labelled", "accuracy", "auc", "seconds"]].mean()
                 .sort_values("accuracy", ascending=False))
 
-    def plot(self, metric: str = "accuracy", **kw):
-        """Learning curves: mean over seeds with a min-max band (see :func:`plots.learning_curves`)."""
+    def plot(self, metric: str = "accuracy", strategies: Sequence[str] | None = None, **kw):
+        """Learning curves: mean over seeds with a min-max band (see :func:`plots.learning_curves`); ``strategies``:
+        only these (eight overlapping bands are unreadable)."""
         from ..teaching.plots import learning_curves  # noqa: PLC0415
 
         kw.setdefault("source", self.source)
         kw.setdefault("reference", self.full_accuracy if metric == "accuracy" else None)
-        return learning_curves(self.table, metric=metric, **kw)
+        table = self.table
+        if strategies is not None:
+            unknown = sorted(set(strategies) - set(table["strategy"]))
+            if unknown:
+                raise CourseError(f"no runs of {', '.join(unknown)}; the table has {', '.join(table['strategy'].unique())}")
+            table = table[table["strategy"].isin(list(strategies))]
+        return learning_curves(table, metric=metric, **kw)
+
+    def plot_versus(self, baseline: str = "random", metric: str = "accuracy", title: str | None = None):
+        """Each strategy's paired difference from ``baseline`` with its interval, one row per strategy: what the
+        seeds can tell apart, in one figure (eight overlapping learning-curve bands cannot show it)."""
+        import matplotlib.pyplot as plt  # noqa: PLC0415
+
+        from ..teaching.plots import source_suffix  # noqa: PLC0415
+
+        diff = self.versus(baseline, metric).iloc[::-1]
+        fig, ax = plt.subplots(figsize=(7.5, 0.45 * len(diff) + 1.6))
+        y = np.arange(len(diff))
+        colours = ["tab:green" if v.startswith("better") else "tab:red" if v.startswith("worse") else "grey"
+                   for v in diff["verdict"]]
+        for yi, row, colour in zip(y, diff.itertuples(), colours):
+            ax.errorbar(row.mean_difference, yi, xerr=[[row.mean_difference - row.ci_low],
+                                                       [row.ci_high - row.mean_difference]],
+                        fmt="none", ecolor=colour, capsize=3)
+        ax.scatter(diff["mean_difference"], y, c=colours, zorder=3)
+        ax.axvline(0, color="black", lw=0.8)
+        ax.set_yticks(y, diff["strategy"])
+        n = int(diff["seeds"].max()) if len(diff) else 0
+        ax.set(xlabel=f"{metric} minus {baseline}, mean over rounds (95 % interval, {n} seeds)",
+               ylabel="strategy", title=(title or f"Each strategy against {baseline}")
+               + source_suffix(self.source))
+        ax.grid(axis="x", alpha=0.3)
+        fig.tight_layout()
+        return fig
 
     def versus(self, baseline: str = "random", metric: str = "accuracy", confidence: float = 0.95):
         """Each strategy minus ``baseline``, paired by seed: see :func:`paired_differences`."""
@@ -192,6 +226,8 @@ def paired_differences(table, *, baseline: str = "random", metric: str = "accura
     learning curve, per round); the seeds share initial sets, so differences are paired. The mean
     difference gets a t-interval over seeds (:func:`.stats.paired_t_interval`), and the verdict follows the
     interval: "better" or "worse" only when it excludes 0, else "no clear difference" (always so with a single seed).
+    ``detectable_80``: the power of that verdict, the smallest true difference these seeds, with this spread, would
+    show as clear 8 times in 10 (:func:`.stats.detectable_difference`); smaller effects usually read "no clear".
     """
     import pandas as pd  # noqa: PLC0415
 
@@ -210,8 +246,10 @@ def paired_differences(table, *, baseline: str = "random", metric: str = "accura
             iv = PairedInterval(math.nan, math.nan, math.nan, 0, confidence)
         mean, low, high = iv.mean, iv.low, iv.high
         verdict = iv.verdict(baseline, above="better than {what}", below="worse than {what}")
+        sd = float(np.std(d, ddof=1)) if len(d) > 1 else math.nan
         rows.append({"strategy": name, "mean_difference": round(mean, 4), "ci_low": round(low, 4),
-                     "ci_high": round(high, 4), "seeds": len(d), "verdict": verdict})
+                     "ci_high": round(high, 4), "seeds": len(d), "verdict": verdict,
+                     "detectable_80": round(detectable_difference(sd, len(d), confidence), 4)})
     return pd.DataFrame(rows).sort_values("mean_difference", ascending=False).reset_index(drop=True)
 
 
@@ -308,11 +346,14 @@ def simulate(learner: TorchLearner, x_pool: np.ndarray, y_pool: np.ndarray, x_te
                 rows.append({"strategy": label, "seed": seed, "round": rnd, "n_labelled": int(labelled.sum()),
                              "accuracy": acc, "auc": auc, "seconds": time.perf_counter() - t0})
                 bar.update(1)
-                bar.set_postfix(strategy=label, seed=seed, acc=f"{acc:.3f}")
+                bar.set_description_str(f"{label}, seed {seed}", refresh=False)   # a postfix gets cut at 90 columns
+                bar.set_postfix_str(f"acc {acc:.3f}")
         if full_data:
             full = learner.fit(x_pool, y_pool, seed=seed)
             full_accs.append(_test_scores(y_test, learner.outputs(full, x_test, (), seed=seed)["probs"])[0])
             bar.update(1)
+    bar.set_description_str("active learning", refresh=False)
+    bar.set_postfix_str(f"{len(names)} strategies x {len(seeds)} seeds")
     bar.close()
     table = pd.DataFrame(rows, columns=["strategy", "seed", "round", "n_labelled", "accuracy", "auc", "seconds"])
     return ALResult(table=table, source=source, full_accuracy=float(np.mean(full_accs)) if full_accs else None)

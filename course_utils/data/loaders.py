@@ -140,9 +140,33 @@ def resize_images(images: np.ndarray | Sequence[np.ndarray], size: int) -> np.nd
 
 
 # ============================================================================ loaders
+_NETWORK_WORDS = ("NameResolutionError", "Max retries exceeded", "Temporary failure in name resolution",
+                  "Name or service not known", "Connection refused", "Network is unreachable", "timed out")
+
+
+def plain_reason(exc: BaseException) -> str:
+    """One short line for why a download failed: "no network connection to HOST" for the urllib3 / requests /
+    socket errors a machine without internet gives (their text is a screen of pool and retry reprs), else the
+    exception's type and first line."""
+    import re  # noqa: PLC0415
+
+    chain, seen = [exc], {id(exc)}
+    while (nxt := chain[-1].__cause__ or chain[-1].__context__) is not None and id(nxt) not in seen:
+        chain.append(nxt)
+        seen.add(id(nxt))
+    text = " ".join(" ".join(str(e).split()) for e in chain)
+    network = any(isinstance(e, (ConnectionError, TimeoutError)) or type(e).__name__ in ("URLError", "gaierror")
+                  for e in chain) or any(w in text for w in _NETWORK_WORDS)
+    if network:
+        host = re.search(r"host=['\"]?([\w.-]+)", text) or re.search(r"https?://([\w.-]+)", text)
+        return f"no network connection to {host.group(1) if host else 'the download server'}"
+    first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
+    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+
+
 def _fallback(what: str, exc: BaseException, fix: str, source: str) -> str:
     """Raise (source="real") or warn and return the note for the stand-in (source="auto")."""
-    reason = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ''}"
+    reason = plain_reason(exc)
     if isinstance(exc, CourseError):  # our own message already says what is wrong and how to fix it
         reason, fix = str(exc).rstrip("."), "fix what the reason in brackets names."
         if source == "real":

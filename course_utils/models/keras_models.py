@@ -38,7 +38,7 @@ from ..runtime import CourseError, import_keras, import_tensorflow, network_prob
 
 __all__ = ["ModelInfo", "small_cnn", "efficientnet_b0", "efficientnet_lite0", "imagenet_base", "walk_layers",
            "activation_name", "unfreeze_top", "find_base", "precision_policy", "count_params", "summary_excerpt",
-           "batchnorm_layers", "recompute_batchnorm"]
+           "batchnorm_layers", "recompute_batchnorm", "batchnorm_refresh"]
 
 IMAGENET_HOST = ("storage.googleapis.com", 443)
 EFFNET_B0_NOTOP = "efficientnetb0_notop.h5"
@@ -523,3 +523,16 @@ def recompute_batchnorm(model, images, *, batch_size: int = 64, max_batches: int
     worst = max(ratio, key=lambda name: abs(np.log(ratio[name])))
     return {"layers": len(layers_), "batches": n_batches, "images": seen, "mean_shift": shift,
             "variance_ratio": ratio, "worst_layer": worst}
+
+
+def batchnorm_refresh(images, **kwargs: Any):
+    """A Keras callback that runs :func:`recompute_batchnorm` on ``images`` before every validation pass of
+    ``fit``, so the validation curve of a network trained from scratch measures its weights, not stale moving
+    statistics, and agrees with what the network scores after training. ``kwargs`` go to ``recompute_batchnorm``."""
+    keras = import_keras()
+
+    class BatchNormRefresh(keras.callbacks.Callback):
+        def on_test_begin(self, logs=None):
+            recompute_batchnorm(self.model, images, **kwargs)   # the module-level name, looked up on each call
+
+    return BatchNormRefresh()

@@ -5,7 +5,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["check", "close_enough", "expect"]
+__all__ = ["check", "check_claim", "close_enough", "expect"]
 
 
 def check(answer: Any, expected: Any, *, hint: str, name: str = "exercise",
@@ -37,6 +37,17 @@ def expect(condition: Any, claim: str) -> None:
     Raises ``AssertionError(claim)`` when ``condition`` is false (say in ``claim`` what went wrong)."""
     if not condition:
         raise AssertionError(claim)
+
+
+def check_claim(claim: str, interval: Any, *, above: float = 0.0) -> None:
+    """A lesson's claim about a difference, checked by its interval and said in the student's words:
+    ``cu.check_claim("alpha 0.75 finds more cancers than alpha 0.25", diff)`` prints ``✓ <claim>: <interval>`` when
+    the whole interval lies above ``above`` (0: the difference is clear), else raises ``AssertionError`` naming the
+    claim and the interval. ``interval`` is a :class:`course_utils.stats.PairedInterval` (``.low``, printable)."""
+    low = float(interval.low)
+    if not low > above:
+        raise AssertionError(f"✗ {claim}: not shown by this run, {interval} (its lower end is not above {above:g})")
+    print(f"✓ {claim}: {interval}")
 
 
 def close_enough(answer: Any, expected: Any, *, rtol: float, atol: float) -> bool:

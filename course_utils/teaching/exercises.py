@@ -141,11 +141,15 @@ def _same_kind(answer: Any, want: Any, accepts: str) -> tuple[bool, str]:
 
 
 # =========================================================================== the references
-def _conv_out(n: int, k: int, stride: int = 1, padding: int = 0) -> int:
-    return (n + 2 * padding - k) // stride + 1
+def _receptive_field(kernels, strides) -> int:
+    r, jump = 1, 1
+    for k, s in zip(kernels, strides):
+        r += (k - 1) * jump
+        jump *= s
+    return r
 
 
-def _focal(p: np.ndarray, y: np.ndarray, gamma: float = 2.0, alpha: float = 0.25) -> np.ndarray:
+def _focal(p: np.ndarray, y: np.ndarray, gamma: float = 2.0, alpha: float = 0.75) -> np.ndarray:
     p_t = np.where(y == 1, p, 1 - p)
     a_t = np.where(y == 1, alpha, 1 - alpha)
     return -a_t * (1 - p_t) ** gamma * np.log(p_t)
@@ -182,11 +186,13 @@ _PROBS.append(np.array([[1.0, 0.0, 0.0], [0.5, 0.5, 0.0], [0.2, 0.3, 0.5]]))    
 
 EXERCISES: dict[str, Exercise] = {e.key: e for e in [
     # ------------------------------------------------------------------ 01 data loading
-    Exercise("01.1", "what fraction of the BreastMNIST training images is malignant (label 0)? A number in [0, 1].",
-             "value", "malignant is label 0: the share of 0s among breast.train.labels.",
-             "float(np.mean(breast.train.labels == 0)): the mean of a True/False array is the share of True.",
-             expected=lambda labels: float(np.mean(np.asarray(labels).reshape(-1) == 0)),
-             accepts="a number between 0 and 1", rtol=1e-2),
+    Exercise("01.1", "write malignant_share(labels): the fraction of images labelled malignant (label 0) in a "
+             "BreastMNIST label array (N or N x 1), a number in [0, 1].", "function",
+             "malignant is label 0: the share of 0s. The mean of a True/False array is the share of True.",
+             "def malignant_share(labels):\n    return float(np.mean(np.asarray(labels).reshape(-1) == 0))",
+             reference=lambda labels: float(np.mean(np.asarray(labels).reshape(-1) == 0)),
+             accepts="a function returning a number between 0 and 1",
+             cases=((np.array([0, 1, 1, 0, 1, 1, 1, 1]),), (np.array([[1], [0], [0]]),), (np.ones(5, int),))),
     Exercise("01.2", "write to_nchw(images): uint8 N x H x W x C -> float32 N x C x H x W in [0, 1].", "function",
              "two steps: move the channel axis from last to second (transpose), then scale 0-255 to 0-1.",
              "def to_nchw(images):\n    return images.transpose(0, 3, 1, 2).astype(np.float32) / 255",
@@ -199,11 +205,16 @@ EXERCISES: dict[str, Exercise] = {e.key: e for e in [
              "ceil(n / 16): the last, smaller batch counts too (a loader drops it only with drop_last=True).",
              expected=lambda observed: int(observed), accepts="a whole number"),
     # ------------------------------------------------------------------ 02 CNN basics
-    Exercise("02.1", "write conv_output_size(n, k, stride=1, padding=0): the output side of a convolution.",
-             "function", "count the positions a k-wide window can take on n + 2 * padding pixels, every stride steps.",
-             "def conv_output_size(n, k, stride=1, padding=0):\n    return (n + 2 * padding - k) // stride + 1",
-             reference=_conv_out, accepts="a function returning an int",
-             cases=((64, 5), (64, 3, 1, 1), (28, 3, 2), (32, 7, 2, 3), (10, 10), (224, 3, 2, 1))),
+    Exercise("02.1", "write receptive_field(kernels, strides): the side of the input region that one output pixel of "
+             "a stack of layers sees (kernel sizes and strides listed from the input on; a 2x2 max pool is kernel 2, "
+             "stride 2).", "function",
+             "each layer widens the region by (k - 1) input steps of ITS input; one step of a layer's input is the "
+             "product of all earlier strides input pixels.",
+             "def receptive_field(kernels, strides):\n    r, jump = 1, 1\n    for k, s in zip(kernels, strides):\n"
+             "        r += (k - 1) * jump\n        jump *= s\n    return r",
+             reference=_receptive_field, accepts="a function returning an int",
+             cases=(((3,), (1,)), ((3, 3, 3), (1, 1, 1)), ((3, 2, 3, 2, 3, 2), (1, 2, 1, 2, 1, 2)), ((7, 3), (2, 2)),
+                    ((5, 2, 5), (1, 2, 1)))),
     Exercise("02.2", "how many parameters (weights and biases) has a Conv2D layer with 32 filters of 5 x 5 on an "
              "RGB input?", "value", "every filter sees all input channels, and each filter has one bias.",
              "32 * (5 * 5 * 3) + 32 = 2432: a filter is 5 x 5 x 3 weights plus a bias.",
@@ -232,12 +243,22 @@ EXERCISES: dict[str, Exercise] = {e.key: e for e in [
     Exercise("03.3", "with batch(100, drop_remainder=True), how many of this notebook's test images would never be "
              "evaluated?", "value", "the last incomplete batch is dropped: how many images are left over?",
              "len(data.test) % 100.", expected=lambda n_test: int(n_test) % 100, accepts="a whole number"),
+    Exercise("03.4", "choose, and justify: which run on the board would you take to the test split? Give its run "
+             "number, and say to yourself why its lead is, or is not, more than noise.", "value",
+             "compare the validation AUC column only (the test split is not on the board). How far apart must two "
+             "AUCs on a few hundred validation images be before the difference is more than luck?",
+             "the run with the highest validation AUC. Its lead counts only if it is clearly larger than the noise of "
+             "an AUC on these validation images (roughly 1/sqrt(n) of them, a few hundredths here); if it is not, "
+             "take the cheaper setting (pre-trained, fewer images or epochs) and say that the board could not tell "
+             "them apart. Either way, you choose on validation and look at test once, for the chosen run.",
+             expected=lambda val_auc: int(np.nanargmax(np.asarray(val_auc, dtype=float))) + 1,
+             accepts="a run number (a whole number)"),
     # ------------------------------------------------------------------ 04 focal loss
-    Exercise("04.1", "write focal_loss_np(p, y, gamma=2.0, alpha=0.25): the binary focal loss per image, from the "
+    Exercise("04.1", "write focal_loss_np(p, y, gamma=2.0, alpha=0.75): the binary focal loss per image, from the "
              "probability p of class 1 and the label y (arrays).", "function",
              "p_t is p where y = 1 and 1 - p where y = 0; alpha_t likewise (alpha for y = 1); then "
              "-alpha_t (1 - p_t)^gamma log(p_t).",
-             "def focal_loss_np(p, y, gamma=2.0, alpha=0.25):\n    p_t = np.where(y == 1, p, 1 - p)\n"
+             "def focal_loss_np(p, y, gamma=2.0, alpha=0.75):\n    p_t = np.where(y == 1, p, 1 - p)\n"
              "    a_t = np.where(y == 1, alpha, 1 - alpha)\n    return -a_t * (1 - p_t) ** gamma * np.log(p_t)",
              reference=_focal, accepts="a function returning an array (one loss per image)",
              cases=((np.array([0.9, 0.2, 0.6]), np.array([1, 0, 0])),

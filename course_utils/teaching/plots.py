@@ -166,14 +166,15 @@ def attribution_grid(images, maps_by_method: dict, *, row_titles: Sequence[str] 
             raise ValueError(f"maps for {name!r} must be [N, H, W] with one map per image; got {np.shape(m)}")
     cols = 1 + len(maps_by_method)
     fig, axes = plt.subplots(count, cols, figsize=(2.0 * cols, 2.0 * count + 0.5), squeeze=False)
+    overlay = None
     for r in range(count):
         img = _display_image(images[r])
         axes[r, 0].imshow(img, cmap="gray" if img.ndim == 2 else None)
         axes[r, 0].set_ylabel(row_titles[r] if row_titles is not None else f"image {r}", fontsize=8)
         for c, (name, m) in enumerate(maps_by_method.items(), start=1):
             axes[r, c].imshow(img, cmap="gray" if img.ndim == 2 else None)
-            axes[r, c].imshow(np.asarray(m)[r], cmap=cmap, alpha=alpha, vmin=0, vmax=1,
-                              extent=(-0.5, img.shape[1] - 0.5, img.shape[0] - 0.5, -0.5))
+            overlay = axes[r, c].imshow(np.asarray(m)[r], cmap=cmap, alpha=alpha, vmin=0, vmax=1,
+                                        extent=(-0.5, img.shape[1] - 0.5, img.shape[0] - 0.5, -0.5))
             if r == 0:
                 axes[r, c].set_title(name, fontsize=9)
         if r == 0:
@@ -184,6 +185,7 @@ def attribution_grid(images, maps_by_method: dict, *, row_titles: Sequence[str] 
     fig.suptitle(title + source_suffix(source))
     fig.supxlabel("columns: attribution method (hot = relevant to the explained class)", fontsize=8)
     fig.tight_layout()
+    fig.colorbar(overlay, ax=axes[:, 1:].ravel().tolist(), shrink=0.8, label="relevance (each map scaled to 0-1)")
     return fig
 
 
@@ -331,6 +333,8 @@ def training_curves(histories, metrics: Sequence[str] = ("loss", "accuracy"), *,
         ax.set_title(metric)
         ax.grid(alpha=0.3)
     handles = [Line2D([], [], color=colours[i % len(colours)], lw=2, label=name) for i, name in enumerate(runs)]
+    if len(runs) == 1:
+        handles = []                          # one run: no colour to name (it used to read "run")
     handles += [Line2D([], [], color="k", ls="-", label="training"),
                 Line2D([], [], color="k", ls="--", label="validation")]
     fig.legend(handles=handles, loc="center right", fontsize=8, frameon=False)

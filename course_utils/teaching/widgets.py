@@ -84,8 +84,9 @@ class ResultsBoard:
         return frame
 
     def html(self) -> str:
-        """The table as compact HTML for the panel: 3 significant digits, wrapped headers, settings that
-        every run shares listed once above the table instead of repeated in a column."""
+        """The table as compact HTML for the panel: 3 significant digits, headers on one line (``val_auc`` shown
+        as "val auc", never split mid-word), settings that every run shares listed once above the table instead of
+        repeated in a column."""
         frame = self.table()
         if not len(frame):
             return ""
@@ -96,11 +97,11 @@ class ResultsBoard:
                     shared[name] = frame[name].iloc[0]
                     frame = frame.drop(columns=name)
         shown = frame.map(lambda v: f"{v:.3g}" if isinstance(v, float) else html.escape(str(v)))
-        shown.columns = [html.escape(str(c)).replace("_", "_<wbr>") for c in shown.columns]   # headers may wrap
+        shown.columns = [html.escape(str(c).replace("_", " ")) for c in shown.columns]
         table = shown.to_html(escape=False, border=0)
         note = ("<div style='font-size:12px;color:#555'>same in every run: "
                 + html.escape(", ".join(f"{k}={_fmt(v)}" for k, v in shared.items())) + "</div>") if shared else ""
-        style = ("<style>.course-board th{white-space:normal;max-width:7em;font-size:12px;vertical-align:bottom}"
+        style = ("<style>.course-board th{white-space:nowrap;font-size:12px;vertical-align:bottom}"
                  ".course-board td{font-size:12px;padding:1px 6px}</style>")
         return f"{style}<div class='course-board' style='max-width:100%;overflow-x:auto'>{note}{table}</div>"
 
@@ -137,18 +138,18 @@ class ResultsBoard:
             have = ", ".join(self.metric_names()) or "none (no run returned a History yet)"
             raise CourseError(f"no run on the board has a {metric!r} curve; metrics with curves: {have}")
         if ax is None:
-            fig, ax = plt.subplots(figsize=(6.4, 3.6))
+            fig, ax = plt.subplots(figsize=(7.6, 3.6))
         else:
             fig = ax.figure
         for r in with_curve:
             values = r.history[metric]
-            ax.plot(range(1, len(values) + 1), values, marker="o", ms=3, label=r.label)
+            ax.plot(range(1, len(values) + 1), values, marker="o", ms=5, label=r.label)   # one epoch: a visible point
         ax.set_xlabel("epoch")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel(metric)
         ax.set_title((title or f"Results board: {metric} per run") + source_suffix(self.source))
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7, loc="best")
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)   # beside, not over
         fig.tight_layout()
         return fig
 
@@ -285,7 +286,8 @@ class SliderPanel:
         self.output = w.Output(layout=w.Layout(max_height="320px", overflow="auto"))
         self.error = w.HTML(value="")                  # an unexpected error of a callback, in red
         self.board_table = w.HTML(value="")
-        self.board_image = w.Image(format="png", layout=w.Layout(max_width="100%"))
+        # hidden until a run has curves: an empty Image shows the browser's broken-image icon
+        self.board_image = w.Image(format="png", layout=w.Layout(max_width="100%", display="none"))
         self.last_error: str | None = None
         self.last_result: Any = None
         header = [w.HTML(value=f"<h3>{html.escape(title)}</h3>")] if title else []
@@ -378,6 +380,7 @@ class SliderPanel:
         self.board_table.value = self.board.html()
         if any(r.history is not None and self.plot_metric in r.history for r in self.board.runs):
             self.board_image.value = self.board.png(self.plot_metric)
+            self.board_image.layout.display = None
 
     # ---------------------------------------------------------------- showing
     def display(self) -> None:

@@ -7,7 +7,9 @@ positive class by ``alpha`` and the negative class by ``1 - alpha``::
 
     FL(p_t) = - alpha_t * (1 - p_t) ** gamma * log(p_t)
 
-``gamma = 0`` and no ``alpha`` is plain cross-entropy. The sigmoid version (binary and multi-label)
+``gamma = 0`` and no ``alpha`` is plain cross-entropy. ``alpha`` defaults to None here (not RetinaNet's 0.25,
+torchvision's default): 0.25 weighs a rare positive class down, the opposite of what an imbalanced medical data
+set needs. The sigmoid version (binary and multi-label)
 matches ``torchvision.ops.sigmoid_focal_loss`` and Keras'
 ``BinaryFocalCrossentropy(apply_class_balancing=True, from_logits=True)``; the tests check both.
 Everything works on logits and uses log-sum-exp forms (``binary_cross_entropy_with_logits``,
@@ -39,11 +41,13 @@ def _reduce(loss, reduction: str):
     raise CourseError(f"reduction must be 'mean', 'sum' or 'none', not {reduction!r}")
 
 
-def sigmoid_focal_loss(logits, targets, alpha: float | None = 0.25, gamma: float = 2.0, reduction: str = "mean"):
+def sigmoid_focal_loss(logits, targets, alpha: float | None = None, gamma: float = 2.0, reduction: str = "mean"):
     """Focal loss for independent sigmoid outputs (binary with one logit, or multi-label).
 
     ``logits`` and ``targets`` have the same shape (targets 0/1, or soft labels in [0, 1]).
-    ``alpha=None`` switches class balancing off.
+    ``alpha=None`` (the default) switches class balancing off. torchvision's default 0.25 comes from object
+    detection and gives a rare positive class a third of the negatives' weight (notebook 04 measures what that
+    costs); for a rare disease use about ``1 - prior``, or no ``alpha``.
     """
     import torch  # noqa: PLC0415
     import torch.nn.functional as F  # noqa: PLC0415
@@ -109,7 +113,7 @@ def _focal_module():
         logits) and the softmax form for ``[N, C]`` logits with ``[N]`` class-index targets.
         """
 
-        def __init__(self, alpha: float | Sequence[float] | None = 0.25, gamma: float = 2.0,
+        def __init__(self, alpha: float | Sequence[float] | None = None, gamma: float = 2.0,
                      reduction: str = "mean"):
             super().__init__()
             _check_params(alpha if not isinstance(alpha, (list, tuple)) else None, gamma)
@@ -138,7 +142,7 @@ def __getattr__(name: str):
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-def keras_focal_loss(alpha: float | None = 0.25, gamma: float = 2.0, *, from_logits: bool = True,
+def keras_focal_loss(alpha: float | None = None, gamma: float = 2.0, *, from_logits: bool = True,
                      multi_class: bool = False):
     """The Keras focal loss with the same meaning of ``alpha`` and ``gamma`` as the torch version.
 

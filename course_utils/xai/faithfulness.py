@@ -16,7 +16,7 @@ from typing import Any, Callable
 import numpy as np
 
 from ..runtime import CourseError
-from .methods import adapter, paired_interval, target_classes, target_probs
+from .methods import adapter, paired_interval, resize_maps, target_classes, target_probs
 
 __all__ = ["deletion_insertion", "DeletionInsertion", "BASELINES"]
 
@@ -127,7 +127,7 @@ def _perturbation_curves(ad, x, targets, maps, steps: int, mode: str, start_from
 def deletion_insertion(model: Any, images: Any, maps: np.ndarray, target: Any = None, *, steps: int = 20,
                        seed: int = 0, baseline: str = "blur", blur_sigma: float | None = None,
                        insertion_from: str | None = None, preprocess: Callable | None = None,
-                       batch_size: int = 128) -> DeletionInsertion:
+                       batch_size: int = 128, map_size: tuple[int, int] | None = None) -> DeletionInsertion:
     """Deletion and insertion scores of ``maps`` (one per image), and of a random map on the same images.
 
     Deletion replaces the most relevant pixels by ``baseline``, ``1/steps`` of the image at a time; insertion
@@ -141,6 +141,12 @@ def deletion_insertion(model: Any, images: Any, maps: np.ndarray, target: Any = 
     - ``"mean"``: each channel's mean over the image (a flat image of its average colour).
     - ``"zero"``: 0, i.e. black for ``[0, 1]`` images (or the mean colour after ImageNet normalisation).
       Black pixels can *add* evidence (dark spots, edges) and keep the probability high: not a fair test.
+
+    ``map_size``: ``(h, w)`` of the layer the maps come from (Grad-CAM's feature map). The random map is then
+    drawn at that resolution and up-sampled the same way (bilinear), so it deletes blocks as coarse as the
+    heat map's: a per-pixel random map scatters its deletions as fine noise, which removes evidence at a
+    different rate, and the comparison would be about resolution, not about where the map points. None: per pixel
+    (right for pixel-level maps such as saliency).
 
     ``insertion_from`` overrides the baseline for insertion only (default: the same). If the baseline
     itself still shows the evidence, neither curve can tell maps apart: look at the curves' end points.
@@ -165,7 +171,13 @@ def deletion_insertion(model: Any, images: Any, maps: np.ndarray, target: Any = 
     spatial = (1, 2) if ad.channel_axis == 1 else (0, 1)               # H, W axes of one image
     sigma = blur_sigma if blur_sigma is not None else max(H, W) / 16
     ends = {kind: _baseline_images(x, kind, spatial, sigma) for kind in {baseline, insertion_from}}
-    rand = np.random.default_rng(seed).random(maps.shape)
+    if map_size is None:
+        rand = np.random.default_rng(seed).random(maps.shape)
+    else:
+        h, w = (int(v) for v in map_size)
+        if not (1 <= h <= H and 1 <= w <= W):
+            raise CourseError(f"map_size must be (h, w) with 1 <= h <= {H} and 1 <= w <= {W}, got {map_size!r}")
+        rand = resize_maps(np.random.default_rng(seed).random((len(x), h, w)), (H, W))
     fr = np.linspace(0, 1, steps + 1)
     chunk = max(1, batch_size * 4 // (steps + 1))
     res = {}
