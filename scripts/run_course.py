@@ -302,7 +302,7 @@ def dashboard(rows: list[dict], out_dir: Path, note: str) -> str:
              "border:1px solid #eee}h2{font-size:16px;margin:0 0 4px}.meta{font-size:12px;color:#555;margin:4px 0}"
              "table{font-size:12px;border-collapse:collapse;width:100%}td{border-top:1px solid #eee;padding:2px 4px}"
              "td.v{text-align:right;font-variant-numeric:tabular-nums}.si{background:#fde68a;font-size:10px;"
-             "padding:0 4px;border-radius:3px}.none{height:60px;color:#999}")
+             "padding:0 4px;border-radius:3px;white-space:nowrap}.none{height:60px;color:#999}")
     return ("<!doctype html><meta charset='utf-8'><title>Course run</title>"
             f"<style>{style}</style><h1>Course run: {len(rows)} notebook(s)</h1>"
             f"<p>{html.escape(note.strip())}</p><main>{''.join(cards)}</main>")

@@ -184,7 +184,14 @@ def test_labeller_keys_and_clicks_reach_sqlite(browser, lab, stop_kernels):
     page = _open_and_run_all(browser, lab, "05_active_learning.ipynb")
     box = page.locator(".course-labeller")
     box.scroll_into_view_if_needed()
+    # issue 22: without the keyboard it says so ("click here"); with it, a ring and a green line
+    page.wait_for_function("() => (document.querySelector('.course-labeller').textContent || '').includes('Click here')")
+    assert box.get_attribute("data-focused") == "false"
+    box.screenshot(path=str(SHOTS / "05_labeller_unfocused.png"))
     box.click(position={"x": 8, "y": 8})                   # focus the widget (its corner: not a button)
+    page.wait_for_function("() => document.querySelector('.course-labeller').dataset.focused === 'true'")
+    assert "Keys go to the labeller" in box.inner_text()
+    assert box.evaluate("r => getComputedStyle(r).boxShadow") != "none"
     box.screenshot(path=str(SHOTS / "05_labeller_ready.png"))
     db = next((lab["root"] / "runs").glob("05_labels_*.db"))
     before = _labels(db)

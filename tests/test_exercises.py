@@ -11,8 +11,13 @@ from course_utils.teaching import exercises as ex
 
 # what the notebooks pass as context (value exercises) or as the run's outcome (prediction exercises)
 CONTEXT = {"03.3": {"n_test": 70},
-           "03.4": {"val_auc": [0.80, 0.91, 0.88]}}
-OBSERVED = {"01.3": 35, "02.3": (0.61, 0.72), "03.2": (0.95, 0.81), "04.2": (0.55, 0.40), "05.3": 6, "06.2": "better than random",
+           "03.4": {"val_auc": [0.80, 0.91, 0.88]},
+           "04.4": {"table": __import__("pandas").DataFrame({"balanced": [0.7, 0.8, 0.5]},
+                                                            index=["a", "b", "always malignant (no model)"])},
+           "05.4": {"verdicts": ["no clear difference", "better than random"]},
+           "06.3": {"faithful": "inconclusive"},
+           "07.4": {"verdict": "model"}}
+OBSERVED = {"01.3": 35, "02.3": (0.61, 0.72), "03.2": (0.95, 0.81), "04.2": "down", "05.3": 6, "06.2": "better than random",
             "07.2": 6, "07.3": 0}
 
 
@@ -66,7 +71,7 @@ def test_wrong_answers_get_a_sentence_never_a_traceback(capsys):
     arr = ex.get("06.1")
     assert arr.check(lambda a, g: np.zeros(3)) is False and "shape" in capsys.readouterr().out
     p = ex.get("04.2")
-    assert p.check(3, observed=(0.5, 0.4)) is False and "'up' or 'down'" in capsys.readouterr().out
+    assert p.check(3, observed="down") is False and "'up', 'down' or 'no clear change'" in capsys.readouterr().out
 
 
 def test_unanswered_hint_solution_and_a_missing_observation(capsys):

@@ -434,6 +434,8 @@ def test_a_corrupt_file_is_marked_and_skipped_by_a_round_never_a_crash(tmp_path,
     unlabelled = store.ids("pool", labelled=False).tolist()
     assert n == len(unlabelled) - 1 and "1 image(s) could not be read" in capsys.readouterr().out
     assert set(store.unreadable()) == {pool[names[0]], pool[names[25]]}
+    _, why = C.readable(store, [pool[names[0]]])          # named by its path in the project, not the machine's
+    assert names[0] in why[pool[names[0]]] and str(tmp_path) not in why[pool[names[0]]]
     assert store.confidences([pool[names[25]]])[pool[names[25]]] is None
     assert pool[names[25]] not in store.next_batch("entropy", 50, random_state=0)
     store.close()

@@ -272,3 +272,15 @@ def test_files_outside_a_project_are_predicted_from_their_first_batches(rehearsa
     assert probs.shape == (30, 2) and sum(seen) <= CAPS.eval_batches * 2 + 1
     recs = [json.loads(line) for line in rehearsal.read_text().splitlines() if '"work"' in line]
     assert [r["images"] for r in recs] == [30]
+
+
+def test_a_rehearsal_reports_a_lessons_claim_instead_of_failing_on_two_training_steps(rehearsal, capsys):
+    """Its models train for a few steps: `cu.expect` and `cu.check_claim` say "not checked" instead of raising
+    (the 04 rehearsal failed on check_claim before it was capped too)."""
+    import course_utils as cu
+    from course_utils.stats import paired_t_interval
+
+    cu.check_claim("alpha 0.75 finds more", paired_t_interval([0.1, -0.1, 0.0]))
+    cu.expect(False, "the loss fell")
+    out = capsys.readouterr().out
+    assert "[rehearsal] not checked: alpha 0.75 finds more" in out and "[rehearsal] not checked: the loss fell" in out

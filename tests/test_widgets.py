@@ -364,3 +364,16 @@ def test_setting_values_are_escaped_in_the_board_table():
     panel.run()
     table = _table(panel)
     assert "&lt;b&gt;gap&lt;/b&gt;" in table and "<b>gap</b>" not in table
+
+
+def test_a_static_page_shows_a_sentence_not_the_widget_repr(monkeypatch):
+    """Issue 22: an executed notebook showed `VBox(children=(HTML(value='<h3>...` where the panel was."""
+    import IPython.display
+
+    shown = []
+    monkeypatch.setattr(IPython.display, "display", lambda *a, **k: shown.append((a, k)))
+    panel = cw.SliderPanel(lambda x: {"acc": 0.5}, {"x": (1, 3, 1, 2)}, title="t")
+    panel.display()
+    (data,), kwargs = shown[0]
+    assert kwargs == {"raw": True} and data["text/plain"].startswith("[the slider panel: it appears here")
+    assert data["application/vnd.jupyter.widget-view+json"]["model_id"] == panel.widget.model_id

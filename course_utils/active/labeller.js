@@ -26,11 +26,29 @@ function render({ model, el }) {
     model.send({ ...msg, item: model.get("state").item });
   };
 
+  // Whether the keys reach the labeller must be visible: a blue ring and a green line when it has the keyboard,
+  // a yellow "click here" line when it has not (then 1-9 go to JupyterLab, where 1 turns a cell into a heading).
+  const showFocus = () => {
+    const has = root.contains(document.activeElement);
+    root.dataset.focused = has ? "true" : "false";
+    root.style.borderColor = has ? "#1a73e8" : "#ccc";
+    root.style.boxShadow = has ? "0 0 0 3px rgba(26,115,232,0.45)" : "none";
+    const line = root.querySelector(".course-labeller-focus");
+    if (!line) return;
+    line.textContent = has ? "Keys go to the labeller: 1-9 label, u undoes, n skips"
+                           : "Click here to label with the keys (until then they go to JupyterLab)";
+    line.style.background = has ? "#e6f4ea" : "#fff4ce";
+  };
+  root.addEventListener("focusin", showFocus);
+  root.addEventListener("focusout", () => setTimeout(showFocus, 0));   // after focus has moved on
+
   const draw = () => {
     const s = model.get("state") || {};
     busy = false;
     root.style.opacity = "1";
     root.replaceChildren();
+    root.append(h("div", { class: "course-labeller-focus", style: "padding:2px 6px;margin-bottom:4px;" +
+      "border-radius:4px;font-size:13px;cursor:pointer" }));
     root.append(h("div", { style: "font-weight:bold;margin-bottom:4px" },
       "Label the image: keys " + (s.class_names || []).map((n, i) => `${i + 1} = ${n}`).join(", ") +
       " · u / Backspace = undo · n = skip"));
@@ -96,8 +114,9 @@ function render({ model, el }) {
     send(msg);
   });
   root.addEventListener("click", () => root.focus());
-  model.on("change:state", draw);
+  model.on("change:state", () => { draw(); showFocus(); });
   draw();
+  showFocus();
 }
 
 export default { render };

@@ -83,11 +83,12 @@ def readable(store: Any, ids: Sequence[int]) -> tuple[list[int], dict[int, str]]
 
     good, bad = [], {}
     for i, ref in zip([int(i) for i in ids], store.refs(ids)):
+        path = file_path(store, ref)
         try:
-            read_image(file_path(store, ref), size=8)
+            read_image(path, size=8)
             good.append(i)
-        except CourseError as exc:
-            bad[i] = f"unreadable: {exc}"
+        except CourseError as exc:      # named by its path in the project (the folder can move; no machine paths)
+            bad[i] = f"unreadable: {str(exc).replace(str(path), str(ref))}"
     return good, bad
 
 

@@ -73,6 +73,7 @@ def install() -> bool:
         _patch(data, name, _data_recorded)
     for owner in (checks, sys.modules["course_utils"]):
         _patch(owner, "expect", _not_checked)
+        _patch(owner, "check_claim", _claim_not_checked)
     _ORIGINALS.append((final_models, "FOLDER", final_models.FOLDER))   # capped models never replace real ones
     final_models.FOLDER = final_models.FOLDER.parent / "rehearsal" / final_models.FOLDER.name
     runtime.AFTER_IMPORT["tensorflow"].append(_install_keras)
@@ -445,6 +446,16 @@ def _not_checked(original):
             print(f"[rehearsal] not checked: {claim}")
     return expect
 
+
+
+def _claim_not_checked(original):
+    def check_claim(claim: str, interval, *, above: float = 0.0) -> None:
+        """As :func:`_not_checked`, for a claim checked by its interval."""
+        if not float(interval.low) > above:
+            print(f"[rehearsal] not checked: {claim} ({interval})")
+        else:
+            print(f"✓ {claim}: {interval}")
+    return check_claim
 
 
 def _few_standin_cells(original):

@@ -265,20 +265,31 @@ EXERCISES: dict[str, Exercise] = {e.key: e for e in [
                     (np.array([0.99, 0.01, 0.5, 0.3]), np.array([1, 1, 0, 1]), 0.0, 0.5),
                     (np.array([0.7, 0.4]), np.array([0, 1]), 5.0, 0.75))),
     Exercise("04.2", "predict, then run: focal loss with alpha 0.75 as in section 4, but gamma = 5 instead of 2 (same "
-             "seed, same data). Will the malignant recall at the 0.5 threshold go 'up' or 'down'?", "prediction",
+             "seeds, same data). Will the malignant recall at the 0.5 threshold go 'up', 'down', or show 'no clear "
+             "change' (judged by the paired interval over the seeds)?", "prediction",
              "gamma sets how much the examples the model already gets right are turned down; most of those are "
              "benign. What does that leave the loss to push on, and in which direction does it push P(malignant)?",
              "with gamma 5 the confidently right (mostly benign) images weigh almost nothing, so the loss is carried by "
              "the hard ones, many of them malignant images scored low; that tends to lift P(malignant) and recall at "
-             "0.5, at the cost of more false alarms. With one seed and a few dozen malignant images the run can go "
-             "either way: it decides.",
-             expected=lambda observed: ("up" if observed[1] > observed[0] else "down" if observed[1] < observed[0]
-                                        else "no change"),
-             accepts="'up' or 'down' (or 'no change')"),
+             "0.5, at the cost of more false alarms. With three seeds and a few dozen malignant images the interval "
+             "is wide, and 'no clear change' is a common, honest outcome: the run decides.",
+             expected=lambda observed: str(observed),
+             accepts="'up', 'down' or 'no clear change'"),
     Exercise("04.3", "a finding occurs in 2 % of the images. To what value should the bias of its sigmoid output "
              "start so that the untrained model predicts 2 %?", "value",
              "solve sigmoid(b) = 0.02 for b.", "b = log(pi / (1 - pi)) = log(0.02 / 0.98) = -3.89.",
              expected=lambda: math.log(0.02 / 0.98), accepts="a number"),
+    Exercise("04.4", "choose, and justify: a screening tool must miss as few cancers as it can without recalling "
+             "everyone. Which loss of section 4's table would you take, judged on a measure that 'always malignant' "
+             "cannot win? Give its name as in the table.", "value",
+             "recall alone crowns 'always malignant'; which column weighs found cancers against healthy women "
+             "recalled? And is the lead of the top row clear of the seed-to-seed spread?",
+             "the loss at the top of the balanced-accuracy column. Say also whether its lead over the next row is "
+             "larger than the spread (the +- numbers): if not, either is defensible, and the threshold chosen on "
+             "validation (section 9) matters more than the loss.",
+             expected=lambda table: str(table.drop(index="always malignant (no model)", errors="ignore")
+                                        ["balanced"].idxmax()),
+             accepts="a loss name as in the table, e.g. 'cross-entropy'"),
     # ------------------------------------------------------------------ 05 active learning
     Exercise("05.1", "write variation_ratio(mc): from T MC-dropout passes mc (T x N x C probabilities), the share of "
              "passes that do NOT vote for the most-voted class, per image (Gal et al. 2017's variation ratios).",
@@ -299,6 +310,14 @@ EXERCISES: dict[str, Exercise] = {e.key: e for e in [
              "2 -> 2, 6 -> 4, 9 -> 1: the farthest from its nearest labelled point is 6.",
              expected=lambda observed: int(observed), accepts="2, 6 or 9"),
     # ------------------------------------------------------------------ 06 explainable AI
+    Exercise("05.4", "choose, and justify: would you tell your team that some strategy beats random labelling on this "
+             "data? 'yes' or 'no', judged by the paired intervals of the table above (not by the curves' order).",
+             "value", "a strategy counts only if its interval lies wholly above 0; and what size of difference could "
+             "these seeds detect at all?",
+             "'yes' only if at least one strategy's interval lies wholly above 0. With a few seeds the detectable "
+             "difference is large (printed above), so 'no' here means 'not shown', not 'no effect'; say both.",
+             expected=lambda verdicts: "yes" if any(str(v).startswith("better") for v in verdicts) else "no",
+             accepts="'yes' or 'no'"),
     Exercise("06.1", "write grad_cam(A, G): the Grad-CAM map from feature maps A and gradients G (each C x h x w).",
              "function", "one weight per channel: the mean of its gradient; then ReLU of the weighted sum of maps.",
              "def grad_cam(A, G):\n    w = G.mean(axis=(1, 2))\n    return np.maximum((w[:, None, None] * A).sum(axis=0), 0)",
@@ -313,6 +332,14 @@ EXERCISES: dict[str, Exercise] = {e.key: e for e in [
              "interval of the per-image difference from the random map excludes 0.",
              expected=lambda observed: str(observed).split(" than")[0], accepts="'better', 'worse' or 'inconclusive'"),
     # ------------------------------------------------------------------ 07 your own images
+    Exercise("06.3", "choose, and justify: would you show this notebook's Grad-CAM maps of the malaria model to a "
+             "pathologist as 'where the model looks'? 'yes' or 'no', judged by section 6's deletion and insertion "
+             "check of those maps.", "value",
+             "what must the map do against a random map of the same resolution, on both curves, with its interval?",
+             "'yes' only if deletion and insertion both say 'better than random' (then also run the randomisation "
+             "check on this model). 'Inconclusive' or 'worse' means the map is not shown to follow the model: show it, "
+             "if at all, as an illustration with that caveat.",
+             expected=lambda faithful: "yes" if faithful == "better than random" else "no", accepts="'yes' or 'no'"),
     Exercise("07.1", "write answers(index, k): the k yes/no answers (a list of 0s and 1s) that a multi-label class "
              "index stands for, question i being bit i of the index.", "function",
              "shift the index right by i and keep the lowest bit: (index >> i) & 1.",
@@ -331,6 +358,14 @@ EXERCISES: dict[str, Exercise] = {e.key: e for e in [
              "none: the split is fixed when an image is inserted, by a rule on its own content hash; new images "
              "get their own split and never change anyone else's.",
              expected=lambda observed: int(observed), accepts="a whole number"),
+    Exercise("07.4", "choose, and justify: your project buys 100 more labels next week. Let the model choose them "
+             "('model') or draw them at random ('random')? Decide from section 5's control.", "value",
+             "which way did the random-order control's interval point? And what noise is not in that interval?",
+             "'model' only if section 5 printed that the model's choice errs less with an interval clear of 0; "
+             "otherwise 'random', the cheaper default that cannot be fooled by a cold start. Either way, that interval "
+             "covers one training run per project: before you write it into a protocol, repeat it over seeds "
+             "(notebook 05).",
+             expected=lambda verdict: "model" if verdict == "model" else "random", accepts="'model' or 'random'"),
 ]}
 
 

@@ -384,10 +384,17 @@ class SliderPanel:
 
     # ---------------------------------------------------------------- showing
     def display(self) -> None:
-        """Show the panel in the notebook."""
+        """Show the panel in the notebook. A page that cannot draw widgets (an executed notebook on GitHub, a static
+        HTML page) shows one line saying so, not the widget's ``VBox(children=...)`` repr."""
         from IPython.display import display  # noqa: PLC0415
 
-        display(self.widget)
+        bundle = getattr(self.widget, "_repr_mimebundle_", None)    # ipywidgets 8
+        data = bundle() if callable(bundle) else None
+        if not (isinstance(data, dict) and "application/vnd.jupyter.widget-view+json" in data):   # 7.7 (Colab)
+            data = {"application/vnd.jupyter.widget-view+json": {"version_major": 2, "version_minor": 0,
+                                                                  "model_id": self.widget.model_id}}
+        display({**data, "text/plain": "[the slider panel: it appears here when the notebook runs in Jupyter or "
+                                       "Colab; the table below the run cell lists its runs]"}, raw=True)
 
     def _ipython_display_(self) -> None:
         self.display()
