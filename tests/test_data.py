@@ -432,5 +432,6 @@ def test_a_failed_download_is_named_in_words_not_as_urllib3_reprs():
             raise OSError("HTTPSConnectionPool(host='data.lhncbc.nlm.nih.gov', port=443): Max retries exceeded") from inner
     except OSError as exc:
         assert plain_reason(exc) == "no network connection to data.lhncbc.nlm.nih.gov"
-    assert plain_reason(ConnectionError("[Errno -3] Temporary failure")) == "no network connection to the download server"
+    assert plain_reason(ConnectionError("simulated: no route to host")) == "ConnectionError: simulated: no route to host"
+    assert plain_reason(OSError("Max retries exceeded with url: /x")) == "no network connection to the download server"
     assert plain_reason(ValueError("bad zip file\nmore")) == "ValueError: bad zip file"
