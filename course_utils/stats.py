@@ -142,6 +142,19 @@ def auc_se(auc: float, n_pos: int, n_neg: int) -> float:
                          / (n_pos * n_neg)))
 
 
+def perfect_auc_lower_bound(n_pos: int, n_neg: int, confidence: float = 0.95) -> float:
+    """A lower confidence bound for a ROC-AUC measured as 1.000 (every positive ranked above every negative),
+    where the normal approximation collapses to [1, 1]. At a threshold between the classes all ``n_pos`` positives
+    and all ``n_neg`` negatives are right; the exact (Clopper-Pearson) bounds for those shares, at half the error
+    each, are ``(alpha / 2) ** (1 / n)``, and the ROC curve passes above that corner, so AUC >= their product.
+    Conservative, and optimistic only in that the threshold was found on the same images."""
+    _check_confidence(confidence)
+    if n_pos < 1 or n_neg < 1:
+        raise CourseError(f"an AUC needs positives and negatives; got {n_pos} and {n_neg}")
+    alpha = 1 - confidence
+    return float((alpha / 2) ** (1 / n_pos) * (alpha / 2) ** (1 / n_neg))
+
+
 def auc_floor(expected: float, n_pos: int, n_neg: int, z: float = 2.33) -> float:
     """An AUC a *working* model (true AUC ``expected``) stays above 99 times in 100: ``expected`` minus
     ``z`` = 2.33 standard errors. For "the model works as expected"; see :func:`chance_auc_floor` for "it learned"."""

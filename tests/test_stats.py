@@ -311,3 +311,20 @@ def test_stats_imports_neither_tensorflow_nor_torch():
             "if m in sys.modules]; print(bad); sys.exit(1 if bad else 0)")
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stdout + res.stderr
+
+
+def test_perfect_auc_lower_bound_is_the_product_of_the_exact_bounds_worked_by_hand():
+    assert stats.perfect_auc_lower_bound(23, 43) == pytest.approx(0.025 ** (1 / 23) * 0.025 ** (1 / 43))
+    assert stats.perfect_auc_lower_bound(23, 43) < stats.perfect_auc_lower_bound(230, 430) < 1
+    with pytest.raises(CourseError):
+        stats.perfect_auc_lower_bound(0, 10)
+
+
+def test_a_model_whose_true_auc_is_the_bound_ranks_perfectly_less_than_one_time_in_twenty():
+    from scipy.stats import norm
+    n_pos, n_neg = 23, 43
+    bound = stats.perfect_auc_lower_bound(n_pos, n_neg)
+    shift = np.sqrt(2) * norm.ppf(bound)                    # equal-variance binormal scores with AUC = bound
+    rng = np.random.default_rng(0)
+    perfect = [rng.normal(shift, 1, n_pos).min() > rng.normal(0, 1, n_neg).max() for _ in range(4000)]
+    assert np.mean(perfect) < 0.05

@@ -47,6 +47,11 @@ class DemoFolder:
     skipped: list[str] = field(default_factory=list)
     size: int = 64
 
+    @property
+    def cell_refs(self) -> list[str]:
+        """The generated cells only (sorted): no sideways photo, no copy. What a fair score counts once each."""
+        return sorted(r for r in self.truth if r not in (self.sideways, self.duplicate[0]))
+
     def oracle(self, store: Any) -> np.ndarray:
         """The true class index of every store id (``-1`` where the file has no truth, e.g. the corrupt one), for
         ``Labeller(..., oracle=...)``: it answers through the same path a key press takes."""

@@ -352,11 +352,15 @@ EXERCISES: dict[str, Exercise] = {e.key: e for e in [
              "if the last start did not already end there.",
              "0, 32, 64, 96, 128 fit (128 + 64 = 192); 192 < 200, so one more window starts at 136: 6 windows.",
              expected=lambda observed: int(observed), accepts="a whole number"),
-    Exercise("07.3", "predict, then run: you add 50 new images to the folder and open the project again. How many "
-             "images already in the hold-out move to the pool?", "prediction",
-             "when is an image's split decided, and from what?",
-             "none: the split is fixed when an image is inserted, by a rule on its own content hash; new images "
-             "get their own split and never change anyone else's.",
+    Exercise("07.3", "predict, then run: you put an exact copy of an image the project has into its folder, and the "
+             "same picture saved again as a JPEG, then open the project again. How many new images does it store?",
+             "prediction",
+             "what does the project compare to decide that two files hold the same image: their names, their pixels "
+             "or their bytes?",
+             "1: the exact copy has the same bytes, so the same content hash, and is stored once; the JPEG's bytes "
+             "differ, so it is a new image. Its split comes from its own hash, so it can land in the hold-out while "
+             "its twin is in the pool: a leak no content hash can see. Remove near-copies (and keep one patient's "
+             "images together) before you trust a hold-out.",
              expected=lambda observed: int(observed), accepts="a whole number"),
     Exercise("07.4", "choose, and justify: your project buys 100 more labels next week. Let the model choose them "
              "('model') or draw them at random ('random')? Decide from section 5's control.", "value",
