@@ -270,11 +270,12 @@ def confusion_matrix(y_true, y_pred, n_classes: int | None = None, *, threshold:
     return _cm(y, p, labels=list(range(n)), normalize=normalize)
 
 
-def best_threshold(y_true, scores, criterion: str = "f1") -> float:
+def best_threshold(y_true, scores, criterion: str = "f1", *, target: float | None = None) -> float:
     """The decision threshold for a binary score that maximises ``criterion`` on the data given.
 
-    ``"f1"`` (F1 of class 1) or ``"youden"`` (sensitivity + specificity - 1). Choose it on the
-    VALIDATION split and apply it unchanged to the test split: choosing it on test is cheating.
+    ``"f1"`` (F1 of class 1), ``"youden"`` (sensitivity + specificity - 1) or ``"recall"``: the highest
+    threshold that still finds a share ``target`` of class 1 (a screening goal: "miss at most 1 in 10").
+    Choose it on the VALIDATION split and apply it unchanged to the test split: choosing it on test is cheating.
     """
     from sklearn.metrics import precision_recall_curve, roc_curve  # noqa: PLC0415
 
@@ -283,6 +284,11 @@ def best_threshold(y_true, scores, criterion: str = "f1") -> float:
     _same_length(y, s)
     if len(np.unique(y)) < 2:
         raise CourseError("best_threshold needs both classes in y_true (use the validation split)")
+    if criterion == "recall":
+        if target is None or not 0 < target <= 1:
+            raise CourseError(f"criterion='recall' needs target=, the share of class 1 to find (0 to 1), got {target!r}")
+        ranked = np.sort(s[y == 1])[::-1]                # class-1 scores, highest first
+        return float(ranked[int(np.ceil(target * len(ranked))) - 1])
     if criterion == "youden":
         fpr, tpr, thr = roc_curve(y, s)
         thr = np.clip(thr, 0.0, 1.0) if np.all((s >= 0) & (s <= 1)) else thr
@@ -291,7 +297,7 @@ def best_threshold(y_true, scores, criterion: str = "f1") -> float:
         precision, recall, thr = precision_recall_curve(y, s)
         f1 = 2 * precision[:-1] * recall[:-1] / np.maximum(precision[:-1] + recall[:-1], 1e-12)
         return float(thr[int(np.argmax(f1))])
-    raise CourseError(f"criterion must be 'f1' or 'youden', not {criterion!r}")
+    raise CourseError(f"criterion must be 'f1', 'youden' or 'recall', not {criterion!r}")
 
 
 def class_recall(y_true, y_pred, cls: int | str, class_names: Sequence[str] | None = None, *,

@@ -310,6 +310,8 @@ def network_problem(host: str, port: int = 443, timeout: float = 3.0) -> str | N
         try:
             with socket.create_connection((host, port), timeout=timeout):
                 result["error"] = None
+        except socket.gaierror:              # "[Errno -2] Name or service not known": say it in words
+            result["error"] = f"the name {host} does not resolve (no network, or no DNS)"
         except OSError as exc:
             result["error"] = f"{type(exc).__name__}: {exc}"
 

@@ -105,3 +105,13 @@ def test_the_deletion_prediction_is_judged_by_the_interval_verdict():
     assert e.check("inconclusive", observed="inconclusive") is True
     assert e.check("better", observed="worse than random") is False
     assert e.check("worse", observed="worse than random") is True
+
+
+@pytest.mark.slow
+def test_the_separable_convolution_answer_is_what_keras_counts():
+    from course_utils.runtime import import_keras
+
+    keras = import_keras()
+    layer = keras.layers.SeparableConv2D(32, 5)
+    layer.build((None, 32, 32, 3))
+    assert ex.EXERCISES["02.2"].expected() == layer.count_params() == 203

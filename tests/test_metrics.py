@@ -289,3 +289,14 @@ def test_defaults_partial_classes_and_exact_thresholds():
     assert M.class_recall(y[:, None], np.array([0, 1, 0, 0]), 1) == 0.5                        # an N x 1 column
     with pytest.raises(CourseError, match="multi-label"):
         M.class_recall(np.ones((4, 2), int), np.ones((4, 2)), 1)
+
+
+@pytest.mark.parametrize("target", [0.5, 0.8, 0.9, 1.0])
+def test_recall_target_threshold_is_the_highest_that_reaches_the_target_by_brute_force(target):
+    y, s = _data("binary", n=60, seed=3)
+    t = M.best_threshold(y, s, "recall", target=target)
+    reaching = [c for c in np.unique(s) if skm.recall_score(y, s >= c) >= target]
+    assert t == max(reaching)
+    assert skm.recall_score(y, s >= t) >= target
+    with pytest.raises(CourseError, match="target"):
+        M.best_threshold(y, s, "recall")

@@ -258,3 +258,8 @@ def test_cache_dir_from_many_threads_at_once_never_falls_back(tmp_path):
         with concurrent.futures.ThreadPoolExecutor(8) as pool:
             got = list(pool.map(lambda _: runtime.cache_dir("shared", base=tmp_path), range(400)))
     assert set(got) == {tmp_path / "shared"} and list((tmp_path / "shared").iterdir()) == []
+
+
+def test_network_probe_says_an_unresolvable_name_in_words():
+    problem = runtime.network_problem("no-such-host.invalid", timeout=5)   # .invalid never resolves (RFC 2606)
+    assert problem and "does not resolve" in problem and "Errno" not in problem

@@ -591,3 +591,38 @@ def test_occlusion_default_patch_on_a_larger_image_and_heatmap_box_threshold_ran
         with pytest.raises(CourseError, match="fraction"):
             xai.heatmap_box(m, bad)
     assert xai.spearman(np.array([0.0, 1.0]), np.array([2.0, 3.0])) == pytest.approx(1.0)   # tiny maps too
+
+
+@pytest.mark.slow
+def test_cam_layer_at_least_picks_the_deepest_fine_enough_layer_in_torch_and_keras():
+    model = torch_cnn(seed=5)                                  # conv at 16 x 16, pool, conv at 8 x 8
+    seq, func = _keras_twins(model, (16, 16, 3), softmax_head=False)
+    image = np.zeros((16, 16, 3), np.float32)
+    assert list(xai.cam_sides(model, image).values()) == [16, 8]
+    assert xai.cam_sides(func, image) == {"conv_a": 16, "conv_b": 8}
+    assert xai.cam_layer_at_least(model, image, 8) == xai.conv_layers(model)[-1]
+    assert xai.cam_layer_at_least(model, image, 9) == xai.conv_layers(model)[0]
+    assert xai.cam_layer_at_least(seq, image, 9) == "conv_a"
+    with pytest.raises(CourseError, match="use larger images"):
+        xai.cam_layer_at_least(model, image, 17)
+
+
+def test_exercise_hires_cam_reference_matches_pytorch_grad_cam_and_equals_grad_cam_under_global_pooling():
+    from pytorch_grad_cam import HiResCAM
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+    from course_utils.teaching import exercises
+
+    hires = exercises.EXERCISES["06.1"].reference
+    model = torch_cnn()
+    x = torch.rand(4, 3, 32, 32, generator=torch.Generator().manual_seed(2))
+    t = _targets(model, x)
+    A, G = xai.adapter(model).layer_activations_and_grads(x.numpy(), t, model[3])
+    ours = xai.normalize_maps(xai.resize_maps(np.stack([hires(a, g) for a, g in zip(A, G)]), (32, 32)))
+    with HiResCAM(model=model, target_layers=[model[3]]) as cam:
+        ref = cam(input_tensor=x, targets=[ClassifierOutputTarget(int(k)) for k in t])
+    assert np.abs(xai.normalize_maps(ref) - ours).max() <= 1e-4
+    # at the ReLU before global average pooling every cell's gradient is its channel's mean: the two maps agree
+    A, G = xai.adapter(model).layer_activations_and_grads(x.numpy(), t, model[4])
+    for a, g in zip(A, G):
+        assert np.allclose(xai.normalize_maps(hires(a, g)[None]), xai.normalize_maps(xai.cam_from_gradients(a[None], g[None])))

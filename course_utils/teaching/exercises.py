@@ -171,9 +171,8 @@ def _answers(index, k):
     return [(index >> i) & 1 for i in range(k)]
 
 
-def _grad_cam(a: np.ndarray, g: np.ndarray) -> np.ndarray:
-    weights = g.mean(axis=(1, 2))                       # one weight per channel: the mean gradient
-    return np.maximum((weights[:, None, None] * a).sum(axis=0), 0.0)
+def _hires_cam(a: np.ndarray, g: np.ndarray) -> np.ndarray:
+    return np.maximum((a * g).sum(axis=0), 0.0)         # each cell's gradient, not the channel's mean (HiResCAM)
 
 
 def _nchw(x: np.ndarray) -> np.ndarray:
@@ -215,10 +214,13 @@ EXERCISES: dict[str, Exercise] = {e.key: e for e in [
              reference=_receptive_field, accepts="a function returning an int",
              cases=(((3,), (1,)), ((3, 3, 3), (1, 1, 1)), ((3, 2, 3, 2, 3, 2), (1, 2, 1, 2, 1, 2)), ((7, 3), (2, 2)),
                     ((5, 2, 5), (1, 2, 1)))),
-    Exercise("02.2", "how many parameters (weights and biases) has a Conv2D layer with 32 filters of 5 x 5 on an "
-             "RGB input?", "value", "every filter sees all input channels, and each filter has one bias.",
-             "32 * (5 * 5 * 3) + 32 = 2432: a filter is 5 x 5 x 3 weights plus a bias.",
-             expected=lambda: 32 * (5 * 5 * 3) + 32, accepts="a whole number"),
+    Exercise("02.2", "how many parameters has a SeparableConv2D(32, kernel_size=5) layer on an RGB input: one "
+             "5 x 5 filter per input channel (no bias), then a 1 x 1 convolution into 32 outputs with a bias each?",
+             "value", "two parts: the depthwise filters (one 5 x 5 grid per input channel) and the 1 x 1 mixing "
+             "(every output sees each of the 3 channels once, plus its bias).",
+             "5 * 5 * 3 + (3 * 32 + 32) = 75 + 128 = 203, against 2,432 for a plain Conv2D(32, 5): about 12 times "
+             "fewer. That saving is why EfficientNet and MobileNet are built from such layers.",
+             expected=lambda: 5 * 5 * 3 + 3 * 32 + 32, accepts="a whole number"),
     Exercise("02.3", "predict, then run: train the small CNN for FAST_EPOCHS epochs with ten times the learning "
              "rate. Will its validation loss then be 'lower' or 'higher' than the main run's after as many epochs?",
              "prediction",
@@ -318,10 +320,13 @@ EXERCISES: dict[str, Exercise] = {e.key: e for e in [
              "difference is large (printed above), so 'no' here means 'not shown', not 'no effect'; say both.",
              expected=lambda verdicts: "yes" if any(str(v).startswith("better") for v in verdicts) else "no",
              accepts="'yes' or 'no'"),
-    Exercise("06.1", "write grad_cam(A, G): the Grad-CAM map from feature maps A and gradients G (each C x h x w).",
-             "function", "one weight per channel: the mean of its gradient; then ReLU of the weighted sum of maps.",
-             "def grad_cam(A, G):\n    w = G.mean(axis=(1, 2))\n    return np.maximum((w[:, None, None] * A).sum(axis=0), 0)",
-             reference=_grad_cam, accepts="a function returning an h x w array",
+    Exercise("06.1", "write hires_cam(A, G): the HiResCAM map from feature maps A and gradients G (each C x h x w): "
+             "each map times its own gradient, cell by cell, summed over channels, positive part.",
+             "function", "no mean over the map this time: A * G is already C x h x w; sum over axis 0, then ReLU.",
+             "def hires_cam(A, G):\n    return np.maximum((A * G).sum(axis=0), 0)\n"
+             "# Grad-CAM would first replace G by its mean over each map; where the gradient is the same everywhere "
+             "(global average pooling, then one linear layer) the two agree.",
+             reference=_hires_cam, accepts="a function returning an h x w array",
              cases=tuple((_RNG.normal(size=(c, h, h)), _RNG.normal(size=(c, h, h))) for c, h in [(2, 2), (5, 4), (8, 7)])),
     Exercise("06.2", "predict, then run: judged by the deletion check with its 95 % interval (as in section 6), is "
              "saliency 'better' than a random map on these cells, 'worse', or is the result 'inconclusive'?",

@@ -8,6 +8,7 @@ Heat maps (each takes N images and returns N maps, ``[N, H, W]`` floats in ``[0,
 - :func:`integrated_gradients`: path integral of the gradients from a baseline (Sundararajan et al. 2017);
   ``reduce=False`` returns the raw attributions, which sum to ``score(x) - score(baseline)``.
 - :func:`occlusion`: how much the score drops when a patch is greyed out (Zeiler & Fergus 2014).
+- :func:`cam_layer_at_least`: the deepest layer whose Grad-CAM map is fine enough (``cam_sides``: every layer's).
 
 Checks that a heat map means something:
 
@@ -45,7 +46,7 @@ from ..stats import PairedInterval, paired_t_interval as paired_interval  # kept
 __all__ = [
     "METHODS", "grad_cam", "grad_cam_plus_plus", "saliency", "integrated_gradients", "occlusion",
     "explain", "cam_from_gradients", "cam_plus_plus_from_gradients", "normalize_maps", "resize_maps",
-    "adapter", "conv_layers", "keras_view", "predict_logits", "predict_proba", "target_classes", "target_probs",
+    "adapter", "conv_layers", "cam_sides", "cam_layer_at_least", "keras_view", "predict_logits", "predict_proba", "target_classes", "target_probs",
     "randomization_check", "RandomizationResult", "class_sensitivity", "ClassSensitivity",
     "PairedInterval", "paired_interval",
     "spearman", "heatmap_box", "heatmap_boxes", "box_iou", "peak_location", "center_of_mass",
@@ -139,6 +140,26 @@ def adapter(model: Any, preprocess: Callable | None = None, batch_size: int = 32
 def conv_layers(model: Any) -> list[str]:
     """Names of the model's convolution layers, in order (the last one is Grad-CAM's default)."""
     return adapter(model).conv_layer_names()
+
+
+def cam_sides(model: Any, image: Any, *, preprocess: Callable | None = None) -> dict[str, int]:
+    """Cells across each convolution layer's feature map for an image of this size, first layer to last: how fine
+    a Grad-CAM map taken at that layer can be."""
+    ad = adapter(model, preprocess)
+    x = ad.prepare(np.asarray(image)[None] if np.ndim(image) in (2, 3) else np.asarray(image)[:1])
+    t = np.zeros(1, np.int64)
+    return {name: int(ad.layer_activations_and_grads(x, t, name)[0].shape[2]) for name in ad.conv_layer_names()}
+
+
+def cam_layer_at_least(model: Any, image: Any, min_side: int, *, preprocess: Callable | None = None) -> str:
+    """The deepest convolution layer whose map has at least ``min_side`` cells across for this image size: deep
+    enough to be class-specific, fine enough to tell a lesion from its surroundings."""
+    sides = cam_sides(model, image, preprocess=preprocess)
+    fine = [name for name, side in sides.items() if side >= min_side]
+    if not fine:
+        raise CourseError(f"no convolution layer of this model has a map of {min_side} x {min_side} or more at this "
+                          f"image size ({', '.join(f'{k}: {v}' for k, v in sides.items())}): use larger images")
+    return fine[-1]
 
 
 def target_classes(ad, x: np.ndarray, target: Any) -> np.ndarray:
