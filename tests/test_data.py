@@ -435,3 +435,31 @@ def test_a_failed_download_is_named_in_words_not_as_urllib3_reprs():
     assert plain_reason(ConnectionError("simulated: no route to host")) == "ConnectionError: simulated: no route to host"
     assert plain_reason(OSError("Max retries exceeded with url: /x")) == "no network connection to the download server"
     assert plain_reason(ValueError("bad zip file\nmore")) == "ValueError: bad zip file"
+
+
+def test_any_class_per_folder_layout_loads_with_classes_in_sorted_order_and_one_reader(tmp_path):
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for k, name in enumerate(["tumour", "normal", "stroma"]):          # three classes, folders in any order
+        (tmp_path / name).mkdir()
+        for i in range(10):
+            Image.fromarray(rng.integers(0, 255, (20, 30, 3), dtype=np.uint8)).save(tmp_path / name / f"{i}.png")
+    (tmp_path / "notes").mkdir()                                         # no images: not a class
+    (tmp_path / "notes" / "readme.txt").write_text("x")
+    ds = D.load_image_folder(tmp_path, image_size=16, fractions=(0.6, 0.2, 0.2))
+    assert ds.info.class_names == ["normal", "stroma", "tumour"] and ds.info.task == "multi-class"
+    assert ds.info.source == "folder" and ds.info.name == tmp_path.name
+    assert len(ds.train) + len(ds.val) + len(ds.test) == 30 and ds.train.images.shape[1:] == (16, 16, 3)
+    assert set(np.bincount(ds.train.labels)) == {6}                     # stratified
+    one = sorted((tmp_path / "normal").iterdir())[0]                    # the capstone's reader gives the same pixels
+    assert any(np.array_equal(im, D.read_image(one, size=16)) for im in np.concatenate(
+        [ds.train.images, ds.val.images, ds.test.images]))
+    named = D.load_image_folder(tmp_path, class_names=["Tumour", "normal"], image_size=16)   # chosen, in this order
+    assert named.info.class_names == ["Tumour", "normal"] and named.info.task == "binary"
+    with pytest.raises(CourseError, match="no lymph folder"):
+        D.load_image_folder(tmp_path, class_names=["lymph", "normal"])
+    with pytest.raises(CourseError, match="at least two class folders"):
+        D.load_image_folder(tmp_path / "normal")
+    with pytest.raises(CourseError, match="not a folder"):
+        D.load_image_folder(tmp_path / "missing")

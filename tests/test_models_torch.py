@@ -316,3 +316,13 @@ def test_an_imagenet_head_records_its_1000_classes():
     """Bug caught: `n_classes=n_classes` in the info of a kept ImageNet classifier (None, not 1000)."""
     model, info = mt.efficientnet_lite0(None, pretrained=False, verbose=False)
     assert info.n_classes == 1000 and model.classifier.out_features == 1000
+
+
+def test_backbone_sizes_on_the_meta_device_equal_real_builds():
+    import torchvision
+
+    import course_utils as cu
+    sizes = cu.models_torch.backbone_sizes(("resnet18", "efficientnet_lite0"), n_classes=2)
+    assert sizes["resnet18"] == cu.models_torch.count_params(torchvision.models.resnet18(num_classes=2))["total"]
+    lite, _ = cu.models_torch.efficientnet_lite0(2, pretrained=False, verbose=False)
+    assert sizes["efficientnet_lite0"] == cu.models_torch.count_params(lite)["total"]

@@ -32,7 +32,8 @@ from .splits import Split, class_counts, stratified_indices, stratified_split, s
 from .standins import MEDMNIST_FLAGS
 
 __all__ = [
-    "Split", "DataInfo", "ImageDataset", "load_malaria", "load_malaria_folder", "load_medmnist",
+    "Split", "DataInfo", "ImageDataset", "load_malaria", "load_malaria_folder", "load_image_folder",
+    "load_medmnist",
     "stratified_subset", "stratified_split", "class_counts", "resize_images", "to_tf_dataset",
     "to_torch_loader", "banner", "read_image", "MALARIA_CLASSES", "MEDMNIST_FLAGS", "MEDMNIST_SIZES",
 ]
@@ -334,25 +335,52 @@ def load_malaria_folder(path: str | os.PathLike, *, image_size: int = 64, on_err
     16-bit and float images are scaled to 8 bits over their type's range (not clipped); images in
     subfolders of a class folder are not read, and a warning says how many there are.
     """
-    if on_error not in ("raise", "skip"):
-        raise CourseError(f"on_error must be 'raise' or 'skip', not {on_error!r}.")
     layout = ("expected layout:\n  <path>/Parasitized/*.png\n  <path>/Uninfected/*.png\n"
               "(the NIH cell_images.zip unpacked; <path> may also be the folder that contains cell_images/)")
     root = Path(path).expanduser()
+    if root.is_dir() and (root / "cell_images").is_dir() and _find_class_dir(root, "Parasitized") is None:
+        root = root / "cell_images"
+    return load_image_folder(root, class_names=MALARIA_CLASSES, name="malaria", image_size=image_size,
+                             on_error=on_error, max_images=max_images, fractions=fractions, seed=seed,
+                             layout=layout, notes=LEAKAGE_NOTE)
+
+
+def load_image_folder(path: str | os.PathLike, *, class_names: Sequence[str] | None = None, name: str | None = None,
+                      image_size: int = 64, on_error: str = "raise", max_images: int | None = None,
+                      fractions: Sequence[float] = (0.7, 0.15, 0.15), seed: int = 0, layout: str | None = None,
+                      notes: str = "") -> ImageDataset:
+    """Your own data set: one folder per class, ``<path>/<class name>/*.png`` (or .jpg/.tif/.bmp), split
+    stratified into train/val/test by ``fractions``. ``class_names`` fixes the classes and their order (label i is
+    ``class_names[i]``, folder names matched without case); without it, every subfolder holding images is a class,
+    in sorted order. Files are read as notebook 07's project reads them (upright by EXIF, 16-bit scaled).
+
+    ``on_error="skip"`` skips unreadable or non-image files and says how many; ``"raise"`` names the first.
+    Images in subfolders of a class folder are not read, and a warning says how many there are. The split is per
+    image: if one patient has several images, split by patient yourself (one folder tree per split) instead."""
+    if on_error not in ("raise", "skip"):
+        raise CourseError(f"on_error must be 'raise' or 'skip', not {on_error!r}.")
+    root = Path(path).expanduser()
+    if class_names is None:
+        found = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")
+                       and any(f.suffix.lower() in _IMAGE_SUFFIXES for f in p.iterdir())) if root.is_dir() else []
+        class_names = found
+    class_names = list(class_names)
+    layout = layout or ("expected layout: one folder per class, e.g.\n  <path>/benign/*.png\n  <path>/malignant/*.png"
+                        + (f"\n(found class folders: {', '.join(class_names) or 'none'})" if root.is_dir() else ""))
     if not root.is_dir():
         raise CourseError(f"{root} is not a folder; {layout}")
-    if (root / "cell_images").is_dir() and _find_class_dir(root, "Parasitized") is None:
-        root = root / "cell_images"
-    dirs = {name: _find_class_dir(root, name) for name in MALARIA_CLASSES}
-    missing = [name for name, d in dirs.items() if d is None]
+    if len(class_names) < 2:
+        raise CourseError(f"{root} needs at least two class folders with images in them; {layout}")
+    dirs = {c: _find_class_dir(root, c) for c in class_names}
+    missing = [c for c, d in dirs.items() if d is None]
     if missing:
         raise CourseError(f"{root} has no {' or '.join(missing)} folder; {layout}")
     files: list[Path] = []
     labels_list: list[int] = []
     bad: list[str] = []
     nested: list[Path] = []  # images in subfolders of a class folder: not read, but counted and reported
-    for k, name in enumerate(MALARIA_CLASSES):
-        for f in sorted(dirs[name].iterdir()):
+    for k, c in enumerate(class_names):
+        for f in sorted(dirs[c].iterdir()):
             if f.is_dir():
                 nested += [g for g in sorted(f.rglob("*")) if g.suffix.lower() in _IMAGE_SUFFIXES and g.is_file()]
                 continue
@@ -360,7 +388,7 @@ def load_malaria_folder(path: str | os.PathLike, *, image_size: int = 64, on_err
                 continue
             if f.suffix.lower() not in _IMAGE_SUFFIXES:
                 if on_error == "raise":
-                    raise CourseError(f"{f} is not an image file (expected .png/.jpg). Remove it, or pass "
+                    raise CourseError(f"{f} is not an image file (expected .png/.jpg/.tif/.bmp). Remove it, or pass "
                                       "on_error='skip' to skip such files.")
                 bad.append(str(f))
                 continue
@@ -385,7 +413,6 @@ def load_malaria_folder(path: str | os.PathLike, *, image_size: int = 64, on_err
             bad.append(str(files[i]))
             keep[j] = False
     images, labels = images[keep], labels[idx][keep]
-    notes = LEAKAGE_NOTE
     if bad:
         msg = f"skipped {len(bad)} unreadable or non-image file(s), e.g. {bad[0]}"
         warnings.warn(msg, stacklevel=2)
@@ -393,14 +420,15 @@ def load_malaria_folder(path: str | os.PathLike, *, image_size: int = 64, on_err
     if nested:
         folders = sorted({str(p.parent) for p in nested})
         msg = (f"skipped {len(nested)} image file(s) in subfolders of the class folders ({', '.join(folders[:3])}"
-               f"{' ...' if len(folders) > 3 else ''}): only images directly inside Parasitized/ and Uninfected/ "
-               "are read; move them up if they belong to the data set")
+               f"{' ...' if len(folders) > 3 else ''}): only images directly inside "
+               f"{' and '.join(c + '/' for c in class_names)} are read; move them up if they belong to the data set")
         warnings.warn(msg, stacklevel=2)
         notes = msg + ". " + notes
     if len(np.unique(labels)) < 2:
         raise CourseError(f"only one class has readable images under {root}; {layout}")
     train, val, test = stratified_split(images, labels, fractions, seed=seed)
-    info = DataInfo("malaria", list(MALARIA_CLASSES), "binary", "folder", image_size, 3, notes)
+    task = "binary" if len(class_names) == 2 else "multi-class"
+    info = DataInfo(name or root.name, class_names, task, "folder", image_size, 3, notes.strip())
     return _loaded(ImageDataset(train, val, test, info))
 
 

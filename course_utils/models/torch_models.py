@@ -27,7 +27,7 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 __all__ = [
     "IMAGENET_MEAN", "IMAGENET_STD", "ModelInfo", "efficientnet_b0", "efficientnet_lite0", "small_cnn",
-    "freeze_backbone", "unfreeze", "head_module", "cam_layer", "count_params", "describe",
+    "freeze_backbone", "unfreeze", "head_module", "cam_layer", "count_params", "describe", "backbone_sizes",
 ]
 
 
@@ -295,6 +295,25 @@ def count_params(model) -> dict[str, int]:
     total = sum(p.numel() for p in model.parameters())
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     return {"total": total, "trainable": trainable, "frozen": total - trainable}
+
+
+BACKBONES = ("resnet18", "resnet50", "efficientnet_lite0", "efficientnet_b0", "efficientnet_b7")
+
+
+def backbone_sizes(names: tuple[str, ...] = BACKBONES, n_classes: int = 2) -> dict[str, int]:
+    """Parameters of each backbone with an ``n_classes`` head, counted on PyTorch's ``meta`` device: the shapes
+    are built, no memory is allocated and nothing is downloaded, so even EfficientNet-B7 costs a second."""
+    import timm  # noqa: PLC0415
+    import torch  # noqa: PLC0415
+    import torchvision  # noqa: PLC0415
+
+    out = {}
+    with torch.device("meta"):
+        for name in names:
+            model = (timm.create_model(name, pretrained=False, num_classes=n_classes) if name == "efficientnet_lite0"
+                     else getattr(torchvision.models, name)(weights=None, num_classes=n_classes))
+            out[name] = count_params(model)["total"]
+    return out
 
 
 def describe(model, info: ModelInfo | None = None) -> str:

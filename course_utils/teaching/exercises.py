@@ -370,11 +370,11 @@ EXERCISES: dict[str, Exercise] = {e.key: e for e in [
     Exercise("07.4", "choose, and justify: your project buys 100 more labels next week. Let the model choose them "
              "('model') or draw them at random ('random')? Decide from section 5's control.", "value",
              "which way did the random-order control's interval point? And what noise is not in that interval?",
-             "'model' only if section 5 printed that the model's choice errs less with an interval clear of 0; "
-             "otherwise 'random', the cheaper default that cannot be fooled by a cold start. Either way, that interval "
-             "covers one training run per project: before you write it into a protocol, repeat it over seeds "
-             "(notebook 05).",
-             expected=lambda verdict: "model" if verdict == "model" else "random", accepts="'model' or 'random'"),
+             "'random', whatever one run printed. Section 5's interval covers one training run per project, so even "
+             "a clear verdict there is a lead, not evidence a protocol can rest on; random is cheap, cannot be fooled "
+             "by a cold start, and leaves an unbiased sample of the folder. Switch to the model's choice once a "
+             "comparison over seeds (notebook 05's kind) shows it wins at your budget.",
+             expected=lambda verdict: "random", accepts="'model' or 'random'"),
 ]}
 
 
