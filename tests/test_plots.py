@@ -97,3 +97,11 @@ def test_roc_curve_auc_in_legend():
 def test_roc_curve_one_class_is_clear():
     with pytest.raises(cu.CourseError, match="both classes"):
         plots.roc_curve([1, 1, 1], [0.2, 0.4, 0.9])
+
+
+def test_training_curves_legend_names_only_the_line_styles_drawn():
+    h = cu.History()
+    for e in range(3):
+        h.append(val_auc=0.6 + 0.1 * e)                     # a validation-only metric: no training line exists
+    fig = plots.training_curves(h, metrics=("auc",))
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == ["validation"]

@@ -29,7 +29,7 @@ def _folder(root, n=30):
 
 
 @pytest.mark.parametrize("command", ["init", "add", "status", "next", "train", "evaluate", "report", "label",
-                                     "heatmap"])
+                                     "heatmap", "duplicates"])
 def test_every_subcommand_has_help(command, capsys):
     with pytest.raises(SystemExit) as done:
         cli.main([command, "--help"])
@@ -206,3 +206,17 @@ def test_output_dir_keeps_every_round_file_and_the_hold_out_scores_together(tmp_
     assert cli.main(["evaluate", str(root), "--output-dir", str(out), "--again"]) == 0       # round 1, found there
     assert "evaluation number 2" in capsys.readouterr().out
     capsys.readouterr()
+
+
+def test_duplicates_lists_a_resaved_copy_and_whether_it_crosses_the_split(tmp_path, capsys):
+    from PIL import Image
+
+    root = tmp_path / "imgs"
+    _folder(root)
+    first = sorted(p for p in root.rglob("*.png"))[0]
+    Image.open(first).save(root / "resaved.jpg", quality=90)
+    assert cli.main(["init", str(root), "--classes", "plain", "spot"]) == 0
+    capsys.readouterr()
+    assert cli.main(["duplicates", str(root)]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("1 pair(s) of near-copies") and "resaved.jpg" in out and first.name in out

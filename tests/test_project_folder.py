@@ -711,3 +711,44 @@ def test_b0_offline_says_so_and_trains_the_lite0_it_falls_back_to(tmp_path, caps
     if result.info.arch == "efficientnet_lite0":                      # offline (CI): the fallback is named
         assert "could not be downloaded" in said or "Lite0" in said, said
     store.close()
+
+
+def test_near_duplicates_finds_resaved_and_resized_copies_and_says_which_straddle_the_split(tmp_path):
+    from PIL import Image
+
+    from course_utils.project import demo as demo_folder
+    from course_utils.project.folder import near_duplicates
+
+    cells, _ = demo_folder.cells(12, 64, seed=3)
+    for k, cell in enumerate(cells):
+        Image.fromarray(cell).save(tmp_path / f"cell_{k:02d}.png")
+    Image.fromarray(cells[0]).save(tmp_path / "again.jpg", quality=85)                 # re-saved: other bytes
+    Image.fromarray(cells[5]).resize((100, 100), Image.BICUBIC).save(tmp_path / "bigger.png")   # resized
+    store = P.open_project(tmp_path, label_names=["parasite", "magnified"], verbose=False)
+    pairs = near_duplicates(store)
+    assert {frozenset((p["a"], p["b"])) for p in pairs} == {frozenset(("again.jpg", "cell_00.png")),
+                                                            frozenset(("bigger.png", "cell_05.png"))}
+    held = set(store.refs(store.ids("holdout")))
+    for p in pairs:
+        assert p["straddles"] == ((p["a"] in held) != (p["b"] in held)) and p["rms"] < 3
+    assert near_duplicates(store, max_rms=0.0) == []
+
+
+def test_a_renamed_or_moved_file_keeps_its_label_split_and_is_not_added_again(tmp_path, capsys):
+    from PIL import Image
+
+    from course_utils.project import demo as demo_folder
+
+    for k, cell in enumerate(demo_folder.cells(6, 32, seed=2)[0]):
+        Image.fromarray(cell).save(tmp_path / f"cell_{k}.png")
+    store = P.open_project(tmp_path, label_names=["parasite", "magnified"], verbose=False)
+    i = int(store.ids(None)[0])
+    ref, split = store.refs([i])[0], ("holdout" if i in store.ids("holdout") else "pool")
+    store.label(i, 3) if split == "pool" else store.label(i, 3, holdout=True)
+    store.close()
+    (tmp_path / "moved").mkdir()
+    (tmp_path / ref).rename(tmp_path / "moved" / "new name.png")
+    store = P.open_project(tmp_path, label_names=["parasite", "magnified"])
+    assert "renamed or moved" in capsys.readouterr().out
+    assert store.refs([i]) == ["moved/new name.png"] and len(store) == 6 and not store.unreadable()
+    assert store.labels(split)[i] == 3 and i in store.ids(split)

@@ -470,6 +470,20 @@ class LabelStore:
         if rows or back:
             self._write(write)
 
+    def relink(self, moves: dict[int, str]) -> None:
+        """Point images at their new paths (``{id: new ref}``: a file renamed or moved inside the folder, found
+        again by its content hash), and clear their "missing" mark, in one transaction. Labels, split and
+        predictions stay with the image."""
+        rows = [(str(r), int(i)) for i, r in moves.items()]
+
+        def write(c: sqlite3.Connection) -> None:
+            c.executemany("UPDATE items SET ref = ? WHERE id = ?", rows)
+            if _has_table(c, "unreadable"):
+                c.executemany("DELETE FROM unreadable WHERE item_id = ?", [(i,) for _, i in rows])
+
+        if rows:
+            self._write(write)
+
     def labels(self, split: str | None = "pool") -> dict[int, int]:
         """``{id: label}`` of every labelled item in ``split``."""
         sql = "SELECT id, label FROM items WHERE label IS NOT NULL" + (" AND split = ?" if split else "")

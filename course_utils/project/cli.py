@@ -4,6 +4,7 @@
     course-project init  my_images/ --classes benign malignant       # or --labels "tool visible" magnified
     course-project add   my_images/                                  # new images only
     course-project status my_images/
+    course-project duplicates my_images/                             # near-copies, and those across the split
     course-project next  my_images/                                  # what the next session shows first
     course-project train my_images/ --epochs 6 --batch-size 16       # then predicts the unlabelled images
     course-project evaluate my_images/                               # the hold-out, once
@@ -52,6 +53,10 @@ def parser() -> argparse.ArgumentParser:
     mode.add_argument("--labels", nargs="+", metavar="NAME", help="yes/no label names (multi-label, at most 3)")
     command("add", "add the folder's new images to its project (copies and known images are skipped)")
     command("status", "how many images, labels, rounds and hold-out evaluations the project has")
+    dup = command("duplicates", "list pairs of images that are probably the same picture (re-saved, resized, "
+                                "turned), and which of them sit on both sides of the pool / hold-out split")
+    dup.add_argument("--max-rms", type=float, default=3.0, help="largest grey-level difference of the 16 x 16 "
+                                                                "thumbnails that still counts as a copy [3.0]")
     nxt = command("next", "list the images the next labelling session would show first, with their scores")
     nxt.add_argument("--strategy", default=None, help="entropy (default once there are predictions), confident, "
                                                         "random, margin, least_confidence, coreset, badge")
@@ -203,6 +208,14 @@ def run(args: argparse.Namespace) -> int:
                   f"image(s) labelled, {len(store.labels('holdout'))} of {c['holdout']} hold-out image(s) labelled; "
                   f"{cycle.next_round(store) - 1} round(s) trained; hold-out evaluated "
                   f"{store.holdout_evaluations()} time(s)")
+        elif args.command == "duplicates":
+            pairs = folder.near_duplicates(store, max_rms=args.max_rms)
+            leaks = [p for p in pairs if p["straddles"]]
+            print(f"{len(pairs)} pair(s) of near-copies, {len(leaks)} of them across the pool / hold-out split"
+                  + (": remove one file of each (the hold-out is not independent of training otherwise)"
+                     if leaks else ""))
+            for p in pairs:
+                print(f"  {p['a']}\t{p['b']}\trms {p['rms']}" + ("\tACROSS THE SPLIT" if p["straddles"] else ""))
         elif args.command == "next":
             strategy = args.strategy or ("entropy" if store.counts()["predicted"] else "random")
             extra = {"embeddings": cycle.load_embeddings(store)} if strategy in ("coreset", "badge") else {}

@@ -338,13 +338,16 @@ EXERCISES: dict[str, Exercise] = {e.key: e for e in [
              expected=lambda observed: str(observed).split(" than")[0], accepts="'better', 'worse' or 'inconclusive'"),
     # ------------------------------------------------------------------ 07 your own images
     Exercise("06.3", "choose, and justify: would you show this notebook's Grad-CAM maps of the malaria model to a "
-             "pathologist as 'where the model looks'? 'yes' or 'no', judged by section 6's deletion and insertion "
-             "check of those maps.", "value",
-             "what must the map do against a random map of the same resolution, on both curves, with its interval?",
-             "'yes' only if deletion and insertion both say 'better than random' (then also run the randomisation "
-             "check on this model). 'Inconclusive' or 'worse' means the map is not shown to follow the model: show it, "
-             "if at all, as an illustration with that caveat.",
-             expected=lambda faithful: "yes" if faithful == "better than random" else "no", accepts="'yes' or 'no'"),
+             "pathologist as 'where the model looks'? 'yes' or 'no', judged by section 6's two checks of that model: "
+             "deletion and insertion against a random map, and randomisation.", "value",
+             "the map must beat a random map of the same resolution on both curves, with its interval, AND depend on "
+             "the weights: how far did it fall once every layer was re-initialised?",
+             "'yes' only if deletion and insertion both say 'better than random' and the randomised model's maps keep "
+             "little of the trained ones (rank correlation below 0.5). Otherwise the map is not shown to follow the "
+             "model: show it, if at all, as an illustration with that caveat. Even with 'yes', it is one small "
+             "model on stand-in cells: a pathologist would also want maps of real cases, errors included.",
+             expected=lambda faithful, randomised: ("yes" if faithful == "better than random" and randomised < 0.5
+                                                    else "no"), accepts="'yes' or 'no'"),
     Exercise("07.1", "write answers(index, k): the k yes/no answers (a list of 0s and 1s) that a multi-label class "
              "index stands for, question i being bit i of the index.", "function",
              "shift the index right by i and keep the lowest bit: (index >> i) & 1.",
@@ -357,15 +360,12 @@ EXERCISES: dict[str, Exercise] = {e.key: e for e in [
              "if the last start did not already end there.",
              "0, 32, 64, 96, 128 fit (128 + 64 = 192); 192 < 200, so one more window starts at 136: 6 windows.",
              expected=lambda observed: int(observed), accepts="a whole number"),
-    Exercise("07.3", "predict, then run: you put an exact copy of an image the project has into its folder, and the "
-             "same picture saved again as a JPEG, then open the project again. How many new images does it store?",
-             "prediction",
-             "what does the project compare to decide that two files hold the same image: their names, their pixels "
-             "or their bytes?",
-             "1: the exact copy has the same bytes, so the same content hash, and is stored once; the JPEG's bytes "
-             "differ, so it is a new image. Its split comes from its own hash, so it can land in the hold-out while "
-             "its twin is in the pool: a leak no content hash can see. Remove near-copies (and keep one patient's "
-             "images together) before you trust a hold-out.",
+    Exercise("07.3", "predict, then run: you label an image, then rename its file and move it into another "
+             "subfolder, and open the project again. How many new images does the project add?", "prediction",
+             "what does the project use to recognise an image: its name, its folder, or its content?",
+             "0: an image is known by its content hash, so the renamed file is the same image. The project points "
+             "it at its new path and keeps its label, split and predictions. (Re-saving it as a JPEG would be "
+             "another matter: new bytes, a new image; section 2's near_duplicates finds such copies.)",
              expected=lambda observed: int(observed), accepts="a whole number"),
     Exercise("07.4", "choose, and justify: your project buys 100 more labels next week. Let the model choose them "
              "('model') or draw them at random ('random')? Decide from section 5's control.", "value",

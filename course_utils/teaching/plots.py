@@ -321,12 +321,14 @@ def training_curves(histories, metrics: Sequence[str] = ("loss", "accuracy"), *,
         raise CourseError(f"none of the metrics {metrics} is in these histories; they have: {', '.join(have)}")
     fig, axes = plt.subplots(1, len(shown), figsize=(4.6 * len(shown) + 1.8, 3.4), squeeze=False)
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    drawn = set()                                                  # which line styles appear: only those in the legend
     for ax, metric in zip(axes[0], shown):
         for i, (name, hist) in enumerate(runs.items()):
             colour = colours[i % len(colours)]
             for key, style in ((metric, "-"), (f"val_{metric}", "--")):
                 if key in hist:
                     ax.plot(hist.epochs, hist[key], style, color=colour, marker="o", ms=3)
+                    drawn.add(style)
         ax.xaxis.get_major_locator().set_params(integer=True)      # epochs are whole numbers
         ax.set_xlabel("epoch")
         ax.set_ylabel(metric)
@@ -335,8 +337,8 @@ def training_curves(histories, metrics: Sequence[str] = ("loss", "accuracy"), *,
     handles = [Line2D([], [], color=colours[i % len(colours)], lw=2, label=name) for i, name in enumerate(runs)]
     if len(runs) == 1:
         handles = []                          # one run: no colour to name (it used to read "run")
-    handles += [Line2D([], [], color="k", ls="-", label="training"),
-                Line2D([], [], color="k", ls="--", label="validation")]
+    handles += [Line2D([], [], color="k", ls=style, label=label)
+                for style, label in (("-", "training"), ("--", "validation")) if style in drawn]
     fig.legend(handles=handles, loc="center right", fontsize=8, frameon=False)
     fig.suptitle(title + source_suffix(source))
     fig.tight_layout(rect=(0, 0, 1 - 1.6 / fig.get_figwidth(), 1))
