@@ -424,3 +424,27 @@ def test_plot_versus_draws_each_strategys_interval_and_plot_can_pick_strategies(
     assert len(res.plot(strategies=["random", "entropy"]).axes[0].get_lines()) >= 2
     with pytest.raises(CourseError, match="no runs of badge"):
         res.plot(strategies=["badge"])
+
+
+def test_the_active_learning_command_writes_its_table_comparison_and_figures(tmp_path, capsys, monkeypatch):
+    import json
+
+    from course_utils.active import experiment
+
+    monkeypatch.setenv("COURSE_OFFLINE", "1")
+    out = tmp_path / "derma"
+    assert experiment.main(["simulate", "--dataset", "dermamnist", "--strategies", "entropy", "coreset_cosine",
+                            "--seeds", "0", "1", "--rounds", "2", "--budget", "10", "--initial", "10", "--pool", "120",
+                            "--test", "80", "--feature-px", "32", "--epochs", "2", "--min-steps", "5",
+                            "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "entropy" in printed and "coreset_cosine" in printed and "95 % interval" in printed
+    table = __import__("pandas").read_csv(out / "table.csv")
+    assert set(table["strategy"]) == {"random", "entropy", "coreset_cosine"} and set(table["seed"]) == {0, 1}
+    assert table["n_labelled"].max() == 30
+    assert set(__import__("pandas").read_csv(out / "versus.csv")["strategy"]) == {"entropy", "coreset_cosine"}
+    assert (out / "curves.png").stat().st_size > 0 and (out / "versus.png").stat().st_size > 0
+    assert json.loads((out / "settings.json").read_text())["source"] == "stand-in"
+    assert experiment.main(["simulate", "--dataset", "nosuchmnist", "--out", str(out)]) == 3
+    assert experiment.main(["simulate", "--pool", "50", "--out", str(out)]) == 3        # 30 + 6 x 30 > 50
+    assert "lower the budget" in capsys.readouterr().err
