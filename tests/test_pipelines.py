@@ -194,3 +194,35 @@ def test_require_finite_names_every_bad_image_across_chunks_for_numpy_and_torch(
     many = np.full((12, 1), np.inf)
     with pytest.raises(CourseError, match=r"index 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, \.\.\.\)"):
         P.require_finite(many)
+
+
+@pytest.mark.slow
+def test_tfrecord_dataset_streams_the_same_images_and_augments_only_training(tmp_path):
+    from course_utils.data import pipelines as PL
+
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 255, (10, 12, 12, 3), dtype=np.uint8)
+    y = np.arange(10) % 2
+    path = PL.write_tfrecords(x, y, tmp_path / "t.tfrecord")
+    plain = [(a, b) for a, b in PL.tfrecord_dataset(path, image_size=12, channels=3, batch_size=4).as_numpy_iterator()]
+    ref = [(a, b) for a, b in PL.to_tf_dataset(x, y, batch_size=4).as_numpy_iterator()]
+    assert [len(b) for _, b in plain] == [4, 4, 2]                      # the last, smaller batch is kept
+    assert int(PL.tfrecord_dataset(path, image_size=12, channels=3, batch_size=4).cardinality()) == 3   # known
+    for (a, b), (c, d) in zip(plain, ref):
+        np.testing.assert_allclose(a, c, atol=1e-6)
+        np.testing.assert_array_equal(b, d)
+    train = PL.tfrecord_dataset(path, image_size=12, channels=3, batch_size=4, training=True, augment="standard")
+    seen, changed = [], 0.0
+    for a, b in train.as_numpy_iterator():
+        assert a.shape[1:] == (12, 12, 3) and a.dtype == np.float32
+        seen += b.tolist()
+        changed += float(np.abs(a).sum())
+    assert sorted(seen) == sorted(y.tolist())                           # every image once per epoch
+    epoch = np.concatenate([a for a, _ in train.as_numpy_iterator()])
+    originals = x.astype(np.float32) / 255
+    assert not any(np.allclose(e, o, atol=1e-3) for e in epoch for o in originals)   # augmented, all of them
+    aug = PL.augmentation(seed=1)
+    assert [type(layer).__name__ for layer in aug.layers] == ["RandomFlip", "RandomRotation", "RandomZoom",
+                                                              "RandomContrast"]
+    with pytest.raises(CourseError, match="standard"):
+        PL.to_tf_dataset(x, y, training=True, augment="sideways")

@@ -20,7 +20,7 @@ from .. import runtime
 from ..runtime import CourseError
 
 __all__ = ["tensor_loader", "nchw_float", "require_finite", "to_tf_dataset", "to_torch_loader", "write_tfrecords", "read_tfrecords",
-           "TF_CACHE_MAX_BYTES"]
+           "tfrecord_dataset", "augmentation", "TF_CACHE_MAX_BYTES"]
 
 TF_CACHE_MAX_BYTES = 4 * 2**30  # to_tf_dataset caches converted float32 images only below this
 
@@ -150,7 +150,25 @@ def to_tf_dataset(images: np.ndarray, labels: np.ndarray, *, batch_size: int = 3
     return ds
 
 
+def augmentation(*, flip: bool = True, rotation: float = 0.05, zoom: float = 0.1, contrast: float = 0.1,
+                 seed: int = 0):
+    """Keras' random layers as one model, for ``tf.data`` (``augment="standard"``): flips, a rotation of up to
+    ``rotation`` of a full turn, a zoom of up to ``zoom``, a contrast change of up to ``contrast``. On a GPU they
+    run there, batch by batch, so augmenting costs the input pipeline nothing (DeepXDMDetect's plan)."""
+    keras = runtime.import_keras()
+    layers = [keras.layers.RandomFlip("horizontal_and_vertical", seed=seed)] if flip else []
+    if rotation:
+        layers.append(keras.layers.RandomRotation(rotation, fill_mode="reflect", seed=seed + 1))
+    if zoom:
+        layers.append(keras.layers.RandomZoom(zoom, fill_mode="reflect", seed=seed + 2))
+    if contrast:
+        layers.append(keras.layers.RandomContrast(contrast, seed=seed + 3))
+    return keras.Sequential(layers, name="augmentation")
+
+
 def _tf_augment(tf, augment, seed: int):
+    if augment == "standard":
+        augment = augmentation(seed=seed)
     if augment in ("flip", True):
         def flip(x, y):
             x = tf.image.random_flip_left_right(x, seed=seed)
@@ -163,7 +181,7 @@ def _tf_augment(tf, augment, seed: int):
             except TypeError:
                 return augment(x), y
         return call
-    raise CourseError(f"augment must be None, 'flip' or a callable (e.g. a Keras layer); got {augment!r}.")
+    raise CourseError(f"augment must be None, 'flip', 'standard' or a callable (e.g. a Keras layer); got {augment!r}.")
 
 
 class _ArrayDataset:
@@ -306,3 +324,31 @@ def read_tfrecords(path: str | os.PathLike, *, image_size: int, channels: int, n
 
     return tf.data.TFRecordDataset(str(path)).map(tf.autograph.experimental.do_not_convert(parse),
                                                   num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+
+
+def tfrecord_dataset(path: str | os.PathLike, *, image_size: int, channels: int, batch_size: int = 32,
+                     training: bool = False, augment: str | Callable | None = None, cache: bool = True,
+                     shuffle_buffer: int = 10_000, seed: int = 0):
+    """A training (or evaluation) pipeline that streams a TFRecord file: parse and decode -> float32 in [0, 1] ->
+    cache (decoded once, if it fits) -> shuffle (training) -> batch -> augment (training; as in
+    :func:`to_tf_dataset`) -> prefetch. The file need not fit in memory; with ``cache=False`` it is decoded
+    again every epoch, which is what a data set in cloud storage does."""
+    tf = runtime.import_tensorflow()
+
+    def convert(x, y):
+        return tf.cast(x, tf.float32) / 255.0, y
+
+    ds = read_tfrecords(path, image_size=image_size, channels=channels)
+    n = int(tf.data.TFRecordDataset(str(path)).reduce(np.int64(0), lambda count, _: count + 1))   # records, unparsed
+    ds = ds.apply(tf.data.experimental.assert_cardinality(n))     # Keras then knows an epoch's length
+    ds = ds.map(tf.autograph.experimental.do_not_convert(convert), num_parallel_calls=tf.data.AUTOTUNE,
+                deterministic=True)
+    if cache:
+        ds = ds.cache()
+    if training:
+        ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
+    ds = ds.batch(batch_size, drop_remainder=False)
+    if training and augment is not None:
+        ds = ds.map(tf.autograph.experimental.do_not_convert(_tf_augment(tf, augment, seed)),
+                    num_parallel_calls=tf.data.AUTOTUNE)
+    return ds.prefetch(tf.data.AUTOTUNE)
