@@ -1027,3 +1027,32 @@ def test_a_failed_checkpoint_write_says_when_and_what_is_kept(tmp_path, monkeypa
     assert calls[1] == (tmp_path / "r.pt", 3, 7, "m", "o", "s", "sc", "h", "b", 2, loader)
     C.RunProgress(None, 7, None).save(1, state, 0)                   # no checkpoint asked: nothing written
     assert len(calls) == 2
+
+
+def test_discriminative_rates_put_each_parameter_in_its_group_and_change_the_run_key(tmp_path):
+    import course_utils as cu
+    from course_utils.train import torch_engine
+
+    model, info = cu.models_torch.small_cnn(1, in_chans=1)
+    scale = torch_engine.depth_lr_scale(model, info, lowest=0.1)
+    names = [n for n, _ in model.named_parameters()]
+    body = [n for n in names if not n.startswith(info.head + ".")]
+    assert scale[body[0]] == pytest.approx(0.1) and scale[body[-1]] == pytest.approx(1.0)
+    assert all(scale[n] == 1.0 for n in names if n.startswith(info.head + "."))
+    assert all(a <= b for a, b in zip([scale[n] for n in body], [scale[n] for n in body][1:]))   # rising with depth
+    opt = torch_engine._adamw(model, 1e-3, 0.01, scale)
+    lr_of = {id(p): g["lr"] for g in opt.param_groups for p in g["params"]}
+    decay_of = {id(p): g["weight_decay"] for g in opt.param_groups for p in g["params"]}
+    for n, p in model.named_parameters():
+        assert lr_of[id(p)] == pytest.approx(1e-3 * scale[n])
+        assert decay_of[id(p)] == (0.01 if p.ndim > 1 else 0.0)
+    with pytest.raises(cu.CourseError, match="does not have"):
+        torch_engine._adamw(model, 1e-3, 0.01, {"nope.weight": 0.5})
+    x = torch.rand(16, 1, 28, 28)
+    y = (torch.rand(16) > 0.5).float()
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=8)
+    plain = cu.train_torch.fit(model, loader, epochs=1, info=info, progress=False, seed=0, monitor=None)
+    model2, info2 = cu.models_torch.small_cnn(1, in_chans=1)
+    scaled = cu.train_torch.fit(model2, loader, epochs=1, info=info2, progress=False, seed=0, monitor=None,
+                                lr_scale=torch_engine.depth_lr_scale(model2, info2))
+    assert plain.meta["settings_key"] != scaled.meta["settings_key"]   # a checkpoint of one never resumes the other

@@ -67,8 +67,9 @@ class DemoFolder:
         from ..data.loaders import DataInfo  # noqa: PLC0415
 
         return DataInfo("a demo folder of your own images", list(self.label_names), "multi-label", "stand-in",
-                        self.size, 3, notes=f"Notebook 07 wrote {len(self.truth)} stand-in cell images under "
-                        f"{self.root}. Set FOLDER in the parameters cell to a folder of your own images to run "
+                        self.size, 3, notes=f"Notebook 07 wrote {len(self.cell_refs)} stand-in cell images under "
+                        f"{self.root}, plus the awkward files a real folder has (a sideways photo, a copy, a corrupt "
+                        "file, files that are not images). Set FOLDER in the parameters cell to a folder of your own images to run "
                         "the same cycle on them.")
 
     def labels(self, refs: list[str]) -> np.ndarray:

@@ -367,14 +367,16 @@ EXERCISES: dict[str, Exercise] = {e.key: e for e in [
              "it at its new path and keeps its label, split and predictions. (Re-saving it as a JPEG would be "
              "another matter: new bytes, a new image; section 2's near_duplicates finds such copies.)",
              expected=lambda observed: int(observed), accepts="a whole number"),
-    Exercise("07.4", "choose, and justify: your project buys 100 more labels next week. Let the model choose them "
-             "('model') or draw them at random ('random')? Decide from section 5's control.", "value",
-             "which way did the random-order control's interval point? And what noise is not in that interval?",
-             "'random', whatever one run printed. Section 5's interval covers one training run per project, so even "
-             "a clear verdict there is a lead, not evidence a protocol can rest on; random is cheap, cannot be fooled "
-             "by a cold start, and leaves an unbiased sample of the folder. Switch to the model's choice once a "
-             "comparison over seeds (notebook 05's kind) shows it wins at your budget.",
-             expected=lambda verdict: "random", accepts="'model' or 'random'"),
+    Exercise("07.4", "choose, and justify: your project buys 100 more labels next week. What does section 5's control "
+             "let you conclude: 'model' (let the model choose), 'random', or 'cannot tell' from one run?", "value",
+             "what does the interval of section 5 cover, and what does it leave out? Look at the control's own first "
+             "and last rounds.",
+             "'cannot tell': each project was trained once, so the interval covers which fresh images were scored, "
+             "not training noise, and the control's own rounds show that noise can be as large as the effect. Until "
+             "a comparison over seeds (notebook 05's kind, e.g. `course-al simulate` on similar data) shows the "
+             "model's choice winning at your budget, random is the cheap default: it cannot be fooled by a cold "
+             "start, and it leaves an unbiased sample of your folder.",
+             expected=lambda verdict: "cannot tell", accepts="'model', 'random' or 'cannot tell'"),
 ]}
 
 

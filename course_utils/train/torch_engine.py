@@ -47,6 +47,8 @@ checking batches, the default loss), :mod:`._checkpoint` (settings, saving and r
 from __future__ import annotations
 
 import functools
+import hashlib
+import json
 import math
 import os
 import time
@@ -68,7 +70,8 @@ from .history import History
 from ..models.info import ModelInfo
 from ..runtime import CourseError, import_torch, seed_everything, torch_device
 
-__all__ = ["fit", "train_one_epoch", "evaluate", "predict", "recalibrate_batchnorm", "settings_key", "TASKS"]
+__all__ = ["fit", "train_one_epoch", "evaluate", "predict", "recalibrate_batchnorm", "settings_key", "depth_lr_scale",
+           "TASKS"]
 
 TASKS = _metrics.TASKS
 
@@ -274,7 +277,8 @@ def fit(model, train_loader, val_loader=None, *, epochs: int, loss_fn: Callable 
         monitor: str | None = "auto", restore_best: bool = True, early_stopping_patience: int | None = None,
         device: str | None = None, amp: bool | str = "auto", channels_last: bool | str = "auto",
         batchnorm_eval: bool = False, checkpoint_path: str | os.PathLike | None = None, resume: bool = False,
-        settings: dict | None = None, progress: bool = True, seed: int | None = None) -> History:
+        settings: dict | None = None, progress: bool = True, seed: int | None = None,
+        lr_scale: dict[str, float] | None = None) -> History:
     """Train ``model`` for ``epochs`` epochs (:func:`train_one_epoch`, then :func:`evaluate` on
     ``val_loader``) and return a :class:`History`.
 
@@ -287,6 +291,8 @@ def fit(model, train_loader, val_loader=None, *, epochs: int, loss_fn: Callable 
             output count for the default loss).
         lr, weight_decay: AdamW's learning rate and decoupled weight decay (biases and norm
             parameters get none).
+        lr_scale: ``{parameter name: factor}``: that parameter's learning rate is ``factor * lr`` (discriminative
+            rates, e.g. :func:`depth_lr_scale`: early layers move less than the head); missing names: 1.
         schedule: ``"cosine"`` (per step from ``lr`` down to ``min_lr_ratio * lr``) or ``"constant"``.
         clip_grad_norm: clip the global gradient norm to this value (``None``: no clipping).
         monitor: validation metric for best-state tracking and early stopping: ``"val_auc"`` (the
@@ -331,7 +337,10 @@ def fit(model, train_loader, val_loader=None, *, epochs: int, loss_fn: Callable 
     loss_fn = loss_fn if loss_fn is not None else default_loss(task, n_outputs(model, info))
     monitor = _resolve_monitor(monitor, val_loader, early_stopping_patience)
     optimizer, scheduler, scaler = _optimization(model, lr, weight_decay, schedule, min_lr_ratio,
-                                                 epochs * len(train_loader), dev, use_amp)
+                                                 epochs * len(train_loader), dev, use_amp, lr_scale)
+    if lr_scale:                                    # part of what makes this run this run (its checkpoint's key)
+        scales = json.dumps(sorted((k, float(v)) for k, v in lr_scale.items()))
+        settings = {**(settings or {}), "lr_scale": hashlib.sha256(scales.encode()).hexdigest()[:12]}
     asked = dict(task=task, epochs=epochs, lr=lr, weight_decay=weight_decay, schedule=schedule,
                  min_lr_ratio=min_lr_ratio, clip_grad_norm=clip_grad_norm, batchnorm_eval=batchnorm_eval,
                  monitor=monitor, seed=seed)
@@ -412,22 +421,44 @@ def _fit_meta(model, info: ModelInfo | None, loss_fn, optimizer, dev, amp: bool,
 
 # ============================================================================ helpers: optimization
 def _optimization(model, lr: float, weight_decay: float, schedule: str, min_lr_ratio: float, total_steps: int,
-                  dev, amp: bool) -> tuple:
+                  dev, amp: bool, lr_scale: dict[str, float] | None = None) -> tuple:
     """fit's optimizer (:func:`_adamw`), its per-step schedule (cosine or constant) and the GradScaler."""
     torch = import_torch()
-    optimizer = _adamw(model, lr, weight_decay)
+    optimizer = _adamw(model, lr, weight_decay, lr_scale)
     factor = _cosine(total_steps, min_lr_ratio) if schedule == "cosine" else (lambda step: 1.0)
     return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, factor), torch.amp.GradScaler(dev.type, enabled=amp)
 
 
-def _adamw(model, lr: float, weight_decay: float):
-    """AdamW over the trainable parameters; biases and norm weights (1-D) get no weight decay."""
+def _adamw(model, lr: float, weight_decay: float, lr_scale: dict[str, float] | None = None):
+    """AdamW over the trainable parameters; biases and norm weights (1-D) get no weight decay. With ``lr_scale``
+    one group per (factor, decay) pair, each starting at ``factor * lr`` (the schedule multiplies every group)."""
     torch = import_torch()
-    params = [p for p in model.parameters() if p.requires_grad]
-    if not params:
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    if not named:
         raise CourseError("the model has no trainable parameters (all frozen?): call models_torch.unfreeze(model)")
-    return torch.optim.AdamW([{"params": [p for p in params if p.ndim > 1], "weight_decay": weight_decay},
-                              {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0}], lr=lr)
+    unknown = sorted(set(lr_scale or {}) - {n for n, _ in model.named_parameters()})
+    if unknown:
+        raise CourseError(f"lr_scale names parameters the model does not have, e.g. {unknown[0]!r}")
+    groups: dict[tuple[float, bool], list] = {}
+    for name, p in named:
+        groups.setdefault((float((lr_scale or {}).get(name, 1.0)), p.ndim > 1), []).append(p)
+    return torch.optim.AdamW([{"params": ps, "lr": lr * scale, "weight_decay": weight_decay if decays else 0.0}
+                              for (scale, decays), ps in sorted(groups.items(), key=lambda kv: (-kv[0][1], kv[0][0]))],
+                             lr=lr)
+
+
+def depth_lr_scale(model, info: ModelInfo | None = None, *, lowest: float = 0.1) -> dict[str, float]:
+    """Discriminative learning rates by depth: the head gets 1, the backbone's parameters from ``lowest`` (the
+    first layer) rising geometrically to 1 (the last), in the order the model defines them. Early layers hold
+    general features (edges, textures) worth keeping; late layers are the most specific to ImageNet."""
+    if not 0 < lowest <= 1:
+        raise CourseError(f"lowest must be in (0, 1], got {lowest}")
+    head = (info.head if info is not None and getattr(info, "head", None) else None)
+    names = [n for n, _ in model.named_parameters()]
+    body = [n for n in names if not (head and (n == head or n.startswith(head + ".")))]
+    out = {n: float(lowest ** (1 - k / max(len(body) - 1, 1))) for k, n in enumerate(body)}
+    out.update({n: 1.0 for n in names if n not in out})
+    return out
 
 
 def _cosine(total_steps: int, min_ratio: float) -> Callable[[int], float]:
