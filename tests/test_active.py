@@ -448,3 +448,17 @@ def test_the_active_learning_command_writes_its_table_comparison_and_figures(tmp
     assert experiment.main(["simulate", "--dataset", "nosuchmnist", "--out", str(out)]) == 3
     assert experiment.main(["simulate", "--pool", "50", "--out", str(out)]) == 3        # 30 + 6 x 30 > 50
     assert "lower the budget" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_the_active_learning_command_runs_the_original_setting_keras_binary_with_self_distillation(tmp_path, monkeypatch):
+    from course_utils.active import experiment
+
+    monkeypatch.setenv("COURSE_OFFLINE", "1")
+    res = experiment.run_experiment("breastmnist", strategies=["coreset"], seeds=[0], initial=10, budget=10,
+                                    rounds=1, pool=60, test=40, feature_px=32, epochs=2, min_steps=20,
+                                    framework="keras", distill=True, out=tmp_path, progress=False)
+    assert set(res.table["strategy"]) == {"random+distill", "coreset+distill"}
+    assert (tmp_path / "versus.csv").exists()
+    with pytest.raises(CourseError, match="framework"):
+        experiment.run_experiment("breastmnist", framework="jax")

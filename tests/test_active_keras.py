@@ -85,3 +85,41 @@ def test_nan_pixels_in_the_pool_are_refused_naming_the_images(keras, images):
     x[5, 0, 0, 0] = np.inf
     with pytest.raises(CourseError, match=r"1 of 24 images have NaN or inf pixels \(index 5\)"):
         ak.keras_outputs(model, x, needs=("probs",))
+
+
+def test_keras_distillation_loss_equals_the_torch_one(keras):
+    import torch
+
+    from course_utils.active.loop import distillation_loss, keras_distillation_loss
+
+    rng = np.random.default_rng(3)
+    student, teacher = rng.normal(size=(6, 4)), rng.normal(size=(6, 4))
+    y = rng.integers(0, 4, 6)
+    soft = np.exp(teacher / 2.0) / np.exp(teacher / 2.0).sum(axis=1, keepdims=True)
+    y_true = np.concatenate([np.eye(4)[y], soft], axis=1).astype(np.float32)
+    mine = float(np.mean(keras.ops.convert_to_numpy(
+        keras_distillation_loss(4, temperature=2.0, weight=0.3)(y_true, student.astype(np.float32)))))
+    ref = float(distillation_loss(torch.tensor(student), torch.tensor(teacher), torch.tensor(y), temperature=2.0,
+                                  weight=0.3))
+    assert mine == pytest.approx(ref, rel=1e-5)
+
+
+def test_simulate_runs_with_a_keras_learner_and_self_distillation(keras):
+    from course_utils.active import loop
+
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(3, 8)) * 3
+    y_pool, y_test = rng.integers(0, 3, 90), rng.integers(0, 3, 45)
+    x_pool = (centres[y_pool] + rng.normal(size=(90, 8))).astype(np.float32)
+    x_test = (centres[y_test] + rng.normal(size=(45, 8))).astype(np.float32)
+
+    def make_model():
+        return keras.Sequential([keras.Input((8,)), keras.layers.Dense(16, activation="relu"),
+                                 keras.layers.Dropout(0.3), keras.layers.Dense(3)])
+
+    learner = loop.KerasLearner(make_model, epochs=5, batch_size=16, min_steps=150, lr=3e-3, mc_passes=3)
+    res = loop.simulate(learner, x_pool, y_pool, x_test, y_test, strategies=["random", "bald", "coreset"],
+                        initial=9, budget=6, rounds=2, seeds=[0], distill=True, progress=False)
+    assert set(res.table["strategy"]) == {"random+distill", "bald+distill", "coreset+distill"}
+    assert res.table["n_labelled"].max() == 21 and res.table["accuracy"].between(0, 1).all()
+    assert res.table.groupby("strategy")["accuracy"].last().max() > 0.6     # separable classes: it learns

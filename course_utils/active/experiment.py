@@ -50,13 +50,17 @@ def run_experiment(dataset: str = "pathmnist", *, strategies: Sequence[str] = ("
                    seeds: Sequence[int] = (0, 1, 2), initial: int = 30, budget: int = 30, rounds: int = 6,
                    pool: int = 3000, test: int = 1000, feature_px: int = 64, epochs: int = 20,
                    min_steps: int = 200, out: str | Path | None = None, source: str = "auto",
-                   progress: bool = True):
+                   framework: str = "torch", distill: bool = False, progress: bool = True):
     """Run the experiment and, with ``out``, write its table, comparison and figures there. Returns the
-    ``ALResult``. ``"random"`` is always among the strategies: every other one is compared with it."""
+    ``ALResult``. ``"random"`` is always among the strategies: every other one is compared with it.
+    ``framework="keras"`` trains the head in Keras (:class:`~course_utils.active.loop.KerasLearner`, as the
+    original BreastMNIST pipeline did); ``distill=True`` makes each round's model the next one's teacher."""
     from ..data.loaders import MEDMNIST_FLAGS, load_medmnist  # noqa: PLC0415
     from .loop import TorchLearner, simulate  # noqa: PLC0415
     from .strategies import get_strategy  # noqa: PLC0415
 
+    if framework not in ("torch", "keras"):
+        raise CourseError(f"framework must be 'torch' or 'keras', not {framework!r}")
     if dataset not in MEDMNIST_FLAGS:
         raise CourseError(f"unknown data set {dataset!r}; choose one of {', '.join(MEDMNIST_FLAGS)}")
     for name in strategies:
@@ -79,14 +83,26 @@ def run_experiment(dataset: str = "pathmnist", *, strategies: Sequence[str] = ("
         return torch.nn.Sequential(torch.nn.Linear(width, 64), torch.nn.ReLU(), torch.nn.Dropout(0.3),
                                    torch.nn.Linear(64, n_classes))
 
-    learner = TorchLearner(make_head, epochs=epochs, min_steps=min_steps, batch_size=32, lr=1e-3, num_threads=1)
+    def make_keras_head():
+        from ..runtime import import_keras  # noqa: PLC0415
+
+        keras = import_keras()
+        return keras.Sequential([keras.Input((width,)), keras.layers.Dense(64, activation="relu"),
+                                 keras.layers.Dropout(0.3), keras.layers.Dense(n_classes)])   # logits
+
+    if framework == "keras":
+        from .loop import KerasLearner  # noqa: PLC0415
+
+        learner = KerasLearner(make_keras_head, epochs=epochs, min_steps=min_steps, batch_size=32, lr=1e-3)
+    else:
+        learner = TorchLearner(make_head, epochs=epochs, min_steps=min_steps, batch_size=32, lr=1e-3, num_threads=1)
     result = simulate(learner, x_pool, ds.train.labels[:pool], x_test, ds.test.labels[:test],
                       strategies=strategies, initial=initial, budget=budget, rounds=rounds, seeds=list(seeds),
-                      progress=progress, source=ds.info.source)
+                      distill=distill, progress=progress, source=ds.info.source)
     if out is not None:
         _write(result, Path(out), dataset=dataset, source=ds.info.source, strategies=strategies, seeds=list(seeds),
                initial=initial, budget=budget, rounds=rounds, pool=len(x_pool), test=len(x_test),
-               feature_px=feature_px, epochs=epochs, min_steps=min_steps)
+               feature_px=feature_px, epochs=epochs, min_steps=min_steps, framework=framework, distill=distill)
     return result
 
 
@@ -99,14 +115,15 @@ def _write(result, out: Path, **settings) -> None:
 
     out.mkdir(parents=True, exist_ok=True)
     result.table.to_csv(out / "table.csv", index=False)
-    versus = result.versus("random")
+    baseline = "random+distill" if settings.get("distill") else "random"
+    versus = result.versus(baseline)
     versus.to_csv(out / "versus.csv", index=False)
     title = f"{settings['dataset']}, {len(settings['seeds'])} seeds"           # the plots add "[stand-in data]"
     fig = result.plot("accuracy", title=f"Learning curves: {title}")
     fig.savefig(out / "curves.png", dpi=110, bbox_inches="tight")
     plt.close(fig)
     if len(versus):
-        fig = result.plot_versus("random", title=f"Each strategy minus random: {title}")
+        fig = result.plot_versus(baseline, title=f"Each strategy minus {baseline}: {title}")
         fig.savefig(out / "versus.png", dpi=110, bbox_inches="tight")
         plt.close(fig)
     (out / "settings.json").write_text(json.dumps(settings, indent=1), encoding="utf-8")
@@ -133,6 +150,9 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--min-steps", type=int, default=200, help="at least this many optimiser steps per round [200]")
     s.add_argument("--source", choices=["auto", "real", "stand-in"], default="auto",
                    help="auto: the real data, or a stand-in when it cannot be downloaded [auto]")
+    s.add_argument("--framework", choices=["torch", "keras"], default="torch",
+                   help="train each round's head in PyTorch (as notebook 05) or Keras (as the original pipeline)")
+    s.add_argument("--distill", action="store_true", help="self-distillation: each round's model teaches the next")
     s.add_argument("--out", type=Path, required=True, help="folder for table.csv, versus.csv and the figures")
     return p
 
@@ -144,11 +164,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         result = run_experiment(args.dataset, strategies=args.strategies, seeds=args.seeds, initial=args.initial,
                                 budget=args.budget, rounds=args.rounds, pool=args.pool, test=args.test,
                                 feature_px=args.feature_px, epochs=args.epochs, min_steps=args.min_steps,
-                                out=args.out, source=args.source)
+                                out=args.out, source=args.source, framework=args.framework,
+                                distill=args.distill)
     except CourseError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 3
-    versus = result.versus("random")
+    versus = result.versus("random+distill" if args.distill else "random")
     print(f"{args.dataset} ({result.source}): each strategy minus random, accuracy averaged over rounds, "
           f"{len(args.seeds)} seed(s):")
     for row in versus.itertuples():

@@ -25,8 +25,8 @@ from ..data.pipelines import nchw_float, tensor_loader
 from ..runtime import CourseError, import_torch, torch_device, torch_threads
 from ..stats import PairedInterval, detectable_difference, paired_t_interval
 
-__all__ = ["distillation_loss", "train_torch_classifier", "TorchLearner", "simulate", "ALResult",
-           "labels_to_reach", "paired_differences", "head_gradient_embedding"]
+__all__ = ["distillation_loss", "train_torch_classifier", "TorchLearner", "KerasLearner", "simulate", "ALResult",
+           "labels_to_reach", "paired_differences", "head_gradient_embedding", "keras_distillation_loss"]
 
 
 # =========================================================================== self-distillation
@@ -134,6 +134,79 @@ class TorchLearner:
         import copy  # noqa: PLC0415
 
         return copy.deepcopy(model)
+
+
+@dataclass
+class KerasLearner:
+    """The same loop with a Keras model, as the original BreastMNIST pipeline ran it: ``make_model()`` builds a
+    fresh Keras classifier whose last layer is a Dense with **logits** (no activation); it is trained with Adam on
+    cross-entropy, or, given a ``teacher``, on :func:`keras_distillation_loss` (the torch version's formula).
+    ``outputs`` uses :func:`course_utils.active.keras_outputs.keras_outputs` (MC dropout with BatchNorm frozen)."""
+
+    make_model: Callable[[], Any]
+    epochs: int = 5
+    lr: float = 1e-3
+    batch_size: int = 32
+    min_steps: int = 0
+    mc_passes: int = 10
+    temperature: float = 5.0
+    distill_weight: float = 0.5
+
+    def fit(self, x, y, *, model=None, teacher=None, seed: int = 0):
+        from ..runtime import import_keras  # noqa: PLC0415
+
+        keras = import_keras()
+        keras.utils.set_random_seed(seed)
+        model = self.make_model() if model is None else model
+        x = np.asarray(x, dtype=np.float32)
+        n_classes = int(model.output_shape[-1])
+        target = np.eye(n_classes, dtype=np.float32)[np.asarray(y, dtype=np.int64)]
+        if teacher is not None:
+            soft = np.asarray(teacher.predict(x, verbose=0), dtype=np.float64) / self.temperature
+            soft = np.exp(soft - soft.max(axis=1, keepdims=True))
+            target = np.concatenate([target, (soft / soft.sum(axis=1, keepdims=True)).astype(np.float32)], axis=1)
+            loss = keras_distillation_loss(n_classes, temperature=self.temperature, weight=self.distill_weight)
+        else:
+            loss = keras.losses.CategoricalCrossentropy(from_logits=True)
+        model.compile(optimizer=keras.optimizers.Adam(self.lr), loss=loss)
+        per_epoch = max(1, -(-len(x) // self.batch_size))
+        reps = max(1, -(-self.min_steps // (per_epoch * self.epochs)))   # at least min_steps steps in all: the few
+        model.fit(np.tile(x, (reps, 1) + (1,) * (x.ndim - 2)) if x.ndim > 1 else np.tile(x, reps),   # labels repeated
+                  np.tile(target, (reps, 1)), epochs=self.epochs, batch_size=self.batch_size, shuffle=True, verbose=0)
+        return model
+
+    def outputs(self, model, x, needs: Iterable[str], seed: int = 0) -> dict[str, np.ndarray]:
+        from .keras_outputs import keras_outputs  # noqa: PLC0415
+
+        return keras_outputs(model, np.asarray(x, dtype=np.float32), needs=set(needs) | {"probs"},
+                             mc_passes=self.mc_passes, seed=seed)
+
+    def clone(self, model):
+        from ..runtime import import_keras  # noqa: PLC0415
+
+        copy = import_keras().models.clone_model(model)
+        copy.set_weights(model.get_weights())
+        return copy
+
+
+def keras_distillation_loss(n_classes: int, *, temperature: float = 5.0, weight: float = 0.5):
+    """The Keras form of :func:`distillation_loss`: ``y_true`` holds the one-hot label and the teacher's softened
+    probabilities side by side (``2 * n_classes`` columns), ``y_pred`` the student's logits."""
+    from ..runtime import import_keras  # noqa: PLC0415
+
+    ops = import_keras().ops
+    if temperature <= 0:
+        raise CourseError(f"temperature must be > 0, got {temperature}")
+    if not 0.0 <= weight <= 1.0:
+        raise CourseError(f"weight must be in [0, 1], got {weight}")
+
+    def loss(y_true, logits):
+        onehot, soft = y_true[:, :n_classes], y_true[:, n_classes:]
+        ce = -ops.sum(onehot * ops.log_softmax(logits, axis=-1), axis=-1)
+        kl = ops.sum(soft * (ops.log(ops.clip(soft, 1e-12, 1.0)) - ops.log_softmax(logits / temperature, axis=-1)),
+                     axis=-1)
+        return (1.0 - weight) * ce + weight * temperature ** 2 * kl
+    return loss
 
 
 # =========================================================================== the loop
