@@ -52,6 +52,7 @@ class PairedInterval:
     n: int
     confidence: float
     method: str = "t"
+    unit: str = "images"          # what was paired: images, or seeds
 
     @property
     def sign(self) -> int:
@@ -68,7 +69,7 @@ class PairedInterval:
     def __str__(self) -> str:
         kind = "" if self.method == "t" else f" {self.method}"
         return (f"{self.mean:+.3f} ({self.confidence:.0%}{kind} interval {self.low:+.3f} to {self.high:+.3f}, "
-                f"{self.n} images)")
+                f"{self.n} {self.unit})")
 
 
 def _check_confidence(confidence: float) -> None:
@@ -76,7 +77,7 @@ def _check_confidence(confidence: float) -> None:
         raise CourseError(f"confidence must be in (0, 1), got {confidence}")
 
 
-def paired_t_interval(a: Any, b: Any = 0.0, confidence: float = 0.95) -> PairedInterval:
+def paired_t_interval(a: Any, b: Any = 0.0, confidence: float = 0.95, *, unit: str = "images") -> PairedInterval:
     """The mean of ``a - b`` over paired values (one per image or seed) and its t-interval; ``b`` may be one number
     (default 0: ``a`` holds the differences). One pair gives ``(-inf, inf)``; no spread at all, a single point."""
     from scipy import stats  # noqa: PLC0415
@@ -95,7 +96,7 @@ def paired_t_interval(a: Any, b: Any = 0.0, confidence: float = 0.95) -> PairedI
     else:
         sd = float(d.std(ddof=1))
         half = float(stats.t.ppf(0.5 + confidence / 2, d.size - 1) * sd / np.sqrt(d.size)) if sd > 0 else 0.0
-    return PairedInterval(mean, mean - half, mean + half, int(d.size), confidence)
+    return PairedInterval(mean, mean - half, mean + half, int(d.size), confidence, unit=unit)
 
 
 def paired_bootstrap(stat: Callable[[np.ndarray, np.ndarray], float], a: Any, b: Any, y: Any, n_boot: int = 1000,

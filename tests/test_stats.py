@@ -328,3 +328,8 @@ def test_a_model_whose_true_auc_is_the_bound_ranks_perfectly_less_than_one_time_
     rng = np.random.default_rng(0)
     perfect = [rng.normal(shift, 1, n_pos).min() > rng.normal(0, 1, n_neg).max() for _ in range(4000)]
     assert np.mean(perfect) < 0.05
+
+
+def test_a_paired_interval_names_what_was_paired():
+    assert str(stats.paired_t_interval([0.1, 0.2, 0.3], [0.0, 0.0, 0.1], unit="seeds")).endswith("3 seeds)")
+    assert str(stats.paired_t_interval([0.1, 0.2, 0.3])).endswith("3 images)")
