@@ -88,14 +88,9 @@ def train_torch_classifier(model, x: np.ndarray, y: np.ndarray, *, epochs: int =
 
 
 @dataclass
-class TorchLearner:
-    """How the loop trains and reads a torch model.
-
-    ``make_model()`` builds a fresh model; ``train_fn(model, x, y, teacher=..., seed=...)`` trains it
-    (default :func:`train_torch_classifier` with ``epochs``/``lr``/``batch_size``); ``outputs``
-    uses :func:`course_utils.active_torch.torch_outputs`. ``num_threads=1`` runs torch on one CPU thread while the learner
-    works: for tiny models on a busy CPU, thread synchronisation costs more than the arithmetic.
-    """
+class _LearnerSettings:
+    """What every learner of the loop is told: how to build a fresh model and how long to train it, the MC-dropout
+    passes for BALD/DBAL, and the self-distillation knobs (see :func:`distillation_loss`)."""
 
     make_model: Callable[[], Any]
     epochs: int = 5
@@ -105,6 +100,18 @@ class TorchLearner:
     mc_passes: int = 10
     temperature: float = 5.0
     distill_weight: float = 0.5
+
+
+@dataclass
+class TorchLearner(_LearnerSettings):
+    """How the loop trains and reads a torch model.
+
+    ``make_model()`` builds a fresh model; ``train_fn(model, x, y, teacher=..., seed=...)`` trains it
+    (default :func:`train_torch_classifier` with ``epochs``/``lr``/``batch_size``); ``outputs``
+    uses :func:`course_utils.active_torch.torch_outputs`. ``num_threads=1`` runs torch on one CPU thread while the learner
+    works: for tiny models on a busy CPU, thread synchronisation costs more than the arithmetic.
+    """
+
     device: str | None = None
     train_fn: Callable[..., Any] | None = None
     num_threads: int | None = None
@@ -137,20 +144,11 @@ class TorchLearner:
 
 
 @dataclass
-class KerasLearner:
+class KerasLearner(_LearnerSettings):
     """The same loop with a Keras model, as the original BreastMNIST pipeline ran it: ``make_model()`` builds a
     fresh Keras classifier whose last layer is a Dense with **logits** (no activation); it is trained with Adam on
     cross-entropy, or, given a ``teacher``, on :func:`keras_distillation_loss` (the torch version's formula).
     ``outputs`` uses :func:`course_utils.active.keras_outputs.keras_outputs` (MC dropout with BatchNorm frozen)."""
-
-    make_model: Callable[[], Any]
-    epochs: int = 5
-    lr: float = 1e-3
-    batch_size: int = 32
-    min_steps: int = 0
-    mc_passes: int = 10
-    temperature: float = 5.0
-    distill_weight: float = 0.5
 
     def fit(self, x, y, *, model=None, teacher=None, seed: int = 0):
         from ..runtime import import_keras  # noqa: PLC0415
