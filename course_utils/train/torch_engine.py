@@ -431,7 +431,8 @@ def _optimization(model, lr: float, weight_decay: float, schedule: str, min_lr_r
 
 def _adamw(model, lr: float, weight_decay: float, lr_scale: dict[str, float] | None = None):
     """AdamW over the trainable parameters; biases and norm weights (1-D) get no weight decay. With ``lr_scale``
-    one group per (factor, decay) pair, each starting at ``factor * lr`` (the schedule multiplies every group)."""
+    one group per (factor, decay) pair, each starting at ``factor * lr`` (the schedule multiplies every group);
+    the first group holds the largest factor, so the History's ``lr`` column is the base rate's."""
     torch = import_torch()
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     if not named:
@@ -443,7 +444,7 @@ def _adamw(model, lr: float, weight_decay: float, lr_scale: dict[str, float] | N
     for name, p in named:
         groups.setdefault((float((lr_scale or {}).get(name, 1.0)), p.ndim > 1), []).append(p)
     return torch.optim.AdamW([{"params": ps, "lr": lr * scale, "weight_decay": weight_decay if decays else 0.0}
-                              for (scale, decays), ps in sorted(groups.items(), key=lambda kv: (-kv[0][1], kv[0][0]))],
+                              for (scale, decays), ps in sorted(groups.items(), key=lambda kv: (-kv[0][1], -kv[0][0]))],
                              lr=lr)
 
 
