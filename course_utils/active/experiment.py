@@ -106,6 +106,11 @@ def run_experiment(dataset: str = "pathmnist", *, strategies: Sequence[str] = ("
     return result
 
 
+def _baseline(distill: bool) -> str:
+    """The strategy every other one is compared with: random, distilled too when the others are."""
+    return "random+distill" if distill else "random"
+
+
 def _write(result, out: Path, **settings) -> None:
     """table.csv, versus.csv, curves.png, versus.png and settings.json under ``out``."""
     import matplotlib  # noqa: PLC0415
@@ -115,7 +120,7 @@ def _write(result, out: Path, **settings) -> None:
 
     out.mkdir(parents=True, exist_ok=True)
     result.table.to_csv(out / "table.csv", index=False)
-    baseline = "random+distill" if settings.get("distill") else "random"
+    baseline = _baseline(settings.get("distill", False))
     versus = result.versus(baseline)
     versus.to_csv(out / "versus.csv", index=False)
     title = f"{settings['dataset']}, {len(settings['seeds'])} seeds"           # the plots add "[stand-in data]"
@@ -169,8 +174,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CourseError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 3
-    versus = result.versus("random+distill" if args.distill else "random")
-    print(f"{args.dataset} ({result.source}): each strategy minus random, accuracy averaged over rounds, "
+    versus = result.versus(_baseline(args.distill))
+    print(f"{args.dataset} ({result.source}): each strategy minus {_baseline(args.distill)}, accuracy averaged over rounds, "
           f"{len(args.seeds)} seed(s):")
     for row in versus.itertuples():
         print(f"  {row.strategy:17s} {row.mean_difference:+.3f}  95 % interval [{row.ci_low:+.3f}, {row.ci_high:+.3f}]"

@@ -160,9 +160,8 @@ class KerasLearner(_LearnerSettings):
         n_classes = int(model.output_shape[-1])
         target = np.eye(n_classes, dtype=np.float32)[np.asarray(y, dtype=np.int64)]
         if teacher is not None:
-            soft = np.asarray(teacher.predict(x, verbose=0), dtype=np.float64) / self.temperature
-            soft = np.exp(soft - soft.max(axis=1, keepdims=True))
-            target = np.concatenate([target, (soft / soft.sum(axis=1, keepdims=True)).astype(np.float32)], axis=1)
+            soft = metrics.probabilities(np.asarray(teacher.predict(x, verbose=0)) / self.temperature)   # softened
+            target = np.concatenate([target, soft.astype(np.float32)], axis=1)
             loss = keras_distillation_loss(n_classes, temperature=self.temperature, weight=self.distill_weight)
         else:
             loss = keras.losses.CategoricalCrossentropy(from_logits=True)

@@ -142,12 +142,17 @@ def to_tf_dataset(images: np.ndarray, labels: np.ndarray, *, batch_size: int = 3
         ds = ds.cache()
         if training:
             ds = ds.shuffle(len(images), seed=seed, reshuffle_each_iteration=True)
+    return _batch_augment_prefetch(tf, ds, batch_size, training, augment, seed)
+
+
+def _batch_augment_prefetch(tf, ds, batch_size: int, training: bool, augment, seed: int):
+    """The end of both pipelines: batch (the last partial batch kept), augment whole batches (training only),
+    prefetch."""
     ds = ds.batch(batch_size, drop_remainder=False)
     if training and augment is not None:
         ds = ds.map(tf.autograph.experimental.do_not_convert(_tf_augment(tf, augment, seed)),
                     num_parallel_calls=tf.data.AUTOTUNE)
-    ds = ds.prefetch(tf.data.AUTOTUNE)
-    return ds
+    return ds.prefetch(tf.data.AUTOTUNE)
 
 
 def augmentation(*, flip: bool = True, rotation: float = 0.05, zoom: float = 0.1, contrast: float = 0.1,
@@ -347,8 +352,4 @@ def tfrecord_dataset(path: str | os.PathLike, *, image_size: int, channels: int,
         ds = ds.cache()
     if training:
         ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
-    ds = ds.batch(batch_size, drop_remainder=False)
-    if training and augment is not None:
-        ds = ds.map(tf.autograph.experimental.do_not_convert(_tf_augment(tf, augment, seed)),
-                    num_parallel_calls=tf.data.AUTOTUNE)
-    return ds.prefetch(tf.data.AUTOTUNE)
+    return _batch_augment_prefetch(tf, ds, batch_size, training, augment, seed)

@@ -142,18 +142,9 @@ def open_project(folder: str | os.PathLike, class_names: Sequence[str] | None = 
         raise CourseError(f"{path} belongs to a {store.mode} project with {held}, not a {mode} one with "
                           f"{list(label_names if label_names is not None else classes)}; its labels are kept. Open "
                           "it with the same names, or pass db= a new file for another project.")
-    digests = store.sha256s()
-    by_digest = {d: i for i, d in digests.items()}
-    gone = {i for i, r in zip(store.ids(None).tolist(), store.refs(store.ids(None)))
-            if not (found.root / r).is_file()}
-    moved = {by_digest[d]: f for f, d in zip(found.files, found.sha256) if by_digest.get(d) in gone}
-    store.relink(moved)                          # renamed or moved inside the folder: the same image, labels kept
-    if verbose and moved:
-        print(f"{len(moved)} image(s) renamed or moved inside the folder, found again by their content (e.g. "
-              f"{next(iter(moved.values()))}): their labels and split are kept")
-    check_files(store, verbose=verbose)
+    check_files(store, verbose=verbose, found=found)
     known_refs = set(store.refs(store.ids(None)))
-    known = set(digests.values())
+    known = set(store.sha256s().values())
     new = [(f, d) for f, d in zip(found.files, found.sha256) if d not in known and f not in known_refs]
     ids = store.add([f for f, _ in new], holdout=[holdout_of(d) for _, d in new], sha256=[d for _, d in new])
     if verbose:
@@ -162,9 +153,11 @@ def open_project(folder: str | os.PathLike, class_names: Sequence[str] | None = 
     return store
 
 
-def check_files(store: LabelStore, *, verbose: bool = True) -> int:
+def check_files(store: LabelStore, *, verbose: bool = True, found: Scan | None = None) -> int:
     """Mark the images whose file is gone (deleted or moved out after ``init``) so the queues skip them, and
-    clear those that are back; their labels are kept either way. Returns how many are missing now."""
+    clear those that are back; their labels are kept either way. With ``found`` (a scan of the folder), a gone
+    image whose content is there under another path was renamed or moved inside the folder: it is pointed at
+    its new path (``LabelStore.relink``), label, split and predictions kept. Returns how many are missing now."""
     ids = store.ids(None)
     root = store.root
     known = store.unreadable()
@@ -175,6 +168,15 @@ def check_files(store: LabelStore, *, verbose: bool = True) -> int:
             missing[i] = "missing: the file is gone"
         elif known.get(i, "").startswith("missing"):
             back.append(i)
+    if found is not None and missing:
+        by_digest = {d: i for i, d in store.sha256s().items() if i in missing}
+        moved = {by_digest[d]: f for f, d in zip(found.files, found.sha256) if d in by_digest}
+        store.relink(moved)                      # the same image, found again by its content
+        for i in moved:
+            del missing[i]
+        if verbose and moved:
+            print(f"{len(moved)} image(s) renamed or moved inside the folder, found again by their content (e.g. "
+                  f"{next(iter(moved.values()))}): their labels and split are kept")
     store.mark_unreadable({i: r for i, r in missing.items() if i not in known}, clear=back)
     if verbose and missing:
         example = store.refs([next(iter(missing))])[0]

@@ -151,10 +151,12 @@ def cam_sides(model: Any, image: Any, *, preprocess: Callable | None = None) -> 
     return {name: int(ad.layer_activations_and_grads(x, t, name)[0].shape[2]) for name in ad.conv_layer_names()}
 
 
-def cam_layer_at_least(model: Any, image: Any, min_side: int, *, preprocess: Callable | None = None) -> str:
+def cam_layer_at_least(model: Any, image: Any, min_side: int, *, preprocess: Callable | None = None,
+                       sides: dict[str, int] | None = None) -> str:
     """The deepest convolution layer whose map has at least ``min_side`` cells across for this image size: deep
-    enough to be class-specific, fine enough to tell a lesion from its surroundings."""
-    sides = cam_sides(model, image, preprocess=preprocess)
+    enough to be class-specific, fine enough to tell a lesion from its surroundings. ``sides``: what
+    :func:`cam_sides` already returned for this model and size (it costs a pass per layer)."""
+    sides = cam_sides(model, image, preprocess=preprocess) if sides is None else sides
     fine = [name for name, side in sides.items() if side >= min_side]
     if not fine:
         raise CourseError(f"no convolution layer of this model has a map of {min_side} x {min_side} or more at this "
