@@ -4,7 +4,8 @@ Numpy and scipy only. Two questions, two kinds of tool:
 
 - Is A better than B on the same images / seeds? :func:`paired_t_interval` (a t-interval of paired
   differences) or :func:`paired_bootstrap` (seeds and images drawn again), each a :class:`PairedInterval`
-  whose :meth:`PairedInterval.verdict` says it in words; :func:`verdict` does the same for any ``(low, high)``.
+  whose :meth:`PairedInterval.verdict` says it in words; :func:`verdict` does the same for any ``(low, high)``;
+  :func:`bootstrap_interval` gives any other statistic of the images its interval.
   :func:`detectable_difference` says how small a difference the seeds can show at all.
 - Did a model learn anything? :func:`auc_floor` (a *working* model stays above it: expected AUC minus
   ``z`` standard errors, :func:`auc_se`) and :func:`chance_auc_floor` (a model *without skill* stays below it:
@@ -23,7 +24,7 @@ import numpy as np
 from .runtime import CourseError
 
 __all__ = [
-    "PairedInterval", "paired_t_interval", "paired_bootstrap", "verdict", "detectable_difference",
+    "PairedInterval", "paired_t_interval", "paired_bootstrap", "bootstrap_interval", "verdict", "detectable_difference",
     "auc_se", "auc_floor", "chance_auc_floor", "proportion_se", "chance_proportion_floor",
 ]
 
@@ -120,6 +121,22 @@ def paired_bootstrap(stat: Callable[[np.ndarray, np.ndarray], float], a: Any, b:
     low, high = np.percentile(boot, [tail, 100 - tail])
     return PairedInterval(float(diff(range(len(a)), np.arange(len(y)))), float(low), float(high), len(y),
                           confidence, method="bootstrap")
+
+
+def bootstrap_interval(stat: Callable[[np.ndarray], float], n: int, n_boot: int = 1000, seed: Any = 0,
+                       confidence: float = 0.95, *, unit: str = "images") -> PairedInterval:
+    """Any statistic of ``n`` items with a percentile bootstrap interval: ``stat`` takes an index array (the items
+    drawn again, with replacement) and returns a number; the estimate is ``stat`` of all items. For numbers that
+    are not a plain mean (a ratio, a centre of mass of averaged maps), where a t-interval does not apply."""
+    _check_confidence(confidence)
+    if n < 2:
+        raise CourseError(f"bootstrap_interval needs at least 2 items, got {n}")
+    rng = np.random.default_rng(seed)
+    boot = [stat(rng.integers(0, n, n)) for _ in range(n_boot)]
+    tail = round(50 * (1 - confidence), 10)
+    low, high = np.nanpercentile(boot, [tail, 100 - tail])
+    return PairedInterval(float(stat(np.arange(n))), float(low), float(high), int(n), confidence,
+                          method="bootstrap", unit=unit)
 
 
 def detectable_difference(sd: float, n: int, confidence: float = 0.95, power: float = 0.8) -> float:

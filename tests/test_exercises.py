@@ -15,7 +15,7 @@ CONTEXT = {"03.3": {"n_test": 70},
            "04.4": {"table": __import__("pandas").DataFrame({"balanced": [0.7, 0.8, 0.5]},
                                                             index=["a", "b", "always malignant (no model)"])},
            "05.4": {"verdicts": ["no clear difference", "better than random"]},
-           "06.3": {"faithful": "inconclusive", "randomised": 0.2},
+           "06.3": {"faithful": "inconclusive", "randomised": 0},
            "07.4": {"verdict": "model"}}
 OBSERVED = {"01.3": 35, "02.3": (0.61, 0.72), "03.2": (0.95, 0.81), "04.2": "down", "05.3": 6, "06.2": "better than random",
             "07.2": 6, "07.3": 0}

@@ -105,3 +105,17 @@ def test_training_curves_legend_names_only_the_line_styles_drawn():
         h.append(val_auc=0.6 + 0.1 * e)                     # a validation-only metric: no training line exists
     fig = plots.training_curves(h, metrics=("auc",))
     assert [t.get_text() for t in fig.legends[0].get_texts()] == ["validation"]
+
+
+def test_attribution_grid_draws_signed_maps_red_to_blue_scaled_by_their_largest_magnitude():
+    images = np.random.default_rng(0).integers(0, 255, (2, 8, 8, 1), dtype=np.uint8)
+    maps = np.zeros((2, 8, 8))
+    maps[:, 0, 0], maps[:, 7, 7] = 4.0, -2.0               # one pixel for the class, one against it
+    fig = plots.attribution_grid(images, {"IG": maps}, n=2, signed=True, title="signed")
+    overlay = fig.axes[1].images[1]
+    assert overlay.get_cmap().name == "RdBu_r" and overlay.get_clim() == (-1, 1)
+    drawn = np.asarray(overlay.get_array())
+    assert drawn[0, 0] == 1.0 and drawn[7, 7] == -0.5
+    assert "blue lowers" in fig._supxlabel.get_text() and "|value|" in fig.axes[-1].get_ylabel()
+    plain = plots.attribution_grid(images, {"IG": np.abs(maps) / 4}, n=2)
+    assert plain.axes[1].images[1].get_clim() == (0, 1)

@@ -333,3 +333,16 @@ def test_a_model_whose_true_auc_is_the_bound_ranks_perfectly_less_than_one_time_
 def test_a_paired_interval_names_what_was_paired():
     assert str(stats.paired_t_interval([0.1, 0.2, 0.3], [0.0, 0.0, 0.1], unit="seeds")).endswith("3 seeds)")
     assert str(stats.paired_t_interval([0.1, 0.2, 0.3])).endswith("3 images)")
+
+
+def test_bootstrap_interval_covers_a_ratio_about_95_percent_of_the_time():
+    rng = np.random.default_rng(1)
+    hits = 0
+    for _ in range(200):
+        a, b = rng.normal(2.0, 1.0, 40), rng.normal(4.0, 1.0, 40)
+        iv = stats.bootstrap_interval(lambda i: a[i].mean() / b[i].mean(), 40, n_boot=300, seed=rng)
+        assert iv.low <= iv.mean <= iv.high and iv.method == "bootstrap" and iv.n == 40
+        hits += iv.low <= 0.5 <= iv.high
+    assert 0.88 <= hits / 200 <= 0.99
+    with pytest.raises(CourseError, match="at least 2"):
+        stats.bootstrap_interval(lambda i: 0.0, 1)

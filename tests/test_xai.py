@@ -622,7 +622,23 @@ def test_exercise_hires_cam_reference_matches_pytorch_grad_cam_and_equals_grad_c
     with HiResCAM(model=model, target_layers=[model[3]]) as cam:
         ref = cam(input_tensor=x, targets=[ClassifierOutputTarget(int(k)) for k in t])
     assert np.abs(xai.normalize_maps(ref) - ours).max() <= 1e-4
+    package = xai.hires_cam(model, x.numpy(), t, layer=model[3])            # the package's own, end to end
+    assert np.abs(package - ours).max() <= 1e-5
+    assert np.allclose(xai.hires_cam_from_gradients(A, G), np.stack([hires(a, g) for a, g in zip(A, G)]))
     # at the ReLU before global average pooling every cell's gradient is its channel's mean: the two maps agree
     A, G = xai.adapter(model).layer_activations_and_grads(x.numpy(), t, model[4])
     for a, g in zip(A, G):
         assert np.allclose(xai.normalize_maps(hires(a, g)[None]), xai.normalize_maps(xai.cam_from_gradients(a[None], g[None])))
+
+
+def test_edge_maps_are_sobel_magnitudes_of_the_grey_image_and_refuse_other_shapes():
+    from scipy import ndimage
+
+    img = np.zeros((2, 8, 8, 3))
+    img[:, :, 4:] = 90.0                                  # a vertical step: edges at columns 3 and 4 only
+    e = xai.edge_maps(img)
+    assert e.shape == (2, 8, 8) and set(np.flatnonzero(e[0].sum(axis=0))) == {3, 4}
+    grey = np.random.default_rng(0).random((1, 6, 6))
+    assert np.allclose(xai.edge_maps(grey)[0], np.hypot(ndimage.sobel(grey[0], 0), ndimage.sobel(grey[0], 1)))
+    with pytest.raises(CourseError, match="N x H x W"):
+        xai.edge_maps(np.zeros((8, 8)))

@@ -64,6 +64,7 @@ def test_deletion_curves_equal_the_plain_loop_for_each_baseline(blob_model, base
 
     model, x, _ = blob_model
     maps = xai.saliency(model, x[:5], target=1)
+    maps = maps + np.arange(maps[0].size).reshape(maps.shape[1:]) * -1e-9    # no ties: the loop's order is the same
     ends = {"blur": lambda im: gaussian_filter(im, sigma=(0, 2.0, 2.0)),
             "mean": lambda im: np.broadcast_to(im.mean(axis=(1, 2), keepdims=True), im.shape),
             "zero": np.zeros_like}
@@ -207,3 +208,67 @@ def test_the_random_map_can_be_drawn_at_the_heat_maps_resolution(blob_model):
     assert not np.array_equal(per_pixel.deletion_random, scores.deletion_random)
     with pytest.raises(CourseError, match="map_size"):
         xai_faithfulness.deletion_insertion(model, x[:2], coarse_random[:2], target=1, map_size=(0, 2))
+
+
+def _blob_masks(boxes, n):
+    chosen = np.zeros((n, 16, 16), bool)
+    for i, (c0, r0, c1, r1) in enumerate(boxes[:n]):
+        chosen[i, r0:r1, c0:c1] = True
+    region = np.zeros((16, 16), bool)
+    region[:8, :8] = True                          # the quadrant where the blob always lies
+    return chosen, region
+
+
+def test_region_deletion_finds_the_pixels_that_carry_the_evidence(blob_model):
+    model, x, boxes = blob_model
+    chosen, region = _blob_masks(boxes, 12)
+    res = xai_faithfulness.region_deletion(model, x[:12], chosen, region, target=1, draws=4)
+    assert res.verdict() == "carry more evidence than the rest of the region" and res.compare().high < 0
+    assert len(res.kept) == 12 and (res.n_pixels == 16).all() and (res.intact > 0.9).all()
+    # the rest of the quadrant (the blob kept) carries less than a random choice of the quadrant, which hits the blob
+    rest = region[None] & ~chosen
+    other = xai_faithfulness.region_deletion(model, x[:12], rest, region, target=1, draws=4)
+    assert other.verdict() == "carry less evidence than the rest of the region"
+
+
+def test_region_deletion_equals_deleting_by_hand_and_skips_images_without_chosen_pixels(blob_model):
+    import torch
+
+    model, x, boxes = blob_model
+    chosen, region = _blob_masks(boxes, 3)
+    chosen[1] = False                                          # no chosen pixel: not scored
+    res = xai_faithfulness.region_deletion(model, x[:3], chosen, region, target=1, draws=2, seed=5)
+    assert list(res.kept) == [0, 2]
+    for k, i in enumerate(res.kept):
+        img = x[i].copy()
+        img[:, chosen[i]] = img.mean(axis=(1, 2), keepdims=True)[:, 0]     # the image's mean grey, "mean" baseline
+        with torch.no_grad():
+            p = torch.softmax(model(torch.as_tensor(img[None])), 1)[0, 1].item()
+        assert abs(res.chosen[k] - p) < 1e-5
+    empty = xai_faithfulness.region_deletion(model, x[:1], np.zeros((1, 16, 16), bool), region, target=1)
+    assert empty.verdict() == "no such pixels" and len(empty.kept) == 0
+
+
+def test_region_deletion_bad_input(blob_model):
+    model, x, boxes = blob_model
+    chosen, region = _blob_masks(boxes, 2)
+    with pytest.raises(CourseError, match="inside region"):
+        xai_faithfulness.region_deletion(model, x[:2], chosen, np.zeros((16, 16), bool), target=1)
+    with pytest.raises(CourseError, match=r"\[N, H, W\]"):
+        xai_faithfulness.region_deletion(model, x[:2], chosen[:1], region, target=1)
+    with pytest.raises(CourseError, match="baseline"):
+        xai_faithfulness.region_deletion(model, x[:2], chosen, region, target=1, baseline="grey")
+    with pytest.raises(CourseError, match="draws"):
+        xai_faithfulness.region_deletion(model, x[:2], chosen, region, target=1, draws=0)
+
+
+def test_pixels_a_sparse_map_ranks_equal_are_deleted_in_a_random_order_not_row_by_row(blob_model):
+    model, x, boxes = blob_model
+    top_rows_first = np.zeros((12, 16, 16))            # a map that is 0 everywhere: every pixel tied
+    res = xai_faithfulness.deletion_insertion(model, x[:12], top_rows_first, target=1, steps=8, baseline="mean")
+    # row by row, the first half of the steps would take the top half, where every blob lies: a clear "better than
+    # random"; in a random order the all-zero map is as good as a random map
+    assert res.compare()["deletion"]["verdict"] == "inconclusive"
+    row_by_row = xai_faithfulness.deletion_insertion(model, x[:12], -np.arange(256.0).reshape(1, 16, 16).repeat(12, 0),
+                                                     target=1, steps=8, baseline="mean")
+    assert row_by_row.compare()["deletion"]["verdict"] == "better than random"

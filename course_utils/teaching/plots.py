@@ -154,8 +154,11 @@ def heatmap_overlay(images, maps, *, titles: Sequence[str] | None = None, boxes=
 
 def attribution_grid(images, maps_by_method: dict, *, row_titles: Sequence[str] | None = None,
                      alpha: float = 0.5, cmap: str = "jet", n: int = 4, title: str = "Attribution methods side by side",
-                     source: str | None = None):
-    """Rows: images; columns: the image, then one overlay per method (``{"Grad-CAM": maps, ...}``)."""
+                     source: str | None = None, signed: bool = False):
+    """Rows: images; columns: the image, then one overlay per method (``{"Grad-CAM": maps, ...}``).
+
+    ``signed=True`` for attributions that can be negative (integrated gradients with ``reduce=False``, summed over
+    channels): each map is divided by its largest ``|value|`` and drawn red (raises the score) to blue (lowers it)."""
     plt = _plt()
     images = np.asarray(images)
     count = min(n, len(images))
@@ -173,7 +176,11 @@ def attribution_grid(images, maps_by_method: dict, *, row_titles: Sequence[str] 
         axes[r, 0].set_ylabel(row_titles[r] if row_titles is not None else f"image {r}", fontsize=8)
         for c, (name, m) in enumerate(maps_by_method.items(), start=1):
             axes[r, c].imshow(img, cmap="gray" if img.ndim == 2 else None)
-            overlay = axes[r, c].imshow(np.asarray(m)[r], cmap=cmap, alpha=alpha, vmin=0, vmax=1,
+            shown = np.asarray(m, dtype=float)[r]
+            if signed:
+                shown = shown / max(float(np.abs(shown).max()), 1e-12)
+            overlay = axes[r, c].imshow(shown, cmap="RdBu_r" if signed else cmap, alpha=alpha,
+                                        vmin=-1 if signed else 0, vmax=1,
                                         extent=(-0.5, img.shape[1] - 0.5, img.shape[0] - 0.5, -0.5))
             if r == 0:
                 axes[r, c].set_title(name, fontsize=9)
@@ -183,9 +190,12 @@ def attribution_grid(images, maps_by_method: dict, *, row_titles: Sequence[str] 
         ax.set_xticks([])
         ax.set_yticks([])
     fig.suptitle(title + source_suffix(source))
-    fig.supxlabel("columns: attribution method (hot = relevant to the explained class)", fontsize=8)
+    fig.supxlabel("columns: attribution method" + (" (red raises the explained class's score, blue lowers it)"
+                                                    if signed else " (hot = relevant to the explained class)"),
+                  fontsize=8)
     fig.tight_layout()
-    fig.colorbar(overlay, ax=axes[:, 1:].ravel().tolist(), shrink=0.8, label="relevance (each map scaled to 0-1)")
+    fig.colorbar(overlay, ax=axes[:, 1:].ravel().tolist(), shrink=0.8,
+                 label="attribution / its largest |value|" if signed else "relevance (each map scaled to 0-1)")
     return fig
 
 

@@ -6,7 +6,9 @@ recover quickly (insertion: a high area). :func:`deletion_insertion` scores ``ma
 the same images; removed pixels take a fair baseline (a blurred copy by default, not black, which can add
 evidence of its own), and :meth:`DeletionInsertion.compare` gives each paired difference (map minus random,
 per image) a t-interval (:func:`course_utils.xai.paired_interval`) and a verdict in words ("inconclusive"
-when it covers 0). The model plumbing (adapters, target classes, the probability rule) is :mod:`.methods`'s.
+when it covers 0). :func:`region_deletion` asks the narrower question about one part of a map (its hot spots on
+the image border, say): does deleting just those pixels lower the probability more than deleting as many other
+pixels of the same region? The model plumbing (adapters, target classes, the probability rule) is :mod:`.methods`'s.
 """
 from __future__ import annotations
 
@@ -18,7 +20,7 @@ import numpy as np
 from ..runtime import CourseError
 from .methods import adapter, paired_interval, resize_maps, target_classes, target_probs
 
-__all__ = ["deletion_insertion", "DeletionInsertion", "BASELINES"]
+__all__ = ["deletion_insertion", "DeletionInsertion", "region_deletion", "RegionDeletion", "BASELINES"]
 
 
 @dataclass
@@ -86,6 +88,15 @@ class DeletionInsertion:
 BASELINES = ("blur", "mean", "zero")
 
 
+def _check_options(**options: Any) -> None:
+    """Refuse a baseline not in :data:`BASELINES` and a count (``steps``, ``draws``) that is not a whole number >= 1."""
+    for name, value in options.items():
+        if name in ("baseline", "insertion_from") and value not in BASELINES:
+            raise CourseError(f"{name} must be one of {', '.join(map(repr, BASELINES))}, not {value!r}")
+        if name in ("steps", "draws") and (not isinstance(value, (int, np.integer)) or value < 1):
+            raise CourseError(f"{name} must be a whole number >= 1, got {value!r}")
+
+
 def _baseline_images(x: np.ndarray, kind: str, spatial: tuple[int, int], sigma: float) -> np.ndarray:
     """What deleted pixels become (and where insertion starts), for a batch in the model's input layout."""
     if kind == "zero":
@@ -101,10 +112,11 @@ def _baseline_images(x: np.ndarray, kind: str, spatial: tuple[int, int], sigma: 
 
 
 def _perturbation_curves(ad, x, targets, maps, steps: int, mode: str, start_from: np.ndarray,
-                         chunk_images: int) -> np.ndarray:
+                         chunk_images: int, tiebreak: np.ndarray | None = None) -> np.ndarray:
     """Target probability after changing the top-ranked ``k/steps`` of the pixels, ``k = 0..steps``, per image.
 
     Deletion goes from the image to ``start_from`` (the baseline), insertion from the baseline to the image.
+    Pixels the map ranks equal are taken in ``tiebreak``'s order (``[N, H, W]``, lower first), else row by row.
     """
     H, W = ad.image_size(x)
     counts = np.round(np.linspace(0, H * W, steps + 1)).astype(int)
@@ -112,7 +124,9 @@ def _perturbation_curves(ad, x, targets, maps, steps: int, mode: str, start_from
     for s in range(0, len(x), chunk_images):
         sl = slice(s, min(len(x), s + chunk_images))
         src, dst = (x[sl], start_from[sl]) if mode == "deletion" else (start_from[sl], x[sl])
-        order = np.argsort(-maps[sl].reshape(len(src), -1), axis=1, kind="stable")
+        key = -maps[sl].reshape(len(src), -1)
+        order = (np.argsort(key, axis=1, kind="stable") if tiebreak is None
+                 else np.lexsort((tiebreak[sl].reshape(len(src), -1), key), axis=-1))
         ranks = np.empty_like(order)
         np.put_along_axis(ranks, order, np.arange(H * W)[None], axis=1)      # 0 = the most relevant pixel
         changed = ranks.reshape(len(src), 1, H, W) < counts[None, :, None, None]     # [n, steps + 1, H, W]
@@ -148,16 +162,15 @@ def deletion_insertion(model: Any, images: Any, maps: np.ndarray, target: Any = 
     different rate, and the comparison would be about resolution, not about where the map points. None: per pixel
     (right for pixel-level maps such as saliency).
 
+    Pixels a map ranks equal (the zeros of a sparse map, such as HiResCAM's) are taken in a random order, the same
+    for every map: row by row, a map that is zero over most of the image would delete its top rows first.
+
     ``insertion_from`` overrides the baseline for insertion only (default: the same). If the baseline
     itself still shows the evidence, neither curve can tell maps apart: look at the curves' end points.
     Compare with :meth:`DeletionInsertion.compare` (intervals over the images), not with the means alone.
     """
     insertion_from = baseline if insertion_from is None else insertion_from
-    for name, value in (("baseline", baseline), ("insertion_from", insertion_from)):
-        if value not in BASELINES:
-            raise CourseError(f"{name} must be one of {', '.join(map(repr, BASELINES))}, not {value!r}")
-    if not isinstance(steps, (int, np.integer)) or steps < 1:
-        raise CourseError(f"steps must be a whole number >= 1, got {steps!r}")
+    _check_options(steps=steps, baseline=baseline, insertion_from=insertion_from)
     ad = adapter(model, preprocess, batch_size=batch_size)
     x = ad.prepare(images)
     maps = np.asarray(maps, dtype=np.float64)
@@ -180,13 +193,90 @@ def deletion_insertion(model: Any, images: Any, maps: np.ndarray, target: Any = 
         rand = resize_maps(np.random.default_rng(seed).random((len(x), h, w)), (H, W))
     fr = np.linspace(0, 1, steps + 1)
     chunk = max(1, batch_size * 4 // (steps + 1))
+    ties = np.random.default_rng([seed, 1]).random(maps.shape)
     res = {}
     for name, m in (("map", maps), ("random", rand)):
-        res[(name, "deletion")] = _perturbation_curves(ad, x, t, m, steps, "deletion", ends[baseline], chunk)
-        res[(name, "insertion")] = _perturbation_curves(ad, x, t, m, steps, "insertion", ends[insertion_from], chunk)
+        res[(name, "deletion")] = _perturbation_curves(ad, x, t, m, steps, "deletion", ends[baseline], chunk, ties)
+        res[(name, "insertion")] = _perturbation_curves(ad, x, t, m, steps, "insertion", ends[insertion_from], chunk,
+                                                        ties)
     auc = {k: np.trapezoid(v, fr, axis=1) for k, v in res.items()}
     return DeletionInsertion(auc[("map", "deletion")], auc[("map", "insertion")],
                              auc[("random", "deletion")], auc[("random", "insertion")], fr,
                              res[("map", "deletion")].mean(0), res[("map", "insertion")].mean(0),
                              res[("random", "deletion")].mean(0), res[("random", "insertion")].mean(0),
                              baseline=baseline)
+
+
+@dataclass
+class RegionDeletion:
+    """Target probability per image: intact, with the chosen pixels deleted, and with as many random pixels of the
+    same region deleted (the mean over ``draws`` random choices). Only images with at least one chosen pixel."""
+
+    intact: np.ndarray
+    chosen: np.ndarray
+    random: np.ndarray
+    n_pixels: np.ndarray          # chosen pixels per image
+    kept: np.ndarray              # indices (into the images passed) of the images scored
+    baseline: str = "mean"
+
+    def compare(self, confidence: float = 0.95):
+        """Probability after deleting the chosen pixels minus after deleting random ones of the region, per image:
+        a :class:`PairedInterval` (below 0: the chosen pixels carry more of the evidence than the rest)."""
+        return paired_interval(self.chosen, self.random, confidence)
+
+    def verdict(self, confidence: float = 0.95, min_difference: float = 0.01) -> str:
+        """``"carry more evidence than the rest of the region"`` (the interval lies below 0), ``"carry less evidence
+        than the rest of the region"`` (above 0) or ``"inconclusive"``; ``"no such pixels"`` when no image had any."""
+        if len(self.kept) == 0:
+            return "no such pixels"
+        return self.compare(confidence).verdict(above="carry less evidence than the rest of the region",
+                                                below="carry more evidence than the rest of the region",
+                                                neither="inconclusive",
+                                                min_difference=min_difference)
+
+
+def region_deletion(model: Any, images: Any, chosen: np.ndarray, region: np.ndarray, target: Any = None, *,
+                    baseline: str = "mean", draws: int = 8, seed: int = 0, blur_sigma: float | None = None,
+                    preprocess: Callable | None = None, batch_size: int = 128) -> RegionDeletion:
+    """Delete only the ``chosen`` pixels of each image (``[N, H, W]`` booleans, inside ``region``, an ``[H, W]``
+    boolean mask such as the border band) and compare with deleting as many pixels drawn at random from the same
+    region, ``draws`` times. Deleted pixels take ``baseline`` (as in :func:`deletion_insertion`).
+
+    This tests one part of a heat map on its own (its border hot spots, say), where deletion of the whole ranking
+    cannot: a map can beat a random map overall while some of its hot spots carry nothing.
+    """
+    _check_options(draws=draws, baseline=baseline)
+    ad = adapter(model, preprocess, batch_size=batch_size)
+    x = ad.prepare(images)
+    H, W = ad.image_size(x)
+    chosen, region = np.asarray(chosen, dtype=bool), np.asarray(region, dtype=bool)
+    if chosen.shape != (len(x), H, W) or region.shape != (H, W):
+        raise CourseError(f"chosen must be [N, H, W] = {(len(x), H, W)} and region [H, W] = {(H, W)}, "
+                          f"got {chosen.shape} and {region.shape}")
+    if (chosen & ~region).any():
+        raise CourseError("chosen pixels must lie inside region: the random pixels are drawn from region")
+    n_px = chosen.reshape(len(x), -1).sum(axis=1)
+    kept = np.flatnonzero((n_px > 0) & (n_px < region.sum()))
+    t = target_classes(ad, x, target)
+    spatial = (1, 2) if ad.channel_axis == 1 else (0, 1)
+    sigma = blur_sigma if blur_sigma is not None else max(H, W) / 16
+    rng = np.random.default_rng(seed)
+    cells = np.flatnonzero(region.ravel())
+    masks, owners = [], []
+    for i in kept:
+        masks.append(chosen[i])
+        for _ in range(draws):
+            m = np.zeros(H * W, dtype=bool)
+            m[rng.choice(cells, n_px[i], replace=False)] = True
+            masks.append(m.reshape(H, W))
+        owners += [i] * (draws + 1)
+    if not len(kept):
+        empty = np.zeros(0)
+        return RegionDeletion(empty, empty, empty, np.zeros(0, int), kept, baseline)
+    owners = np.asarray(owners)
+    src = x[owners]
+    dst = _baseline_images(x[kept], baseline, spatial, sigma)[np.repeat(np.arange(len(kept)), draws + 1)]
+    m = np.stack(masks)[:, None] if ad.channel_axis == 1 else np.stack(masks)[..., None]
+    probs = target_probs(ad.logits(np.where(m, dst, src).astype(x.dtype)), t[owners]).reshape(len(kept), draws + 1)
+    intact = target_probs(ad.logits(x[kept]), t[kept])
+    return RegionDeletion(intact, probs[:, 0], probs[:, 1:].mean(axis=1), n_px[kept], kept, baseline)

@@ -4,6 +4,7 @@ Heat maps (each takes N images and returns N maps, ``[N, H, W]`` floats in ``[0,
 
 - :func:`grad_cam` / :func:`grad_cam_plus_plus`: gradients of the class score at a convolution layer
   (default: the last one) -> one weight per channel -> weighted sum of the feature maps -> ReLU.
+  :func:`hires_cam` skips the averaging: each feature map times its own gradient, cell by cell.
 - :func:`saliency`: ``|d score / d pixel|`` (Simonyan et al. 2014).
 - :func:`integrated_gradients`: path integral of the gradients from a baseline (Sundararajan et al. 2017);
   ``reduce=False`` returns the raw attributions, which sum to ``score(x) - score(baseline)``.
@@ -13,7 +14,8 @@ Heat maps (each takes N images and returns N maps, ``[N, H, W]`` floats in ``[0,
 Checks that a heat map means something:
 
 - :func:`randomization_check`: re-initialise the layers from the top down and watch the maps' rank
-  correlation with the original fall (Adebayo et al. 2018). A map that survives is not explaining the model.
+  correlation with the original fall (Adebayo et al. 2018). A map that survives is not explaining the model;
+  :func:`edge_maps` is the image-only reference (how much of a map an edge detector, which knows no model, shares).
 - :func:`class_sensitivity`: does the map for class A differ from the map for class B?
 - :func:`course_utils.xai_faithfulness.deletion_insertion`: remove (or reveal) the most relevant pixels
   first and follow the class probability (Petsiuk et al. 2018), compared with a random map on the same
@@ -44,12 +46,12 @@ from ..runtime import CourseError, framework_of
 from ..stats import PairedInterval, paired_t_interval as paired_interval  # kept here: the notebooks' names
 
 __all__ = [
-    "METHODS", "grad_cam", "grad_cam_plus_plus", "saliency", "integrated_gradients", "occlusion",
-    "explain", "cam_from_gradients", "cam_plus_plus_from_gradients", "normalize_maps", "resize_maps",
+    "METHODS", "grad_cam", "grad_cam_plus_plus", "hires_cam", "saliency", "integrated_gradients", "occlusion",
+    "explain", "cam_from_gradients", "cam_plus_plus_from_gradients", "hires_cam_from_gradients", "normalize_maps", "resize_maps",
     "adapter", "conv_layers", "cam_sides", "cam_layer_at_least", "keras_view", "predict_logits", "predict_proba", "target_classes", "target_probs",
     "randomization_check", "RandomizationResult", "class_sensitivity", "ClassSensitivity",
     "PairedInterval", "paired_interval",
-    "spearman", "heatmap_box", "heatmap_boxes", "box_iou", "peak_location", "center_of_mass",
+    "spearman", "heatmap_box", "heatmap_boxes", "box_iou", "peak_location", "center_of_mass", "edge_maps",
 ]
 
 EPS = 1e-8
@@ -71,6 +73,13 @@ def cam_plus_plus_from_gradients(activations: np.ndarray, gradients: np.ndarray)
     alpha = np.where(gradients != 0, alpha, 0.0)
     weights = (np.maximum(gradients, 0.0) * alpha).sum(axis=(2, 3))
     return np.maximum(np.einsum("nc,nchw->nhw", weights, activations), 0.0)
+
+
+def hires_cam_from_gradients(activations: np.ndarray, gradients: np.ndarray) -> np.ndarray:
+    """HiResCAM (Draelos & Carin 2020) from ``N x C x h x w`` activations and gradients: each feature map times its
+    own gradient, cell by cell, summed over channels, positive part. No averaging, so a cell lights up only if it
+    raised the score; equal to Grad-CAM (up to scale) when the model ends in global average pooling."""
+    return np.maximum((activations * gradients).sum(axis=1), 0.0)
 
 
 def normalize_maps(maps: np.ndarray, eps: float = EPS) -> np.ndarray:
@@ -224,10 +233,10 @@ def predict_proba(model: Any, images: Any, target: Any = None, *,
 
 
 # =========================================================================== heat maps
-def _grad_cam_raw(ad, x, targets, *, layer=None, plus_plus: bool = False, **_):
+def _grad_cam_raw(ad, x, targets, *, layer=None, plus_plus: bool = False, hires: bool = False, **_):
     acts, grads = ad.layer_activations_and_grads(x, targets, layer)
-    cam = cam_plus_plus_from_gradients(acts, grads) if plus_plus else cam_from_gradients(acts, grads)
-    return resize_maps(cam, ad.image_size(x))
+    core = hires_cam_from_gradients if hires else cam_plus_plus_from_gradients if plus_plus else cam_from_gradients
+    return resize_maps(core(acts, grads), ad.image_size(x))
 
 
 def _saliency_raw(ad, x, targets, **_):
@@ -283,6 +292,7 @@ def _occlusion_raw(ad, x, targets, *, patch: int | None = None, stride: int | No
 METHODS: dict[str, Callable] = {
     "grad_cam": _grad_cam_raw,
     "grad_cam_plus_plus": lambda ad, x, t, **kw: _grad_cam_raw(ad, x, t, plus_plus=True, **kw),
+    "hires_cam": lambda ad, x, t, **kw: _grad_cam_raw(ad, x, t, hires=True, **kw),
     "saliency": _saliency_raw,
     "integrated_gradients": _ig_raw,
     "occlusion": _occlusion_raw,
@@ -311,6 +321,12 @@ def grad_cam_plus_plus(model: Any, images: Any, target: Any = None, *, layer: st
     """Grad-CAM++ maps ``[N, H, W]`` (sharper when a class appears in several places)."""
     return explain(model, images, "grad_cam_plus_plus", target, layer=layer, normalize=normalize,
                    preprocess=preprocess)
+
+
+def hires_cam(model: Any, images: Any, target: Any = None, *, layer: str | None = None,
+              normalize: bool = True, preprocess: Callable | None = None) -> np.ndarray:
+    """HiResCAM maps ``[N, H, W]`` (:func:`hires_cam_from_gradients`) at ``layer``, up-sampled to the image."""
+    return explain(model, images, "hires_cam", target, layer=layer, normalize=normalize, preprocess=preprocess)
 
 
 def saliency(model: Any, images: Any, target: Any = None, *, normalize: bool = True,
@@ -486,6 +502,21 @@ def peak_location(maps: np.ndarray) -> np.ndarray:
     maps = np.asarray(maps)
     flat = maps.reshape(len(maps), -1).argmax(axis=1)
     return np.stack(np.unravel_index(flat, maps.shape[1:]), axis=1)
+
+
+def edge_maps(images: Any) -> np.ndarray:
+    """``[N, H, W]`` Sobel edge strength of each image's grey level (channels averaged): a "heat map" that knows
+    nothing of any model, the image-only reference of the randomisation check (Adebayo et al. 2018).
+    ``images``: ``N x H x W`` or ``N x H x W x C``."""
+    from scipy import ndimage  # noqa: PLC0415
+
+    x = np.asarray(images, dtype=np.float64)
+    if x.ndim == 4:
+        x = x.mean(axis=-1)
+    if x.ndim != 3:
+        raise CourseError(f"edge_maps needs N x H x W or N x H x W x C images, got shape {np.shape(images)}")
+    # one image at a time: sobel on the whole stack would also smooth across neighbouring images (its axis 0)
+    return np.stack([np.hypot(ndimage.sobel(im, axis=0), ndimage.sobel(im, axis=1)) for im in x])
 
 
 def center_of_mass(maps: np.ndarray) -> np.ndarray:
