@@ -25,7 +25,8 @@ from .runtime import CourseError
 
 __all__ = [
     "PairedInterval", "paired_t_interval", "paired_bootstrap", "bootstrap_interval", "verdict", "detectable_difference",
-    "auc_se", "auc_floor", "chance_auc_floor", "proportion_se", "chance_proportion_floor",
+    "auc_se", "auc_floor", "macro_auc_floor", "accuracy_floor", "chance_accuracy_bound", "chance_auc_floor",
+    "proportion_se", "chance_proportion_floor",
 ]
 
 
@@ -177,6 +178,31 @@ def auc_floor(expected: float, n_pos: int, n_neg: int, z: float = 2.33) -> float
     """An AUC a *working* model (true AUC ``expected``) stays above 99 times in 100: ``expected`` minus
     ``z`` = 2.33 standard errors. For "the model works as expected"; see :func:`chance_auc_floor` for "it learned"."""
     return expected - z * auc_se(expected, n_pos, n_neg)
+
+
+def macro_auc_floor(expected: float, labels: Any, z: float = 2.33) -> float:
+    """:func:`auc_floor` for a macro ROC-AUC (the mean over the columns of ``labels``, ``[N, K]`` 0/1): ``expected``
+    minus ``z`` times the mean of the labels' standard errors (conservative: the mean's own error is smaller)."""
+    y = np.asarray(labels)
+    if y.ndim != 2:
+        raise CourseError(f"macro_auc_floor needs labels [N, K], got shape {y.shape}")
+    return expected - z * float(np.mean([auc_se(expected, int(c.sum()), int((c == 0).sum())) for c in y.T]))
+
+
+def accuracy_floor(expected: float, n: int, level: float = 0.01) -> float:
+    """An accuracy a model of true accuracy ``expected`` stays at or above ``1 - level`` of the time on ``n`` images:
+    the binomial ``level`` quantile (exact, no normal approximation), as a fraction of ``n``."""
+    from scipy import stats  # noqa: PLC0415
+
+    return float(stats.binom.ppf(level, n, expected) / n)
+
+
+def chance_accuracy_bound(chance: float, n: int, level: float = 0.01) -> float:
+    """An accuracy that guessing at rate ``chance`` reaches only ``level`` of the time on ``n`` images (the
+    binomial ``1 - level`` quantile): above it, luck no longer explains a model's accuracy."""
+    from scipy import stats  # noqa: PLC0415
+
+    return float(stats.binom.ppf(1 - level, n, chance) / n)
 
 
 def chance_auc_floor(n_pos: int, n_neg: int, z: float = 2.33) -> float:

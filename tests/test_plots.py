@@ -119,3 +119,14 @@ def test_attribution_grid_draws_signed_maps_red_to_blue_scaled_by_their_largest_
     assert "blue lowers" in fig._supxlabel.get_text() and "|value|" in fig.axes[-1].get_ylabel()
     plain = plots.attribution_grid(images, {"IG": np.abs(maps) / 4}, n=2)
     assert plain.axes[1].images[1].get_clim() == (0, 1)
+
+
+def test_randomization_curve_draws_the_reference_line_in_its_legend():
+    from types import SimpleNamespace
+
+    r = SimpleNamespace(steps=["trained", "top", "all"], correlation=np.array([1.0, 0.2, 0.1]),
+                        per_image=np.array([[1.0, 1.0], [0.1, 0.3], [0.0, 0.2]]))
+    fig = plots.randomization_curve(r, reference=0.25, reference_label="edge map")
+    ax = fig.axes[0]
+    assert any(t.get_text() == "edge map (+0.25)" for t in ax.get_legend().get_texts())
+    assert ax.get_ylabel() and ax.get_xlabel() and ax.get_title()

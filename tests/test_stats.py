@@ -346,3 +346,23 @@ def test_bootstrap_interval_covers_a_ratio_about_95_percent_of_the_time():
     assert 0.88 <= hits / 200 <= 0.99
     with pytest.raises(CourseError, match="at least 2"):
         stats.bootstrap_interval(lambda i: 0.0, 1)
+
+
+def test_accuracy_floor_and_chance_bound_are_the_binomial_quantiles_and_hold_99_times_in_100():
+    rng = np.random.default_rng(3)
+    n = 120
+    floor, bound = stats.accuracy_floor(0.88, n), stats.chance_accuracy_bound(0.5, n)
+    assert floor == sps.binom.ppf(0.01, n, 0.88) / n and bound == sps.binom.ppf(0.99, n, 0.5) / n
+    working = rng.binomial(n, 0.88, 20000) / n
+    guessing = rng.binomial(n, 0.5, 20000) / n
+    assert (working >= floor).mean() >= 0.99 and (guessing > bound).mean() <= 0.01
+    assert bound < floor            # on 120 images a working model and a guess cannot be confused
+
+
+def test_macro_auc_floor_is_expected_minus_z_mean_label_errors():
+    y = np.zeros((100, 2), int)
+    y[:20, 0], y[:50, 1] = 1, 1
+    want = 0.7 - 2.33 * np.mean([stats.auc_se(0.7, 20, 80), stats.auc_se(0.7, 50, 50)])
+    assert np.isclose(stats.macro_auc_floor(0.7, y), want)
+    with pytest.raises(CourseError, match=r"\[N, K\]"):
+        stats.macro_auc_floor(0.7, y[:, 0])

@@ -272,3 +272,19 @@ def test_pixels_a_sparse_map_ranks_equal_are_deleted_in_a_random_order_not_row_b
     row_by_row = xai_faithfulness.deletion_insertion(model, x[:12], -np.arange(256.0).reshape(1, 16, 16).repeat(12, 0),
                                                      target=1, steps=8, baseline="mean")
     assert row_by_row.compare()["deletion"]["verdict"] == "better than random"
+
+
+def test_a_baseline_given_as_images_replaces_the_pixels_by_theirs(blob_model):
+    model, x, boxes = blob_model
+    flat = np.broadcast_to(x[:6].mean(axis=(2, 3), keepdims=True), x[:6].shape).copy()
+    maps = xai.grad_cam(model, x[:6], target=1)
+    by_name = xai_faithfulness.deletion_insertion(model, x[:6], maps, target=1, steps=6, baseline="mean")
+    by_images = xai_faithfulness.deletion_insertion(model, x[:6], maps, target=1, steps=6, baseline=flat)
+    assert np.allclose(by_name.deletion, by_images.deletion) and np.allclose(by_name.insertion, by_images.insertion)
+    assert by_images.baseline == "images"
+    chosen, region = _blob_masks(boxes, 6)
+    a = xai_faithfulness.region_deletion(model, x[:6], chosen, region, target=1, baseline="mean", draws=2)
+    b = xai_faithfulness.region_deletion(model, x[:6], chosen, region, target=1, baseline=flat, draws=2)
+    assert np.allclose(a.chosen, b.chosen) and np.allclose(a.random, b.random)
+    with pytest.raises(CourseError, match="one baseline image per image"):
+        xai_faithfulness.deletion_insertion(model, x[:6], maps, target=1, baseline=flat[:2])

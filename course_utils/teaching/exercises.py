@@ -320,8 +320,8 @@ EXERCISES: dict[str, Exercise] = {e.key: e for e in [
              "difference is large (printed above), so 'no' here means 'not shown', not 'no effect'; say both.",
              expected=lambda verdicts: "yes" if any(str(v).startswith("better") for v in verdicts) else "no",
              accepts="'yes' or 'no'"),
-    Exercise("06.1", "write hires_cam(A, G): the HiResCAM map from feature maps A and gradients G (each C x h x w): "
-             "each map times its own gradient, cell by cell, summed over channels, positive part.",
+    Exercise("06.1", "write hires_cam(A, G): the HiResCAM map (h x w, before up-sampling) from a layer's feature maps A "
+             "and the class score's gradients G, each C x h x w.",
              "function", "no mean over the map this time: A * G is already C x h x w; sum over axis 0, then ReLU.",
              "def hires_cam(A, G):\n    return np.maximum((A * G).sum(axis=0), 0)\n"
              "# Grad-CAM would first replace G by its mean over each map; where the gradient is the same everywhere "

@@ -222,8 +222,9 @@ def deletion_insertion_curves(result, *, title: str = "Deletion and insertion", 
 
 
 def randomization_curve(result, *, title: str = "Model-randomisation sanity check", source: str | None = None,
-                        ax=None):
-    """Mean (and min-max band of) Spearman correlation with the trained model's maps, per randomisation step."""
+                        ax=None, reference: float | None = None, reference_label: str = "image-only reference"):
+    """Mean (and min-max band of) Spearman correlation with the trained model's maps, per randomisation step;
+    ``reference`` draws a dotted line (e.g. how much an edge map of the image shares with the trained maps)."""
     plt = _plt()
     if ax is None:
         fig, ax = plt.subplots(figsize=(max(5, 0.9 * len(result.steps) + 2), 3.4))
@@ -233,6 +234,8 @@ def randomization_curve(result, *, title: str = "Model-randomisation sanity chec
     ax.plot(steps, result.correlation, "o-", label="mean over images")
     ax.fill_between(steps, result.per_image.min(axis=1), result.per_image.max(axis=1), alpha=0.2, label="min-max")
     ax.axhline(0, color="grey", lw=0.8)
+    if reference is not None:
+        ax.axhline(reference, color="tab:red", ls=":", label=f"{reference_label} ({reference:+.2f})")
     ax.set_xticks(steps)
     ax.set_xticklabels(result.steps, rotation=30, ha="right", fontsize=7)
     ax.set_xlabel("layers re-initialised, from the output down (cumulative)")

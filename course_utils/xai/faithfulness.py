@@ -91,10 +91,25 @@ BASELINES = ("blur", "mean", "zero")
 def _check_options(**options: Any) -> None:
     """Refuse a baseline not in :data:`BASELINES` and a count (``steps``, ``draws``) that is not a whole number >= 1."""
     for name, value in options.items():
-        if name in ("baseline", "insertion_from") and value not in BASELINES:
+        if name in ("baseline", "insertion_from") and isinstance(value, str) and value not in BASELINES:
             raise CourseError(f"{name} must be one of {', '.join(map(repr, BASELINES))}, not {value!r}")
         if name in ("steps", "draws") and (not isinstance(value, (int, np.integer)) or value < 1):
             raise CourseError(f"{name} must be a whole number >= 1, got {value!r}")
+
+
+def _ends(ad, x: np.ndarray, kind: Any, spatial: tuple[int, int], sigma: float) -> np.ndarray:
+    """:func:`_baseline_images` for a named baseline; images of the same shape as ``x`` (prepared like them) else."""
+    if isinstance(kind, str):
+        return _baseline_images(x, kind, spatial, sigma)
+    ends = ad.prepare(kind)
+    if ends.shape != x.shape:
+        raise CourseError(f"a baseline given as images must match the images' shape {x.shape} once prepared, "
+                          f"got {ends.shape}: pass one baseline image per image")
+    return ends
+
+
+def _name(kind: Any) -> str:
+    return kind if isinstance(kind, str) else "images"
 
 
 def _baseline_images(x: np.ndarray, kind: str, spatial: tuple[int, int], sigma: float) -> np.ndarray:
@@ -139,8 +154,8 @@ def _perturbation_curves(ad, x, targets, maps, steps: int, mode: str, start_from
 
 
 def deletion_insertion(model: Any, images: Any, maps: np.ndarray, target: Any = None, *, steps: int = 20,
-                       seed: int = 0, baseline: str = "blur", blur_sigma: float | None = None,
-                       insertion_from: str | None = None, preprocess: Callable | None = None,
+                       seed: int = 0, baseline: Any = "blur", blur_sigma: float | None = None,
+                       insertion_from: Any = None, preprocess: Callable | None = None,
                        batch_size: int = 128, map_size: tuple[int, int] | None = None) -> DeletionInsertion:
     """Deletion and insertion scores of ``maps`` (one per image), and of a random map on the same images.
 
@@ -155,6 +170,8 @@ def deletion_insertion(model: Any, images: Any, maps: np.ndarray, target: Any = 
     - ``"mean"``: each channel's mean over the image (a flat image of its average colour).
     - ``"zero"``: 0, i.e. black for ``[0, 1]`` images (or the mean colour after ImageNet normalisation).
       Black pixels can *add* evidence (dark spots, edges) and keep the probability high: not a fair test.
+    - images, one per image (the same shape, prepared the same way): a reference the model scores low, e.g. a
+      clearly negative image, when every simple baseline still looks positive to the model.
 
     ``map_size``: ``(h, w)`` of the layer the maps come from (Grad-CAM's feature map). The random map is then
     drawn at that resolution and up-sampled the same way (bilinear), so it deletes blocks as coarse as the
@@ -169,7 +186,6 @@ def deletion_insertion(model: Any, images: Any, maps: np.ndarray, target: Any = 
     itself still shows the evidence, neither curve can tell maps apart: look at the curves' end points.
     Compare with :meth:`DeletionInsertion.compare` (intervals over the images), not with the means alone.
     """
-    insertion_from = baseline if insertion_from is None else insertion_from
     _check_options(steps=steps, baseline=baseline, insertion_from=insertion_from)
     ad = adapter(model, preprocess, batch_size=batch_size)
     x = ad.prepare(images)
@@ -183,7 +199,8 @@ def deletion_insertion(model: Any, images: Any, maps: np.ndarray, target: Any = 
     H, W = ad.image_size(x)
     spatial = (1, 2) if ad.channel_axis == 1 else (0, 1)               # H, W axes of one image
     sigma = blur_sigma if blur_sigma is not None else max(H, W) / 16
-    ends = {kind: _baseline_images(x, kind, spatial, sigma) for kind in {baseline, insertion_from}}
+    del_end = _ends(ad, x, baseline, spatial, sigma)
+    ins_end = del_end if insertion_from is None else _ends(ad, x, insertion_from, spatial, sigma)
     if map_size is None:
         rand = np.random.default_rng(seed).random(maps.shape)
     else:
@@ -196,15 +213,14 @@ def deletion_insertion(model: Any, images: Any, maps: np.ndarray, target: Any = 
     ties = np.random.default_rng([seed, 1]).random(maps.shape)
     res = {}
     for name, m in (("map", maps), ("random", rand)):
-        res[(name, "deletion")] = _perturbation_curves(ad, x, t, m, steps, "deletion", ends[baseline], chunk, ties)
-        res[(name, "insertion")] = _perturbation_curves(ad, x, t, m, steps, "insertion", ends[insertion_from], chunk,
-                                                        ties)
+        res[(name, "deletion")] = _perturbation_curves(ad, x, t, m, steps, "deletion", del_end, chunk, ties)
+        res[(name, "insertion")] = _perturbation_curves(ad, x, t, m, steps, "insertion", ins_end, chunk, ties)
     auc = {k: np.trapezoid(v, fr, axis=1) for k, v in res.items()}
     return DeletionInsertion(auc[("map", "deletion")], auc[("map", "insertion")],
                              auc[("random", "deletion")], auc[("random", "insertion")], fr,
                              res[("map", "deletion")].mean(0), res[("map", "insertion")].mean(0),
                              res[("random", "deletion")].mean(0), res[("random", "insertion")].mean(0),
-                             baseline=baseline)
+                             baseline=_name(baseline))
 
 
 @dataclass
@@ -236,7 +252,7 @@ class RegionDeletion:
 
 
 def region_deletion(model: Any, images: Any, chosen: np.ndarray, region: np.ndarray, target: Any = None, *,
-                    baseline: str = "mean", draws: int = 8, seed: int = 0, blur_sigma: float | None = None,
+                    baseline: Any = "mean", draws: int = 8, seed: int = 0, blur_sigma: float | None = None,
                     preprocess: Callable | None = None, batch_size: int = 128) -> RegionDeletion:
     """Delete only the ``chosen`` pixels of each image (``[N, H, W]`` booleans, inside ``region``, an ``[H, W]``
     boolean mask such as the border band) and compare with deleting as many pixels drawn at random from the same
@@ -272,11 +288,11 @@ def region_deletion(model: Any, images: Any, chosen: np.ndarray, region: np.ndar
         owners += [i] * (draws + 1)
     if not len(kept):
         empty = np.zeros(0)
-        return RegionDeletion(empty, empty, empty, np.zeros(0, int), kept, baseline)
+        return RegionDeletion(empty, empty, empty, np.zeros(0, int), kept, _name(baseline))
     owners = np.asarray(owners)
     src = x[owners]
-    dst = _baseline_images(x[kept], baseline, spatial, sigma)[np.repeat(np.arange(len(kept)), draws + 1)]
+    dst = _ends(ad, x, baseline, spatial, sigma)[kept][np.repeat(np.arange(len(kept)), draws + 1)]
     m = np.stack(masks)[:, None] if ad.channel_axis == 1 else np.stack(masks)[..., None]
     probs = target_probs(ad.logits(np.where(m, dst, src).astype(x.dtype)), t[owners]).reshape(len(kept), draws + 1)
     intact = target_probs(ad.logits(x[kept]), t[kept])
-    return RegionDeletion(intact, probs[:, 0], probs[:, 1:].mean(axis=1), n_px[kept], kept, baseline)
+    return RegionDeletion(intact, probs[:, 0], probs[:, 1:].mean(axis=1), n_px[kept], kept, _name(baseline))
