@@ -62,8 +62,13 @@ class PairedInterval:
         return 1 if self.low > 0 else -1 if self.high < 0 else 0
 
     def verdict(self, what: str = "", *, above: str = "higher {what}", below: str = "lower {what}",
-                neither: str = "no clear difference", min_difference: float = 0.0) -> str:
-        """:func:`verdict` of this interval; also ``neither`` when ``|mean| < min_difference`` (too small to matter)."""
+                neither: str = "no clear difference", min_difference: float = 0.0, same: str | None = None,
+                margin: float = 0.0) -> str:
+        """:func:`verdict` of this interval; also ``neither`` when ``|mean| < min_difference`` (too small to matter).
+        ``same`` (with ``margin``): said when the whole interval lies within ``±margin``, i.e. equivalence shown,
+        not just no difference found."""
+        if same is not None and -margin < self.low and self.high < margin:
+            return same.format(what=what)
         if not abs(self.mean) >= min_difference:
             return neither.format(what=what)
         return verdict(self.low, self.high, what, above=above, below=below, neither=neither)

@@ -366,3 +366,11 @@ def test_macro_auc_floor_is_expected_minus_z_mean_label_errors():
     assert np.isclose(stats.macro_auc_floor(0.7, y), want)
     with pytest.raises(CourseError, match=r"\[N, K\]"):
         stats.macro_auc_floor(0.7, y[:, 0])
+
+
+def test_a_verdict_says_same_only_when_the_whole_interval_lies_within_the_margin():
+    iv = stats.PairedInterval(0.01, -0.02, 0.04, 30, 0.95)
+    assert iv.verdict(same="same", margin=0.05) == "same"
+    assert iv.verdict(same="same", margin=0.03) == "no clear difference"           # +0.04 is beyond the margin
+    clear = stats.PairedInterval(-0.028, -0.055, -0.001, 64, 0.95)
+    assert clear.verdict(below="less", same="same", margin=0.05) == "less"          # -0.055 is outside it

@@ -642,3 +642,39 @@ def test_edge_maps_are_sobel_magnitudes_of_the_grey_image_and_refuse_other_shape
     assert np.allclose(xai.edge_maps(grey)[0], np.hypot(ndimage.sobel(grey[0], 0), ndimage.sobel(grey[0], 1)))
     with pytest.raises(CourseError, match="N x H x W"):
         xai.edge_maps(np.zeros((8, 8)))
+
+
+def test_rank_correlations_take_a_mask_and_an_absolute_value():
+    rng = np.random.default_rng(0)
+    a = rng.random((3, 6, 6))
+    b = -a.copy()
+    b[:, :3] = rng.random((3, 3, 6))                     # the top half differs, the bottom half is a flipped a
+    mask = np.zeros((3, 6, 6), bool)
+    mask[:, 3:] = True
+    assert np.allclose(xai.rank_correlations(a, b, mask=mask), -1.0)
+    assert np.allclose(xai.rank_correlations(a, b, mask=mask, absolute=True), 1.0)
+    whole = xai.rank_correlations(a, b)
+    assert np.allclose(whole, [xai.spearman(x, y) for x, y in zip(a, b)]) and (np.abs(whole) < 1).all()
+    with pytest.raises(CourseError, match="mask"):
+        xai.rank_correlations(a, b, mask=mask[:1])
+
+
+def test_survival_beyond_edges_flags_maps_that_survive_and_passes_maps_that_do_not():
+    rng = np.random.default_rng(1)
+    images = rng.integers(0, 255, (40, 12, 12, 3)).astype(np.uint8)
+    trained = xai.edge_maps(images) + rng.random((40, 12, 12)) * 50      # tied to the image's edges
+    same = xai.survival_beyond_edges(trained, [trained, trained], images)   # randomising changed nothing
+    assert same.low > 0 and same.verdict(above="fails", below="passes") == "fails"
+    noise = [rng.random((40, 12, 12)) for _ in range(3)]                # randomised maps unrelated to anything
+    gone = xai.survival_beyond_edges(trained, noise, images)
+    assert gone.high < 0
+
+
+def test_randomization_checks_average_the_seeds(blob_model):
+    model, x, _ = blob_model
+    mean, last = xai.randomization_checks(model, x[:4], "grad_cam", 1, seeds=(0, 1), max_steps=2)
+    one = [xai.randomization_check(model, x[:4], "grad_cam", 1, seed=s, max_steps=2) for s in (0, 1)]
+    assert np.allclose(mean.per_image, (one[0].per_image + one[1].per_image) / 2)
+    assert len(last) == 2 and np.allclose(last[1], one[1].maps[-1]) and mean.steps == one[0].steps
+    with pytest.raises(CourseError, match="at least one"):
+        xai.randomization_checks(model, x[:4], seeds=())

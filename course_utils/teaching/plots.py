@@ -242,7 +242,7 @@ def randomization_curve(result, *, title: str = "Model-randomisation sanity chec
     ax.set_ylabel("Spearman rank correlation\nwith the trained model's maps")
     ax.set_ylim(-1.05, 1.05)
     ax.set_title(title + source_suffix(source))
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="lower left", framealpha=0.9)      # the curve starts top left, at 1
     ax.grid(alpha=0.3)
     fig.tight_layout()
     return fig

@@ -49,7 +49,8 @@ __all__ = [
     "METHODS", "grad_cam", "grad_cam_plus_plus", "hires_cam", "saliency", "integrated_gradients", "occlusion",
     "explain", "cam_from_gradients", "cam_plus_plus_from_gradients", "hires_cam_from_gradients", "normalize_maps", "resize_maps",
     "adapter", "conv_layers", "cam_sides", "cam_layer_at_least", "keras_view", "predict_logits", "predict_proba", "target_classes", "target_probs",
-    "randomization_check", "RandomizationResult", "class_sensitivity", "ClassSensitivity",
+    "randomization_check", "randomization_checks", "RandomizationResult", "rank_correlations",
+    "survival_beyond_edges", "class_sensitivity", "ClassSensitivity",
     "PairedInterval", "paired_interval",
     "spearman", "heatmap_box", "heatmap_boxes", "box_iou", "peak_location", "center_of_mass", "edge_maps",
 ]
@@ -433,6 +434,44 @@ def randomization_check(model: Any, images: Any, method: str = "grad_cam", targe
         per_image.append(np.array([spearman(a, b) for a, b in zip(original, m)]))
         maps.append(m)
     return RandomizationResult(steps, reset, np.stack(per_image), maps)
+
+
+def randomization_checks(model: Any, images: Any, method: str = "grad_cam", target: Any = None, *,
+                         seeds: Sequence[int] = (0, 1, 2), **kwargs: Any) -> tuple[RandomizationResult, list[np.ndarray]]:
+    """:func:`randomization_check` once per re-initialisation seed. Returns one result whose per-image
+    correlations are the mean over the seeds (one draw of random weights is one sample; its table, curve and
+    verdict should not hang on it), and each seed's maps of the fully randomised model."""
+    if len(seeds) == 0:
+        raise CourseError("seeds must name at least one re-initialisation")
+    runs = [randomization_check(model, images, method, target, seed=int(s), **kwargs) for s in seeds]
+    mean = np.mean([r.per_image for r in runs], axis=0)
+    return RandomizationResult(runs[0].steps, runs[0].layers_reset, mean, runs[0].maps), [r.maps[-1] for r in runs]
+
+
+def rank_correlations(a: np.ndarray, b: np.ndarray, *, mask: np.ndarray | None = None,
+                      absolute: bool = False) -> np.ndarray:
+    """Per image: the Spearman rank correlation of maps ``a[i]`` and ``b[i]`` (``[N, H, W]`` each), only over the
+    pixels where ``mask[i]`` is true when given (e.g. the cell, not its black background, which every map shares),
+    as ``|rho|`` when ``absolute`` (Adebayo et al.: a map flipped in sign is still the same map)."""
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    if a.shape != b.shape or a.ndim != 3:
+        raise CourseError(f"rank_correlations needs two [N, H, W] stacks of maps, got {a.shape} and {b.shape}")
+    if mask is not None and np.shape(mask) != a.shape:
+        raise CourseError(f"mask must be [N, H, W] = {a.shape}, got {np.shape(mask)}")
+    rho = np.array([spearman(x[m], y[m]) if mask is not None else spearman(x, y)
+                    for x, y, m in zip(a, b, mask if mask is not None else [None] * len(a))])
+    return np.abs(rho) if absolute else rho
+
+
+def survival_beyond_edges(trained: np.ndarray, randomised: Sequence[np.ndarray], images: Any, *,
+                          mask: np.ndarray | None = None) -> PairedInterval:
+    """Adebayo et al.'s check against an image-only reference, per image: ``|rho|`` of the trained map with the
+    fully randomised model's maps (mean over ``randomised``, one stack per re-initialisation) minus ``|rho|`` of
+    the trained map with the image's edge map (:func:`edge_maps`, no model). Below 0: less of the map survives
+    the destroyed weights than an edge detector shares with it, so the map depends on the weights."""
+    survived = np.mean([rank_correlations(trained, m, mask=mask, absolute=True) for m in randomised], axis=0)
+    edges = rank_correlations(trained, edge_maps(images), mask=mask, absolute=True)
+    return paired_interval(survived, edges)
 
 
 @dataclass
