@@ -222,7 +222,8 @@ def deletion_insertion_curves(result, *, title: str = "Deletion and insertion", 
 
 
 def randomization_curve(result, *, title: str = "Model-randomisation sanity check", source: str | None = None,
-                        ax=None, reference: float | None = None, reference_label: str = "image-only reference"):
+                        ax=None, reference: float | None = None, reference_label: str = "image-only reference",
+                        ylabel: str = "Spearman rank correlation\nwith the trained model's maps"):
     """Mean (and min-max band of) Spearman correlation with the trained model's maps, per randomisation step;
     ``reference`` draws a dotted line (e.g. how much an edge map of the image shares with the trained maps)."""
     plt = _plt()
@@ -232,14 +233,15 @@ def randomization_curve(result, *, title: str = "Model-randomisation sanity chec
         fig = ax.figure
     steps = np.arange(len(result.steps))
     ax.plot(steps, result.correlation, "o-", label="mean over images")
-    ax.fill_between(steps, result.per_image.min(axis=1), result.per_image.max(axis=1), alpha=0.2, label="min-max")
+    ax.fill_between(steps, result.per_image.min(axis=1), result.per_image.max(axis=1), alpha=0.2,
+                    label="range over the images")
     ax.axhline(0, color="grey", lw=0.8)
     if reference is not None:
         ax.axhline(reference, color="tab:red", ls=":", label=f"{reference_label} ({reference:+.2f})")
     ax.set_xticks(steps)
     ax.set_xticklabels(result.steps, rotation=30, ha="right", fontsize=7)
     ax.set_xlabel("layers re-initialised, from the output down (cumulative)")
-    ax.set_ylabel("Spearman rank correlation\nwith the trained model's maps")
+    ax.set_ylabel(ylabel)
     ax.set_ylim(-1.05, 1.05)
     ax.set_title(title + source_suffix(source))
     ax.legend(fontsize=8, loc="lower left", framealpha=0.9)      # the curve starts top left, at 1

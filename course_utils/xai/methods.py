@@ -50,7 +50,7 @@ __all__ = [
     "explain", "cam_from_gradients", "cam_plus_plus_from_gradients", "hires_cam_from_gradients", "normalize_maps", "resize_maps",
     "adapter", "conv_layers", "cam_sides", "cam_layer_at_least", "keras_view", "predict_logits", "predict_proba", "target_classes", "target_probs",
     "randomization_check", "randomization_checks", "RandomizationResult", "rank_correlations",
-    "survival_beyond_edges", "class_sensitivity", "ClassSensitivity",
+    "image_only_reference", "class_sensitivity", "ClassSensitivity",
     "PairedInterval", "paired_interval",
     "spearman", "heatmap_box", "heatmap_boxes", "box_iou", "peak_location", "center_of_mass", "edge_maps",
 ]
@@ -437,15 +437,19 @@ def randomization_check(model: Any, images: Any, method: str = "grad_cam", targe
 
 
 def randomization_checks(model: Any, images: Any, method: str = "grad_cam", target: Any = None, *,
-                         seeds: Sequence[int] = (0, 1, 2), **kwargs: Any) -> tuple[RandomizationResult, list[np.ndarray]]:
+                         seeds: Sequence[int] = (0, 1, 2), mask: np.ndarray | None = None, absolute: bool = False,
+                         **kwargs: Any) -> tuple[RandomizationResult, list[np.ndarray]]:
     """:func:`randomization_check` once per re-initialisation seed. Returns one result whose per-image
     correlations are the mean over the seeds (one draw of random weights is one sample; its table, curve and
-    verdict should not hang on it), and each seed's maps of the fully randomised model."""
+    verdict should not hang on it), each measured by :func:`rank_correlations` (``mask``, ``absolute``), and each
+    seed's maps of the fully randomised model."""
     if len(seeds) == 0:
         raise CourseError("seeds must name at least one re-initialisation")
     runs = [randomization_check(model, images, method, target, seed=int(s), **kwargs) for s in seeds]
-    mean = np.mean([r.per_image for r in runs], axis=0)
-    return RandomizationResult(runs[0].steps, runs[0].layers_reset, mean, runs[0].maps), [r.maps[-1] for r in runs]
+    per_seed = [np.stack([rank_correlations(r.maps[0], m, mask=mask, absolute=absolute) for m in r.maps])
+                for r in runs]
+    return (RandomizationResult(runs[0].steps, runs[0].layers_reset, np.mean(per_seed, axis=0), runs[0].maps),
+            [r.maps[-1] for r in runs])
 
 
 def rank_correlations(a: np.ndarray, b: np.ndarray, *, mask: np.ndarray | None = None,
@@ -463,15 +467,20 @@ def rank_correlations(a: np.ndarray, b: np.ndarray, *, mask: np.ndarray | None =
     return np.abs(rho) if absolute else rho
 
 
-def survival_beyond_edges(trained: np.ndarray, randomised: Sequence[np.ndarray], images: Any, *,
-                          mask: np.ndarray | None = None) -> PairedInterval:
-    """Adebayo et al.'s check against an image-only reference, per image: ``|rho|`` of the trained map with the
-    fully randomised model's maps (mean over ``randomised``, one stack per re-initialisation) minus ``|rho|`` of
-    the trained map with the image's edge map (:func:`edge_maps`, no model). Below 0: less of the map survives
-    the destroyed weights than an edge detector shares with it, so the map depends on the weights."""
-    survived = np.mean([rank_correlations(trained, m, mask=mask, absolute=True) for m in randomised], axis=0)
+def image_only_reference(trained: np.ndarray, images: Any, *, mask: np.ndarray | None = None,
+                         map_size: tuple[int, int] | None = None, draws: int = 8, seed: int = 0) -> np.ndarray:
+    """Per image, the ``|rho|`` with the trained map that needs no trained weights: the larger of what the image's
+    edge map shares with it (:func:`edge_maps`) and what a random map drawn at the heat map's resolution
+    (``map_size``, up-sampled the same way; mean of ``draws``) shares with it by chance. A randomised model's maps
+    that keep more than this are not explained by the image or by smoothness alone (Adebayo et al. 2018)."""
+    trained = np.asarray(trained, dtype=np.float64)
     edges = rank_correlations(trained, edge_maps(images), mask=mask, absolute=True)
-    return paired_interval(survived, edges)
+    if map_size is None:
+        return edges
+    rng = np.random.default_rng(seed)
+    chance = np.mean([rank_correlations(trained, resize_maps(rng.random((len(trained), *map_size)), trained.shape[1:]),
+                                        mask=mask, absolute=True) for _ in range(draws)], axis=0)
+    return np.maximum(edges, chance)
 
 
 @dataclass
