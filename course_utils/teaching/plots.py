@@ -242,7 +242,7 @@ def randomization_curve(result, *, title: str = "Model-randomisation sanity chec
     ax.set_xticklabels(result.steps, rotation=30, ha="right", fontsize=7)
     ax.set_xlabel("layers re-initialised, from the output down (cumulative)")
     ax.set_ylabel(ylabel)
-    ax.set_ylim(-1.05, 1.05)
+    ax.set_ylim(-0.05 if np.nanmin(result.per_image) >= 0 else -1.05, 1.05)   # |rho| needs no negative half
     ax.set_title(title + source_suffix(source))
     ax.legend(fontsize=8, loc="lower left", framealpha=0.9)      # the curve starts top left, at 1
     ax.grid(alpha=0.3)
