@@ -690,3 +690,11 @@ def test_randomization_checks_average_the_seeds(blob_model):
     assert len(last) == 2 and np.allclose(last[1], one[1].maps[-1]) and mean.steps == one[0].steps
     with pytest.raises(CourseError, match="at least one"):
         xai.randomization_checks(model, x[:4], seeds=())
+
+
+def test_randomization_verdict_reads_the_three_cases_and_equivalence():
+    iv = lambda lo, hi: cu.stats.PairedInterval((lo + hi) / 2, lo, hi, 40, 0.95)      # noqa: E731
+    assert xai.randomization_verdict(iv(0.02, 0.08)).startswith("more survives")
+    assert xai.randomization_verdict(iv(-0.2, -0.1)).startswith("less survives")
+    assert xai.randomization_verdict(iv(-0.03, 0.04)) == "about the image-only reference (within 0.05)"
+    assert xai.randomization_verdict(iv(-0.03, 0.09)) == "inconclusive"

@@ -288,3 +288,12 @@ def test_a_baseline_given_as_images_replaces_the_pixels_by_theirs(blob_model):
     assert np.allclose(a.chosen, b.chosen) and np.allclose(a.random, b.random)
     with pytest.raises(CourseError, match="one baseline image per image"):
         xai_faithfulness.deletion_insertion(model, x[:6], maps, target=1, baseline=flat[:2])
+
+
+def test_region_deletion_reads_its_verdict_as_a_finding(blob_model):
+    model, x, boxes = blob_model
+    chosen, region = _blob_masks(boxes, 12)
+    res = xai_faithfulness.region_deletion(model, x[:12], chosen, region, target=1, draws=2)
+    assert res.reading() == "the model uses what lies there: look at them"
+    empty = xai_faithfulness.region_deletion(model, x[:1], np.zeros((1, 16, 16), bool), region, target=1)
+    assert empty.reading() == "nothing to delete"

@@ -250,6 +250,13 @@ class RegionDeletion:
                                                 neither="inconclusive",
                                                 min_difference=min_difference)
 
+    def reading(self, confidence: float = 0.95) -> str:
+        """What :meth:`verdict` means for the chosen pixels as a finding, in a few words."""
+        return {"carry more evidence than the rest of the region": "the model uses what lies there: look at them",
+                "carry less evidence than the rest of the region": "not where the model's evidence is: not findings",
+                "inconclusive": "these images cannot tell",
+                "no such pixels": "nothing to delete"}[self.verdict(confidence)]
+
 
 def region_deletion(model: Any, images: Any, chosen: np.ndarray, region: np.ndarray, target: Any = None, *,
                     baseline: Any = "mean", draws: int = 8, seed: int = 0, blur_sigma: float | None = None,

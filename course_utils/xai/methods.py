@@ -50,7 +50,7 @@ __all__ = [
     "explain", "cam_from_gradients", "cam_plus_plus_from_gradients", "hires_cam_from_gradients", "normalize_maps", "resize_maps",
     "adapter", "conv_layers", "cam_sides", "cam_layer_at_least", "keras_view", "predict_logits", "predict_proba", "target_classes", "target_probs",
     "randomization_check", "randomization_checks", "RandomizationResult", "rank_correlations",
-    "image_only_reference", "class_sensitivity", "ClassSensitivity",
+    "image_only_reference", "randomization_verdict", "class_sensitivity", "ClassSensitivity",
     "PairedInterval", "paired_interval",
     "spearman", "heatmap_box", "heatmap_boxes", "box_iou", "peak_location", "center_of_mass", "edge_maps",
 ]
@@ -481,6 +481,15 @@ def image_only_reference(trained: np.ndarray, images: Any, *, mask: np.ndarray |
     chance = np.mean([rank_correlations(trained, resize_maps(rng.random((len(trained), *map_size)), trained.shape[1:]),
                                         mask=mask, absolute=True) for _ in range(draws)], axis=0)
     return np.maximum(edges, chance)
+
+
+def randomization_verdict(interval: PairedInterval, margin: float = 0.05) -> str:
+    """Words for "surviving minus the image-only reference" (:func:`image_only_reference`), per image: above 0,
+    part of the map does not depend on the weights; below, it does; within ``±margin`` as a whole, about the same."""
+    return interval.verdict(above="more survives than the image-only reference: part of the map does not depend on "
+                                  "the weights", below="less survives than the image-only reference: the maps depend "
+                                  "on the weights", neither="inconclusive",
+                            same=f"about the image-only reference (within {margin:g})", margin=margin)
 
 
 @dataclass
