@@ -223,12 +223,12 @@ def test_region_deletion_finds_the_pixels_that_carry_the_evidence(blob_model):
     model, x, boxes = blob_model
     chosen, region = _blob_masks(boxes, 12)
     res = xai_faithfulness.region_deletion(model, x[:12], chosen, region, target=1, draws=4)
-    assert res.verdict() == "carry more evidence than the rest of the region" and res.compare().high < 0
+    assert res.verdict() == "carry more evidence than random pixels of the region" and res.compare().high < 0
     assert len(res.kept) == 12 and (res.n_pixels == 16).all() and (res.intact > 0.9).all()
     # the rest of the quadrant (the blob kept) carries less than a random choice of the quadrant, which hits the blob
     rest = region[None] & ~chosen
     other = xai_faithfulness.region_deletion(model, x[:12], rest, region, target=1, draws=4)
-    assert other.verdict() == "carry less evidence than the rest of the region"
+    assert other.verdict() == "carry less evidence than random pixels of the region"
 
 
 def test_region_deletion_equals_deleting_by_hand_and_skips_images_without_chosen_pixels(blob_model):

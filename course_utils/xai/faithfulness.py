@@ -241,19 +241,20 @@ class RegionDeletion:
         return paired_interval(self.chosen, self.random, confidence)
 
     def verdict(self, confidence: float = 0.95, min_difference: float = 0.01) -> str:
-        """``"carry more evidence than the rest of the region"`` (the interval lies below 0), ``"carry less evidence
-        than the rest of the region"`` (above 0) or ``"inconclusive"``; ``"no such pixels"`` when no image had any."""
+        """``"carry more evidence than random pixels of the region"`` (the interval lies below 0), ``"carry less
+        evidence than random pixels of the region"`` (above 0) or ``"inconclusive"``; ``"no such pixels"`` when no image had any."""
         if len(self.kept) == 0:
             return "no such pixels"
-        return self.compare(confidence).verdict(above="carry less evidence than the rest of the region",
-                                                below="carry more evidence than the rest of the region",
+        return self.compare(confidence).verdict(above="carry less evidence than random pixels of the region",
+                                                below="carry more evidence than random pixels of the region",
                                                 neither="inconclusive",
                                                 min_difference=min_difference)
 
     def reading(self, confidence: float = 0.95) -> str:
         """What :meth:`verdict` means for the chosen pixels as a finding, in a few words."""
-        return {"carry more evidence than the rest of the region": "the model uses what lies there: look at them",
-                "carry less evidence than the rest of the region": "not where the model's evidence is: not findings",
+        return {"carry more evidence than random pixels of the region": "the model uses what lies there: look at them",
+                "carry less evidence than random pixels of the region": "not where the model's evidence is: not "
+                                                                        "findings",
                 "inconclusive": "these images cannot tell",
                 "no such pixels": "nothing to delete"}[self.verdict(confidence)]
 

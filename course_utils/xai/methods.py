@@ -503,6 +503,12 @@ class ClassSensitivity:
     maps_a: np.ndarray = field(repr=False)
     maps_b: np.ndarray = field(repr=False)
 
+    @property
+    def empty(self) -> np.ndarray:
+        """[N] True where either map is all zero: nothing to rank, so its correlation (0) says nothing."""
+        return (self.maps_a.reshape(len(self.maps_a), -1).max(axis=1) <= EPS) | \
+               (self.maps_b.reshape(len(self.maps_b), -1).max(axis=1) <= EPS)
+
 
 def class_sensitivity(model: Any, images: Any, class_a: int = 0, class_b: int = 1, *,
                       method: str = "grad_cam", preprocess: Callable | None = None,
