@@ -205,14 +205,16 @@ def test_a_conversion_hashes_the_weight_file_once_and_sweeps_dead_writers_files(
 def test_checking_the_weight_files_digest_is_not_felt(monkeypatch):
     """Issue 20: the integrity check costs under 5 % of a load. The .pth is hashed in a thread while Keras builds
     the model (hashlib releases the GIL), so a load with the check is compared with a load whose hash is skipped,
-    best of 5 each. (Hashing alone: 0.02 s of a 0.5-0.7 s load, 3-6 % depending on the machine's load.)"""
+    in interleaved pairs; the median of the pairs' ratios is what is judged, so a busy moment, which slows both loads of
+    a pair alike, does not decide it (the best of each side did: CI failed on 0.561 vs 0.524 s while a load took
+    0.40 s with or without the check on a quiet machine). Hashing alone: 0.02 s of a 0.4-0.7 s load."""
     from course_utils import integrity
 
     lk.imagenet_lite0(include_top=False)                   # warm: the cache exists, Keras is imported
 
     digest = integrity.sha256_file(lk.checkpoint_path())
     real = lk.sha256_file
-    for _ in range(2):          # a second series only if the first is over (CI failed once on 0.461 vs 0.435 s)
+    for _ in range(3):          # another series only if this one is over
         times = {True: [], False: []}
         for _ in range(6):                                  # interleaved, so a busy moment hits both alike
             for check in (True, False):
@@ -220,7 +222,7 @@ def test_checking_the_weight_files_digest_is_not_felt(monkeypatch):
                 t0 = time.perf_counter()
                 lk.imagenet_lite0(include_top=False)
                 times[check].append(time.perf_counter() - t0)
-        checked, unchecked = min(times[True]), min(times[False])
-        if checked < 1.05 * unchecked:
+        ratio = float(np.median(np.array(times[True]) / np.array(times[False])))
+        if ratio < 1.05:
             break
-    assert checked < 1.05 * unchecked, (checked, unchecked)
+    assert ratio < 1.05, (ratio, times)
