@@ -263,14 +263,15 @@ def test_checking_a_final_models_digest_is_not_felt(tmp_path, monkeypatch):
         assert final_models.load("b0", folder=tmp_path, verbose=False) is not None
         return time.perf_counter() - t0
 
-    # Checked and unchecked loads interleaved, so a busy moment of a shared 2-core runner hits both alike; the best
-    # of each is compared, and a second series is measured only if the first is over (timing noise, not a fault).
-    for _ in range(2):
+    # Checked and unchecked loads interleaved, so a busy moment of a shared 2-core runner hits both loads of a pair
+    # alike; the median of the pairs' ratios is judged (best against best failed CI once, 228 vs 216 ms, in the full
+    # suite), and another series is measured only if this one is over (timing noise, not a fault).
+    for _ in range(3):
         pairs = [(timed(real_hash), timed(lambda data: outer["sha256"])) for _ in range(12)]
-        checked, unchecked = min(p[0] for p in pairs), min(p[1] for p in pairs)
-        if checked < 1.05 * unchecked:
+        ratio = sorted(c / u for c, u in pairs)[len(pairs) // 2]
+        if ratio < 1.05:
             break
-    assert checked < 1.05 * unchecked, f"load {checked * 1e3:.0f} ms with the check, {unchecked * 1e3:.0f} ms without"
+    assert ratio < 1.05, f"median load with the check / without: {ratio:.3f} ({len(pairs)} interleaved pairs)"
 
 
 def test_meta_values_are_made_plain_or_refused_by_name():
