@@ -106,6 +106,12 @@ def paired_t_interval(a: Any, b: Any = 0.0, confidence: float = 0.95, *, unit: s
     return PairedInterval(mean, mean - half, mean + half, int(d.size), confidence, unit=unit)
 
 
+def _percentiles(boot: Any, confidence: float, skip_nan: bool = False) -> tuple[float, float]:
+    """The two-sided percentile interval of bootstrap values (2.5 and 97.5 for 95 %, exactly)."""
+    tail = round(50 * (1 - confidence), 10)
+    return tuple((np.nanpercentile if skip_nan else np.percentile)(boot, [tail, 100 - tail]))
+
+
 def paired_bootstrap(stat: Callable[[np.ndarray, np.ndarray], float], a: Any, b: Any, y: Any, n_boot: int = 1000,
                      seed: Any = 0, confidence: float = 0.95) -> PairedInterval:
     """Mean over seeds of ``stat(a, y) - stat(b, y)`` (scores ``[seeds, images]``) with a percentile bootstrap
@@ -123,8 +129,7 @@ def paired_bootstrap(stat: Callable[[np.ndarray, np.ndarray], float], a: Any, b:
 
     boot = [diff(rng.integers(0, len(a), len(a)), np.r_[rng.choice(pos, len(pos)), rng.choice(neg, len(neg))])
             for _ in range(n_boot)]
-    tail = round(50 * (1 - confidence), 10)               # 2.5 for 95 %, exactly
-    low, high = np.percentile(boot, [tail, 100 - tail])
+    low, high = _percentiles(boot, confidence)
     return PairedInterval(float(diff(range(len(a)), np.arange(len(y)))), float(low), float(high), len(y),
                           confidence, method="bootstrap")
 
@@ -139,8 +144,7 @@ def bootstrap_interval(stat: Callable[[np.ndarray], float], n: int, n_boot: int 
         raise CourseError(f"bootstrap_interval needs at least 2 items, got {n}")
     rng = np.random.default_rng(seed)
     boot = [stat(rng.integers(0, n, n)) for _ in range(n_boot)]
-    tail = round(50 * (1 - confidence), 10)
-    low, high = np.nanpercentile(boot, [tail, 100 - tail])
+    low, high = _percentiles(boot, confidence, skip_nan=True)
     return PairedInterval(float(stat(np.arange(n))), float(low), float(high), int(n), confidence,
                           method="bootstrap", unit=unit)
 

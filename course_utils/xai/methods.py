@@ -399,7 +399,8 @@ class RandomizationResult:
 
 def randomization_check(model: Any, images: Any, method: str = "grad_cam", target: Any = None, *,
                         max_steps: int | None = 8, seed: int = 0, preprocess: Callable | None = None,
-                        progress: bool = False, **kwargs: Any) -> RandomizationResult:
+                        progress: bool = False, mask: np.ndarray | None = None, absolute: bool = False,
+                        **kwargs: Any) -> RandomizationResult:
     """Adebayo et al.'s sanity check, cascading from the output layer down.
 
     The layers with weights are re-initialised from the top (output) towards the input, cumulatively,
@@ -407,7 +408,8 @@ def randomization_check(model: Any, images: Any, method: str = "grad_cam", targe
     with the original maps by Spearman rank correlation. Explanations that depend on what the model
     learned should decorrelate quickly. The trained model is not touched (a copy is randomised; for a
     Keras model the copy is drawn with ``keras.utils.set_random_seed(seed)``, which reseeds the session).
-    ``progress=True`` shows a progress bar over the steps.
+    ``progress=True`` shows a progress bar over the steps. ``mask`` and ``absolute``: how each step's maps are
+    compared with the original ones (:func:`rank_correlations`).
     """
     if method not in METHODS:
         raise CourseError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
@@ -431,7 +433,7 @@ def randomization_check(model: Any, images: Any, method: str = "grad_cam", targe
         m = normalize_maps(METHODS[method](work, x, t, **kwargs))
         steps.append(f"reset down to {g[-1]}")
         reset.append(list(done))
-        per_image.append(np.array([spearman(a, b) for a, b in zip(original, m)]))
+        per_image.append(rank_correlations(original, m, mask=mask, absolute=absolute))
         maps.append(m)
     return RandomizationResult(steps, reset, np.stack(per_image), maps)
 
@@ -445,11 +447,10 @@ def randomization_checks(model: Any, images: Any, method: str = "grad_cam", targ
     seed's maps of the fully randomised model."""
     if len(seeds) == 0:
         raise CourseError("seeds must name at least one re-initialisation")
-    runs = [randomization_check(model, images, method, target, seed=int(s), **kwargs) for s in seeds]
-    per_seed = [np.stack([rank_correlations(r.maps[0], m, mask=mask, absolute=absolute) for m in r.maps])
-                for r in runs]
-    return (RandomizationResult(runs[0].steps, runs[0].layers_reset, np.mean(per_seed, axis=0), runs[0].maps),
-            [r.maps[-1] for r in runs])
+    runs = [randomization_check(model, images, method, target, seed=int(s), mask=mask, absolute=absolute, **kwargs)
+            for s in seeds]
+    return (RandomizationResult(runs[0].steps, runs[0].layers_reset, np.mean([r.per_image for r in runs], axis=0),
+                                runs[0].maps), [r.maps[-1] for r in runs])
 
 
 def rank_correlations(a: np.ndarray, b: np.ndarray, *, mask: np.ndarray | None = None,
@@ -520,8 +521,7 @@ def class_sensitivity(model: Any, images: Any, class_a: int = 0, class_b: int = 
     """
     a = explain(model, images, method, class_a, preprocess=preprocess, **kwargs)
     b = explain(model, images, method, class_b, preprocess=preprocess, **kwargs)
-    corr = np.array([spearman(u, v) for u, v in zip(a, b)])
-    return ClassSensitivity(class_a, class_b, corr, np.abs(a - b).mean(axis=(1, 2)), a, b)
+    return ClassSensitivity(class_a, class_b, rank_correlations(a, b), np.abs(a - b).mean(axis=(1, 2)), a, b)
 
 
 # =========================================================================== localisation
