@@ -69,7 +69,7 @@ def resolve_mode(requested: str) -> str:
 
 
 def find_notebooks(folder: Path, only: list[str] | None) -> list[Path]:
-    nbs = sorted(folder.glob("[0-9][0-9]_*.ipynb"))
+    nbs = sorted(folder.glob("[0-9][0-9]*_*.ipynb"))     # 01_..., 04b_...
     if only:
         nbs = [nb for nb in nbs if any(nb.name.startswith(prefix) for prefix in only)]
     if not nbs:

@@ -24,7 +24,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-ROW = re.compile(r"^\| (?P<num>\d\d) \| (?P<title>\[[^\]]+\]\(notebooks/(?P<stem>\d\d_\w+)\.ipynb\)) \| "
+ROW = re.compile(r"^\| (?P<num>\d\d[a-z]?) \| (?P<title>\[[^\]]+\]\(notebooks/(?P<stem>\d\d[a-z]?_\w+)\.ipynb\)) \| "
                  r"(?P<fw>[^|]+) \| (?P<t4>[^|]+) \| (?P<cpu>[^|]+) \| (?P<colab>.*)$", re.M)
 TIME_PARAGRAPH = re.compile(r"\*\*Time:?\*\*:?.*?(?=\*\*Prerequisites)", re.S)
 TOLERANCE = 0.35   # measured times on a shared 2-core machine vary; a header is stale beyond this
@@ -103,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
         readme_path.write_text(readme, encoding="utf-8")
     rows = readme_rows(readme)
     stale = []
-    for path in sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb")):
+    for path in sorted((ROOT / "notebooks").glob("[0-9][0-9]*_*.ipynb")):
         old, new = update_notebook(path, rows)
         if old != new:
             stale.append(path.name)

@@ -281,6 +281,19 @@ def test_an_image_stored_sideways_is_read_upright_as_every_viewer_shows_it(fmt):
     assert top[0] > 200 and top[2] < 60 and bottom[2] > 200 and bottom[0] < 60, (top, bottom)
 
 
+@pytest.mark.parametrize("fmt", ["JPEG", "TIFF"])
+def test_a_cmyk_image_is_read_in_the_colours_a_viewer_shows(fmt, tmp_path):
+    """Issue 21, bad input: a print-shop CMYK file (JPEG or TIFF) is read as RGB with its colours, not its inks."""
+    path = tmp_path / f"cmyk.{fmt.lower()}"
+    _half_red_half_blue().convert("CMYK").save(path, format=fmt)
+    with Image.open(path) as im:
+        assert im.mode == "CMYK"
+    img = D.read_image(path).astype(int)
+    left, right = img[:, :15].mean(axis=(0, 1)), img[:, -15:].mean(axis=(0, 1))
+    assert img.shape == (20, 40, 3)
+    assert left[0] > 200 and left[2] < 60 and right[2] > 200 and right[0] < 60, (left, right)
+
+
 def test_transparent_pixels_are_read_as_the_white_a_viewer_shows():
     """Issue 20: RGBA and palette images gave the colours hidden under transparency."""
     import io

@@ -28,8 +28,8 @@ def _folder(root, n=30):
     return truth
 
 
-@pytest.mark.parametrize("command", ["init", "add", "status", "next", "train", "evaluate", "report", "label",
-                                     "heatmap", "duplicates"])
+@pytest.mark.parametrize("command", ["init", "add", "status", "next", "train", "predict", "evaluate", "report",
+                                     "label", "heatmap", "duplicates"])
 def test_every_subcommand_has_help(command, capsys):
     with pytest.raises(SystemExit) as done:
         cli.main([command, "--help"])
@@ -173,6 +173,39 @@ def test_a_round_trip_of_real_commands_takes_under_a_minute(tmp_path):
     assert time.perf_counter() - start < 60
 
 
+def test_train_no_predict_then_predict_fills_the_pool_and_keeps_the_embeddings(tmp_path, capsys):
+    """`train --no-predict` leaves the pool unpredicted; `predict` then fills it with that round's model, and
+    predicting again (as after an interrupted pass) rewrites the same rows, never duplicates."""
+    from course_utils.active.labels import LabelStore
+    from course_utils.project import cli
+
+    root = tmp_path / "imgs"
+    truth = _folder(root, n=30)
+    assert cli.main(["init", str(root), "--classes", "plain", "spot"]) == 0
+    store = LabelStore(root / ".course" / "labels.db")
+    for i, ref in zip(store.ids("pool").tolist()[:12], store.refs(store.ids("pool")[:12])):
+        store.label(i, truth[ref])
+    store.close()
+    assert cli.main(["train", str(root), "--model", "small_cnn", "--epochs", "1", "--image-size", "16",
+                     "--no-predict"]) == 0
+    store = LabelStore(root / ".course" / "labels.db")
+    assert store.counts()["predicted"] == 0
+    assert not (root / ".course" / "embeddings_round1.npz").exists()
+    store.close()
+    capsys.readouterr()
+    for _ in range(2):
+        assert cli.main(["predict", str(root), "--batch-size", "4"]) == 0
+        assert "with round 1" in capsys.readouterr().out
+    store = LabelStore(root / ".course" / "labels.db")
+    unlabelled = store.ids("pool", labelled=False)
+    assert store.counts()["predicted"] == len(unlabelled) > 0
+    assert set(store.prediction_rounds(unlabelled.tolist()).values()) == {1}
+    assert not list((root / ".course").glob("*.partial"))
+    with np.load(root / ".course" / "embeddings_round1.npz") as data:
+        assert len(data["ids"]) == len(store.ids("pool"))                    # labelled too: Coreset's distances
+    store.close()
+
+
 def test_output_dir_keeps_every_round_file_and_the_hold_out_scores_together(tmp_path, capsys):
     from course_utils.active.labels import LabelStore
 
@@ -205,6 +238,10 @@ def test_output_dir_keeps_every_round_file_and_the_hold_out_scores_together(tmp_
     assert "--target must be one of" in capsys.readouterr().err
     assert cli.main(["evaluate", str(root), "--output-dir", str(out), "--again"]) == 0       # round 1, found there
     assert "evaluation number 2" in capsys.readouterr().out
+    assert cli.main(["status", str(root), "--output-dir", str(out)]) == 0
+    assert "1 round(s) trained" in capsys.readouterr().out
+    assert cli.main(["next", str(root), "--output-dir", str(out), "--strategy", "coreset", "--batch-size", "2"]) == 0
+    assert "by coreset" in capsys.readouterr().out                      # its embeddings, read from --output-dir
     capsys.readouterr()
 
 

@@ -3,6 +3,7 @@
 the hold-out fixed by content hash, new images only on a second call, and the mode checked."""
 from __future__ import annotations
 
+import re
 import shutil
 
 import numpy as np
@@ -644,6 +645,81 @@ def test_a_kill_during_training_keeps_the_last_round_and_a_rerun_trains_the_next
     store = LabelStore(db)
     assert C.train_round(store, model="small_cnn", epochs=1, image_size=20, batch_size=8, progress=False).round == 2
     store.close()
+
+
+@pytest.mark.processes
+def test_ctrl_c_during_training_exits_130_and_keeps_the_last_round(tmp_path):
+    """A real SIGINT to a real `course-project train` process: exit code 130 with one line (no traceback), the
+    last round's model byte for byte, no half-written file, and the next `train` makes round 2."""
+    import hashlib
+    import os
+    import signal
+    import subprocess
+    import sys
+    import textwrap
+    import time
+
+    from course_utils.project import cycle as C
+
+    store = _trained_project(tmp_path)
+    models = C.project_dir(store) / "models"
+    before = hashlib.sha256((models / "round1.pt").read_bytes()).hexdigest()
+    rounds_csv = (C.project_dir(store) / "rounds.csv").read_text()
+    db, folder = store.path, tmp_path / "imgs"
+    store.close()
+    script = tmp_path / "ctrl_c.py"
+    script.write_text(textwrap.dedent(f'''
+        import sys
+        from course_utils.project import cli
+        print("go", flush=True)
+        sys.exit(cli.main(["train", {str(folder)!r}, "--model", "small_cnn", "--epochs", "500", "--image-size", "20",
+                           "--batch-size", "4"]))
+    '''))
+    child = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert child.stdout.readline().strip() == "go"
+    time.sleep(3)
+    assert child.poll() is None, "the round finished before Ctrl-C"
+    os.kill(child.pid, signal.SIGINT)
+    _out, err = child.communicate(timeout=60)
+    assert child.returncode == 130, err[-2000:]
+    assert "interrupted; labels and finished rounds are kept" in err and "Traceback" not in err, err[-2000:]
+    assert hashlib.sha256((models / "round1.pt").read_bytes()).hexdigest() == before
+    assert sorted(p.name for p in models.iterdir()) == ["round1.pt"]
+    assert (C.project_dir(store) / "rounds.csv").read_text() == rounds_csv
+    store = LabelStore(db)
+    assert C.train_round(store, model="small_cnn", epochs=1, image_size=20, batch_size=8, progress=False).round == 2
+    store.close()
+
+
+def test_a_full_disk_while_writing_embeddings_keeps_the_predictions_and_no_half_file(tmp_path, tiny_disk):
+    truth_root = tmp_path / "imgs"
+    _two_class_folder(truth_root, n=40)
+    done = tiny_disk(f'''
+        from course_utils import CourseError
+        from course_utils.project import cycle, folder
+        store = folder.open_project({str(truth_root)!r}, ["plain", "spot"], verbose=False)
+        for k, i in enumerate(store.ids("pool").tolist()[:16]):
+            store.label(i, k % 2)
+        result = cycle.train_round(store, model="small_cnn", epochs=1, image_size=20, progress=False)
+        filler = DISK / "filler"
+        free = __import__("shutil").disk_usage(DISK).free
+        filler.write_bytes(b"x" * max(free - 2048, 0))             # a couple of KB left: not enough for the npz
+        try:
+            cycle.predict_pool(store, result, batch_size=8, progress=False, output_dir=DISK)
+        except CourseError as exc:
+            print("ERROR", exc)
+        print("FILES", sorted(p.name for p in DISK.iterdir() if p.name != "filler"))
+        print("PREDICTED", store.counts()["predicted"], "OF", len(store.ids("pool", labelled=False)))
+        filler.unlink()
+        cycle.predict_pool(store, result, batch_size=8, progress=False, output_dir=DISK)
+        print("RETRY", sorted(p.name for p in DISK.iterdir()))
+    ''', size_kb=256)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "ERROR could not write embeddings_round1.npz" in done.stdout and "course-project predict" in done.stdout
+    assert "FILES []" in done.stdout, done.stdout                                  # no half-written npz left
+    n = re.search(r"PREDICTED (\d+) OF (\d+)", done.stdout)
+    assert n and n.group(1) == n.group(2) != "0", done.stdout                      # predictions were saved
+    assert "RETRY ['embeddings_round1.npz']" in done.stdout, done.stdout
 
 
 def test_a_full_disk_while_saving_a_round_is_a_clear_error_and_a_retry_saves_it(tmp_path, tiny_disk):

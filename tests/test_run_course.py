@@ -51,9 +51,11 @@ def test_main_job_writes_executed_notebooks_html_and_summary(tmp_path, monkeypat
 
 
 def test_only_filters_by_number_prefix(tmp_path):
-    for name in ("01_a.ipynb", "02_b.ipynb", "notes.ipynb"):
+    for name in ("01_a.ipynb", "02_b.ipynb", "02b_c.ipynb", "notes.ipynb"):
         _notebook(tmp_path / name, "1")
-    assert [p.name for p in run_course.find_notebooks(tmp_path, None)] == ["01_a.ipynb", "02_b.ipynb"]
-    assert [p.name for p in run_course.find_notebooks(tmp_path, ["02"])] == ["02_b.ipynb"]
+    assert [p.name for p in run_course.find_notebooks(tmp_path, None)] == ["01_a.ipynb", "02_b.ipynb", "02b_c.ipynb"]
+    assert [p.name for p in run_course.find_notebooks(tmp_path, ["02"])] == ["02_b.ipynb", "02b_c.ipynb"]
+    assert [p.name for p in run_course.find_notebooks(tmp_path, ["02_"])] == ["02_b.ipynb"]     # one of the two
+    assert [p.name for p in run_course.find_notebooks(tmp_path, ["02b"])] == ["02b_c.ipynb"]
     with pytest.raises(SystemExit, match="no notebooks matched"):
         run_course.find_notebooks(tmp_path, ["07"])

@@ -7,6 +7,7 @@
     course-project duplicates my_images/                             # near-copies, and those across the split
     course-project next  my_images/                                  # what the next session shows first
     course-project train my_images/ --epochs 6 --batch-size 16       # then predicts the unlabelled images
+    course-project predict my_images/                                # predict again (after --no-predict, a crash)
     course-project evaluate my_images/                               # the hold-out, once
     course-project report my_images/                                 # figures and a page in .course/report/
     course-project heatmap my_images/ slide.tif                      # a round's model over one large image
@@ -52,7 +53,8 @@ def parser() -> argparse.ArgumentParser:
     mode.add_argument("--classes", nargs="+", metavar="NAME", help="class names, one class per image")
     mode.add_argument("--labels", nargs="+", metavar="NAME", help="yes/no label names (multi-label, at most 3)")
     command("add", "add the folder's new images to its project (copies and known images are skipped)")
-    command("status", "how many images, labels, rounds and hold-out evaluations the project has")
+    status = command("status", "how many images, labels, rounds and hold-out evaluations the project has")
+    status.add_argument("--output-dir", type=Path, default=None, help="where rounds are kept (default: beside --db)")
     dup = command("duplicates", "list pairs of images that are probably the same picture (re-saved, resized, "
                                 "turned), and which of them sit on both sides of the pool / hold-out split")
     dup.add_argument("--max-rms", type=float, default=3.0, help="largest grey-level difference of the 16 x 16 "
@@ -61,6 +63,8 @@ def parser() -> argparse.ArgumentParser:
     nxt.add_argument("--strategy", default=None, help="entropy (default once there are predictions), confident, "
                                                         "random, margin, least_confidence, coreset, badge")
     nxt.add_argument("--batch-size", type=int, default=8, help="how many [8]")
+    nxt.add_argument("--output-dir", type=Path, default=None, help="where rounds (and coreset's and badge's "
+                                                                   "embeddings) are kept (default: beside --db)")
     train = command("train", "train a new round on the labels so far, then predict the unlabelled images")
     train.add_argument("--model", choices=["lite0", "b0", "small_cnn"], default="lite0",
                        help="EfficientNet-Lite0 with ImageNet weights that ship with the course (default), "
@@ -78,6 +82,11 @@ def parser() -> argparse.ArgumentParser:
                                                                 "colour or staining")
     train.add_argument("--evaluate-holdout", action="store_true", help="then evaluate the hold-out (once)")
     train.add_argument("--again", action="store_true", help="allow a second look at the hold-out")
+    pred = command("predict", "predict the unlabelled images with a round's model: after `train --no-predict`, "
+                              "or to finish a prediction pass that was interrupted")
+    pred.add_argument("--round", type=int, default=None, help="the round whose model to use (default: the latest)")
+    pred.add_argument("--batch-size", type=int, default=16, help="images per batch [16]")
+    pred.add_argument("--output-dir", type=Path, default=None, help="where rounds are kept (default: beside --db)")
     ev = command("evaluate", "evaluate a round's model on the labelled hold-out images, once")
     ev.add_argument("--round", type=int, default=None, help="the round to use (default: the latest)")
     ev.add_argument("--output-dir", type=Path, default=None, help="where rounds are kept (default: beside --db)")
@@ -206,7 +215,7 @@ def run(args: argparse.Namespace) -> int:
             c = store.counts()
             print(f"{store.path}: {store.mode}, classes {store.class_names}; {c['labelled']} of {c['pool']} pool "
                   f"image(s) labelled, {len(store.labels('holdout'))} of {c['holdout']} hold-out image(s) labelled; "
-                  f"{cycle.next_round(store) - 1} round(s) trained; hold-out evaluated "
+                  f"{cycle.next_round(store, args.output_dir) - 1} round(s) trained; hold-out evaluated "
                   f"{store.holdout_evaluations()} time(s)")
         elif args.command == "duplicates":
             pairs = folder.near_duplicates(store, max_rms=args.max_rms)
@@ -218,7 +227,8 @@ def run(args: argparse.Namespace) -> int:
                 print(f"  {p['a']}\t{p['b']}\trms {p['rms']}" + ("\tACROSS THE SPLIT" if p["straddles"] else ""))
         elif args.command == "next":
             strategy = args.strategy or ("entropy" if store.counts()["predicted"] else "random")
-            extra = {"embeddings": cycle.load_embeddings(store)} if strategy in ("coreset", "badge") else {}
+            extra = ({"embeddings": cycle.load_embeddings(store, output_dir=args.output_dir)}
+                     if strategy in ("coreset", "badge") else {})
             picked = store.next_batch(strategy, args.batch_size, random_state=0, return_scores=True, claim=False,
                                       **extra)
             print(f"next {len(picked)} image(s) by {strategy} (id, score, file):")
@@ -236,6 +246,11 @@ def run(args: argparse.Namespace) -> int:
                 print(f"predicted {n} unlabelled image(s): the next labelling session shows the least sure first")
             if args.evaluate_holdout:
                 _print_report(cycle.evaluate_holdout(store, result, again=args.again, output_dir=args.output_dir))
+        elif args.command == "predict":
+            result = cycle.load_round(store, args.round, output_dir=args.output_dir)
+            n = cycle.predict_pool(store, result, batch_size=args.batch_size, output_dir=args.output_dir)
+            print(f"predicted {n} unlabelled image(s) with round {result.round}: the next labelling session shows "
+                  "the least sure first")
         elif args.command == "evaluate":
             result = cycle.load_round(store, args.round, output_dir=args.output_dir)
             _print_report(cycle.evaluate_holdout(store, result, again=args.again, output_dir=args.output_dir))

@@ -3,7 +3,7 @@
     result = cu.project.train_round(store)          # the course's recipe from 04, on the labels so far
     cu.project.predict_pool(store, result)          # confidences (and embeddings) for the next session
 
-Training uses the recipe of notebook 04: EfficientNet-Lite0 (ImageNet weights, offline) trained in two phases
+Training uses the recipe of notebooks 04 and 04b: EfficientNet-Lite0 (ImageNet weights, offline) trained in two phases
 (head, then everything), focal loss (softmax focal for one class per image, sigmoid focal per label for
 multi-label; no alpha: 04 showed alpha 0.25 costs the rare class its recall), AdamW, a cosine schedule, gradient
 clipping and 04's augmentations, on a seeded stratified validation split of the labelled pool (the hold-out is
@@ -325,9 +325,26 @@ def predict_pool(store: Any, result: RoundResult, *, batch_size: int = 32, embed
             kept_ids.append(batch_ids[ok])
             kept_feats.append(feats[ok])
         out = Path(output_dir) if output_dir is not None else project_dir(store)
-        np.savez(out / f"embeddings_round{result.round}.npz", ids=np.concatenate(kept_ids),
-                 embeddings=np.concatenate(kept_feats))
+        _save_npz_atomically(out / f"embeddings_round{result.round}.npz", ids=np.concatenate(kept_ids),
+                             embeddings=np.concatenate(kept_feats))
     return n
+
+
+def _save_npz_atomically(path: Path, **arrays: np.ndarray) -> None:
+    """Write an ``.npz`` beside ``path`` and move it into place, so a kill or a full disk never leaves half a
+    file where Coreset and BADGE would read it (the predictions are in SQLite already)."""
+    tmp = path.with_name(path.name + ".partial")
+    try:
+        with open(tmp, "wb") as f:
+            np.savez(f, **arrays)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise CourseError(f"could not write {path.name} ({exc.strerror or exc}): the predictions are saved in the "
+                          "store, the embeddings (for coreset and badge) are not. Free some space, then run "
+                          "`course-project predict` again.") from exc
 
 
 def load_embeddings(store: Any, round_: int | None = None, *,

@@ -277,10 +277,15 @@ EXERCISES: dict[str, Exercise] = {e.key: e for e in [
              "is wide, and 'no clear change' is a common, honest outcome: the run decides.",
              expected=lambda observed: str(observed),
              accepts="'up', 'down' or 'no clear change'"),
-    Exercise("04.3", "a finding occurs in 2 % of the images. To what value should the bias of its sigmoid output "
-             "start so that the untrained model predicts 2 %?", "value",
-             "solve sigmoid(b) = 0.02 for b.", "b = log(pi / (1 - pi)) = log(0.02 / 0.98) = -3.89.",
-             expected=lambda: math.log(0.02 / 0.98), accepts="a number"),
+    Exercise("04.3", "a finding occurs in 2 % of the images, and its output's bias starts at the prior, so the untrained "
+             "model says 2 % for every image. What is that model's mean binary cross-entropy (natural log) on the "
+             "training images? (With a bias of 0 it says 50 % and scores log 2 = 0.693.)", "value",
+             "2 % of the images have y = 1 and get -log(0.02); the other 98 % get -log(0.98). Average them.",
+             "-(0.02 log 0.02 + 0.98 log 0.98) = 0.098, the entropy of the prior: seven times less than log 2 = "
+             "0.693. A bias of 0 starts every rare finding with a large loss that the first steps spend on learning "
+             "'this is rare' (pushing every output down), before anything about the images; starting at the prior "
+             "skips that.",
+             expected=lambda: -(0.02 * math.log(0.02) + 0.98 * math.log(0.98)), accepts="a number"),
     Exercise("04.4", "choose, and justify: a screening tool must miss as few cancers as it can without recalling "
              "everyone. Which loss of section 4's table would you take, judged on a measure that 'always malignant' "
              "cannot win? Give its name as in the table.", "value",
@@ -288,10 +293,38 @@ EXERCISES: dict[str, Exercise] = {e.key: e for e in [
              "recalled? And is the lead of the top row clear of the seed-to-seed spread?",
              "the loss at the top of the balanced-accuracy column. Say also whether its lead over the next row is "
              "larger than the spread (the +- numbers): if not, either is defensible, and the threshold chosen on "
-             "validation (section 9) matters more than the loss.",
+             "validation (section 6) matters more than the loss.",
              expected=lambda table: str(table.drop(index="always malignant (no model)", errors="ignore")
                                         ["balanced"].idxmax()),
              accepts="a loss name as in the table, e.g. 'cross-entropy'"),
+    # ------------------------------------------------------------------ 04b the training recipe
+    Exercise("04b.1", "with a zero gradient, one AdamW step multiplies a weight by (1 - lr * wd). At a constant lr of "
+             "3e-3 and wd 0.01, what share of a weight is left after 1,000 such steps?", "value",
+             "one step keeps 1 - 3e-3 * 0.01 of it; the steps multiply.",
+             "(1 - 3e-5) ** 1000 = 0.9704: about 3 % of each weight is gone after 1,000 steps, if nothing pushed back. "
+             "With wd 1e-4 it would be 0.9997: weight decay in name only. The gradients push back, so the measured "
+             "norms shrink less (section 1).",
+             expected=lambda: (1 - 3e-3 * 0.01) ** 1000, accepts="a number between 0 and 1"),
+    Exercise("04b.2", "predict, then run: clip the gradient norm at 0.1 instead of 1.0 (same seeds, same data). Will "
+             "the validation AUC, against the defaults, go 'up', 'down', or show 'no clear change' (judged by the "
+             "paired interval over the seeds)?", "prediction",
+             "clipping rescales the whole gradient. What does AdamW divide each step by, and what happens to a "
+             "gradient that is always scaled down by about the same factor?",
+             "AdamW divides each coordinate's step by the running size of its own gradient, so a gradient that is "
+             "always shortened by a similar factor gives almost the same steps: 'no clear change' is the usual "
+             "outcome. Clipping harder bites when the norms vary a lot from batch to batch (the scale is then "
+             "uneven across steps), and it does nothing useful as a fix for a learning rate that is too high. The "
+             "run decides, by its interval.",
+             expected=lambda observed: str(observed), accepts="'up', 'down' or 'no clear change'"),
+    Exercise("04b.3", "choose, and justify: your project has about 300 labelled images and a T4 for an hour. From "
+             "section 3's verdict (phase 2 minus the head trained as long, with its interval), would you run the second phase: "
+             "'fine-tune', 'head only', or 'either' when this run cannot tell them apart?", "value",
+             "read the interval of section 3, not the two numbers: does it exclude 0, and on which side?",
+             "follow the interval: 'fine-tune' if phase 2 was clearly better, 'head only' if it was clearly worse, "
+             "'either' if the interval covers 0 (then the head-only model is cheaper and as good as this run can "
+             "tell). Both numbers kept their best epoch on the same validation images and come from one seed, so "
+             "more validation images, or a few seeds, would change your mind.",
+             expected=lambda verdict: str(verdict), accepts="'fine-tune', 'head only' or 'either'"),
     # ------------------------------------------------------------------ 05 active learning
     Exercise("05.1", "write variation_ratio(mc): from T MC-dropout passes mc (T x N x C probabilities), the share of "
              "passes that do NOT vote for the most-voted class, per image (Gal et al. 2017's variation ratios).",
