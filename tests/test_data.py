@@ -78,6 +78,28 @@ def test_medmnist_real_path_reads_local_npz(tmp_path):
     assert len(sub.train) == 50 and len(sub.test) == 50
 
 
+def test_a_stand_in_npz_copied_into_root_is_still_reported_as_a_stand_in(tmp_path):
+    """Issue 23: the npz route (root=) took any file in MedMNIST's layout for MedMNIST, so a course stand-in copied
+    there was labelled real data. Stand-ins now carry a marker; source='real' refuses them with what to do."""
+    from course_utils.data.standin_cache import is_stand_in_npz, make_medmnist_stand_in
+
+    path = make_medmnist_stand_in("breastmnist", size=28, root=tmp_path)
+    assert is_stand_in_npz(path)
+    ds = D.load_medmnist("breastmnist", root=tmp_path, max_per_split=20)
+    assert ds.info.source == "stand-in" and ds.info.is_stand_in and "generated stand-ins" in ds.info.notes
+    with pytest.raises(CourseError, match="generated stand-ins"):
+        D.load_medmnist("breastmnist", source="real", root=tmp_path)
+    (tmp_path / "real").mkdir()
+    real_like = _write_breastmnist_npz(tmp_path / "real")                  # the same layout, no marker
+    assert not is_stand_in_npz(real_like)
+    old = tmp_path / "old"                                                 # a stand-in cached before the marker:
+    old.mkdir()                                                            # marked in place, silently, kept
+    with np.load(path) as z:
+        np.savez(old / path.name, **{k: z[k] for k in z.files if k != "course_stand_in"})
+    assert make_medmnist_stand_in("breastmnist", size=28, root=old) == old / path.name and is_stand_in_npz(old / path.name)
+    assert D.load_medmnist("breastmnist", source="real", root=tmp_path / "real").info.source == "medmnist"
+
+
 @pytest.mark.parametrize("fault", ["size", "label"])
 def test_medmnist_arrays_at_another_size_or_with_a_foreign_label_are_refused(tmp_path, fault):
     """Issue 20: MedMNIST arrays at the wrong size, or with an out-of-range label, were accepted."""

@@ -437,3 +437,35 @@ def test_06_class_sensitivity_assert_fails_for_an_explainer_that_ignores_the_cla
     measured("corr_ab", {"ignores the class": same, "class-aware": opposite})
     assert not check(corr_ab=same), f"an explainer that ignores the class passes (corr_ab {same:.3f})"
     assert check(corr_ab=opposite), f"a class-aware explainer fails (corr_ab {opposite:.3f})"
+
+
+# =========================================================================== 07 your own images
+def test_07_a_run_all_by_hand_keeps_the_hold_out_closed(capsys):
+    """With ORACLE = False (a person labels) and DONE_LABELLING = False, the hold-out cell prints how to open it and
+    never evaluates: a "run all" before the blind session cannot look at the hold-out. With DONE_LABELLING = True
+    the same statement goes on to the evaluation (here: a stand-in that records the call)."""
+    class Store:
+        def counts(self):
+            return {"holdout": 7}
+
+    looks = []
+
+    class Project:
+        @staticmethod
+        def evaluate_holdout(store, result, **kw):
+            looks.append(kw)
+            if len(looks) > 1:
+                raise cu.CourseError("already evaluated")
+            return {"n": 3, "round": 2, "evaluations": len(looks)}
+
+    fake_cu = type("cu", (), {"project": Project, "CourseError": cu.CourseError, "stats": cu.stats,
+                              "report": staticmethod(lambda *a, **k: None)})
+    needle, start = "final = cu.project.evaluate_holdout(store, result)", "if DONE_LABELLING or ORACLE:"
+    _run("07_your_own_images", needle, start, DONE_LABELLING=False, ORACLE=False, held={}, store=Store(), cu=fake_cu)
+    out = capsys.readouterr().out
+    assert "the hold-out stays closed (0 of 7 labelled)" in out and "DONE_LABELLING = True" in out
+    assert looks == []
+    _run("07_your_own_images", needle, start, DONE_LABELLING=True, ORACLE=False, held={1: 0}, store=Store(),
+         result=object(), cu=fake_cu, SOURCE="stand-in")
+    out = capsys.readouterr().out
+    assert len(looks) == 2 and "look number 1" in out and "a second look: refused" in out

@@ -38,7 +38,9 @@ def test_medmnist_stand_in_in_medmnist_format(tmp_path):
     path = C.make_medmnist_stand_in("breastmnist", size=28, root=tmp_path)
     assert path.name == "breastmnist.npz"
     with np.load(path) as z:
-        assert sorted(z.files) == sorted(f"{s}_{k}" for s in ("train", "val", "test") for k in ("images", "labels"))
+        assert sorted(z.files) == sorted([f"{s}_{k}" for s in ("train", "val", "test") for k in ("images", "labels")]
+                                         + ["course_stand_in"])          # the marker: never taken for MedMNIST
+        assert str(z["course_stand_in"]) == C.STAND_IN_VERSION
     for split, n in medmnist.INFO["breastmnist"]["n_samples"].items():
         ds = medmnist.BreastMNIST(split=split, root=str(tmp_path), download=False)
         assert len(ds) == n  # medmnist's own split-size assertion passes

@@ -26,7 +26,7 @@ from .pipelines import to_tf_dataset, to_torch_loader  # re-exported: the notebo
 from ..runtime import CourseError
 from .standin_cache import (
     MEDMNIST_SIZES, STAND_IN_VERSION, check_flag_size, make_malaria_stand_in, make_medmnist_stand_in,
-    medmnist_meta, npz_name, npz_problem,
+    is_stand_in_npz, medmnist_meta, npz_name, npz_problem,
 )
 from .splits import Split, class_counts, stratified_indices, stratified_split, stratified_subset
 from .standins import MEDMNIST_FLAGS
@@ -526,8 +526,15 @@ def load_medmnist(flag: str, *, size: int = 28, source: str = "auto", root: str 
                 cached = False  # medmnist checks the file's MD5 and downloads it again
             if not cached and runtime.offline_reason():
                 raise ConnectionError(runtime.offline_reason())
+            copied_stand_in = cached and is_stand_in_npz(real_file)
+            if copied_stand_in and source == "real":
+                raise CourseError(f"{real_file} is one of this course's generated stand-ins, not MedMNIST (source='real' "
+                                  "asks for the real data): replace it with the file from https://zenodo.org/records/10519652.")
             data = _read_medmnist(flag, size, str(real_root), download=not cached)
-            used = "medmnist"
+            used = "stand-in" if copied_stand_in else "medmnist"
+            if copied_stand_in:
+                notes = (f"{real_file} is one of this course's generated stand-ins (make_medmnist_stand_in), not "
+                         "MedMNIST: it shows that the code works, not how well the method does.")
         except Exception as exc:  # noqa: BLE001
             fix = (f"check the internet connection, or download {npz_name(flag, size)} from "
                    "https://zenodo.org/records/10519652 and pass root= the folder that holds it.")

@@ -39,9 +39,10 @@ from .standins import (
 )
 
 __all__ = ["make_malaria_stand_in", "make_medmnist_stand_in", "stand_in_sample", "medmnist_meta", "check_flag_size",
-           "npz_name", "npz_problem", "MEDMNIST_SIZES", "STAND_IN_VERSION"]
+           "npz_name", "npz_problem", "is_stand_in_npz", "MEDMNIST_SIZES", "STAND_IN_VERSION"]
 
 MEDMNIST_SIZES = (28, 64, 128, 224)
+STAND_IN_MARKER = "course_stand_in"   # an extra array in every stand-in npz, so no loader takes it for MedMNIST
 STAND_IN_MAX_BYTES = int(1.5 * 2**30)  # largest stand-in file we agree to generate
 
 
@@ -66,6 +67,16 @@ def _stand_in_dir(cache_dir: str | os.PathLike | None) -> Path:
 
 # what reading a damaged or foreign npz file raises (truncated, emptied, flipped bytes, other keys or shapes)
 _DAMAGE_ERRORS = (OSError, EOFError, ValueError, KeyError, zipfile.BadZipFile, zlib.error, struct.error)
+
+
+def is_stand_in_npz(path: str | os.PathLike) -> bool:
+    """Whether an npz file in MedMNIST's layout was written by :func:`make_medmnist_stand_in` (it carries the
+    stand-in marker): copied into a ``root=`` folder, it must still be reported as a stand-in, not as MedMNIST."""
+    try:
+        with zipfile.ZipFile(path) as zf:
+            return f"{STAND_IN_MARKER}.npy" in zf.namelist()
+    except _DAMAGE_ERRORS:
+        return False
 
 
 def npz_problem(path: Path, expected: dict[str, tuple[tuple[int, ...], np.dtype]]) -> str | None:
@@ -243,6 +254,12 @@ def make_medmnist_stand_in(flag: str, *, size: int = 28, root: str | os.PathLike
             expected[f"{sp}_images"] = ((n, size, size, *channels), np.dtype(np.uint8))
             expected[f"{sp}_labels"] = ((n, n_labels), np.dtype(np.uint8))
         problem = npz_problem(path, expected)
+        if problem is None and not is_stand_in_npz(path):    # whole, from before stand-ins carried their marker:
+            with np.load(path) as old:                         # the same arrays, written again with it
+                arrays = {k: old[k] for k in old.files}
+            if _save_npz(path, **arrays, **{STAND_IN_MARKER: np.array(STAND_IN_VERSION)}) is None:
+                return path
+            problem = "it could not be written again with the stand-in marker"
         if problem is None:
             return path
         _discard_damaged(path, problem)
@@ -261,6 +278,7 @@ def make_medmnist_stand_in(flag: str, *, size: int = 28, root: str | os.PathLike
                 bar.update(stop - start)
             arrays[f"{split}_images"] = images[..., 0] if meta["n_channels"] == 1 else images
             arrays[f"{split}_labels"] = labels.reshape(n, -1).astype(np.uint8)
+    arrays[STAND_IN_MARKER] = np.array(STAND_IN_VERSION)
     failed = _save_npz(path, **arrays)
     if failed is not None or not path.exists():
         full = failed is not None and disk_full(failed)
