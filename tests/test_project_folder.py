@@ -713,6 +713,14 @@ def test_a_full_disk_while_writing_embeddings_keeps_the_predictions_and_no_half_
         filler.unlink()
         cycle.predict_pool(store, result, batch_size=8, progress=False, output_dir=DISK)
         print("RETRY", sorted(p.name for p in DISK.iterdir()))
+        for k, i in enumerate(store.ids("holdout").tolist()):           # the hold-out's scores, the same way
+            store.label(i, k % 2, holdout=True)
+        filler.write_bytes(b"x" * max(__import__("shutil").disk_usage(DISK).free - 2048, 0))
+        try:
+            cycle.evaluate_holdout(store, result, output_dir=DISK)
+        except CourseError as exc:
+            print("HOLDOUT", exc)
+        print("AFTER", sorted(p.name for p in DISK.iterdir() if p.name != "filler"))
     ''', size_kb=256)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "ERROR could not write embeddings_round1.npz" in done.stdout and "course-project predict" in done.stdout
@@ -720,6 +728,8 @@ def test_a_full_disk_while_writing_embeddings_keeps_the_predictions_and_no_half_
     n = re.search(r"PREDICTED (\d+) OF (\d+)", done.stdout)
     assert n and n.group(1) == n.group(2) != "0", done.stdout                      # predictions were saved
     assert "RETRY ['embeddings_round1.npz']" in done.stdout, done.stdout
+    assert "HOLDOUT could not write holdout_round1.npz" in done.stdout and "--again" in done.stdout, done.stdout
+    assert "AFTER ['embeddings_round1.npz']" in done.stdout, done.stdout           # no half-written hold-out file
 
 
 def test_a_full_disk_while_saving_a_round_is_a_clear_error_and_a_retry_saves_it(tmp_path, tiny_disk):

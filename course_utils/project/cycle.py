@@ -325,14 +325,17 @@ def predict_pool(store: Any, result: RoundResult, *, batch_size: int = 32, embed
             kept_ids.append(batch_ids[ok])
             kept_feats.append(feats[ok])
         out = Path(output_dir) if output_dir is not None else project_dir(store)
-        _save_npz_atomically(out / f"embeddings_round{result.round}.npz", ids=np.concatenate(kept_ids),
-                             embeddings=np.concatenate(kept_feats))
+        _save_npz_atomically(out / f"embeddings_round{result.round}.npz",
+                             {"ids": np.concatenate(kept_ids), "embeddings": np.concatenate(kept_feats)},
+                             "the predictions are saved in the store, the embeddings (for coreset and badge) are "
+                             "not. Free some space, then run `course-project predict` again.")
     return n
 
 
-def _save_npz_atomically(path: Path, **arrays: np.ndarray) -> None:
+def _save_npz_atomically(path: Path, arrays: dict[str, np.ndarray], lost: str) -> None:
     """Write an ``.npz`` beside ``path`` and move it into place, so a kill or a full disk never leaves half a
-    file where Coreset and BADGE would read it (the predictions are in SQLite already)."""
+    file where the strategies or the report would read it; a failed write is a CourseError ending in ``lost``
+    (what was kept, what was not, what to do)."""
     tmp = path.with_name(path.name + ".partial")
     try:
         with open(tmp, "wb") as f:
@@ -342,9 +345,7 @@ def _save_npz_atomically(path: Path, **arrays: np.ndarray) -> None:
         os.replace(tmp, path)
     except OSError as exc:
         tmp.unlink(missing_ok=True)
-        raise CourseError(f"could not write {path.name} ({exc.strerror or exc}): the predictions are saved in the "
-                          "store, the embeddings (for coreset and badge) are not. Free some space, then run "
-                          "`course-project predict` again.") from exc
+        raise CourseError(f"could not write {path.name} ({exc.strerror or exc}): {lost}") from exc
 
 
 def load_embeddings(store: Any, round_: int | None = None, *,
@@ -393,7 +394,9 @@ def evaluate_holdout(store: Any, result: RoundResult, *, again: bool = False, ba
     probs = _predict_files(store, result, ids, batch_size)
     n = store.record_holdout_evaluation(f"round {result.round}")
     out = Path(output_dir) if output_dir is not None else project_dir(store)
-    np.savez(out / f"holdout_round{result.round}.npz", ids=ids, labels=y, probs=probs)  # the report's
+    _save_npz_atomically(out / f"holdout_round{result.round}.npz", {"ids": ids, "labels": y, "probs": probs},
+                         "this look is counted in the store, but the report's hold-out curves need this file. "
+                         "Free some space, then evaluate again with again=True (command line: --again).")
     report: dict[str, Any] = {"n": int(len(ids)), "evaluations": n, "round": result.round}
     if result.task == "multi-label":
         k = len(store.label_names)
